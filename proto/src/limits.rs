@@ -1,0 +1,55 @@
+//! Every bound Anchorage puts on its inputs, in one place, with the unit in the name.
+//!
+//! The codec checks a frame's length against these before it decodes a byte, names and
+//! records are validated against them when they are built or decoded, and the `const`
+//! assertions at the bottom keep them consistent with each other.
+
+/// Bytes in one label of a name (`payments`).
+pub const LABEL_BYTES_MAX: usize = 63;
+/// Labels in one name (`/a/b/c` has 3).
+pub const NAME_LABELS_MAX: usize = 32;
+/// Bytes in the text form of a name, slashes included.
+pub const NAME_BYTES_MAX: usize = 255;
+/// Bytes in one `blob` record.
+pub const BLOB_BYTES_MAX: usize = 64 * 1024;
+/// Bytes in one `text` record.
+pub const TEXT_BYTES_MAX: usize = 4 * 1024;
+/// Bytes in the peer id of an `object` record.
+pub const PEER_ID_BYTES_MAX: usize = 128;
+/// Records in one record set.
+pub const RECORDS_PER_SET_MAX: usize = 64;
+/// Encoded bytes of one record set (records, TTL, version, writer).
+pub const RECORD_SET_BYTES_MAX: usize = 96 * 1024;
+/// Longest TTL any record set may carry, in seconds (one week).
+pub const TTL_S_MAX: u32 = 7 * 24 * 3600;
+/// Encoded bytes of one mutation body (what the writer signs).
+pub const MUTATION_BYTES_MAX: usize = RECORD_SET_BYTES_MAX + 4 * 1024;
+/// How far in the future a mutation's expiry may lie, in milliseconds. Bounds the
+/// replay-protection set each scope has to remember.
+pub const MUTATION_VALIDITY_MS_MAX: u64 = 10 * 60 * 1000;
+/// Bytes of one client frame (resolve, mutate, admin, watch) on the wire.
+pub const CLIENT_FRAME_BYTES_MAX: usize = 256 * 1024;
+/// Bytes of one Raft frame on the wire (a batch of entries or a snapshot chunk).
+pub const RAFT_FRAME_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// Entries openraft may put in one AppendEntries; with the largest mutation each, the frame
+/// still fits [`RAFT_FRAME_BYTES_MAX`].
+pub const RAFT_ENTRIES_PER_APPEND_MAX: u64 = 64;
+/// Bytes of one snapshot chunk sent by InstallSnapshot.
+pub const SNAPSHOT_CHUNK_BYTES_MAX: usize = 1024 * 1024;
+/// Bytes of a policy in TOML form.
+pub const POLICY_TOML_BYTES_MAX: usize = 64 * 1024;
+/// Members of one scope.
+pub const SCOPE_MEMBERS_MAX: usize = 9;
+/// Addresses advertised for one anchor.
+pub const ANCHOR_ADDRS_MAX: usize = 8;
+/// Bytes of one multiaddr in text form.
+pub const ADDR_BYTES_MAX: usize = 256;
+
+const _: () = assert!(NAME_BYTES_MAX >= LABEL_BYTES_MAX + 1);
+const _: () = assert!(RECORD_SET_BYTES_MAX > BLOB_BYTES_MAX + 1024);
+const _: () = assert!(MUTATION_BYTES_MAX > RECORD_SET_BYTES_MAX);
+const _: () = assert!(CLIENT_FRAME_BYTES_MAX > 2 * MUTATION_BYTES_MAX);
+const _: () = assert!(
+    RAFT_FRAME_BYTES_MAX > RAFT_ENTRIES_PER_APPEND_MAX as usize * (MUTATION_BYTES_MAX + 1024)
+);
+const _: () = assert!(RAFT_FRAME_BYTES_MAX > 2 * SNAPSHOT_CHUNK_BYTES_MAX);

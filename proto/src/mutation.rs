@@ -1,0 +1,253 @@
+//! Mutations: what a writer asks for, and how it is signed and verified (DESIGN.md §7).
+//!
+//! The writer encodes a [`Mutation`] with the codec and signs `DOMAIN || body` with its
+//! ed25519 key. Anchors verify every signature before decoding the body further, and the
+//! nonce and expiry make a replayed or stale mutation refusable.
+
+use ed25519_dalek::{Signer, Verifier};
+use serde::{Deserialize, Serialize};
+
+use crate::codec;
+use crate::error::ProtoError;
+use crate::limits::MUTATION_BYTES_MAX;
+use crate::name::Name;
+use crate::record::{validate_records, Record};
+
+/// Domain separation for mutation signatures.
+pub const SIGNATURE_DOMAIN: &[u8] = b"anchorage/mutation/v1\0";
+/// Signatures on one mutation (k-of-n policy changes need several).
+pub const SIGNATURES_MAX: usize = 16;
+
+/// What a writer asks a scope to do.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mutation {
+    /// The change.
+    pub op: Op,
+    /// A random number, unique per writer within the validity window.
+    pub nonce: u64,
+    /// Milliseconds since the Unix epoch after which the mutation must be refused.
+    pub expires_at_ms: u64,
+}
+
+/// The operations a mutation can carry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Op {
+    /// Replace the record set of `name`.
+    Put {
+        /// Target name.
+        name: Name,
+        /// New records.
+        records: Vec<Record>,
+        /// TTL in seconds.
+        ttl_s: u32,
+    },
+    /// Remove `name`.
+    Delete {
+        /// Target name.
+        name: Name,
+    },
+    /// Replace the record set of `name` only if its version is `expected_version`
+    /// (0 means: only if the name does not exist).
+    Cas {
+        /// Target name.
+        name: Name,
+        /// Version the writer last saw; 0 for "absent".
+        expected_version: u64,
+        /// New records.
+        records: Vec<Record>,
+        /// TTL in seconds.
+        ttl_s: u32,
+    },
+    /// Replace the policy of the scope governing `prefix` (TOML form), signed by k of its
+    /// n admin keys.
+    SetPolicy {
+        /// The scope's prefix.
+        prefix: Name,
+        /// The new policy, TOML.
+        policy_toml: String,
+    },
+}
+
+impl Op {
+    /// The name this operation addresses (the prefix for policy changes).
+    pub fn name(&self) -> &Name {
+        match self {
+            Op::Put { name, .. } | Op::Delete { name } | Op::Cas { name, .. } => name,
+            Op::SetPolicy { prefix, .. } => prefix,
+        }
+    }
+
+    /// Short lowercase name of the operation, as used in policy and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Op::Put { .. } => "put",
+            Op::Delete { .. } => "delete",
+            Op::Cas { .. } => "cas",
+            Op::SetPolicy { .. } => "set_policy",
+        }
+    }
+
+    /// Protocol-level checks on the records and TTL.
+    pub fn validate(&self) -> Result<(), ProtoError> {
+        match self {
+            Op::Put { records, ttl_s, .. } | Op::Cas { records, ttl_s, .. } => {
+                validate_records(records, *ttl_s)
+            }
+            Op::Delete { .. } | Op::SetPolicy { .. } => Ok(()),
+        }
+    }
+}
+
+/// One signature over a mutation body.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Signature {
+    /// The signer's ed25519 public key.
+    pub key: [u8; 32],
+    /// 64 signature bytes.
+    pub sig: Vec<u8>,
+}
+
+/// An encoded mutation and its signatures, as sent on the wire and stored in the log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedMutation {
+    /// `codec::encode(&Mutation)`.
+    pub body: Vec<u8>,
+    /// One signature per signer (the first is the writer).
+    pub signatures: Vec<Signature>,
+}
+
+impl SignedMutation {
+    /// Encodes and signs a mutation with one key.
+    pub fn sign(m: &Mutation, key: &ed25519_dalek::SigningKey) -> Result<Self, ProtoError> {
+        let body = codec::encode(m)?;
+        if body.len() > MUTATION_BYTES_MAX {
+            return Err(ProtoError::FrameTooLarge {
+                len: body.len(),
+                max: MUTATION_BYTES_MAX,
+            });
+        }
+        let mut out = SignedMutation {
+            body,
+            signatures: Vec::new(),
+        };
+        out.add_signature(key);
+        Ok(out)
+    }
+
+    /// Adds another signer's signature (for k-of-n policy changes).
+    pub fn add_signature(&mut self, key: &ed25519_dalek::SigningKey) {
+        let sig = key.sign(&signed_bytes(&self.body));
+        self.signatures.push(Signature {
+            key: key.verifying_key().to_bytes(),
+            sig: sig.to_bytes().to_vec(),
+        });
+    }
+
+    /// Verifies every signature, then decodes and validates the body.
+    pub fn verify(&self) -> Result<Mutation, ProtoError> {
+        if self.body.len() > MUTATION_BYTES_MAX {
+            return Err(ProtoError::FrameTooLarge {
+                len: self.body.len(),
+                max: MUTATION_BYTES_MAX,
+            });
+        }
+        if self.signatures.is_empty() || self.signatures.len() > SIGNATURES_MAX {
+            return Err(ProtoError::Malformed {
+                reason: format!(
+                    "{} signatures; a mutation needs 1..={SIGNATURES_MAX}",
+                    self.signatures.len()
+                ),
+            });
+        }
+        let msg = signed_bytes(&self.body);
+        for s in &self.signatures {
+            let key = ed25519_dalek::VerifyingKey::from_bytes(&s.key).map_err(|e| {
+                ProtoError::BadKey {
+                    reason: e.to_string(),
+                }
+            })?;
+            let sig = ed25519_dalek::Signature::from_slice(&s.sig).map_err(|_| {
+                ProtoError::BadSignature {
+                    key: hex::encode(s.key),
+                }
+            })?;
+            key.verify(&msg, &sig)
+                .map_err(|_| ProtoError::BadSignature {
+                    key: hex::encode(s.key),
+                })?;
+        }
+        let m: Mutation = codec::decode(&self.body, MUTATION_BYTES_MAX)?;
+        m.op.validate()?;
+        Ok(m)
+    }
+
+    /// The writer's key (first signer).
+    pub fn writer(&self) -> [u8; 32] {
+        self.signatures.first().map(|s| s.key).unwrap_or([0; 32])
+    }
+
+    /// Distinct signer keys.
+    pub fn signers(&self) -> Vec<[u8; 32]> {
+        let mut keys: Vec<[u8; 32]> = self.signatures.iter().map(|s| s.key).collect();
+        keys.sort();
+        keys.dedup();
+        keys
+    }
+}
+
+fn signed_bytes(body: &[u8]) -> Vec<u8> {
+    let mut msg = Vec::with_capacity(SIGNATURE_DOMAIN.len() + body.len());
+    msg.extend_from_slice(SIGNATURE_DOMAIN);
+    msg.extend_from_slice(body);
+    msg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put() -> Mutation {
+        Mutation {
+            op: Op::Put {
+                name: Name::parse("/a").unwrap(),
+                records: vec![Record::Text("hi".into())],
+                ttl_s: 30,
+            },
+            nonce: 1,
+            expires_at_ms: 10,
+        }
+    }
+
+    #[test]
+    fn tampered_body_or_signature_fails() {
+        let key = ed25519_dalek::SigningKey::from_bytes(&[1; 32]);
+        let signed = SignedMutation::sign(&put(), &key).unwrap();
+        assert_eq!(signed.verify().unwrap(), put());
+        let mut bad = signed.clone();
+        let last = bad.body.len() - 1;
+        bad.body[last] ^= 1;
+        assert!(matches!(bad.verify(), Err(ProtoError::BadSignature { .. })));
+        let mut bad = signed.clone();
+        bad.signatures[0].sig[0] ^= 1;
+        assert!(matches!(bad.verify(), Err(ProtoError::BadSignature { .. })));
+        let mut bad = signed;
+        bad.signatures.clear();
+        assert!(bad.verify().is_err());
+    }
+
+    #[test]
+    fn invalid_records_fail_verification() {
+        let key = ed25519_dalek::SigningKey::from_bytes(&[1; 32]);
+        let mut m = put();
+        m.op = Op::Put {
+            name: Name::root(),
+            records: vec![],
+            ttl_s: 1,
+        };
+        let signed = SignedMutation::sign(&m, &key).unwrap();
+        assert!(matches!(
+            signed.verify(),
+            Err(ProtoError::InvalidRecords { .. })
+        ));
+    }
+}

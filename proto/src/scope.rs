@@ -1,0 +1,81 @@
+//! Scope identities and descriptors, and how anchors are named in them.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::ProtoError;
+use crate::name::Name;
+
+/// A stable scope id: 16 bytes of a blake3 digest.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+pub struct ScopeId(pub [u8; 16]);
+
+impl ScopeId {
+    /// The id of the root scope, the same on every cluster.
+    pub fn root() -> ScopeId {
+        ScopeId::derive(&[b"anchorage/root-scope/v1"])
+    }
+
+    /// An id derived from the given parts (parent id, split point, log index...).
+    pub fn derive(parts: &[&[u8]]) -> ScopeId {
+        let mut h = blake3::Hasher::new();
+        for p in parts {
+            h.update(&(p.len() as u64).to_be_bytes());
+            h.update(p);
+        }
+        let mut id = [0u8; 16];
+        id.copy_from_slice(&h.finalize().as_bytes()[..16]);
+        ScopeId(id)
+    }
+
+    /// Hex form.
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    /// Parses the hex form.
+    pub fn from_hex(s: &str) -> Result<ScopeId, ProtoError> {
+        let bytes = hex::decode(s).map_err(|e| ProtoError::Malformed {
+            reason: format!("scope id {s:?}: {e}"),
+        })?;
+        let id: [u8; 16] = bytes.try_into().map_err(|_| ProtoError::Malformed {
+            reason: format!("scope id {s:?} must be 32 hex digits"),
+        })?;
+        Ok(ScopeId(id))
+    }
+}
+
+impl fmt::Display for ScopeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl fmt::Debug for ScopeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ScopeId({})", &self.to_hex()[..8])
+    }
+}
+
+/// How an anchor is reached: its libp2p peer id and listen addresses (text multiaddrs).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+pub struct AnchorInfo {
+    /// Base58 libp2p peer id.
+    pub peer_id: String,
+    /// Multiaddrs it listens on.
+    pub addrs: Vec<String>,
+}
+
+/// What a scope is: id, prefix, range and members.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScopeDescriptor {
+    /// Stable id.
+    pub id: ScopeId,
+    /// The prefix it governs.
+    pub prefix: Name,
+    /// Incremented on every change of range or members.
+    pub epoch: u64,
+    /// Member anchors.
+    pub members: Vec<AnchorInfo>,
+}
