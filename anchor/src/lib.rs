@@ -1,1 +1,29 @@
+//! The Anchorage daemon: an anchor hosts scope replicas (one openraft group each) in one sled
+//! database and serves them over libp2p.
+//!
+//! # Layout
+//! - [`config`] — `anchor.toml`.
+//! - [`identity`] — the libp2p key in the data dir; peer id → Raft node id.
+//! - [`raft`] — openraft type config, sled log store with group commit, state machine,
+//!   network adapter multiplexed by scope id.
+//! - [`scope`] — pure decisions: what a mutation does to a scope.
+//! - [`node`] — [`Anchor`]: replicas and the protocol handlers.
+//! - [`http`] — `/metrics`, `/healthz`, `/readyz`.
+//! - [`metrics`] — the Prometheus registry.
+//! - [`cli`] — the `anchorage` command line (start, init, dev, put, resolve, status, bench).
+#![deny(missing_docs)]
 
+pub mod cli;
+pub mod cli_bench;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod identity;
+pub mod metrics;
+pub mod node;
+pub mod raft;
+pub mod scope;
+
+pub use config::AnchorConfig;
+pub use error::AnchorError;
+pub use node::Anchor;

@@ -1,1 +1,5 @@
-fn main() {}
+//! The `anchorage` binary: see [`anchor::cli`].
+
+fn main() -> std::process::ExitCode {
+    anchor::cli::main()
+}

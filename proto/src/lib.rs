@@ -4,14 +4,14 @@
 //! and disk formats live in one place.
 //!
 //! # Layout
-//! - [`limits`]: every bound on an input, with `const` asserts between them.
-//! - [`name`]: [`Name`] parsing, display, ordering, storage keys, DNS mapping.
-//! - [`record`]: [`Record`], [`RecordSet`] and their validation.
-//! - [`mutation`]: [`Mutation`], [`SignedMutation`]: signing and verification.
-//! - [`scope`]: [`ScopeId`], [`ScopeDescriptor`], [`AnchorInfo`].
-//! - [`msg`]: the request and response of every protocol.
-//! - [`codec`]: bincode 2 encode/decode with size checks before decoding.
-//! - [`error`]: [`ProtoError`].
+//! - [`limits`] — every bound on an input, with `const` asserts between them.
+//! - [`name`] — [`Name`] parsing, display, ordering, storage keys, DNS mapping.
+//! - [`record`] — [`Record`], [`RecordSet`] and their validation.
+//! - [`mutation`] — [`Mutation`], [`SignedMutation`]: signing and verification.
+//! - [`scope`] — [`ScopeId`], [`ScopeDescriptor`], [`AnchorInfo`].
+//! - [`msg`] — the request and response of every protocol.
+//! - [`codec`] — bincode 2 encode/decode with size checks before decoding.
+//! - [`error`] — [`ProtoError`].
 #![deny(missing_docs)]
 
 pub mod codec;

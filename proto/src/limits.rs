@@ -45,7 +45,7 @@ pub const ANCHOR_ADDRS_MAX: usize = 8;
 /// Bytes of one multiaddr in text form.
 pub const ADDR_BYTES_MAX: usize = 256;
 
-const _: () = assert!(NAME_BYTES_MAX >= LABEL_BYTES_MAX + 1);
+const _: () = assert!(NAME_BYTES_MAX > LABEL_BYTES_MAX);
 const _: () = assert!(RECORD_SET_BYTES_MAX > BLOB_BYTES_MAX + 1024);
 const _: () = assert!(MUTATION_BYTES_MAX > RECORD_SET_BYTES_MAX);
 const _: () = assert!(CLIENT_FRAME_BYTES_MAX > 2 * MUTATION_BYTES_MAX);

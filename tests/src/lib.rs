@@ -1,1 +1,1017 @@
+//! Black-box harness for multi-anchor integration tests: real `anchorage` processes on
+//! loopback, each with its own data dir and fixed ports inside one temporary directory.
+//!
+//! - [`anchorage_bin`] builds the binary once per test process (`cargo build -p anchor --bin
+//!   anchorage` in the workspace root, honouring `CARGO_TARGET_DIR`; `ANCHORAGE_BIN` skips
+//!   the build and uses that file).
+//! - [`Cluster::start`] picks free ports, writes one `anchor.toml` per anchor and starts them;
+//!   [`Cluster::kill`] (SIGKILL), [`Cluster::restart`] (same ports, same data dir, so the
+//!   same identity and addresses) steer single anchors; dropping the cluster kills them all.
+//! - [`Cluster::init`] runs `anchorage init`; [`Cluster::status`], [`Cluster::leader`],
+//!   [`Cluster::wait_leader`], [`Cluster::wait_caught_up`] read anchors' status over the
+//!   admin protocol (the same [`AnchorStatus`] that `anchorage status --json` prints);
+//!   [`Cluster::status_json_cli`] goes through the CLI.
+//! - [`Cluster::metrics`] scrapes `/metrics` with a raw HTTP GET; [`metric_value`] sums a
+//!   metric over the series whose labels match.
+//! - [`wait_for`] polls a condition until a deadline (no bare sleeps as waits).
+//! - [`bounded`] runs a test body under an overall timeout; on failure (error, timeout or
+//!   panic) the tail of every anchor's stdout/stderr is printed. Set `ANCHORAGE_TEST_KEEP=1`
+//!   to keep the temporary directory of a failed test.
+//!
+//! Each anchor's output goes to `<tmp>/logs/a<i>.<start>.{out,err}`; a restart opens new
+//! files, so the logs of every run survive.
 
+use std::future::Future;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use proto::codec;
+use proto::msg::{AdminRequest, AdminResponse, AnchorStatus, ScopeStatus};
+use proto::ScopeId;
+use resolver::net::{self, NetConfig, NetHandle, Protocol};
+use resolver::{Client, ClientConfig, Multiaddr, PeerId};
+
+pub use proto;
+pub use resolver;
+
+/// How long an anchor may take to print its "listening" line.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long one status call may take.
+const STATUS_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long one CLI command may take.
+const CLI_TIMEOUT: Duration = Duration::from_secs(60);
+/// Pause between two polls of [`wait_for`].
+pub const POLL: Duration = Duration::from_millis(100);
+/// Lines of each log printed when a test fails.
+const LOG_TAIL_LINES: usize = 60;
+
+// ---------------------------------------------------------------------------------------
+// The binary
+
+/// The workspace root (the parent of this crate).
+pub fn workspace_root() -> PathBuf {
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    here.parent().unwrap_or(here).to_path_buf()
+}
+
+fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(d) if !d.is_empty() => {
+            let d = PathBuf::from(d);
+            if d.is_absolute() {
+                d
+            } else {
+                workspace_root().join(d)
+            }
+        }
+        _ => workspace_root().join("target"),
+    }
+}
+
+/// The `anchorage` binary, built once per test process. Panics with cargo's output if the
+/// build fails.
+pub fn anchorage_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| match build_bin() {
+        Ok(p) => p,
+        Err(e) => panic!("cannot build the anchorage binary: {e:#}"),
+    })
+}
+
+fn build_bin() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("ANCHORAGE_BIN") {
+        let p = PathBuf::from(p);
+        if !p.is_file() {
+            bail!("ANCHORAGE_BIN={} is not a file", p.display());
+        }
+        return Ok(p);
+    }
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let out = Command::new(&cargo)
+        .args(["build", "-p", "anchor", "--bin", "anchorage"])
+        .current_dir(workspace_root())
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running {cargo:?} build"))?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let tail: Vec<&str> = stderr.lines().rev().take(60).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        bail!(
+            "`cargo build -p anchor --bin anchorage` failed ({}):\n{}",
+            out.status,
+            tail.join("\n")
+        );
+    }
+    let bin = target_dir().join("debug").join("anchorage");
+    if !bin.is_file() {
+        bail!("built, but {} does not exist", bin.display());
+    }
+    Ok(bin)
+}
+
+// ---------------------------------------------------------------------------------------
+// Test scaffolding
+
+static NEXT_TEST: AtomicU64 = AtomicU64::new(1);
+
+tokio::task_local! {
+    static TEST_ID: u64;
+}
+
+/// Directories of clusters dropped inside [`bounded`], kept until the test's outcome is
+/// known (so their logs can be printed on failure).
+struct Grave {
+    test: u64,
+    dir: tempfile::TempDir,
+    logs: Vec<PathBuf>,
+}
+
+static GRAVEYARD: Mutex<Vec<Grave>> = Mutex::new(Vec::new());
+
+fn graveyard() -> std::sync::MutexGuard<'static, Vec<Grave>> {
+    GRAVEYARD.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Runs a test body with an overall time limit. On an error or a timeout it prints the tail
+/// of every anchor's logs (of clusters created inside the body) and panics; a panic inside
+/// the body prints them as the cluster unwinds.
+pub async fn bounded<F>(limit: Duration, body: F)
+where
+    F: Future<Output = Result<()>>,
+{
+    let id = NEXT_TEST.fetch_add(1, Ordering::Relaxed);
+    let started = Instant::now();
+    let outcome = TEST_ID
+        .scope(id, async { tokio::time::timeout(limit, body).await })
+        .await;
+    let failure = match outcome {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(format!("{e:#}")),
+        Err(_) => Some(format!("the test did not finish within {limit:?}")),
+    };
+    let graves: Vec<Grave> = {
+        let mut all = graveyard();
+        let (mine, rest): (Vec<Grave>, Vec<Grave>) = all.drain(..).partition(|g| g.test == id);
+        *all = rest;
+        mine
+    };
+    match failure {
+        None => {
+            eprintln!(
+                "test body passed in {:.1} s",
+                started.elapsed().as_secs_f64()
+            );
+        }
+        Some(f) => {
+            for g in graves {
+                print_log_tails(&g.logs);
+                keep_dir(g.dir);
+            }
+            panic!(
+                "test failed after {:.1} s: {f}",
+                started.elapsed().as_secs_f64()
+            );
+        }
+    }
+}
+
+fn keep_dir(dir: tempfile::TempDir) {
+    if std::env::var_os("ANCHORAGE_TEST_KEEP").is_some() {
+        let path = dir.keep();
+        eprintln!("kept the test directory {}", path.display());
+    }
+}
+
+fn print_log_tails(logs: &[PathBuf]) {
+    for path in logs {
+        let Ok(text) = std::fs::read_to_string(path) else {
+            continue;
+        };
+        let lines: Vec<&str> = text.lines().collect();
+        let from = lines.len().saturating_sub(LOG_TAIL_LINES);
+        eprintln!(
+            "----- {} (last {} of {} lines) -----",
+            path.display(),
+            lines.len() - from,
+            lines.len()
+        );
+        for l in &lines[from..] {
+            eprintln!("{l}");
+        }
+    }
+    if !logs.is_empty() {
+        eprintln!("----- end of anchor logs -----");
+    }
+}
+
+/// Polls `cond` every [`POLL`] until it returns `Ok(Some(v))` (then returns `v`) or the
+/// deadline passes (then fails, quoting the last `Err`/`None` and `what`). Errors from
+/// `cond` are taken as "not yet".
+pub async fn wait_for<T, F, Fut>(what: &str, within: Duration, mut cond: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Option<T>>>,
+{
+    let deadline = Instant::now() + within;
+    let mut last;
+    loop {
+        match cond().await {
+            Ok(Some(v)) => return Ok(v),
+            Ok(None) => last = "condition not met".into(),
+            Err(e) => last = format!("{e:#}"),
+        }
+        if Instant::now() >= deadline {
+            bail!("timed out after {within:?} waiting for {what}; last: {last}");
+        }
+        tokio::time::sleep(POLL.min(deadline.saturating_duration_since(Instant::now()))).await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Options
+
+/// Raft and storage settings written into every anchor's config.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// `raft.heartbeat_ms`.
+    pub heartbeat_ms: u64,
+    /// `raft.election_min_ms`.
+    pub election_min_ms: u64,
+    /// `raft.election_max_ms`.
+    pub election_max_ms: u64,
+    /// `raft.snapshot_logs`.
+    pub snapshot_logs: u64,
+    /// `raft.logs_kept_after_snapshot`.
+    pub logs_kept_after_snapshot: u64,
+    /// `storage.cache_bytes`.
+    pub cache_bytes: u64,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            heartbeat_ms: 50,
+            election_min_ms: 300,
+            election_max_ms: 600,
+            snapshot_logs: 100_000,
+            logs_kept_after_snapshot: 1_000,
+            cache_bytes: 8 * 1024 * 1024,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Anchors
+
+/// One anchor process slot: fixed ports and data dir, a child while running.
+pub struct AnchorProc {
+    /// Index in the cluster.
+    pub index: usize,
+    /// Its data dir.
+    pub data_dir: PathBuf,
+    /// Its config file.
+    pub config: PathBuf,
+    /// libp2p TCP port.
+    pub p2p_port: u16,
+    /// HTTP port.
+    pub http_port: u16,
+    /// Its peer id (known after the first start; stable across restarts).
+    pub peer: Option<PeerId>,
+    child: Option<Child>,
+    starts: usize,
+    logs: Vec<PathBuf>,
+}
+
+impl AnchorProc {
+    /// `/ip4/127.0.0.1/tcp/<port>` (no peer id).
+    pub fn base_addr(&self) -> Multiaddr {
+        format!("/ip4/127.0.0.1/tcp/{}", self.p2p_port)
+            .parse()
+            .expect("static multiaddr")
+    }
+
+    /// `/ip4/127.0.0.1/tcp/<port>/p2p/<peer>`.
+    pub fn addr(&self) -> Result<Multiaddr> {
+        let peer = self
+            .peer
+            .ok_or_else(|| anyhow!("anchor {} never started", self.index))?;
+        Ok(format!("/ip4/127.0.0.1/tcp/{}/p2p/{peer}", self.p2p_port).parse()?)
+    }
+
+    /// Its HTTP address.
+    pub fn http(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.http_port))
+    }
+
+    /// True while its process runs.
+    pub fn is_running(&mut self) -> bool {
+        match &mut self.child {
+            Some(c) => matches!(c.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A set of anchors in one temporary directory.
+pub struct Cluster {
+    /// The anchors, by index.
+    pub anchors: Vec<AnchorProc>,
+    /// The options they run with.
+    pub options: Options,
+    dir: Option<tempfile::TempDir>,
+    net: NetHandle,
+    test: Option<u64>,
+}
+
+fn free_ports(n: usize) -> Result<Vec<u16>> {
+    // Hold every listener until all are chosen so the ports are distinct.
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0"))
+        .collect::<std::io::Result<_>>()?;
+    Ok(listeners
+        .iter()
+        .map(|l| l.local_addr().map(|a| a.port()))
+        .collect::<std::io::Result<_>>()?)
+}
+
+impl Cluster {
+    /// Starts `n` anchors with the default [`Options`] and waits until each is listening.
+    pub async fn start(n: usize) -> Result<Cluster> {
+        Cluster::start_with(n, Options::default()).await
+    }
+
+    /// Starts `n` anchors with `options` and waits until each is listening.
+    pub async fn start_with(n: usize, options: Options) -> Result<Cluster> {
+        let bin = anchorage_bin().to_path_buf();
+        let dir = tempfile::Builder::new()
+            .prefix("anchorage-test-")
+            .tempdir()?;
+        std::fs::create_dir_all(dir.path().join("logs"))?;
+        let ports = free_ports(2 * n)?;
+        let mut anchors = Vec::new();
+        for i in 0..n {
+            let data_dir = dir.path().join(format!("a{i}"));
+            std::fs::create_dir_all(&data_dir)?;
+            let config = dir.path().join(format!("a{i}.toml"));
+            let a = AnchorProc {
+                index: i,
+                data_dir,
+                config,
+                p2p_port: ports[2 * i],
+                http_port: ports[2 * i + 1],
+                peer: None,
+                child: None,
+                starts: 0,
+                logs: Vec::new(),
+            };
+            std::fs::write(&a.config, config_toml(&a, &options))?;
+            anchors.push(a);
+        }
+        let (net, _) = net::spawn(NetConfig {
+            request_timeout: STATUS_TIMEOUT,
+            ..NetConfig::client()
+        })
+        .map_err(|e| anyhow!("harness network: {e}"))?;
+        let mut cluster = Cluster {
+            anchors,
+            options,
+            dir: Some(dir),
+            net,
+            test: TEST_ID.try_with(|id| *id).ok(),
+        };
+        debug_assert!(bin.is_file());
+        for i in 0..n {
+            cluster.spawn(i)?;
+        }
+        for i in 0..n {
+            cluster.wait_listening(i).await?;
+        }
+        Ok(cluster)
+    }
+
+    /// The temporary directory holding data, configs and logs.
+    pub fn dir(&self) -> &Path {
+        self.dir.as_ref().expect("dir present until drop").path()
+    }
+
+    /// Number of anchor slots.
+    pub fn len(&self) -> usize {
+        self.anchors.len()
+    }
+
+    /// True if the cluster has no anchors.
+    pub fn is_empty(&self) -> bool {
+        self.anchors.is_empty()
+    }
+
+    fn spawn(&mut self, i: usize) -> Result<()> {
+        let bin = anchorage_bin();
+        let logs = self.dir().join("logs");
+        let a = &mut self.anchors[i];
+        if a.is_running() {
+            bail!("anchor {i} is already running");
+        }
+        a.starts += 1;
+        let out_path = logs.join(format!("a{i}.{}.out", a.starts));
+        let err_path = logs.join(format!("a{i}.{}.err", a.starts));
+        let out = std::fs::File::create(&out_path)?;
+        let err = std::fs::File::create(&err_path)?;
+        a.logs.push(out_path);
+        a.logs.push(err_path);
+        let mut cmd = Command::new(bin);
+        cmd.arg("start")
+            .arg("--config")
+            .arg(&a.config)
+            .env_remove("ANCHORAGE_ANCHORS")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err);
+        die_with_parent(&mut cmd);
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("spawning {}", bin.display()))?;
+        a.child = Some(child);
+        Ok(())
+    }
+
+    async fn wait_listening(&mut self, i: usize) -> Result<()> {
+        let out_path = self.anchors[i].logs[self.anchors[i].logs.len() - 2].clone();
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            let text = std::fs::read_to_string(&out_path).unwrap_or_default();
+            if let Some(peer) = parse_listening(&text) {
+                let a = &mut self.anchors[i];
+                if let Some(known) = a.peer {
+                    if known != peer {
+                        bail!("anchor {i} came back as {peer}, was {known}: identity not stable");
+                    }
+                }
+                a.peer = Some(peer);
+                return Ok(());
+            }
+            let a = &mut self.anchors[i];
+            if let Some(c) = &mut a.child {
+                if let Ok(Some(status)) = c.try_wait() {
+                    a.child = None;
+                    let err =
+                        std::fs::read_to_string(&a.logs[a.logs.len() - 1]).unwrap_or_default();
+                    bail!(
+                        "anchor {i} exited ({status}) before listening:\n{}",
+                        tail(&err, 30)
+                    );
+                }
+            }
+            if Instant::now() >= deadline {
+                bail!("anchor {i} printed no 'listening' line within {START_TIMEOUT:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// SIGKILLs anchor `i` and reaps it.
+    pub fn kill(&mut self, i: usize) {
+        self.anchors[i].kill();
+    }
+
+    /// Starts anchor `i` again (same ports, same data dir) and waits until it listens.
+    pub async fn restart(&mut self, i: usize) -> Result<()> {
+        self.spawn(i)?;
+        self.wait_listening(i).await
+    }
+
+    /// Every anchor's `/ip4/127.0.0.1/tcp/<port>/p2p/<peer>`.
+    pub fn addrs(&self) -> Result<Vec<Multiaddr>> {
+        self.anchors.iter().map(|a| a.addr()).collect()
+    }
+
+    /// `--anchor X` arguments for every anchor.
+    pub fn anchor_args(&self) -> Result<Vec<String>> {
+        let mut args = Vec::new();
+        for a in self.addrs()? {
+            args.push("--anchor".to_string());
+            args.push(a.to_string());
+        }
+        Ok(args)
+    }
+
+    /// Runs `anchorage <args>` and returns its output (whatever the exit status).
+    pub async fn cli(&self, args: &[String]) -> Result<std::process::Output> {
+        let mut cmd = tokio::process::Command::new(anchorage_bin());
+        cmd.args(args)
+            .env_remove("ANCHORAGE_ANCHORS")
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        let out = tokio::time::timeout(CLI_TIMEOUT, cmd.output())
+            .await
+            .map_err(|_| anyhow!("`anchorage {}` took over {CLI_TIMEOUT:?}", args.join(" ")))??;
+        Ok(out)
+    }
+
+    /// Runs `anchorage <args>` and fails unless it exits 0; returns stdout.
+    pub async fn cli_ok(&self, args: &[String]) -> Result<String> {
+        let out = self.cli(args).await?;
+        if !out.status.success() {
+            bail!(
+                "`anchorage {}` failed ({}):\nstdout: {}\nstderr: {}",
+                args.join(" "),
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// `anchorage init` on every anchor (optionally with a policy file), then waits until the
+    /// root scope has a leader that every anchor knows.
+    pub async fn init(&mut self, policy: Option<&Path>) -> Result<()> {
+        let mut args = vec!["init".to_string()];
+        args.extend(self.anchor_args()?);
+        if let Some(p) = policy {
+            args.push("--policy".into());
+            args.push(p.display().to_string());
+        }
+        self.cli_ok(&args).await?;
+        self.wait_settled(Duration::from_secs(20)).await?;
+        Ok(())
+    }
+
+    /// The status of anchor `i` over the admin protocol.
+    pub async fn status(&self, i: usize) -> Result<AnchorStatus> {
+        let a = &self.anchors[i];
+        let peer = a.peer.ok_or_else(|| anyhow!("anchor {i} never started"))?;
+        let bytes = codec::encode(&AdminRequest::Status)?;
+        let call = self
+            .net
+            .request(peer, vec![a.base_addr()], Protocol::Admin, bytes);
+        let answer = tokio::time::timeout(STATUS_TIMEOUT, call)
+            .await
+            .map_err(|_| anyhow!("anchor {i} did not answer status within {STATUS_TIMEOUT:?}"))?
+            .map_err(|e| anyhow!("anchor {i}: {e}"))?;
+        match codec::decode(&answer, proto::limits::CLIENT_FRAME_BYTES_MAX)? {
+            AdminResponse::Status(s) => Ok(s),
+            other => bail!("anchor {i} answered status with {other:?}"),
+        }
+    }
+
+    /// The root scope as anchor `i` sees it.
+    pub async fn root_status(&self, i: usize) -> Result<ScopeStatus> {
+        let s = self.status(i).await?;
+        s.scopes
+            .into_iter()
+            .find(|sc| sc.id == ScopeId::root())
+            .ok_or_else(|| anyhow!("anchor {i} hosts no root scope"))
+    }
+
+    /// `anchorage status --json` over every anchor, parsed.
+    pub async fn status_json_cli(&self) -> Result<serde_json::Value> {
+        let mut args = vec!["status".to_string(), "--json".to_string()];
+        args.extend(self.anchor_args()?);
+        let out = self.cli_ok(&args).await?;
+        serde_json::from_str(&out).with_context(|| format!("status output is not JSON: {out}"))
+    }
+
+    /// Indexes of anchors whose process runs.
+    pub fn running(&mut self) -> Vec<usize> {
+        (0..self.anchors.len())
+            .filter(|&i| self.anchors[i].is_running())
+            .collect()
+    }
+
+    fn index_of(&self, peer: &str) -> Option<usize> {
+        self.anchors
+            .iter()
+            .position(|a| a.peer.is_some_and(|p| p.to_base58() == peer))
+    }
+
+    /// The index of the root scope's leader, if the running anchors agree on one: an
+    /// anchor that says it leads, at the highest term seen, that a majority of the running
+    /// anchors also name as leader.
+    pub async fn leader(&mut self) -> Result<Option<usize>> {
+        let running = self.running();
+        let mut seen = Vec::new();
+        for &i in &running {
+            if let Ok(s) = self.root_status(i).await {
+                seen.push((i, s));
+            }
+        }
+        let Some(max_term) = seen.iter().map(|(_, s)| s.term).max() else {
+            return Ok(None);
+        };
+        let Some((li, _)) = seen
+            .iter()
+            .find(|(_, s)| s.role == "leader" && s.term == max_term)
+        else {
+            return Ok(None);
+        };
+        let leader_peer = self.anchors[*li].peer.map(|p| p.to_base58());
+        let agree = seen
+            .iter()
+            .filter(|(_, s)| s.leader.is_some() && s.leader == leader_peer)
+            .count();
+        if 2 * agree > self.anchors.len() {
+            Ok(Some(*li))
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// Waits for a root-scope leader (see [`Cluster::leader`]).
+    pub async fn wait_leader(&mut self, within: Duration) -> Result<usize> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(l) = self.leader().await? {
+                return Ok(l);
+            }
+            if Instant::now() >= deadline {
+                let mut report = String::new();
+                for i in self.running() {
+                    report.push_str(&format!("\n  anchor {i}: {:?}", self.root_status(i).await));
+                }
+                bail!("no root-scope leader within {within:?}:{report}");
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Waits until a leader exists and every running anchor names it.
+    pub async fn wait_settled(&mut self, within: Duration) -> Result<usize> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(l) = self.leader().await? {
+                let want = self.anchors[l].peer.map(|p| p.to_base58());
+                let mut all = true;
+                for i in self.running() {
+                    match self.root_status(i).await {
+                        Ok(s) if s.leader == want => {}
+                        _ => all = false,
+                    }
+                }
+                if all {
+                    return Ok(l);
+                }
+            }
+            if Instant::now() >= deadline {
+                bail!("the running anchors did not agree on a leader within {within:?}");
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// The leader's index, which anchor it is, by peer id (from anchor `i`'s status).
+    pub async fn leader_seen_by(&self, i: usize) -> Result<Option<usize>> {
+        let s = self.root_status(i).await?;
+        Ok(s.leader.as_deref().and_then(|p| self.index_of(p)))
+    }
+
+    /// Root-scope `last_applied` of anchor `i` (0 when none).
+    pub async fn last_applied(&self, i: usize) -> Result<u64> {
+        Ok(self.root_status(i).await?.last_applied.unwrap_or(0))
+    }
+
+    /// Waits until anchor `i` has applied at least `index` in the root scope.
+    pub async fn wait_applied(
+        &self,
+        i: usize,
+        index: u64,
+        within: Duration,
+    ) -> Result<ScopeStatus> {
+        wait_for(
+            &format!("anchor {i} to apply index {index}"),
+            within,
+            || async move {
+                let s = self.root_status(i).await?;
+                Ok((s.last_applied.unwrap_or(0) >= index).then_some(s))
+            },
+        )
+        .await
+    }
+
+    /// Waits until anchor `i` has applied everything the leader `leader` had applied when
+    /// this was called (re-reading the leader each poll: the target is the leader's value
+    /// at that moment, so it terminates while writes continue).
+    pub async fn wait_caught_up(&self, i: usize, leader: usize, within: Duration) -> Result<u64> {
+        let target = self.last_applied(leader).await?;
+        self.wait_applied(i, target, within).await?;
+        Ok(target)
+    }
+
+    /// A resolver client whose trust anchors are all anchors.
+    pub async fn client(&self) -> Result<Client> {
+        Ok(Client::connect(&self.addrs()?, ClientConfig::default()).await?)
+    }
+
+    /// A resolver client that knows only anchor `i` (so replica reads go to it alone).
+    pub async fn client_of(&self, i: usize) -> Result<Client> {
+        let cfg = ClientConfig {
+            cache_entries_max: 0,
+            ..ClientConfig::default()
+        };
+        Ok(Client::connect(&[self.anchors[i].addr()?], cfg).await?)
+    }
+
+    /// Sends one raw frame to anchor `i` on `protocol` from `net` (a client swarm of the
+    /// test's own) and returns the raw answer.
+    pub async fn raw_request(
+        &self,
+        net: &NetHandle,
+        i: usize,
+        protocol: Protocol,
+        bytes: Vec<u8>,
+    ) -> Result<Vec<u8>, resolver::net::NetError> {
+        let a = &self.anchors[i];
+        let peer = a.peer.expect("anchor started");
+        net.request(peer, vec![a.base_addr()], protocol, bytes)
+            .await
+    }
+
+    /// The Prometheus text of anchor `i`.
+    pub async fn metrics(&self, i: usize) -> Result<String> {
+        http_get(self.anchors[i].http(), "/metrics").await
+    }
+
+    /// `metric_value` summed over every running anchor.
+    pub async fn metric_sum(&mut self, name: &str, labels: &[(&str, &str)]) -> Result<f64> {
+        let mut sum = 0.0;
+        for i in self.running() {
+            sum += metric_value(&self.metrics(i).await?, name, labels);
+        }
+        Ok(sum)
+    }
+
+    /// Paths of every log file written so far.
+    pub fn log_files(&self) -> Vec<PathBuf> {
+        self.anchors
+            .iter()
+            .flat_map(|a| a.logs.iter().cloned())
+            .collect()
+    }
+
+    /// Prints the tail of every anchor's logs.
+    pub fn print_logs(&self) {
+        print_log_tails(&self.log_files());
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for a in &mut self.anchors {
+            a.kill();
+        }
+        self.net.shutdown();
+        let logs = self.log_files();
+        let Some(dir) = self.dir.take() else { return };
+        if std::thread::panicking() {
+            print_log_tails(&logs);
+            keep_dir(dir);
+            return;
+        }
+        if let Some(test) = self.test {
+            graveyard().push(Grave { test, dir, logs });
+        }
+    }
+}
+
+fn config_toml(a: &AnchorProc, o: &Options) -> String {
+    // TOML basic strings: escape backslashes and quotes of the path.
+    let data_dir = a
+        .data_dir
+        .display()
+        .to_string()
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"");
+    format!(
+        "data_dir = \"{data_dir}\"\n\
+         listen = \"/ip4/127.0.0.1/tcp/{p2p}\"\n\
+         http = \"127.0.0.1:{http}\"\n\
+         \n\
+         [labels]\n\
+         test_index = \"{index}\"\n\
+         \n\
+         [raft]\n\
+         heartbeat_ms = {hb}\n\
+         election_min_ms = {emin}\n\
+         election_max_ms = {emax}\n\
+         snapshot_logs = {snap}\n\
+         logs_kept_after_snapshot = {kept}\n\
+         \n\
+         [storage]\n\
+         cache_bytes = {cache}\n",
+        p2p = a.p2p_port,
+        http = a.http_port,
+        index = a.index,
+        hb = o.heartbeat_ms,
+        emin = o.election_min_ms,
+        emax = o.election_max_ms,
+        snap = o.snapshot_logs,
+        kept = o.logs_kept_after_snapshot,
+        cache = o.cache_bytes,
+    )
+}
+
+/// The peer id from an `anchor <peer> listening; dial it as <addr>` line.
+fn parse_listening(stdout: &str) -> Option<PeerId> {
+    stdout.lines().find_map(|l| {
+        let rest = l.trim().strip_prefix("anchor ")?;
+        let (peer, tail) = rest.split_once(' ')?;
+        if !tail.starts_with("listening") {
+            return None;
+        }
+        peer.parse().ok()
+    })
+}
+
+fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+#[cfg(target_os = "linux")]
+fn die_with_parent(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec here.
+    // The anchor gets SIGKILL if the thread that spawned it dies (the test process
+    // crashing or being killed), so no anchor outlives its test.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn die_with_parent(_: &mut Command) {}
+
+// ---------------------------------------------------------------------------------------
+// HTTP and metrics
+
+/// A raw HTTP/1.1 GET; returns the body of a 200 answer.
+pub async fn http_get(addr: SocketAddr, path: &str) -> Result<String> {
+    let path = path.to_string();
+    let call = tokio::task::spawn_blocking(move || -> Result<String> {
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        )?;
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw)?;
+        let text = String::from_utf8_lossy(&raw).into_owned();
+        let (head, body) = text
+            .split_once("\r\n\r\n")
+            .ok_or_else(|| anyhow!("no HTTP header end in {} bytes", raw.len()))?;
+        let status = head.lines().next().unwrap_or("");
+        if !status.contains(" 200 ") {
+            bail!("GET {path}: {status}");
+        }
+        let chunked = head.lines().any(|l| {
+            let l = l.to_ascii_lowercase();
+            l.starts_with("transfer-encoding:") && l.contains("chunked")
+        });
+        Ok(if chunked {
+            dechunk(body)?
+        } else {
+            body.to_string()
+        })
+    });
+    call.await?
+}
+
+fn dechunk(mut body: &str) -> Result<String> {
+    let mut out = String::new();
+    loop {
+        let (size, rest) = body
+            .split_once("\r\n")
+            .ok_or_else(|| anyhow!("bad chunk"))?;
+        let size = usize::from_str_radix(size.split(';').next().unwrap_or("").trim(), 16)?;
+        if size == 0 {
+            return Ok(out);
+        }
+        out.push_str(rest.get(..size).ok_or_else(|| anyhow!("short chunk"))?);
+        body = rest.get(size + 2..).unwrap_or("");
+    }
+}
+
+/// The sum of the samples of metric `name` whose labels include every `(key, value)` of
+/// `labels`, in a Prometheus text exposition (0 when there is none).
+pub fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let mut sum = 0.0;
+    for line in text.lines() {
+        if line.starts_with('#') {
+            continue;
+        }
+        let Some(rest) = line.strip_prefix(name) else {
+            continue;
+        };
+        let (label_text, value) = if let Some(r) = rest.strip_prefix('{') {
+            match r.split_once('}') {
+                Some((l, v)) => (l, v),
+                None => continue,
+            }
+        } else if rest.starts_with(' ') {
+            ("", rest)
+        } else {
+            continue; // another metric whose name starts with `name`
+        };
+        let ok = labels.iter().all(|(k, v)| {
+            label_text
+                .split(',')
+                .any(|kv| kv.trim() == format!("{k}=\"{v}\""))
+        });
+        if ok {
+            if let Some(v) = value
+                .split_whitespace()
+                .next()
+                .and_then(|v| v.parse::<f64>().ok())
+            {
+                sum += v;
+            }
+        }
+    }
+    sum
+}
+
+// ---------------------------------------------------------------------------------------
+// Small helpers
+
+/// Lowercase hex.
+pub fn to_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A fresh random signing key.
+pub fn random_key() -> ed25519_dalek::SigningKey {
+    ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng)
+}
+
+/// The single `text` record of a record set, if that is what it holds.
+pub fn text_of(set: &proto::RecordSet) -> Option<&str> {
+    match set.records.as_slice() {
+        [proto::Record::Text(t)] => Some(t),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metric_value_matches_labels() {
+        let text = "# HELP x\nanchorage_mutations_total{outcome=\"committed\"} 5\n\
+                    anchorage_mutations_total{outcome=\"denied\"} 2\n\
+                    anchorage_mutations_total_extra 9\n\
+                    anchorage_refused_messages_total{protocol=\"mutate\",reason=\"malformed\"} 3\n";
+        assert_eq!(metric_value(text, "anchorage_mutations_total", &[]), 7.0);
+        assert_eq!(
+            metric_value(text, "anchorage_mutations_total", &[("outcome", "denied")]),
+            2.0
+        );
+        assert_eq!(
+            metric_value(
+                text,
+                "anchorage_refused_messages_total",
+                &[("protocol", "mutate"), ("reason", "malformed")]
+            ),
+            3.0
+        );
+        assert_eq!(
+            metric_value(text, "anchorage_refused_messages_total", &[("reason", "x")]),
+            0.0
+        );
+    }
+
+    #[test]
+    fn listening_line_is_parsed() {
+        let peer = PeerId::random();
+        let line = format!(
+            "anchor {peer} listening; dial it as /ip4/127.0.0.1/tcp/1/p2p/{peer}\nmetrics at x\n"
+        );
+        assert_eq!(parse_listening(&line), Some(peer));
+        assert_eq!(parse_listening("nothing here"), None);
+    }
+
+    #[test]
+    fn dechunk_works() {
+        assert_eq!(
+            dechunk("3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n").unwrap(),
+            "abcde"
+        );
+    }
+}

@@ -1,0 +1,160 @@
+//! `anchor.toml`: what an operator sets for one anchor, with defaults that work on a laptop.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::AnchorError;
+
+/// One anchor's configuration.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnchorConfig {
+    /// Where the identity and the database live.
+    pub data_dir: PathBuf,
+    /// libp2p listen multiaddr, e.g. `/ip4/0.0.0.0/tcp/7400`.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Address advertised to peers instead of the listen address (optional).
+    #[serde(default)]
+    pub advertise: Option<String>,
+    /// HTTP address for `/metrics`, `/healthz`, `/readyz`.
+    #[serde(default = "default_http")]
+    pub http: SocketAddr,
+    /// Labels used by placement policy (`jurisdiction = "eu"`).
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Raft timing.
+    #[serde(default)]
+    pub raft: RaftSettings,
+    /// Storage sizing.
+    #[serde(default)]
+    pub storage: StorageSettings,
+}
+
+/// Raft timing and log compaction.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RaftSettings {
+    /// Leader heartbeat interval.
+    pub heartbeat_ms: u64,
+    /// Lower bound of the election timeout.
+    pub election_min_ms: u64,
+    /// Upper bound of the election timeout.
+    pub election_max_ms: u64,
+    /// Build a snapshot after this many log entries.
+    pub snapshot_logs: u64,
+    /// Entries kept in the log after a snapshot (for slow followers).
+    pub logs_kept_after_snapshot: u64,
+}
+
+impl Default for RaftSettings {
+    fn default() -> Self {
+        RaftSettings {
+            heartbeat_ms: 100,
+            election_min_ms: 500,
+            election_max_ms: 1000,
+            snapshot_logs: 10_000,
+            logs_kept_after_snapshot: 1_000,
+        }
+    }
+}
+
+/// sled sizing.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageSettings {
+    /// sled page cache, bytes (sled's default is 1 GiB; we keep anchors small).
+    pub cache_bytes: u64,
+}
+
+impl Default for StorageSettings {
+    fn default() -> Self {
+        StorageSettings {
+            cache_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
+fn default_listen() -> String {
+    "/ip4/127.0.0.1/tcp/0".into()
+}
+
+fn default_http() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+impl AnchorConfig {
+    /// A configuration with defaults under `data_dir`.
+    pub fn new(data_dir: impl Into<PathBuf>) -> AnchorConfig {
+        AnchorConfig {
+            data_dir: data_dir.into(),
+            listen: default_listen(),
+            advertise: None,
+            http: default_http(),
+            labels: BTreeMap::new(),
+            raft: RaftSettings::default(),
+            storage: StorageSettings::default(),
+        }
+    }
+
+    /// Reads and validates a TOML file.
+    pub fn load(path: &Path) -> Result<AnchorConfig, AnchorError> {
+        let text = std::fs::read_to_string(path).map_err(|source| AnchorError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let cfg: AnchorConfig = toml::from_str(&text).map_err(|e| AnchorError::Config {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        cfg.validate().map_err(|reason| AnchorError::Config {
+            path: path.display().to_string(),
+            reason,
+        })?;
+        Ok(cfg)
+    }
+
+    /// Checks values that serde cannot.
+    pub fn validate(&self) -> Result<(), String> {
+        self.listen
+            .parse::<libp2p::Multiaddr>()
+            .map_err(|e| format!("listen {:?} is not a multiaddr: {e}", self.listen))?;
+        if let Some(a) = &self.advertise {
+            a.parse::<libp2p::Multiaddr>()
+                .map_err(|e| format!("advertise {a:?}: {e}"))?;
+        }
+        let r = &self.raft;
+        if r.heartbeat_ms == 0 || r.election_min_ms <= r.heartbeat_ms * 2 {
+            return Err("raft.election_min_ms must be more than twice raft.heartbeat_ms".into());
+        }
+        if r.election_max_ms <= r.election_min_ms {
+            return Err("raft.election_max_ms must exceed raft.election_min_ms".into());
+        }
+        if self.storage.cache_bytes < 1024 * 1024 {
+            return Err("storage.cache_bytes must be at least 1 MiB".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let cfg: AnchorConfig = toml::from_str("data_dir = \"/tmp/a\"").unwrap();
+        assert!(cfg.validate().is_ok());
+        assert_eq!(cfg.raft.heartbeat_ms, 100);
+    }
+
+    #[test]
+    fn bad_values_are_explained() {
+        let cfg: AnchorConfig = toml::from_str("data_dir = \"/x\"\nlisten = \"nope\"").unwrap();
+        assert!(cfg.validate().unwrap_err().contains("multiaddr"));
+        assert!(toml::from_str::<AnchorConfig>("data_dir = \"/x\"\nbogus = 1").is_err());
+    }
+}

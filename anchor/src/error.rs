@@ -1,0 +1,46 @@
+//! The one error type of the anchor crate.
+
+use thiserror::Error;
+
+/// What can go wrong inside an anchor.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum AnchorError {
+    /// The configuration file is missing or invalid.
+    #[error("configuration {path}: {reason}")]
+    Config {
+        /// The file.
+        path: String,
+        /// What to fix.
+        reason: String,
+    },
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The database failed.
+    #[error("storage: {0} (check the data directory's disk and permissions)")]
+    Storage(#[from] sled::Error),
+    /// Stored or received bytes do not decode.
+    #[error("{0}")]
+    Proto(#[from] proto::ProtoError),
+    /// Stored state is inconsistent.
+    #[error("stored state is corrupt: {0}")]
+    Corrupt(String),
+    /// The network layer failed.
+    #[error("network: {0}")]
+    Net(#[from] resolver::net::NetError),
+    /// Raft refused or failed.
+    #[error("raft: {0}")]
+    Raft(String),
+    /// A policy did not parse.
+    #[error("policy: {0}")]
+    Policy(#[from] policy::PolicyError),
+    /// `init` on an anchor that already hosts the scope.
+    #[error("scope {0} already exists on this anchor; init runs once per cluster")]
+    AlreadyExists(proto::ScopeId),
+}

@@ -1,0 +1,107 @@
+//! Prometheus metrics of one anchor, in a registry of its own (several anchors may share a
+//! process in `anchorage dev` and in tests).
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// Every metric an anchor exports.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// Current term per scope.
+    pub scope_term: IntGaugeVec,
+    /// 1 when this anchor leads the scope.
+    pub scope_leader: IntGaugeVec,
+    /// Last applied index per scope.
+    pub scope_applied: IntGaugeVec,
+    /// Mutations by outcome (`committed`, or the refusal reason).
+    pub mutations: IntCounterVec,
+    /// Resolves by level and outcome.
+    pub resolves: IntCounterVec,
+    /// Inbound messages refused, by protocol and reason.
+    pub refused: IntCounterVec,
+    /// Group-commit flush latency.
+    pub flush_seconds: prometheus::Histogram,
+    /// Request handling latency by protocol.
+    pub request_seconds: HistogramVec,
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Metrics {
+        let registry = Registry::new_custom(Some("anchorage".into()), None).unwrap_or_default();
+        let gauge = |name: &str, help: &str| {
+            let g = IntGaugeVec::new(Opts::new(name, help), &["scope"]).expect("static metric");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("unique metric");
+            g
+        };
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("static metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric");
+            c
+        };
+        let scope_term = gauge("scope_term", "Current Raft term of each hosted scope");
+        let scope_leader = gauge("scope_leader", "1 if this anchor leads the scope");
+        let scope_applied = gauge(
+            "scope_applied_index",
+            "Last applied log index of each scope",
+        );
+        let mutations = counter("mutations_total", "Mutations by outcome", &["outcome"]);
+        let resolves = counter(
+            "resolves_total",
+            "Resolves by read level and outcome",
+            &["level", "outcome"],
+        );
+        let refused = counter(
+            "refused_messages_total",
+            "Inbound messages refused, by protocol and reason",
+            &["protocol", "reason"],
+        );
+        let buckets = prometheus::exponential_buckets(0.000_05, 2.0, 16).expect("static buckets");
+        let flush_seconds = prometheus::Histogram::with_opts(
+            HistogramOpts::new("flush_seconds", "Group-commit fsync latency")
+                .buckets(buckets.clone()),
+        )
+        .expect("static metric");
+        registry
+            .register(Box::new(flush_seconds.clone()))
+            .expect("unique metric");
+        let request_seconds = HistogramVec::new(
+            HistogramOpts::new("request_seconds", "Inbound request latency").buckets(buckets),
+            &["protocol"],
+        )
+        .expect("static metric");
+        registry
+            .register(Box::new(request_seconds.clone()))
+            .expect("unique metric");
+        Metrics {
+            registry,
+            scope_term,
+            scope_leader,
+            scope_applied,
+            mutations,
+            resolves,
+            refused,
+            flush_seconds,
+            request_seconds,
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8_lossy(&buf).into_owned()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}

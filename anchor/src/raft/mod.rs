@@ -1,0 +1,82 @@
+//! Raft plumbing shared by every scope: one openraft type configuration, the sled-backed
+//! log store and state machine, and the network adapter that sends RPCs by scope id.
+//!
+//! Group identity (the [`ScopeId`]) lives in the storage and network instances; the type
+//! configuration is the same for every scope.
+
+pub mod log_store;
+pub mod network;
+pub mod state_machine;
+
+use std::io::Cursor;
+
+use serde::{Deserialize, Serialize};
+
+use proto::msg::WireError;
+use proto::{AnchorInfo, ScopeDescriptor, ScopeId, SignedMutation};
+
+/// Raft node ids are derived from libp2p peer ids (see [`crate::identity::node_id`]).
+pub type NodeId = u64;
+
+openraft::declare_raft_types!(
+    /// The one openraft type configuration of every scope group.
+    pub TypeConfig:
+        D = ScopeCommand,
+        R = ApplyOutcome,
+        NodeId = NodeId,
+        Node = AnchorInfo,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = Cursor<Vec<u8>>,
+        AsyncRuntime = openraft::TokioRuntime,
+);
+
+/// The Raft handle of one scope.
+pub type ScopeRaft = openraft::Raft<TypeConfig>;
+
+/// A command in a scope's log: what every member applies, in order.
+///
+/// Time enters as a value (`proposed_at_ms`, the leader's clock at proposal), so apply is a
+/// pure function of (state, entry).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ScopeCommand {
+    /// A signed mutation from a writer.
+    Mutate {
+        /// The mutation as the writer signed it.
+        signed: SignedMutation,
+        /// Leader's wall clock when it proposed, ms since the epoch.
+        proposed_at_ms: u64,
+    },
+    /// The first entry of a scope created by `anchorage init`: its descriptor and policy.
+    /// Applied only if the scope has no policy yet.
+    Genesis {
+        /// The scope.
+        descriptor: ScopeDescriptor,
+        /// Its first policy, TOML.
+        policy_toml: String,
+    },
+}
+
+/// What applying one entry produced; returned to the proposer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct ApplyOutcome {
+    /// `Ok(version)` for a committed change, or why it was refused at apply.
+    pub result: Option<Result<u64, WireError>>,
+}
+
+/// Helper for storage errors.
+pub(crate) fn sto_err(
+    subject: openraft::ErrorSubject<NodeId>,
+    verb: openraft::ErrorVerb,
+    e: impl std::fmt::Display,
+) -> openraft::StorageError<NodeId> {
+    openraft::StorageError::from(openraft::StorageIOError::new(
+        subject,
+        verb,
+        openraft::AnyError::error(e.to_string()),
+    ))
+}
+
+/// The key prefix of a scope in every sled tree.
+pub fn scope_prefix(scope: &ScopeId) -> [u8; 16] {
+    scope.0
+}

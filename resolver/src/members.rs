@@ -1,0 +1,258 @@
+//! The anchors a client knows, the leader it last saw, and the order to try them in.
+//!
+//! The list starts as the trust anchors and grows with every anchor learned from a
+//! `NotLeader` redirect, up to [`KNOWN_ANCHORS_MAX`]. A rotating cursor points at the member
+//! to try first; a failure moves it on, so one dead member costs one attempt, not one per
+//! call. Pure bookkeeping, no IO: the retry loop in [`crate::client`] drives it.
+
+use std::str::FromStr;
+
+use libp2p::multiaddr::Protocol as AddrProtocol;
+use libp2p::{Multiaddr, PeerId};
+use proto::limits::{ADDR_BYTES_MAX, ANCHOR_ADDRS_MAX};
+use proto::AnchorInfo;
+
+/// Anchors one client remembers (trust anchors plus learned ones).
+pub const KNOWN_ANCHORS_MAX: usize = 64;
+
+/// One anchor: who it is and where to dial it (addresses without the `/p2p` suffix).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Anchor {
+    pub peer: PeerId,
+    pub addrs: Vec<Multiaddr>,
+}
+
+impl Anchor {
+    /// Reads a redirect target. Addresses that do not parse, are too long or name another
+    /// peer are skipped; at most [`ANCHOR_ADDRS_MAX`] are kept.
+    pub fn from_info(info: &AnchorInfo) -> Result<Anchor, String> {
+        let peer = PeerId::from_str(&info.peer_id)
+            .map_err(|e| format!("leader peer id {:?}: {e}", info.peer_id))?;
+        let addrs = info
+            .addrs
+            .iter()
+            .filter(|a| a.len() <= ADDR_BYTES_MAX)
+            .filter_map(|a| Multiaddr::from_str(a).ok())
+            .filter_map(|a| without_p2p(a, Some(peer)))
+            .take(ANCHOR_ADDRS_MAX)
+            .collect();
+        Ok(Anchor { peer, addrs })
+    }
+
+    fn merge_addrs(&mut self, addrs: &[Multiaddr]) {
+        for a in addrs {
+            if !self.addrs.contains(a) && self.addrs.len() < ANCHOR_ADDRS_MAX {
+                self.addrs.push(a.clone());
+            }
+        }
+    }
+}
+
+/// Splits `/…/p2p/<peer>` into the peer and the dialable address before it.
+pub(crate) fn split_p2p(addr: &Multiaddr) -> Result<(PeerId, Multiaddr), String> {
+    let mut rest = addr.clone();
+    match rest.pop() {
+        Some(AddrProtocol::P2p(peer)) if !rest.is_empty() => Ok((peer, rest)),
+        Some(AddrProtocol::P2p(_)) => Err("no transport address before /p2p".into()),
+        _ => Err("it does not end in /p2p/<peer id>".into()),
+    }
+}
+
+/// The address without a trailing `/p2p/<peer>`; `None` when that names another peer.
+fn without_p2p(mut addr: Multiaddr, peer: Option<PeerId>) -> Option<Multiaddr> {
+    match addr.iter().last() {
+        Some(AddrProtocol::P2p(p)) if peer.is_some_and(|want| want != p) => None,
+        Some(AddrProtocol::P2p(_)) => {
+            addr.pop();
+            Some(addr)
+        }
+        _ => Some(addr),
+    }
+}
+
+/// The known anchors, the last known leader and the rotation cursor.
+#[derive(Debug)]
+pub(crate) struct Members {
+    anchors: Vec<Anchor>,
+    leader: Option<PeerId>,
+    cursor: usize,
+}
+
+impl Members {
+    /// Starts from the trust anchors (at least one, at most [`KNOWN_ANCHORS_MAX`]).
+    pub fn new(trust: Vec<Anchor>) -> Members {
+        assert!(!trust.is_empty() && trust.len() <= KNOWN_ANCHORS_MAX);
+        Members {
+            anchors: trust,
+            leader: None,
+            cursor: 0,
+        }
+    }
+
+    pub fn all(&self) -> &[Anchor] {
+        &self.anchors
+    }
+
+    pub fn get(&self, peer: &PeerId) -> Option<&Anchor> {
+        self.anchors.iter().find(|a| a.peer == *peer)
+    }
+
+    pub fn leader(&self) -> Option<PeerId> {
+        self.leader
+    }
+
+    /// Adds an anchor, or merges its addresses into the known one. Returns the merged
+    /// entry (or `a` itself when the list is full).
+    pub fn learn(&mut self, a: Anchor) -> Anchor {
+        if let Some(known) = self.anchors.iter_mut().find(|k| k.peer == a.peer) {
+            known.merge_addrs(&a.addrs);
+            return known.clone();
+        }
+        if self.anchors.len() < KNOWN_ANCHORS_MAX {
+            self.anchors.push(a.clone());
+        }
+        a
+    }
+
+    pub fn set_leader(&mut self, peer: PeerId) {
+        self.leader = Some(peer);
+    }
+
+    /// Records that `peer` failed: it is no longer the leader, and if the cursor pointed at
+    /// it, the cursor moves on.
+    pub fn failed(&mut self, peer: &PeerId) {
+        if self.leader == Some(*peer) {
+            self.leader = None;
+        }
+        if self
+            .anchors
+            .get(self.cursor)
+            .is_some_and(|a| a.peer == *peer)
+        {
+            self.cursor = (self.cursor + 1) % self.anchors.len();
+        }
+    }
+
+    /// Every known anchor once, in the order to try them: the leader first when
+    /// `leader_first` and one is known, then the rest starting at the cursor.
+    pub fn plan(&self, leader_first: bool) -> Vec<Anchor> {
+        let n = self.anchors.len();
+        let leader = self.leader.filter(|_| leader_first);
+        let mut order = Vec::with_capacity(n);
+        if let Some(a) = leader.and_then(|p| self.get(&p)) {
+            order.push(a.clone());
+        }
+        let rotation = (0..n).map(|i| &self.anchors[(self.cursor + i) % n]);
+        order.extend(rotation.filter(|a| Some(a.peer) != leader).cloned());
+        order
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn anchor(port: u16) -> Anchor {
+        Anchor {
+            peer: PeerId::random(),
+            addrs: vec![format!("/ip4/127.0.0.1/tcp/{port}").parse().unwrap()],
+        }
+    }
+
+    fn peers(plan: &[Anchor]) -> Vec<PeerId> {
+        plan.iter().map(|a| a.peer).collect()
+    }
+
+    #[test]
+    fn failure_rotates_the_first_choice() {
+        let (a, b, c) = (anchor(1), anchor(2), anchor(3));
+        let mut m = Members::new(vec![a.clone(), b.clone(), c.clone()]);
+        assert_eq!(peers(&m.plan(false)), vec![a.peer, b.peer, c.peer]);
+        m.failed(&a.peer);
+        assert_eq!(peers(&m.plan(false)), vec![b.peer, c.peer, a.peer]);
+        m.failed(&a.peer);
+        assert_eq!(
+            m.plan(false)[0].peer,
+            b.peer,
+            "only the current first moves the cursor"
+        );
+    }
+
+    #[test]
+    fn leader_goes_first_only_when_asked_and_until_it_fails() {
+        let (a, b, c) = (anchor(1), anchor(2), anchor(3));
+        let mut m = Members::new(vec![a.clone(), b.clone(), c.clone()]);
+        m.set_leader(c.peer);
+        assert_eq!(peers(&m.plan(true)), vec![c.peer, a.peer, b.peer]);
+        assert_eq!(peers(&m.plan(false)), vec![a.peer, b.peer, c.peer]);
+        m.failed(&c.peer);
+        assert_eq!(m.leader(), None);
+        assert_eq!(peers(&m.plan(true)), vec![a.peer, b.peer, c.peer]);
+    }
+
+    #[test]
+    fn learned_anchors_join_the_list_and_merge_addresses() {
+        let a = anchor(1);
+        let mut m = Members::new(vec![a.clone()]);
+        let b = anchor(2);
+        m.learn(b.clone());
+        assert_eq!(m.all().len(), 2);
+        let more = Anchor {
+            peer: b.peer,
+            addrs: vec!["/ip4/127.0.0.2/tcp/2".parse().unwrap()],
+        };
+        assert_eq!(m.learn(more).addrs.len(), 2);
+        assert_eq!(m.all().len(), 2);
+    }
+
+    #[test]
+    fn known_anchors_are_bounded() {
+        let mut m = Members::new(vec![anchor(1)]);
+        for port in 0..2 * KNOWN_ANCHORS_MAX as u16 {
+            m.learn(anchor(port));
+        }
+        assert_eq!(m.all().len(), KNOWN_ANCHORS_MAX);
+    }
+
+    #[test]
+    fn anchor_info_is_read_leniently_but_bounded() {
+        let peer = PeerId::random();
+        let other = PeerId::random();
+        let mut addrs = vec![
+            "/ip4/127.0.0.1/tcp/1".to_string(),
+            format!("/ip4/127.0.0.1/tcp/2/p2p/{peer}"),
+            format!("/ip4/127.0.0.1/tcp/3/p2p/{other}"),
+            "not an address".to_string(),
+        ];
+        addrs.extend((10..40).map(|p| format!("/ip4/127.0.0.1/tcp/{p}")));
+        let info = AnchorInfo {
+            peer_id: peer.to_base58(),
+            addrs,
+        };
+        let a = Anchor::from_info(&info).unwrap();
+        assert_eq!(a.peer, peer);
+        assert_eq!(a.addrs.len(), ANCHOR_ADDRS_MAX);
+        assert_eq!(
+            a.addrs[1],
+            "/ip4/127.0.0.1/tcp/2".parse::<Multiaddr>().unwrap()
+        );
+        assert!(Anchor::from_info(&AnchorInfo {
+            peer_id: "nope".into(),
+            addrs: vec![]
+        })
+        .is_err());
+    }
+
+    #[test]
+    fn trust_anchor_addresses_must_end_in_p2p() {
+        let peer = PeerId::random();
+        let addr: Multiaddr = format!("/ip4/10.0.0.1/tcp/4001/p2p/{peer}")
+            .parse()
+            .unwrap();
+        let (p, dial) = split_p2p(&addr).unwrap();
+        assert_eq!(p, peer);
+        assert_eq!(dial, "/ip4/10.0.0.1/tcp/4001".parse::<Multiaddr>().unwrap());
+        assert!(split_p2p(&"/ip4/10.0.0.1/tcp/4001".parse().unwrap()).is_err());
+        assert!(split_p2p(&format!("/p2p/{peer}").parse().unwrap()).is_err());
+    }
+}
