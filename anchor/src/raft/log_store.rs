@@ -499,19 +499,16 @@ pub fn remove_scope(db: &sled::Db, scope: &ScopeId) -> Result<(), sled::Error> {
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeSet;
-    use std::io::Cursor;
     use std::path::Path;
     use std::time::Duration;
 
-    use openraft::storage::{RaftLogStorageExt, RaftStateMachine, Snapshot, SnapshotMeta};
+    use openraft::storage::RaftLogStorageExt;
     use openraft::testing::{StoreBuilder, Suite};
-    use openraft::{
-        CommittedLeaderId, EntryPayload, Membership, RaftSnapshotBuilder, StoredMembership,
-    };
+    use openraft::{CommittedLeaderId, EntryPayload, Membership};
     use prometheus::HistogramOpts;
     use tokio::task::JoinHandle;
 
-    use super::super::ApplyOutcome;
+    use super::super::state_machine::StateMachine;
     use super::*;
 
     fn scope(n: u8) -> ScopeId {
@@ -896,98 +893,15 @@ mod tests {
 
     // ---- openraft's storage suite, with a minimal in-memory state machine ----
 
-    type Meta = SnapshotMeta<NodeId, proto::AnchorInfo>;
-
     /// Just enough state machine for the suite; the builder shares the current snapshot.
-    #[derive(Default, Clone)]
-    struct MemStateMachine {
-        applied: Option<LogId<NodeId>>,
-        membership: StoredMembership<NodeId, proto::AnchorInfo>,
-        current: std::sync::Arc<std::sync::Mutex<Option<(Meta, u64)>>>,
-    }
-
-    fn snapshot_of(meta: Meta) -> Snapshot<TypeConfig> {
-        Snapshot {
-            meta,
-            snapshot: Box::new(Cursor::new(Vec::new())),
-        }
-    }
-
-    impl RaftSnapshotBuilder<TypeConfig> for MemStateMachine {
-        async fn build_snapshot(&mut self) -> StoreResult<Snapshot<TypeConfig>> {
-            let mut current = self.current.lock().unwrap();
-            let built = current.as_ref().map_or(0, |(_, n)| n + 1);
-            let meta = SnapshotMeta {
-                last_log_id: self.applied,
-                last_membership: self.membership.clone(),
-                snapshot_id: format!("snap-{built}"),
-            };
-            *current = Some((meta.clone(), built));
-            Ok(snapshot_of(meta))
-        }
-    }
-
-    impl RaftStateMachine<TypeConfig> for MemStateMachine {
-        type SnapshotBuilder = Self;
-
-        async fn applied_state(
-            &mut self,
-        ) -> StoreResult<(
-            Option<LogId<NodeId>>,
-            StoredMembership<NodeId, proto::AnchorInfo>,
-        )> {
-            Ok((self.applied, self.membership.clone()))
-        }
-
-        async fn apply<I>(&mut self, entries: I) -> StoreResult<Vec<ApplyOutcome>>
-        where
-            I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
-            I::IntoIter: OptionalSend,
-        {
-            let mut out = Vec::new();
-            for entry in entries {
-                self.applied = Some(entry.log_id);
-                if let EntryPayload::Membership(m) = entry.payload {
-                    self.membership = StoredMembership::new(Some(entry.log_id), m);
-                }
-                out.push(ApplyOutcome::default());
-            }
-            Ok(out)
-        }
-
-        async fn get_snapshot_builder(&mut self) -> Self {
-            self.clone()
-        }
-
-        async fn begin_receiving_snapshot(&mut self) -> StoreResult<Box<Cursor<Vec<u8>>>> {
-            Ok(Box::new(Cursor::new(Vec::new())))
-        }
-
-        async fn install_snapshot(
-            &mut self,
-            meta: &Meta,
-            _snapshot: Box<Cursor<Vec<u8>>>,
-        ) -> StoreResult<()> {
-            self.applied = meta.last_log_id;
-            self.membership = meta.last_membership.clone();
-            *self.current.lock().unwrap() = Some((meta.clone(), 0));
-            Ok(())
-        }
-
-        async fn get_current_snapshot(&mut self) -> StoreResult<Option<Snapshot<TypeConfig>>> {
-            let current = self.current.lock().unwrap().clone();
-            Ok(current.map(|(meta, _)| snapshot_of(meta)))
-        }
-    }
-
     struct SledBuilder;
 
-    impl StoreBuilder<TypeConfig, LogStore, MemStateMachine, (tempfile::TempDir, sled::Db)>
+    impl StoreBuilder<TypeConfig, LogStore, StateMachine, (tempfile::TempDir, sled::Db)>
         for SledBuilder
     {
         async fn build(
             &self,
-        ) -> StoreResult<((tempfile::TempDir, sled::Db), LogStore, MemStateMachine)> {
+        ) -> StoreResult<((tempfile::TempDir, sled::Db), LogStore, StateMachine)> {
             let dir = tempfile::tempdir()
                 .map_err(|e| sto_err(ErrorSubject::Store, ErrorVerb::Write, e))?;
             let db = sled::open(dir.path())
@@ -999,7 +913,10 @@ mod tests {
             other.blocking_append((0..=30).map(|i| blank(5, i))).await?;
             let store = LogStore::open(&db, scope(8), flusher)
                 .map_err(|e| sto_err(ErrorSubject::Store, ErrorVerb::Write, e))?;
-            Ok(((dir, db), store, MemStateMachine::default()))
+            // The real state machine, in the same database, next to another scope's state.
+            let sm = StateMachine::open(&db, scope(8), proto::Name::root())
+                .map_err(|e| sto_err(ErrorSubject::Store, ErrorVerb::Write, e))?;
+            Ok(((dir, db), store, sm))
         }
     }
 

@@ -232,8 +232,9 @@ impl StateMachine {
             let (k, v) = kv.map_err(|e| read_err(&e))?;
             let suffix = &k[16..];
             if suffix == key_suffix(TAG_META, META_APPLIED).as_slice() {
-                applied = codec::decode(&v, proto::limits::RAFT_FRAME_BYTES_MAX)
+                let id: LogId<NodeId> = codec::decode(&v, proto::limits::RAFT_FRAME_BYTES_MAX)
                     .map_err(|e| read_err(&e))?;
+                applied = Some(id);
                 continue;
             }
             if suffix == key_suffix(TAG_META, META_MEMBERSHIP).as_slice() {
@@ -549,7 +550,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 }
             };
             overlay.view.applied = Some(log_id);
-            overlay.put_meta(META_APPLIED, &Some(log_id))?;
+            overlay.put_meta(META_APPLIED, &log_id)?;
             outcomes.push(outcome);
         }
         let (batch, view) = overlay.into_batch();
@@ -611,10 +612,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             full.extend_from_slice(&k);
             batch.insert(full, v);
         }
-        batch.insert(
-            key(&self.scope, TAG_META, META_APPLIED),
-            codec::encode(&meta.last_log_id).map_err(sm_err)?,
-        );
+        if let Some(applied) = &meta.last_log_id {
+            batch.insert(
+                key(&self.scope, TAG_META, META_APPLIED),
+                codec::encode(applied).map_err(sm_err)?,
+            );
+        }
         batch.insert(
             key(&self.scope, TAG_META, META_MEMBERSHIP),
             codec::encode(&meta.last_membership).map_err(sm_err)?,
