@@ -40,6 +40,7 @@ pub struct BenchArgs {
 
 struct Children {
     procs: Vec<Child>,
+    http: Vec<std::net::SocketAddr>,
     _dir: tempfile::TempDir,
 }
 
@@ -74,6 +75,7 @@ async fn start_cluster(cache_mib: u64) -> Result<(Children, Vec<Multiaddr>)> {
     let conn = AdminConn::new()?;
     let mut procs = Vec::new();
     let mut addrs = Vec::new();
+    let mut https = Vec::new();
     for i in 0..3 {
         let data: PathBuf = dir.path().join(format!("a{i}"));
         let (p2p, http) = (free_port()?, free_port()?);
@@ -93,6 +95,7 @@ async fn start_cluster(cache_mib: u64) -> Result<(Children, Vec<Multiaddr>)> {
             .spawn()
             .context("spawning an anchor")?;
         procs.push(child);
+        https.push(std::net::SocketAddr::from(([127, 0, 0, 1], http)));
         // The peer id is known once the identity exists; ask the anchor itself.
         let deadline = Instant::now() + Duration::from_secs(30);
         let id_path = data.join("identity.key");
@@ -120,7 +123,14 @@ async fn start_cluster(cache_mib: u64) -> Result<(Children, Vec<Multiaddr>)> {
         addrs.push(addr);
     }
     init_root(&addrs, policy::Policy::development(None).to_toml()).await?;
-    Ok((Children { procs, _dir: dir }, addrs))
+    Ok((
+        Children {
+            procs,
+            http: https,
+            _dir: dir,
+        },
+        addrs,
+    ))
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -266,6 +276,42 @@ pub async fn run(args: BenchArgs) -> Result<()> {
             peak[i] as f64 / 1024.0
         );
     }
+    println!("\n| anchor | fsyncs | mean fsync ms | raft RPCs handled | mean raft RPC ms |");
+    println!("|--------|--------|---------------|-------------------|------------------|");
+    for (i, http) in children.http.iter().enumerate() {
+        let text = scrape(*http).await.unwrap_or_default();
+        let flushes = metric(&text, "anchorage_flush_seconds_count");
+        let flush_s = metric(&text, "anchorage_flush_seconds_sum");
+        let rpcs = metric(&text, "anchorage_request_seconds_count{protocol=\"raft\"}");
+        let rpc_s = metric(&text, "anchorage_request_seconds_sum{protocol=\"raft\"}");
+        println!(
+            "| {:<6} | {:>6.0} | {:>13.3} | {:>17.0} | {:>16.3} |",
+            i + 1,
+            flushes,
+            1000.0 * flush_s / flushes.max(1.0),
+            rpcs,
+            1000.0 * rpc_s / rpcs.max(1.0)
+        );
+    }
     drop(children);
     Ok(())
+}
+
+/// Fetches `/metrics` with a bare HTTP/1.0 GET.
+async fn scrape(addr: std::net::SocketAddr) -> Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+        .await?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).await?;
+    Ok(out)
+}
+
+/// The value of the first sample line starting with `name ` in Prometheus text.
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
 }

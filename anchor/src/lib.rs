@@ -7,12 +7,14 @@
 //! - [`raft`] — openraft type config, sled log store with group commit, state machine,
 //!   network adapter multiplexed by scope id.
 //! - [`scope`] — pure decisions: what a mutation does to a scope.
+//! - [`batch`] — leader-side batching of writes and read-index rounds per scope.
 //! - [`node`] — [`Anchor`]: replicas and the protocol handlers.
 //! - [`http`] — `/metrics`, `/healthz`, `/readyz`.
 //! - [`metrics`] — the Prometheus registry.
 //! - [`cli`] — the `anchorage` command line (start, init, dev, put, resolve, status, bench).
 #![deny(missing_docs)]
 
+pub mod batch;
 pub mod cli;
 pub mod cli_bench;
 pub mod config;

@@ -8,7 +8,6 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use libp2p::{Multiaddr, PeerId};
-use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use proto::limits::{CLIENT_FRAME_BYTES_MAX, RAFT_FRAME_BYTES_MAX};
 use proto::msg::{
     AdminRequest, AdminResponse, AnchorStatus, MutateRequest, MutateResponse, RaftRequest,
@@ -21,6 +20,7 @@ use serde::Serialize;
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 
+use crate::batch::{self, Proposal, ReadWaiter};
 use crate::config::AnchorConfig;
 use crate::identity;
 use crate::metrics::Metrics;
@@ -33,10 +33,8 @@ use crate::AnchorError;
 
 /// Inbound requests handled at once; more wait in the network's bounded queue.
 const HANDLERS_MAX: usize = 1024;
-/// How long a write may wait for its commit before the client hears "unavailable".
+/// How long the genesis entry may wait for its commit.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long a linearizable read may wait for its quorum round.
-const READ_INDEX_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long a forwarded request may take.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(6);
 
@@ -50,6 +48,8 @@ pub struct Replica {
     pub raft: ScopeRaft,
     /// Read access to its state machine.
     pub state: ScopeState,
+    proposals: tokio::sync::mpsc::Sender<Proposal>,
+    reads: tokio::sync::mpsc::Sender<ReadWaiter>,
 }
 
 /// A running anchor. Cheap to clone.
@@ -217,11 +217,15 @@ impl Anchor {
         )
         .await
         .map_err(|e| AnchorError::Raft(e.to_string()))?;
+        let proposals = batch::spawn_proposer(raft.clone(), id);
+        let reads = batch::spawn_read_batcher(raft.clone(), id);
         let replica = Arc::new(Replica {
             id,
             descriptor,
             raft,
             state,
+            proposals,
+            reads,
         });
         if let Ok(mut s) = self.inner.scopes.write() {
             s.insert(id, replica.clone());
@@ -406,24 +410,18 @@ impl Anchor {
             });
         };
         if req.level == ReadLevel::Linearizable {
-            let check =
-                tokio::time::timeout(READ_INDEX_TIMEOUT, replica.raft.ensure_linearizable()).await;
-            match check {
-                Ok(Ok(_)) => {}
-                Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => {
-                    return ResolveResponse::Error(WireError::NotLeader {
-                        scope: replica.id,
-                        leader: f.leader_node,
-                    });
-                }
-                Ok(Err(e)) => {
-                    return ResolveResponse::Error(WireError::Unavailable {
-                        reason: e.to_string(),
-                    })
-                }
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            if replica.reads.try_send(tx).is_err() {
+                return ResolveResponse::Error(WireError::Unavailable {
+                    reason: "too many linearizable reads queued; retry".into(),
+                });
+            }
+            match rx.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return ResolveResponse::Error(e),
                 Err(_) => {
                     return ResolveResponse::Error(WireError::Unavailable {
-                        reason: "the leader could not confirm its quorum in time; retry".into(),
+                        reason: "the scope is shutting down".into(),
                     })
                 }
             }
@@ -476,7 +474,7 @@ impl Anchor {
         };
         let leader = replica.raft.metrics().borrow().current_leader;
         match leader {
-            Some(l) if l == self.inner.node_id => self.propose(&replica, req).await,
+            Some(l) if l == self.inner.node_id => self.propose(&replica, &m, req).await,
             Some(_) => self.forward(&replica, req).await,
             None => MutateResponse::Error(WireError::Unavailable {
                 reason: format!(
@@ -487,34 +485,39 @@ impl Anchor {
         }
     }
 
-    async fn propose(&self, replica: &Replica, req: MutateRequest) -> MutateResponse {
-        let now = now_ms();
-        if let Err(e) = replica.state.with_read(|s| s.decide(&req.mutation, now, 0)) {
+    async fn propose(
+        &self,
+        replica: &Replica,
+        m: &proto::Mutation,
+        req: MutateRequest,
+    ) -> MutateResponse {
+        if let Err(e) = replica
+            .state
+            .with_read(|s| s.decide(m, &req.mutation, now_ms()))
+        {
             return MutateResponse::Error(e);
         }
-        let cmd = ScopeCommand::Mutate {
-            signed: req.mutation.clone(),
-            proposed_at_ms: now,
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        let proposal = Proposal {
+            mutation: req.mutation.clone(),
+            name: m.op.name().clone(),
+            reply,
         };
-        match tokio::time::timeout(WRITE_TIMEOUT, replica.raft.client_write(cmd)).await {
-            Ok(Ok(resp)) => match resp.data.result {
-                Some(Ok(version)) => MutateResponse::Committed {
-                    scope: replica.id,
-                    version,
-                },
-                Some(Err(e)) => MutateResponse::Error(e),
-                None => MutateResponse::Error(WireError::Unavailable {
-                    reason: "no outcome".into(),
-                }),
+        if replica.proposals.try_send(proposal).is_err() {
+            return MutateResponse::Error(WireError::Unavailable {
+                reason: "too many writes queued for this scope; retry".into(),
+            });
+        }
+        match rx.await {
+            Ok(Ok(version)) => MutateResponse::Committed {
+                scope: replica.id,
+                version,
+                leader: Some(self.inner.info.clone()),
             },
-            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
-                self.forward(replica, req).await
-            }
-            Ok(Err(e)) => MutateResponse::Error(WireError::Unavailable {
-                reason: e.to_string(),
-            }),
+            Ok(Err(WireError::NotLeader { .. })) => self.forward(replica, req).await,
+            Ok(Err(e)) => MutateResponse::Error(e),
             Err(_) => MutateResponse::Error(WireError::Unavailable {
-                reason: "the write was not committed in time; its outcome is unknown".into(),
+                reason: "the scope is shutting down; the outcome is unknown".into(),
             }),
         }
     }

@@ -31,9 +31,16 @@ pub const MUTATION_VALIDITY_MS_MAX: u64 = 10 * 60 * 1000;
 pub const CLIENT_FRAME_BYTES_MAX: usize = 256 * 1024;
 /// Bytes of one Raft frame on the wire (a batch of entries or a snapshot chunk).
 pub const RAFT_FRAME_BYTES_MAX: usize = 16 * 1024 * 1024;
-/// Entries openraft may put in one AppendEntries; with the largest mutation each, the frame
+/// Encoded bytes of the mutations the leader batches into one log entry (a single larger
+/// mutation still travels alone).
+pub const BATCH_BYTES_MAX: usize = 192 * 1024;
+/// Mutations batched into one log entry.
+pub const BATCH_MUTATIONS_MAX: usize = 256;
+/// Upper bound of one log entry's encoded size: a full batch plus one more mutation.
+pub const RAFT_ENTRY_BYTES_MAX: usize = BATCH_BYTES_MAX + MUTATION_BYTES_MAX;
+/// Entries openraft may put in one AppendEntries; with the largest entry each, the frame
 /// still fits [`RAFT_FRAME_BYTES_MAX`].
-pub const RAFT_ENTRIES_PER_APPEND_MAX: u64 = 64;
+pub const RAFT_ENTRIES_PER_APPEND_MAX: u64 = 48;
 /// Bytes of one snapshot chunk sent by InstallSnapshot.
 pub const SNAPSHOT_CHUNK_BYTES_MAX: usize = 1024 * 1024;
 /// Bytes of a policy in TOML form.
@@ -49,7 +56,8 @@ const _: () = assert!(NAME_BYTES_MAX > LABEL_BYTES_MAX);
 const _: () = assert!(RECORD_SET_BYTES_MAX > BLOB_BYTES_MAX + 1024);
 const _: () = assert!(MUTATION_BYTES_MAX > RECORD_SET_BYTES_MAX);
 const _: () = assert!(CLIENT_FRAME_BYTES_MAX > 2 * MUTATION_BYTES_MAX);
+const _: () = assert!(BATCH_BYTES_MAX >= MUTATION_BYTES_MAX);
 const _: () = assert!(
-    RAFT_FRAME_BYTES_MAX > RAFT_ENTRIES_PER_APPEND_MAX as usize * (MUTATION_BYTES_MAX + 1024)
+    RAFT_FRAME_BYTES_MAX > RAFT_ENTRIES_PER_APPEND_MAX as usize * (RAFT_ENTRY_BYTES_MAX + 4096)
 );
 const _: () = assert!(RAFT_FRAME_BYTES_MAX > 2 * SNAPSHOT_CHUNK_BYTES_MAX);

@@ -168,6 +168,8 @@ pub enum MutateResponse {
         scope: ScopeId,
         /// The log index that is now the name's version.
         version: u64,
+        /// The leader that committed it, so a client can send the next write there directly.
+        leader: Option<AnchorInfo>,
     },
     /// Refused; nothing changed (except when `Unavailable` after a timeout: unknown).
     Error(WireError),

@@ -69,7 +69,7 @@ impl Default for ClientConfig {
         ClientConfig {
             request_timeout: Duration::from_secs(5),
             operation_timeout: Duration::from_secs(15),
-            attempts_max: 8,
+            attempts_max: 24,
             mutation_validity: Duration::from_secs(60),
             cache_entries_max: 10_000,
         }
@@ -349,7 +349,9 @@ impl Client {
             return Err(Error::Invalid { reason });
         }
         let mut ambiguity = None;
-        let judge = |from: &Anchor, reply| judge_mutate(&mut ambiguity, from, reply);
+        let mut committed_by = None;
+        let judge =
+            |from: &Anchor, reply| judge_mutate(&mut ambiguity, &mut committed_by, from, reply);
         let result = self
             .inner
             .exchange(
@@ -361,6 +363,11 @@ impl Client {
             )
             .await;
         self.inner.cache().remove(body.op.name());
+        if let Some(leader) = committed_by.and_then(|info| Anchor::from_info(&info).ok()) {
+            let mut members = self.inner.members();
+            let leader = members.learn(leader);
+            members.set_leader(leader.peer);
+        }
         result.map_err(|failure| match (failure, ambiguity) {
             (Failure::Exhausted(x), Some(first)) => Error::Unknown {
                 reason: format!("{first}; no later attempt settled it: {}", x.summary),
@@ -794,6 +801,7 @@ fn judge_wire_error<T>(w: WireError) -> Step<T> {
 /// this very mutation's earlier attempt, so they make the outcome unknown.
 fn judge_mutate(
     ambiguity: &mut Option<String>,
+    committed_by: &mut Option<AnchorInfo>,
     from: &Anchor,
     reply: Result<Vec<u8>, AttemptError>,
 ) -> Step<u64> {
@@ -820,7 +828,12 @@ fn judge_mutate(
         }
     };
     match response {
-        MutateResponse::Committed { version, .. } => Step::Done(Ok(version)),
+        MutateResponse::Committed {
+            version, leader, ..
+        } => {
+            *committed_by = leader;
+            Step::Done(Ok(version))
+        }
         MutateResponse::Error(w @ WireError::Unavailable { .. }) => {
             note(w.to_string());
             Step::next(w)
@@ -883,6 +896,7 @@ mod tests {
         let mut fresh = None;
         let step = judge_mutate(
             &mut fresh,
+            &mut None,
             &a,
             mutate_reply(WireError::Replayed { nonce: 4 }),
         );
@@ -893,11 +907,12 @@ mod tests {
 
         let mut ambiguity = None;
         assert!(matches!(
-            judge_mutate(&mut ambiguity, &a, timed_out()),
+            judge_mutate(&mut ambiguity, &mut None, &a, timed_out()),
             Step::Next { .. }
         ));
         let step = judge_mutate(
             &mut ambiguity,
+            &mut None,
             &a,
             mutate_reply(WireError::Replayed { nonce: 4 }),
         );
@@ -916,18 +931,18 @@ mod tests {
             reason: "Failed to dial the requested peer".into(),
         });
         assert!(!dial.maybe_delivered);
-        let _ = judge_mutate(&mut ambiguity, &a, Err(dial));
+        let _ = judge_mutate(&mut ambiguity, &mut None, &a, Err(dial));
         assert!(ambiguity.is_none());
         let unavailable = WireError::Unavailable {
             reason: "no quorum".into(),
         };
-        let _ = judge_mutate(&mut ambiguity, &a, mutate_reply(unavailable));
+        let _ = judge_mutate(&mut ambiguity, &mut None, &a, mutate_reply(unavailable));
         assert!(ambiguity.is_some());
         let expired = WireError::Expired {
             expires_at_ms: 1,
             reason: "past".into(),
         };
-        let step = judge_mutate(&mut ambiguity, &a, mutate_reply(expired));
+        let step = judge_mutate(&mut ambiguity, &mut None, &a, mutate_reply(expired));
         assert!(matches!(step, Step::Done(Err(Error::Unknown { .. }))));
     }
 

@@ -85,10 +85,13 @@ pub enum NetError {
     Setup(String),
 }
 
-/// Length-prefixed frames: a u32 big-endian length, then the bytes.
-#[derive(Clone, Copy, Debug)]
+/// Length-prefixed frames: a u32 big-endian length, then the bytes. Inbound requests that
+/// announce more than the limit are refused before anything is allocated, and counted.
+#[derive(Clone, Debug)]
 pub struct FrameCodec {
     max: usize,
+    protocol: Protocol,
+    refused: Arc<RefusedFrames>,
 }
 
 impl FrameCodec {
@@ -131,7 +134,15 @@ impl request_response::Codec for FrameCodec {
     where
         T: futures::AsyncRead + Unpin + Send,
     {
-        self.read_frame(io).await
+        let frame = self.read_frame(io).await;
+        if let Err(e) = &frame {
+            // libp2p does not report a failed request read as an event: count it here.
+            if e.kind() == io::ErrorKind::InvalidData {
+                self.refused.0[RefusedFrames::index(self.protocol)].fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(protocol = self.protocol.as_str(), %e, "inbound frame refused");
+            }
+        }
+        frame
     }
 
     async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Vec<u8>>
@@ -344,6 +355,7 @@ pub fn spawn(cfg: NetConfig) -> Result<(NetHandle, Option<mpsc::Receiver<Inbound
     let rr_config = request_response::Config::default()
         .with_request_timeout(cfg.request_timeout)
         .with_max_concurrent_streams(STREAMS_PER_CONNECTION_MAX);
+    let refused = Arc::new(RefusedFrames::default());
     let rr = |name: &'static str, p: Protocol| {
         let support = if cfg.serve {
             ProtocolSupport::Full
@@ -353,6 +365,8 @@ pub fn spawn(cfg: NetConfig) -> Result<(NetHandle, Option<mpsc::Receiver<Inbound
         Rr::with_codec(
             FrameCodec {
                 max: cfg.frame_bytes_max_override.unwrap_or(p.frame_bytes_max()),
+                protocol: p,
+                refused: refused.clone(),
             },
             [(StreamProtocol::new(name), support)],
             rr_config.clone(),
@@ -391,9 +405,7 @@ pub fn spawn(cfg: NetConfig) -> Result<(NetHandle, Option<mpsc::Receiver<Inbound
         (None, None)
     };
     let local = *swarm.local_peer_id();
-    let refused = Arc::new(RefusedFrames::default());
     let event_loop = EventLoop {
-        refused: refused.clone(),
         swarm,
         cmd_rx,
         inbound_tx,
@@ -415,7 +427,6 @@ pub fn spawn(cfg: NetConfig) -> Result<(NetHandle, Option<mpsc::Receiver<Inbound
 type Reply = (Protocol, ResponseChannel<Vec<u8>>, Option<Vec<u8>>);
 
 struct EventLoop {
-    refused: Arc<RefusedFrames>,
     swarm: Swarm<Behaviour>,
     cmd_rx: mpsc::UnboundedReceiver<Command>,
     inbound_tx: Option<mpsc::Sender<Inbound>>,
@@ -509,13 +520,6 @@ impl EventLoop {
                 }
             }
             Event::InboundFailure { peer, error, .. } => {
-                if let request_response::InboundFailure::Io(e) = &error {
-                    if e.kind() == io::ErrorKind::InvalidData {
-                        self.refused.0[RefusedFrames::index(protocol)]
-                            .fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(%peer, protocol = protocol.as_str(), %e, "frame refused");
-                    }
-                }
                 tracing::debug!(%peer, protocol = protocol.as_str(), %error, "inbound request failed");
             }
             Event::ResponseSent { .. } => {}

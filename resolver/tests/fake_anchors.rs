@@ -173,6 +173,7 @@ fn committed(version: u64) -> Vec<u8> {
     encode(&MutateResponse::Committed {
         scope: ScopeId::root(),
         version,
+        leader: None,
     })
     .unwrap()
 }

@@ -1,14 +1,18 @@
 //! Bad input is refused with a clear error, changes nothing, and raises its counter:
-//! malformed names (library and CLI), garbage and oversize frames, a bad signature, a key the
-//! policy does not allow, a replayed or expired mutation, a malformed mutation body, and Raft
-//! messages from a non-member and for an unknown scope.
+//! malformed names (library, CLI, raw frames), garbage and oversize frames, a bad signature,
+//! a key the policy does not allow, a replayed or expired mutation, a signed body holding a
+//! malformed name, and Raft messages from a non-member and for an unknown scope.
+//!
+//! Each check is a step; a failing step is recorded and the others still run, so one anchor
+//! bug does not hide the rest. The test fails at the end listing every failed step.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use anchorage_tests::{bounded, random_key, text_of, to_hex, wait_for, Cluster};
-use anyhow::{anyhow, ensure, Context, Result};
+use anchorage_tests::{bounded, metric_value, random_key, text_of, to_hex, wait_for, Cluster};
+use anyhow::{anyhow, bail, ensure, Context, Result};
+use ed25519_dalek::SigningKey;
 use proto::codec;
-use proto::limits::CLIENT_FRAME_BYTES_MAX;
+use proto::limits::{CLIENT_FRAME_BYTES_MAX, RAFT_FRAME_BYTES_MAX};
 use proto::msg::{
     MutateRequest, MutateResponse, RaftRequest, RaftResponse, RaftRpc, ResolveRequest,
     ResolveResponse,
@@ -23,79 +27,111 @@ const ORIGINAL: &str = "original";
 const MUTATIONS: &str = "anchorage_mutations_total";
 const REFUSED: &str = "anchorage_refused_messages_total";
 
+/// What every step works with.
+struct Ctx {
+    c: Cluster,
+    client: Client,
+    /// A client swarm with a fresh identity, for raw frames.
+    net: NetHandle,
+    leader: usize,
+    /// The one key the policy lets write.
+    allowed: SigningKey,
+    /// The version of `TARGET` holding `ORIGINAL`.
+    version: u64,
+}
+
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// The target name still holds exactly what the setup wrote.
-async fn unchanged(client: &Client, version: u64, after: &str) -> Result<()> {
-    let set = client
-        .resolve(TARGET, ReadLevel::Linearizable)
+impl Ctx {
+    /// `TARGET` still holds exactly `ORIGINAL` at `self.version`.
+    async fn unchanged(&self, after: &str) -> Result<()> {
+        let set = self
+            .client
+            .resolve(TARGET, ReadLevel::Linearizable)
+            .await
+            .with_context(|| format!("resolving {TARGET} after {after}"))?;
+        ensure!(
+            text_of(&set) == Some(ORIGINAL) && set.version == self.version,
+            "after {after}, {TARGET} is {:?}@{} instead of {ORIGINAL:?}@{}",
+            set.records,
+            set.version,
+            self.version
+        );
+        Ok(())
+    }
+
+    /// Metric `name{labels}` on the leader.
+    async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> Result<f64> {
+        Ok(metric_value(
+            &self.c.metrics(self.leader).await?,
+            name,
+            labels,
+        ))
+    }
+
+    /// Metric `name{labels}` summed over all anchors (a refusal may be counted by the
+    /// anchor that received the request and by the leader it forwarded to).
+    async fn metric_all(&self, name: &str, labels: &[(&str, &str)]) -> Result<f64> {
+        let mut sum = 0.0;
+        for i in 0..self.c.len() {
+            sum += metric_value(&self.c.metrics(i).await?, name, labels);
+        }
+        Ok(sum)
+    }
+
+    /// Waits until `name{labels}` (on the leader, or summed over all anchors with `all`)
+    /// exceeds `before`.
+    async fn counter_above(
+        &self,
+        name: &str,
+        labels: &[(&str, &str)],
+        before: f64,
+        all: bool,
+    ) -> Result<()> {
+        let what = format!("{name}{labels:?} above {before}");
+        wait_for(&what, Duration::from_secs(5), || async {
+            let v = if all {
+                self.metric_all(name, labels).await?
+            } else {
+                self.metric(name, labels).await?
+            };
+            Ok((v > before).then_some(()))
+        })
         .await
-        .with_context(|| format!("resolving {TARGET} after {after}"))?;
-    ensure!(
-        text_of(&set) == Some(ORIGINAL) && set.version == version,
-        "after {after}, {TARGET} is {:?}@{} instead of {ORIGINAL:?}@{version}",
-        set.records,
-        set.version
-    );
-    Ok(())
-}
+    }
 
-/// Waits until metric `name{labels}` on anchor `i` exceeds `before`.
-async fn counter_above(
-    c: &Cluster,
-    i: usize,
-    name: &str,
-    labels: &[(&str, &str)],
-    before: f64,
-) -> Result<f64> {
-    wait_for(
-        &format!("{name}{labels:?} on anchor {i} above {before}"),
-        Duration::from_secs(5),
-        || async {
-            let v = anchorage_tests::metric_value(&c.metrics(i).await?, name, labels);
-            Ok((v > before).then_some(v))
-        },
-    )
-    .await
-}
+    /// Sends one raw frame to the leader from the test's own swarm.
+    async fn raw(&self, protocol: Protocol, bytes: Vec<u8>) -> Result<Vec<u8>> {
+        self.c
+            .raw_request(&self.net, self.leader, protocol, bytes)
+            .await
+            .map_err(|e| anyhow!("raw {protocol:?} request: {e}"))
+    }
 
-async fn metric(c: &Cluster, i: usize, name: &str, labels: &[(&str, &str)]) -> Result<f64> {
-    Ok(anchorage_tests::metric_value(
-        &c.metrics(i).await?,
-        name,
-        labels,
-    ))
-}
+    async fn raw_mutate(&self, mutation: SignedMutation) -> Result<MutateResponse> {
+        let req = codec::encode(&MutateRequest {
+            mutation,
+            forwarded: false,
+        })?;
+        Ok(codec::decode(
+            &self.raw(Protocol::Mutate, req).await?,
+            CLIENT_FRAME_BYTES_MAX,
+        )?)
+    }
 
-/// Sends a raw mutate frame to anchor `i` and decodes the answer.
-async fn raw_mutate(
-    c: &Cluster,
-    net: &NetHandle,
-    i: usize,
-    bytes: Vec<u8>,
-) -> Result<MutateResponse> {
-    let answer = c
-        .raw_request(net, i, Protocol::Mutate, bytes)
-        .await
-        .map_err(|e| anyhow!("raw mutate: {e}"))?;
-    Ok(codec::decode(&answer, CLIENT_FRAME_BYTES_MAX)?)
-}
-
-fn signed_put(
-    client: &Client,
-    key: &ed25519_dalek::SigningKey,
-    value: &str,
-) -> Result<SignedMutation> {
-    let op = Op::Put {
-        name: Name::parse(TARGET)?,
-        records: vec![Record::Text(value.into())],
-        ttl_s: 60,
-    };
-    Ok(SignedMutation::sign(&client.prepare(op), key)?)
+    /// A put of `value` to `TARGET`, signed by `key`, with a fresh nonce.
+    fn signed_put(&self, key: &SigningKey, value: &str) -> Result<SignedMutation> {
+        let op = Op::Put {
+            name: Name::parse(TARGET)?,
+            records: vec![Record::Text(value.into())],
+            ttl_s: 60,
+        };
+        Ok(SignedMutation::sign(&self.client.prepare(op), key)?)
+    }
 }
 
 /// Replaces the first occurrence of `from` by `to` (same length) in `bytes`.
@@ -109,11 +145,259 @@ fn patch(bytes: &mut [u8], from: &[u8], to: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// Malformed names: the library and the CLI refuse them naming the rule; one smuggled into a
+/// raw resolve frame is refused as malformed and counted.
+async fn malformed_names(x: &Ctx) -> Result<()> {
+    match x
+        .client
+        .put("/Bad$Name", vec![Record::Text("x".into())], 60, &x.allowed)
+        .await
+    {
+        Err(Error::InvalidName { input, source }) => {
+            let msg = source.to_string();
+            ensure!(
+                input == "/Bad$Name" && msg.contains("'$'"),
+                "unclear: {msg}"
+            );
+        }
+        other => bail!("library put of a bad name gave {other:?}"),
+    }
+    match x.client.resolve("/a//b", ReadLevel::Linearizable).await {
+        Err(Error::InvalidName { .. }) => {}
+        other => bail!("library resolve of /a//b gave {other:?}"),
+    }
+
+    let key_file = x.c.dir().join("writer.key");
+    let out =
+        x.c.cli_ok(&[
+            "keygen".into(),
+            "--out".into(),
+            key_file.display().to_string(),
+        ])
+        .await?;
+    ensure!(out.trim().len() == 64, "keygen printed {out:?}");
+    let mut args: Vec<String> = ["put", "/Bad$Name", "--text", "x", "--key"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    args.push(key_file.display().to_string());
+    args.extend(x.c.anchor_args()?);
+    let out = x.c.cli(&args).await?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ensure!(!out.status.success(), "CLI put of a bad name succeeded");
+    ensure!(
+        stderr.contains("'$'") && stderr.contains("a-z, 0-9"),
+        "CLI error does not name the rule: {stderr}"
+    );
+
+    let labels = [("protocol", "resolve"), ("reason", "malformed")];
+    let before = x.metric(REFUSED, &labels).await?;
+    let mut bytes = codec::encode(&ResolveRequest {
+        name: Name::parse("/bi/badxname")?,
+        level: ReadLevel::Replica,
+    })?;
+    patch(&mut bytes, b"badxname", b"bad$name")?;
+    let answer: ResolveResponse = codec::decode(
+        &x.raw(Protocol::Resolve, bytes).await?,
+        CLIENT_FRAME_BYTES_MAX,
+    )?;
+    ensure!(
+        matches!(answer, ResolveResponse::Error(WireError::Invalid { .. })),
+        "bad name in a resolve frame: {answer:?}"
+    );
+    x.counter_above(REFUSED, &labels, before, false).await?;
+    x.unchanged("malformed names").await
+}
+
+/// Garbage bytes on the mutate protocol.
+async fn garbage_frame(x: &Ctx) -> Result<()> {
+    let labels = [("protocol", "mutate"), ("reason", "malformed")];
+    let before = x.metric(REFUSED, &labels).await?;
+    let garbage = b"\xff\xfe this is not a mutation \x00\x01".to_vec();
+    let answer: MutateResponse = codec::decode(
+        &x.raw(Protocol::Mutate, garbage).await?,
+        CLIENT_FRAME_BYTES_MAX,
+    )?;
+    ensure!(
+        matches!(answer, MutateResponse::Error(WireError::Invalid { .. })),
+        "garbage frame: {answer:?}"
+    );
+    x.counter_above(REFUSED, &labels, before, false).await?;
+    x.unchanged("a garbage frame").await
+}
+
+/// A frame over 256 KiB on mutate, sent by a client whose own limit is raised: refused
+/// before decoding, counted as `bad_frame` when /metrics is scraped.
+async fn oversize_frame(x: &Ctx) -> Result<()> {
+    let labels = [("protocol", "mutate"), ("reason", "bad_frame")];
+    let before = x.metric(REFUSED, &labels).await?;
+    let (big, _) = net::spawn(NetConfig {
+        frame_bytes_max_override: Some(4 * CLIENT_FRAME_BYTES_MAX),
+        ..NetConfig::client()
+    })
+    .map_err(|e| anyhow!("{e}"))?;
+    let mut req = codec::encode(&MutateRequest {
+        mutation: x.signed_put(&x.allowed, "oversize")?,
+        forwarded: false,
+    })?;
+    req.resize(CLIENT_FRAME_BYTES_MAX + 4096, 0);
+    let answer = x.c.raw_request(&big, x.leader, Protocol::Mutate, req).await;
+    big.shutdown();
+    match &answer {
+        Ok(bytes) => {
+            let decoded: Result<MutateResponse, _> = codec::decode(bytes, CLIENT_FRAME_BYTES_MAX);
+            ensure!(
+                !matches!(decoded, Ok(MutateResponse::Committed { .. })),
+                "an oversize frame was committed"
+            );
+            eprintln!("oversize frame answered: {decoded:?}");
+        }
+        Err(e) => eprintln!("oversize frame failed as expected: {e}"),
+    }
+    x.unchanged("an oversize frame").await?;
+    x.counter_above(REFUSED, &labels, before, false).await
+}
+
+/// A flipped signature byte: the library refuses to send it, an anchor that gets it anyway
+/// refuses it and counts it.
+async fn bad_signature(x: &Ctx) -> Result<()> {
+    let mut bad = x.signed_put(&x.allowed, "forged")?;
+    bad.signatures[0].sig[0] ^= 0x01;
+    match x.client.submit(bad.clone()).await {
+        Err(Error::BadSignature { .. }) => {}
+        other => bail!("the library sent a bad signature: {other:?}"),
+    }
+    let labels = [("outcome", "bad_signature")];
+    let before = x.metric(MUTATIONS, &labels).await?;
+    match x.raw_mutate(bad).await? {
+        MutateResponse::Error(w @ WireError::BadSignature { .. }) => {
+            ensure!(matches!(Error::from(w), Error::BadSignature { .. }));
+        }
+        other => bail!("a bad signature was answered {other:?}"),
+    }
+    x.counter_above(MUTATIONS, &labels, before, false).await?;
+    x.unchanged("a bad signature").await
+}
+
+/// A key the policy does not list.
+async fn denied_key(x: &Ctx) -> Result<()> {
+    let labels = [("outcome", "denied")];
+    let before = x.metric_all(MUTATIONS, &labels).await?;
+    let stranger = random_key();
+    match x
+        .client
+        .put(TARGET, vec![Record::Text("stranger".into())], 60, &stranger)
+        .await
+    {
+        Err(Error::Denied { reason }) => eprintln!("denied: {reason}"),
+        other => bail!("a key outside the policy got {other:?}"),
+    }
+    x.counter_above(MUTATIONS, &labels, before, true).await?;
+    x.unchanged("a denied key").await
+}
+
+/// The same signed mutation twice: the first commits, the second is refused as a replay.
+/// Puts `ORIGINAL` back afterwards and returns its new version.
+async fn replayed(x: &Ctx) -> Result<u64> {
+    let once = x.signed_put(&x.allowed, "replay-me")?;
+    let v1 = x.client.submit(once.clone()).await?;
+    let labels = [("outcome", "replayed")];
+    let before = x.metric_all(MUTATIONS, &labels).await?;
+    match x.client.submit(once).await {
+        Err(Error::Replayed { .. }) => {}
+        other => bail!("a replay got {other:?}"),
+    }
+    x.counter_above(MUTATIONS, &labels, before, true).await?;
+    let set = x.client.resolve(TARGET, ReadLevel::Linearizable).await?;
+    ensure!(
+        text_of(&set) == Some("replay-me") && set.version == v1,
+        "after a replay {TARGET} is {set:?}, not replay-me@{v1}"
+    );
+    let v = x
+        .client
+        .put(TARGET, vec![Record::Text(ORIGINAL.into())], 300, &x.allowed)
+        .await?;
+    Ok(v)
+}
+
+/// A mutation past its expiry, sent raw (the library would not send it).
+async fn expired(x: &Ctx) -> Result<()> {
+    let labels = [("outcome", "expired")];
+    let before = x.metric(MUTATIONS, &labels).await?;
+    let stale = Mutation {
+        op: Op::Put {
+            name: Name::parse(TARGET)?,
+            records: vec![Record::Text("stale".into())],
+            ttl_s: 60,
+        },
+        nonce: rand::random(),
+        expires_at_ms: now_ms() - 1_000,
+    };
+    let answer = x
+        .raw_mutate(SignedMutation::sign(&stale, &x.allowed)?)
+        .await?;
+    ensure!(
+        matches!(answer, MutateResponse::Error(WireError::Expired { .. })),
+        "an expired mutation was answered {answer:?}"
+    );
+    x.counter_above(MUTATIONS, &labels, before, false).await?;
+    x.unchanged("an expired mutation").await
+}
+
+/// A correctly signed body that holds a malformed name.
+async fn malformed_body(x: &Ctx) -> Result<()> {
+    let labels = [("outcome", "invalid")];
+    let before = x.metric(MUTATIONS, &labels).await?;
+    let m = x.client.prepare(Op::Put {
+        name: Name::parse("/bi/badxname")?,
+        records: vec![Record::Text("x".into())],
+        ttl_s: 60,
+    });
+    let mut body = codec::encode(&m)?;
+    patch(&mut body, b"badxname", b"bad$name")?;
+    let mut signed = SignedMutation {
+        body,
+        signatures: Vec::new(),
+    };
+    signed.add_signature(&x.allowed);
+    let answer = x.raw_mutate(signed).await?;
+    ensure!(
+        matches!(answer, MutateResponse::Error(WireError::Invalid { .. })),
+        "a malformed body was answered {answer:?}"
+    );
+    x.counter_above(MUTATIONS, &labels, before, false).await?;
+    x.unchanged("a malformed mutation body").await
+}
+
+/// Raft messages from a peer that is no member, and for a scope not hosted here.
+async fn raft_outsiders(x: &Ctx) -> Result<()> {
+    for (scope, reason) in [
+        (ScopeId::root(), "non_member"),
+        (ScopeId([9; 16]), "unknown_scope"),
+    ] {
+        let labels = [("protocol", "raft"), ("reason", reason)];
+        let before = x.metric(REFUSED, &labels).await?;
+        let req = codec::encode(&RaftRequest {
+            scope,
+            rpc: RaftRpc::Vote,
+            payload: b"not a vote request".to_vec(),
+        })?;
+        let answer: RaftResponse =
+            codec::decode(&x.raw(Protocol::Raft, req).await?, RAFT_FRAME_BYTES_MAX)?;
+        ensure!(
+            matches!(answer, RaftResponse::Refused(_)),
+            "raft ({reason}) was answered {answer:?}"
+        );
+        x.counter_above(REFUSED, &labels, before, false).await?;
+        x.unchanged(reason).await?;
+    }
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bad_input() {
     bounded(Duration::from_secs(120), async {
         let mut c = Cluster::start(3).await?;
-
         // A policy that lets one key write and no other.
         let allowed = random_key();
         let policy = c.dir().join("policy.toml");
@@ -130,295 +414,55 @@ async fn bad_input() {
         let version = client
             .put(TARGET, vec![Record::Text(ORIGINAL.into())], 300, &allowed)
             .await?;
-        unchanged(&client, version, "setup").await?;
         let (net, _) = net::spawn(NetConfig::client()).map_err(|e| anyhow!("{e}"))?;
-
-        // 1. Malformed names: the library refuses them before sending...
-        match client
-            .put("/Bad$Name", vec![Record::Text("x".into())], 60, &allowed)
-            .await
-        {
-            Err(Error::InvalidName { input, source }) => {
-                let msg = source.to_string();
-                ensure!(
-                    input == "/Bad$Name" && msg.contains("'$'"),
-                    "unclear: {msg}"
-                );
-            }
-            other => return Err(anyhow!("bad name put gave {other:?}")),
-        }
-        ensure!(matches!(
-            client.resolve("/a//b", ReadLevel::Linearizable).await,
-            Err(Error::InvalidName { .. })
-        ));
-        // ...and so does the CLI, naming the rule.
-        let key_file = c.dir().join("writer.key");
-        let out = c
-            .cli_ok(&[
-                "keygen".into(),
-                "--out".into(),
-                key_file.display().to_string(),
-            ])
-            .await?;
-        ensure!(out.trim().len() == 64, "keygen printed {out:?}");
-        let mut args: Vec<String> = ["put", "/Bad$Name", "--text", "x", "--key"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        args.push(key_file.display().to_string());
-        args.extend(c.anchor_args()?);
-        let out = c.cli(&args).await?;
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        ensure!(!out.status.success(), "CLI put of a bad name succeeded");
-        ensure!(
-            stderr.contains("'$'") && stderr.contains("a-z, 0-9"),
-            "CLI error does not name the rule: {stderr}"
-        );
-        // A bad name smuggled inside a raw resolve frame: refused as malformed.
-        let before = metric(
-            &c,
+        let mut x = Ctx {
+            c,
+            client,
+            net,
             leader,
-            REFUSED,
-            &[("protocol", "resolve"), ("reason", "malformed")],
-        )
-        .await?;
-        let mut bytes = codec::encode(&ResolveRequest {
-            name: Name::parse("/bi/badxname")?,
-            level: ReadLevel::Replica,
-        })?;
-        patch(&mut bytes, b"badxname", b"bad$name")?;
-        let answer = c
-            .raw_request(&net, leader, Protocol::Resolve, bytes)
-            .await
-            .map_err(|e| anyhow!("{e}"))?;
-        let answer: ResolveResponse = codec::decode(&answer, CLIENT_FRAME_BYTES_MAX)?;
-        ensure!(
-            matches!(answer, ResolveResponse::Error(WireError::Invalid { .. })),
-            "bad name in resolve frame: {answer:?}"
-        );
-        counter_above(
-            &c,
-            leader,
-            REFUSED,
-            &[("protocol", "resolve"), ("reason", "malformed")],
-            before,
-        )
-        .await?;
-        unchanged(&client, version, "malformed names").await?;
-
-        // 2. Garbage on the mutate protocol.
-        let labels = [("protocol", "mutate"), ("reason", "malformed")];
-        let before = metric(&c, leader, REFUSED, &labels).await?;
-        let answer = raw_mutate(
-            &c,
-            &net,
-            leader,
-            b"\xff\xfe this is not a mutation \x00\x01".to_vec(),
-        )
-        .await?;
-        ensure!(
-            matches!(answer, MutateResponse::Error(WireError::Invalid { .. })),
-            "garbage frame: {answer:?}"
-        );
-        counter_above(&c, leader, REFUSED, &labels, before).await?;
-        unchanged(&client, version, "a garbage frame").await?;
-
-        // 3. An oversize frame (over 256 KiB), sent by a client whose own limit is raised.
-        let labels = [("protocol", "mutate"), ("reason", "bad_frame")];
-        let before = metric(&c, leader, REFUSED, &labels).await?;
-        let (big_net, _) = net::spawn(NetConfig {
-            frame_bytes_max_override: Some(4 * CLIENT_FRAME_BYTES_MAX),
-            ..NetConfig::client()
-        })
-        .map_err(|e| anyhow!("{e}"))?;
-        let mut req = codec::encode(&MutateRequest {
-            mutation: signed_put(&client, &allowed, "oversize")?,
-            forwarded: false,
-        })?;
-        req.resize(CLIENT_FRAME_BYTES_MAX + 4096, 0);
-        let answer = c.raw_request(&big_net, leader, Protocol::Mutate, req).await;
-        if let Ok(bytes) = &answer {
-            let decoded: Result<MutateResponse, _> = codec::decode(bytes, CLIENT_FRAME_BYTES_MAX);
-            ensure!(
-                !matches!(decoded, Ok(MutateResponse::Committed { .. })),
-                "an oversize frame was committed"
-            );
-        }
-        counter_above(&c, leader, REFUSED, &labels, before).await?;
-        big_net.shutdown();
-        unchanged(&client, version, "an oversize frame").await?;
-
-        // 4. A bad signature: the library refuses to send it...
-        let mut bad = signed_put(&client, &allowed, "forged")?;
-        bad.signatures[0].sig[0] ^= 0x01;
-        ensure!(
-            matches!(
-                client.submit(bad.clone()).await,
-                Err(Error::BadSignature { .. })
-            ),
-            "library accepted a bad signature"
-        );
-        // ...and an anchor that receives it anyway refuses it.
-        let labels = [("outcome", "bad_signature")];
-        let before = metric(&c, leader, MUTATIONS, &labels).await?;
-        let req = codec::encode(&MutateRequest {
-            mutation: bad,
-            forwarded: false,
-        })?;
-        match raw_mutate(&c, &net, leader, req).await? {
-            MutateResponse::Error(w @ WireError::BadSignature { .. }) => {
-                ensure!(matches!(Error::from(w), Error::BadSignature { .. }));
-            }
-            other => return Err(anyhow!("bad signature answered {other:?}")),
-        }
-        counter_above(&c, leader, MUTATIONS, &labels, before).await?;
-        unchanged(&client, version, "a bad signature").await?;
-
-        // 5. A key the policy does not allow.
-        let before = c.metric_sum(MUTATIONS, &[("outcome", "denied")]).await?;
-        let stranger = random_key();
-        match client
-            .put(TARGET, vec![Record::Text("stranger".into())], 60, &stranger)
-            .await
-        {
-            Err(Error::Denied { reason }) => eprintln!("denied: {reason}"),
-            other => return Err(anyhow!("a key outside the policy got {other:?}")),
-        }
-        wait_for("denied counter", Duration::from_secs(5), || {
-            let c = &c;
-            async move {
-                let mut sum = 0.0;
-                for i in 0..3 {
-                    sum += metric(c, i, MUTATIONS, &[("outcome", "denied")]).await?;
-                }
-                Ok((sum > before).then_some(()))
-            }
-        })
-        .await?;
-        unchanged(&client, version, "a denied key").await?;
-
-        // 6. A replayed mutation: the same signed bytes twice. The first one commits.
-        let once = signed_put(&client, &allowed, "replay-me")?;
-        let v1 = client.submit(once.clone()).await?;
-        let version = v1;
-        let replay_labels = [("outcome", "replayed")];
-        let before: f64 = {
-            let mut s = 0.0;
-            for i in 0..3 {
-                s += metric(&c, i, MUTATIONS, &replay_labels).await?;
-            }
-            s
+            allowed,
+            version,
         };
-        match client.submit(once).await {
-            Err(Error::Replayed { .. }) => {}
-            other => return Err(anyhow!("a replay got {other:?}")),
-        }
-        wait_for("replayed counter", Duration::from_secs(5), || {
-            let c = &c;
-            async move {
-                let mut sum = 0.0;
-                for i in 0..3 {
-                    sum += metric(c, i, MUTATIONS, &replay_labels).await?;
-                }
-                Ok((sum > before).then_some(()))
+        x.unchanged("setup").await?;
+
+        let mut failed = Vec::new();
+        let mut record = |step: &str, r: Result<()>| match r {
+            Ok(()) => eprintln!("step {step}: ok"),
+            Err(e) => {
+                eprintln!("step {step}: FAILED: {e:#}");
+                failed.push(format!("{step}: {e:#}"));
             }
-        })
-        .await?;
-        let set = client.resolve(TARGET, ReadLevel::Linearizable).await?;
-        ensure!(
-            text_of(&set) == Some("replay-me") && set.version == v1,
-            "after a replay: {set:?}"
-        );
-        // Restore the original value for the remaining checks.
-        let version = {
-            let _ = version;
-            client
-                .put(TARGET, vec![Record::Text(ORIGINAL.into())], 300, &allowed)
-                .await?
         };
-        unchanged(&client, version, "restoring").await?;
-
-        // 7. An expired mutation, sent raw (the library would not send it).
-        let labels = [("outcome", "expired")];
-        let before = metric(&c, leader, MUTATIONS, &labels).await?;
-        let stale = Mutation {
-            op: Op::Put {
-                name: Name::parse(TARGET)?,
-                records: vec![Record::Text("stale".into())],
-                ttl_s: 60,
-            },
-            nonce: rand::random(),
-            expires_at_ms: now_ms() - 1_000,
-        };
-        let stale = SignedMutation::sign(&stale, &allowed)?;
-        let req = codec::encode(&MutateRequest {
-            mutation: stale,
-            forwarded: false,
-        })?;
-        let answer = raw_mutate(&c, &net, leader, req).await?;
-        ensure!(
-            matches!(answer, MutateResponse::Error(WireError::Expired { .. })),
-            "expired mutation: {answer:?}"
-        );
-        counter_above(&c, leader, MUTATIONS, &labels, before).await?;
-        unchanged(&client, version, "an expired mutation").await?;
-
-        // 8. A correctly signed body holding a malformed name.
-        let labels = [("outcome", "invalid")];
-        let before = metric(&c, leader, MUTATIONS, &labels).await?;
-        let m = client.prepare(Op::Put {
-            name: Name::parse("/bi/badxname")?,
-            records: vec![Record::Text("x".into())],
-            ttl_s: 60,
-        });
-        let mut body = codec::encode(&m)?;
-        patch(&mut body, b"badxname", b"bad$name")?;
-        let mut signed = SignedMutation {
-            body,
-            signatures: Vec::new(),
-        };
-        signed.add_signature(&allowed);
-        let req = codec::encode(&MutateRequest {
-            mutation: signed,
-            forwarded: false,
-        })?;
-        let answer = raw_mutate(&c, &net, leader, req).await?;
-        ensure!(
-            matches!(answer, MutateResponse::Error(WireError::Invalid { .. })),
-            "malformed body: {answer:?}"
-        );
-        counter_above(&c, leader, MUTATIONS, &labels, before).await?;
-        unchanged(&client, version, "a malformed mutation body").await?;
-
-        // 9. Raft from a peer that is not a member of the scope, and for an unknown scope.
-        for (scope, reason) in [
-            (ScopeId::root(), "non_member"),
-            (ScopeId([9; 16]), "unknown_scope"),
-        ] {
-            let labels = [("protocol", "raft"), ("reason", reason)];
-            let before = metric(&c, leader, REFUSED, &labels).await?;
-            let req = codec::encode(&RaftRequest {
-                scope,
-                rpc: RaftRpc::Vote,
-                payload: b"not a vote request".to_vec(),
-            })?;
-            let answer = c
-                .raw_request(&net, leader, Protocol::Raft, req)
-                .await
-                .map_err(|e| anyhow!("{e}"))?;
-            let answer: RaftResponse = codec::decode(&answer, proto::limits::RAFT_FRAME_BYTES_MAX)?;
-            ensure!(
-                matches!(answer, RaftResponse::Refused(_)),
-                "raft {reason}: {answer:?}"
-            );
-            counter_above(&c, leader, REFUSED, &labels, before).await?;
-            unchanged(&client, version, reason).await?;
+        record("malformed names", malformed_names(&x).await);
+        record("garbage frame", garbage_frame(&x).await);
+        record("oversize frame", oversize_frame(&x).await);
+        record("bad signature", bad_signature(&x).await);
+        record("denied key", denied_key(&x).await);
+        match replayed(&x).await {
+            Ok(v) => {
+                x.version = v;
+                record("replayed", x.unchanged("restoring after the replay").await);
+            }
+            Err(e) => record("replayed", Err(e)),
         }
-        // The cluster still has its leader.
-        let now = c.wait_settled(Duration::from_secs(5)).await?;
-        ensure!(now == leader, "leadership moved from {leader} to {now}");
+        record("expired", expired(&x).await);
+        record("malformed body", malformed_body(&x).await);
+        record("raft outsiders", raft_outsiders(&x).await);
 
-        net.shutdown();
+        // Nothing above disturbed the scope's leadership.
+        let now = x.c.wait_settled(Duration::from_secs(5)).await?;
+        ensure!(
+            now == x.leader,
+            "leadership moved from {} to {now}",
+            x.leader
+        );
+        x.net.shutdown();
+        ensure!(
+            failed.is_empty(),
+            "{} step(s) failed:\n{}",
+            failed.len(),
+            failed.join("\n")
+        );
         Ok(())
     })
     .await;

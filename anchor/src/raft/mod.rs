@@ -39,10 +39,12 @@ pub type ScopeRaft = openraft::Raft<TypeConfig>;
 /// pure function of (state, entry).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ScopeCommand {
-    /// A signed mutation from a writer.
-    Mutate {
-        /// The mutation as the writer signed it.
-        signed: SignedMutation,
+    /// Signed mutations from writers, applied in order as one log entry (the leader batches
+    /// concurrent writes; no two in one batch address the same name, so every name's version
+    /// is still the log index of the entry that last changed it).
+    Batch {
+        /// The mutations as their writers signed them.
+        mutations: Vec<SignedMutation>,
         /// Leader's wall clock when it proposed, ms since the epoch.
         proposed_at_ms: u64,
     },
@@ -59,8 +61,9 @@ pub enum ScopeCommand {
 /// What applying one entry produced; returned to the proposer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct ApplyOutcome {
-    /// `Ok(version)` for a committed change, or why it was refused at apply.
-    pub result: Option<Result<u64, WireError>>,
+    /// Per mutation of a batch (or one for genesis): `Ok(version)` for a committed change,
+    /// or why it was refused at apply.
+    pub results: Vec<Result<u64, WireError>>,
 }
 
 /// Helper for storage errors.

@@ -105,20 +105,20 @@ pub trait ScopeReadDyn {
     /// Decide a mutation against this state.
     fn decide(
         &self,
+        m: &proto::Mutation,
         signed: &proto::SignedMutation,
         now_ms: u64,
-        index: u64,
     ) -> Result<apply::Accepted, proto::WireError>;
 }
 
 impl ScopeReadDyn for Overlay<'_> {
     fn decide(
         &self,
+        m: &proto::Mutation,
         signed: &proto::SignedMutation,
         now_ms: u64,
-        index: u64,
     ) -> Result<apply::Accepted, proto::WireError> {
-        apply::decide(self, signed, now_ms, index)
+        apply::decide(self, m, signed, now_ms, 0)
     }
 }
 
@@ -528,25 +528,28 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 }) => {
                     overlay.apply_genesis(descriptor, policy_toml)?;
                     ApplyOutcome {
-                        result: Some(Ok(log_id.index)),
+                        results: vec![Ok(log_id.index)],
                     }
                 }
-                EntryPayload::Normal(ScopeCommand::Mutate {
-                    signed,
+                EntryPayload::Normal(ScopeCommand::Batch {
+                    mutations,
                     proposed_at_ms,
                 }) => {
                     overlay.prune_nonces(proposed_at_ms);
-                    match apply::decide(&overlay, &signed, proposed_at_ms, log_id.index) {
-                        Ok(acc) => {
-                            overlay.apply_effect(acc)?;
-                            ApplyOutcome {
-                                result: Some(Ok(log_id.index)),
+                    let mut results = Vec::with_capacity(mutations.len());
+                    for signed in &mutations {
+                        let decided = apply::verify(signed).and_then(|m| {
+                            apply::decide(&overlay, &m, signed, proposed_at_ms, log_id.index)
+                        });
+                        results.push(match decided {
+                            Ok(acc) => {
+                                overlay.apply_effect(acc)?;
+                                Ok(log_id.index)
                             }
-                        }
-                        Err(e) => ApplyOutcome {
-                            result: Some(Err(e)),
-                        },
+                            Err(e) => Err(e),
+                        });
                     }
+                    ApplyOutcome { results }
                 }
             };
             overlay.view.applied = Some(log_id);

@@ -76,15 +76,16 @@ pub fn verify(signed: &SignedMutation) -> Result<Mutation, WireError> {
     })
 }
 
-/// Decides what `signed` does to the scope at log index `index`, at time `now_ms`.
+/// Decides what `m` (verified from `signed` by [`verify`]) does to the scope at log index
+/// `index`, at time `now_ms`.
 pub fn decide(
     state: &impl ScopeRead,
+    m: &Mutation,
     signed: &SignedMutation,
     now_ms: u64,
     index: u64,
 ) -> Result<Accepted, WireError> {
-    let m = verify(signed)?;
-    check_expiry(&m, now_ms)?;
+    check_expiry(m, now_ms)?;
     let writer = signed.writer();
     if state.nonce_seen(&writer, m.nonce) {
         return Err(WireError::Replayed { nonce: m.nonce });
@@ -217,6 +218,16 @@ mod tests {
 
     fn key() -> ed25519_dalek::SigningKey {
         ed25519_dalek::SigningKey::from_bytes(&[9; 32])
+    }
+
+    fn decide(
+        state: &Mem,
+        signed: &SignedMutation,
+        now_ms: u64,
+        index: u64,
+    ) -> Result<Accepted, WireError> {
+        let m = verify(signed)?;
+        super::decide(state, &m, signed, now_ms, index)
     }
 
     fn signed(op: Op, nonce: u64, expires_at_ms: u64) -> SignedMutation {
