@@ -29,6 +29,7 @@ use crate::raft::network::{parse_anchor, NetworkFactory};
 use crate::raft::state_machine::{ScopeState, StateMachine};
 use crate::raft::{NodeId, ScopeCommand, ScopeRaft};
 use crate::scope::apply;
+use crate::scope::verified::VerifiedCache;
 use crate::AnchorError;
 
 /// Inbound requests handled at once; more wait in the network's bounded queue.
@@ -52,6 +53,13 @@ pub struct Replica {
     reads: tokio::sync::mpsc::Sender<ReadWaiter>,
 }
 
+/// Options of [`Anchor::start_with`] that only tests set.
+#[derive(Clone, Debug, Default)]
+pub struct StartOptions {
+    /// Fault injection on this anchor's outbound requests.
+    pub faults: Option<Arc<dyn resolver::net::FaultInjector>>,
+}
+
 /// A running anchor. Cheap to clone.
 #[derive(Clone)]
 pub struct Anchor {
@@ -72,6 +80,7 @@ struct Inner {
     raft_config: Arc<openraft::Config>,
     http_addr: RwLock<Option<SocketAddr>>,
     codec_refused_seen: std::sync::Mutex<[u64; 4]>,
+    verified: Arc<VerifiedCache>,
 }
 
 fn now_ms() -> u64 {
@@ -88,6 +97,11 @@ fn encode_or_empty<T: Serialize>(v: &T) -> Vec<u8> {
 impl Anchor {
     /// Opens the data dir, starts the swarm, reopens every hosted scope and starts serving.
     pub async fn start(cfg: AnchorConfig) -> Result<Anchor, AnchorError> {
+        Anchor::start_with(cfg, StartOptions::default()).await
+    }
+
+    /// [`Anchor::start`] with test hooks.
+    pub async fn start_with(cfg: AnchorConfig, opts: StartOptions) -> Result<Anchor, AnchorError> {
         let keypair = identity::load_or_create(&cfg.data_dir)?;
         let peer_id = keypair.public().to_peer_id();
         let db = sled::Config::new()
@@ -107,6 +121,7 @@ impl Anchor {
             request_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(120),
             frame_bytes_max_override: None,
+            faults: opts.faults,
         })?;
         let addrs: Vec<String> = match &cfg.advertise {
             Some(a) => vec![a.clone()],
@@ -137,6 +152,7 @@ impl Anchor {
             raft_config,
             http_addr: RwLock::new(None),
             codec_refused_seen: std::sync::Mutex::new([0; 4]),
+            verified: Arc::new(VerifiedCache::default()),
         });
         let anchor = Anchor { inner };
         anchor.reopen_scopes().await?;
@@ -202,7 +218,12 @@ impl Anchor {
     async fn open_replica(&self, descriptor: ScopeDescriptor) -> Result<Arc<Replica>, AnchorError> {
         let id = descriptor.id;
         let log = LogStore::open(&self.inner.db, id, self.inner.flusher.clone())?;
-        let sm = StateMachine::open(&self.inner.db, id, descriptor.prefix.clone())?;
+        let sm = StateMachine::open(
+            &self.inner.db,
+            id,
+            descriptor.prefix.clone(),
+            self.inner.verified.clone(),
+        )?;
         let state = sm.state();
         let network = NetworkFactory {
             scope: id,
@@ -497,6 +518,7 @@ impl Anchor {
         {
             return MutateResponse::Error(e);
         }
+        self.inner.verified.insert(&req.mutation);
         let (reply, rx) = tokio::sync::oneshot::channel();
         let proposal = Proposal {
             mutation: req.mutation.clone(),

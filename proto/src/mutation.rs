@@ -145,6 +145,51 @@ impl SignedMutation {
 
     /// Verifies every signature, then decodes and validates the body.
     pub fn verify(&self) -> Result<Mutation, ProtoError> {
+        self.check_shape()?;
+        let msg = signed_bytes(&self.body);
+        for s in &self.signatures {
+            let bad_sig = || ProtoError::BadSignature {
+                key: hex::encode(s.key),
+            };
+            let key = ed25519_dalek::VerifyingKey::from_bytes(&s.key).map_err(|e| {
+                ProtoError::BadKey {
+                    reason: e.to_string(),
+                }
+            })?;
+            let sig = ed25519_dalek::Signature::from_slice(&s.sig).map_err(|_| bad_sig())?;
+            key.verify(&msg, &sig).map_err(|_| bad_sig())?;
+        }
+        self.decode_body()
+    }
+
+    /// Everything [`SignedMutation::verify`] checks except the signatures themselves: only
+    /// for a mutation whose signatures this very process verified before (the same bytes,
+    /// matched by [`SignedMutation::digest`]).
+    pub fn decode_verified_earlier(&self) -> Result<Mutation, ProtoError> {
+        self.check_shape()?;
+        self.decode_body()
+    }
+
+    /// A digest of the body and every signature: equal digests mean identical bytes.
+    pub fn digest(&self) -> [u8; 32] {
+        let mut h = blake3::Hasher::new();
+        h.update(&(self.body.len() as u64).to_le_bytes());
+        h.update(&self.body);
+        for s in &self.signatures {
+            h.update(&s.key);
+            h.update(&(s.sig.len() as u64).to_le_bytes());
+            h.update(&s.sig);
+        }
+        *h.finalize().as_bytes()
+    }
+
+    fn decode_body(&self) -> Result<Mutation, ProtoError> {
+        let m: Mutation = codec::decode(&self.body, MUTATION_BYTES_MAX)?;
+        m.op.validate()?;
+        Ok(m)
+    }
+
+    fn check_shape(&self) -> Result<(), ProtoError> {
         if self.body.len() > MUTATION_BYTES_MAX {
             return Err(ProtoError::FrameTooLarge {
                 len: self.body.len(),
@@ -159,26 +204,7 @@ impl SignedMutation {
                 ),
             });
         }
-        let msg = signed_bytes(&self.body);
-        for s in &self.signatures {
-            let key = ed25519_dalek::VerifyingKey::from_bytes(&s.key).map_err(|e| {
-                ProtoError::BadKey {
-                    reason: e.to_string(),
-                }
-            })?;
-            let sig = ed25519_dalek::Signature::from_slice(&s.sig).map_err(|_| {
-                ProtoError::BadSignature {
-                    key: hex::encode(s.key),
-                }
-            })?;
-            key.verify(&msg, &sig)
-                .map_err(|_| ProtoError::BadSignature {
-                    key: hex::encode(s.key),
-                })?;
-        }
-        let m: Mutation = codec::decode(&self.body, MUTATION_BYTES_MAX)?;
-        m.op.validate()?;
-        Ok(m)
+        Ok(())
     }
 
     /// The writer's key (first signer).

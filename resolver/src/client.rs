@@ -136,6 +136,17 @@ impl Client {
     /// libp2p task on the current tokio runtime; nothing is dialed until the first call, so
     /// an unreachable trust anchor is not an error here.
     pub async fn connect(trust_anchors: &[Multiaddr], cfg: ClientConfig) -> Result<Client, Error> {
+        Client::connect_with_net(trust_anchors, cfg, NetConfig::client()).await
+    }
+
+    /// [`Client::connect`] with a network configuration of the caller's (a fixed identity,
+    /// or the test harness's fault injection). Its request timeout is replaced by the
+    /// client's.
+    pub async fn connect_with_net(
+        trust_anchors: &[Multiaddr],
+        cfg: ClientConfig,
+        net_cfg: NetConfig,
+    ) -> Result<Client, Error> {
         cfg.check()?;
         let trust = parse_trust_anchors(trust_anchors)?;
         if tokio::runtime::Handle::try_current().is_err() {
@@ -145,7 +156,8 @@ impl Client {
         }
         let net_cfg = NetConfig {
             request_timeout: cfg.request_timeout,
-            ..NetConfig::client()
+            serve: false,
+            ..net_cfg
         };
         let (net, _) = net::spawn(net_cfg).map_err(|e| Error::Setup {
             reason: e.to_string(),
@@ -306,8 +318,10 @@ impl Client {
     /// with `key` and submits it ([`Client::submit`]).
     pub async fn mutate(&self, op: Op, key: &SigningKey) -> Result<u64, Error> {
         op.validate().map_err(Error::from_proto)?;
-        let signed = SignedMutation::sign(&self.prepare(op), key).map_err(Error::from_proto)?;
-        self.submit(signed).await
+        let body = self.prepare(op);
+        let signed = SignedMutation::sign(&body, key).map_err(Error::from_proto)?;
+        // Signed here a moment ago: no need to verify our own signature again.
+        self.send_mutation(signed, body).await
     }
 
     /// Wraps `op` in a [`Mutation`] with a random nonce and `expires_at_ms` set to now plus
@@ -327,6 +341,10 @@ impl Client {
     /// bad mutation fails without a round trip. Drops the cached answer for the name.
     pub async fn submit(&self, mutation: SignedMutation) -> Result<u64, Error> {
         let body = mutation.verify().map_err(Error::from_proto)?;
+        self.send_mutation(mutation, body).await
+    }
+
+    async fn send_mutation(&self, mutation: SignedMutation, body: Mutation) -> Result<u64, Error> {
         let now_ms = unix_ms();
         if body.expires_at_ms <= now_ms {
             return Err(Error::Expired {

@@ -213,6 +213,29 @@ pub struct NetConfig {
     pub idle_timeout: Duration,
     /// Overrides every protocol's frame limit (tests use it to send oversize frames).
     pub frame_bytes_max_override: Option<usize>,
+    /// Test-only fault injection on outbound requests (`None` in production).
+    pub faults: Option<Arc<dyn FaultInjector>>,
+}
+
+/// What happens to one outbound request, decided by a [`FaultInjector`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fate {
+    /// Send it normally.
+    Deliver,
+    /// Lose the request: the sender sees a failure after this long, the receiver nothing.
+    DropRequest(Duration),
+    /// Deliver the request but lose the response: the receiver acts, the sender sees a
+    /// failure.
+    DropResponse,
+    /// Send it after this long (reorders it against later requests).
+    Delay(Duration),
+}
+
+/// Decides the fate of outbound requests; the fault-injection layer of the test harness
+/// implements it (partitions, isolation, drops, delays, driven by a seed).
+pub trait FaultInjector: Send + Sync + std::fmt::Debug {
+    /// The fate of a request from `from` to `to` on `protocol`.
+    fn fate(&self, from: PeerId, to: PeerId, protocol: Protocol) -> Fate;
 }
 
 impl NetConfig {
@@ -225,6 +248,7 @@ impl NetConfig {
             request_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             frame_bytes_max_override: None,
+            faults: None,
         }
     }
 }
@@ -277,6 +301,7 @@ impl RefusedFrames {
 /// A cheap, cloneable handle to the swarm task.
 #[derive(Clone, Debug)]
 pub struct NetHandle {
+    faults: Option<Arc<dyn FaultInjector>>,
     refused: Arc<RefusedFrames>,
     cmd: mpsc::UnboundedSender<Command>,
     local: PeerId,
@@ -308,6 +333,38 @@ impl NetHandle {
     /// be dialed (they are re-supplied every time, since libp2p forgets an address after a
     /// failed dial).
     pub async fn request(
+        &self,
+        peer: PeerId,
+        addrs: Vec<Multiaddr>,
+        protocol: Protocol,
+        bytes: Vec<u8>,
+    ) -> Result<Vec<u8>, NetError> {
+        let fate = match &self.faults {
+            Some(f) => f.fate(self.local, peer, protocol),
+            None => Fate::Deliver,
+        };
+        let lost = |what: &str| NetError::Failed {
+            peer,
+            reason: format!("{what} (fault injection)"),
+        };
+        match fate {
+            Fate::Deliver => self.send(peer, addrs, protocol, bytes).await,
+            Fate::Delay(d) => {
+                tokio::time::sleep(d).await;
+                self.send(peer, addrs, protocol, bytes).await
+            }
+            Fate::DropRequest(after) => {
+                tokio::time::sleep(after).await;
+                Err(lost("request lost"))
+            }
+            Fate::DropResponse => {
+                let _ = self.send(peer, addrs, protocol, bytes).await;
+                Err(lost("response lost"))
+            }
+        }
+    }
+
+    async fn send(
         &self,
         peer: PeerId,
         addrs: Vec<Multiaddr>,
@@ -415,6 +472,7 @@ pub fn spawn(cfg: NetConfig) -> Result<(NetHandle, Option<mpsc::Receiver<Inbound
     };
     tokio::spawn(event_loop.run());
     let handle = NetHandle {
+        faults: cfg.faults.clone(),
         refused,
         cmd: cmd_tx,
         local,

@@ -233,6 +233,7 @@ async fn oversize_frame(x: &Ctx) -> Result<()> {
     let before = x.metric(REFUSED, &labels).await?;
     let (big, _) = net::spawn(NetConfig {
         frame_bytes_max_override: Some(4 * CLIENT_FRAME_BYTES_MAX),
+        faults: None,
         ..NetConfig::client()
     })
     .map_err(|e| anyhow!("{e}"))?;

@@ -914,7 +914,7 @@ mod tests {
             let store = LogStore::open(&db, scope(8), flusher)
                 .map_err(|e| sto_err(ErrorSubject::Store, ErrorVerb::Write, e))?;
             // The real state machine, in the same database, next to another scope's state.
-            let sm = StateMachine::open(&db, scope(8), proto::Name::root())
+            let sm = StateMachine::open(&db, scope(8), proto::Name::root(), Default::default())
                 .map_err(|e| sto_err(ErrorSubject::Store, ErrorVerb::Write, e))?;
             Ok(((dir, db), store, sm))
         }

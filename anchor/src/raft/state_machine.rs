@@ -24,6 +24,7 @@ use proto::{codec, Name, RecordSet, ScopeDescriptor, ScopeId};
 
 use super::{sto_err, ApplyOutcome, NodeId, ScopeCommand, TypeConfig};
 use crate::scope::apply::{self, Effect, ScopeRead};
+use crate::scope::verified::VerifiedCache;
 
 const TAG_RECORD: u8 = b'r';
 const TAG_META: u8 = b'm';
@@ -124,6 +125,7 @@ impl ScopeReadDyn for Overlay<'_> {
 
 /// The openraft state machine of one scope.
 pub struct StateMachine {
+    verified: Arc<VerifiedCache>,
     scope: ScopeId,
     tree: sled::Tree,
     snapshots: sled::Tree,
@@ -154,10 +156,12 @@ impl StateMachine {
         db: &sled::Db,
         scope: ScopeId,
         prefix: Name,
+        verified: Arc<VerifiedCache>,
     ) -> Result<StateMachine, crate::AnchorError> {
         let tree = db.open_tree("sm")?;
         let snapshots = db.open_tree("snapshots")?;
         let sm = StateMachine {
+            verified,
             scope,
             tree,
             snapshots,
@@ -538,7 +542,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     overlay.prune_nonces(proposed_at_ms);
                     let mut results = Vec::with_capacity(mutations.len());
                     for signed in &mutations {
-                        let decided = apply::verify(signed).and_then(|m| {
+                        let decided = self.verified.verify(signed).and_then(|m| {
                             apply::decide(&overlay, &m, signed, proposed_at_ms, log_id.index)
                         });
                         results.push(match decided {

@@ -5,3 +5,4 @@
 //! proposes, so a mutation is checked against policy twice (DESIGN.md §5).
 
 pub mod apply;
+pub mod verified;

@@ -1,0 +1,153 @@
+//! `scripts/chaos`: runs many seeded chaos campaigns and prints a summary; any failure
+//! prints its seed and the command that replays it.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anchorage_tests::chaos::{campaign, CampaignConfig, Report};
+use clap::Parser;
+
+/// Seeded chaos campaigns against three in-process anchors.
+#[derive(Parser, Debug)]
+struct Args {
+    /// How many seeds to run (ignored with --seed).
+    #[arg(long, default_value_t = 20)]
+    seeds: u64,
+    /// First seed of the run (default: from the clock, printed).
+    #[arg(long)]
+    first_seed: Option<u64>,
+    /// Run exactly this seed (replay).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Stop starting new seeds after this many minutes.
+    #[arg(long, default_value_t = 30.0)]
+    minutes: f64,
+    /// Seconds of faults and load per campaign.
+    #[arg(long, default_value_t = 8)]
+    duration_s: u64,
+    /// Concurrent clients per campaign.
+    #[arg(long, default_value_t = 4)]
+    clients: usize,
+}
+
+fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let cfg = CampaignConfig {
+        duration: Duration::from_secs(args.duration_s),
+        clients: args.clients,
+        ..CampaignConfig::default()
+    };
+    let seeds: Vec<u64> = match args.seed {
+        Some(s) => vec![s],
+        None => {
+            let first = args.first_seed.unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(1)
+            });
+            println!("seeds {first}..{}", first + args.seeds);
+            (first..first + args.seeds).collect()
+        }
+    };
+    let budget = Duration::from_secs_f64(args.minutes * 60.0);
+    let started = Instant::now();
+    let mut reports: Vec<Report> = Vec::new();
+    let mut errors = Vec::new();
+    for seed in seeds {
+        if started.elapsed() > budget {
+            println!("time budget reached");
+            break;
+        }
+        match rt.block_on(campaign(seed, &cfg)) {
+            Ok(r) => {
+                println!(
+                    "seed {seed}: {} ops ({} unknown), lost {}, {}",
+                    r.ops,
+                    r.unknown,
+                    r.lost_acked,
+                    if r.passed { "ok" } else { r.verdict.as_str() }
+                );
+                reports.push(r);
+            }
+            Err(e) => {
+                println!("seed {seed}: harness error: {e:#}");
+                errors.push((seed, format!("{e:#}")));
+            }
+        }
+    }
+    summary(&reports, &errors, &args, started.elapsed())
+}
+
+fn summary(
+    reports: &[Report],
+    errors: &[(u64, String)],
+    args: &Args,
+    took: Duration,
+) -> std::process::ExitCode {
+    let mut nemesis: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut injected: BTreeMap<&str, u64> = BTreeMap::new();
+    for r in reports {
+        for (k, v) in &r.nemesis {
+            *nemesis.entry(k).or_insert(0) += v;
+        }
+        for (k, v) in &r.injected {
+            *injected.entry(k).or_insert(0) += v;
+        }
+    }
+    let failed: Vec<&Report> = reports.iter().filter(|r| !r.passed).collect();
+    println!("\n== chaos summary ({:.1} min)", took.as_secs_f64() / 60.0);
+    println!(
+        "seeds run:                  {}",
+        reports.len() + errors.len()
+    );
+    println!(
+        "operations:                 {}",
+        reports.iter().map(|r| r.ops).sum::<usize>()
+    );
+    println!(
+        "unknown outcomes:           {}",
+        reports.iter().map(|r| r.unknown).sum::<usize>()
+    );
+    println!("nemesis actions:            {nemesis:?}");
+    println!("messages faulted:           {injected:?}");
+    println!(
+        "acknowledged writes lost:   {}",
+        reports.iter().map(|r| r.lost_acked).sum::<usize>()
+    );
+    println!(
+        "linearizability violations: {}",
+        reports.iter().filter(|r| r.violation).count()
+    );
+    println!(
+        "checker gave up (budget):   {}",
+        reports.iter().filter(|r| r.checker_gave_up).count()
+    );
+    println!("harness errors:             {}", errors.len());
+    for r in &failed {
+        println!(
+            "FAILED seed {}: lost {} — {}",
+            r.seed, r.lost_acked, r.verdict
+        );
+        println!(
+            "  replay: scripts/chaos --seed {} --duration-s {} --clients {}",
+            r.seed, args.duration_s, args.clients
+        );
+    }
+    for (seed, e) in errors {
+        println!("ERROR seed {seed}: {e}");
+        println!(
+            "  replay: scripts/chaos --seed {seed} --duration-s {} --clients {}",
+            args.duration_s, args.clients
+        );
+    }
+    if failed.is_empty() && errors.is_empty() {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::FAILURE
+    }
+}

@@ -1,0 +1,418 @@
+//! Seeded chaos campaigns: three in-process anchors behind [`SeededFaults`], concurrent
+//! clients doing puts, deletes, compare-and-sets and linearizable reads on a few names,
+//! a nemesis cutting and healing links from the same seed, then a linearizability check of
+//! the whole history and a count of acknowledged writes lost.
+//!
+//! One seed replays one campaign: `scripts/chaos --seed N`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anchor::node::StartOptions;
+use anchor::{Anchor, AnchorConfig};
+use anyhow::{bail, Context, Result};
+use proto::{ReadLevel, Record};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use resolver::net::NetConfig;
+use resolver::{Client, ClientConfig, Error, Multiaddr, PeerId};
+
+use crate::faults::{Noise, SeededFaults};
+use crate::linearizability::{Budget, Input, Outcome, Output, Recorder};
+
+/// What one campaign does.
+#[derive(Clone, Debug)]
+pub struct CampaignConfig {
+    /// How long clients run while the nemesis acts.
+    pub duration: Duration,
+    /// Concurrent clients.
+    pub clients: usize,
+    /// Names they share.
+    pub names: usize,
+}
+
+impl Default for CampaignConfig {
+    fn default() -> Self {
+        CampaignConfig {
+            duration: Duration::from_secs(8),
+            clients: 4,
+            names: 4,
+        }
+    }
+}
+
+/// The outcome of one campaign.
+#[derive(Clone, Debug, Default)]
+pub struct Report {
+    /// The seed.
+    pub seed: u64,
+    /// Operations recorded (including the final reads).
+    pub ops: usize,
+    /// Operations whose outcome the client could not know.
+    pub unknown: usize,
+    /// Nemesis actions by kind.
+    pub nemesis: BTreeMap<&'static str, u64>,
+    /// Messages affected by the fault layer, by kind.
+    pub injected: BTreeMap<&'static str, u64>,
+    /// Acknowledged writes whose effect the final state does not contain.
+    pub lost_acked: usize,
+    /// The checker's verdict.
+    pub verdict: String,
+    /// The checker found a violation.
+    pub violation: bool,
+    /// The checker ran out of budget.
+    pub checker_gave_up: bool,
+    /// True when the history is linearizable and nothing acknowledged was lost.
+    pub passed: bool,
+}
+
+/// The client id of the reads made after healing.
+const FINAL_READER: u32 = u32::MAX;
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+struct Cluster {
+    anchors: Vec<Anchor>,
+    peers: Vec<PeerId>,
+    addrs: Vec<Multiaddr>,
+    _dir: tempfile::TempDir,
+}
+
+async fn start_cluster(faults: &Arc<SeededFaults>) -> Result<Cluster> {
+    let dir = tempfile::tempdir()?;
+    let mut anchors = Vec::new();
+    for i in 0..3 {
+        let mut cfg = AnchorConfig::new(dir.path().join(format!("a{i}")));
+        cfg.listen = format!("/ip4/127.0.0.1/tcp/{}", free_port()?);
+        cfg.raft.heartbeat_ms = 50;
+        cfg.raft.election_min_ms = 300;
+        cfg.raft.election_max_ms = 600;
+        cfg.raft.snapshot_logs = 200;
+        cfg.raft.logs_kept_after_snapshot = 50;
+        let opts = StartOptions {
+            faults: Some(faults.clone()),
+        };
+        anchors.push(Anchor::start_with(cfg, opts).await?);
+    }
+    let addrs: Vec<Multiaddr> = anchors
+        .iter()
+        .map(|a| a.dial_addr().parse())
+        .collect::<Result<_, _>>()?;
+    let peers = anchors
+        .iter()
+        .map(|a| a.info().peer_id.parse())
+        .collect::<Result<_, _>>()?;
+    anchor::cli::init_root(&addrs, policy::Policy::development(None).to_toml()).await?;
+    Ok(Cluster {
+        anchors,
+        peers,
+        addrs,
+        _dir: dir,
+    })
+}
+
+impl Cluster {
+    fn leader(&self) -> Option<usize> {
+        self.anchors
+            .iter()
+            .position(|a| a.status().scopes.iter().any(|s| s.role == "leader"))
+    }
+
+    async fn shutdown(&self) {
+        for a in &self.anchors {
+            a.shutdown().await;
+        }
+    }
+}
+
+fn client_config() -> ClientConfig {
+    ClientConfig {
+        request_timeout: Duration::from_millis(1500),
+        operation_timeout: Duration::from_secs(4),
+        ..ClientConfig::default()
+    }
+}
+
+/// Runs one campaign.
+pub async fn campaign(seed: u64, cfg: &CampaignConfig) -> Result<Report> {
+    let faults = SeededFaults::new(seed);
+    let cluster = start_cluster(&faults)
+        .await
+        .context("starting the cluster")?;
+    let recorder = Recorder::new();
+    let key = ed25519_dalek::SigningKey::from_bytes(&[seed as u8; 32]);
+    let deadline = Instant::now() + cfg.duration;
+    let mut tasks = tokio::task::JoinSet::new();
+    for c in 0..cfg.clients {
+        let net = NetConfig {
+            faults: Some(faults.clone()),
+            ..NetConfig::client()
+        };
+        let client = Client::connect_with_net(&cluster.addrs, client_config(), net).await?;
+        let (recorder, key, names) = (recorder.clone(), key.clone(), cfg.names);
+        let rng = StdRng::seed_from_u64(seed.wrapping_mul(1000).wrapping_add(c as u64));
+        tasks.spawn(run_client(
+            c as u32, client, key, recorder, rng, names, deadline,
+        ));
+    }
+    let nemesis = run_nemesis(&cluster, &faults, StdRng::seed_from_u64(seed), deadline).await;
+    while tasks.join_next().await.is_some() {}
+    faults.heal();
+    let final_client = Client::connect(&cluster.addrs, client_config()).await?;
+    settle(&final_client, &key).await?;
+    for n in 0..cfg.names {
+        record_read(&final_client, &recorder, FINAL_READER, &name(n)).await;
+    }
+    let injected = faults.injected();
+    cluster.shutdown().await;
+    let history = recorder.history();
+    let lost_acked = lost_acknowledged(&history);
+    let outcome = history.check(Budget {
+        max_states: 5_000_000,
+        max_time: Some(Duration::from_secs(120)),
+    });
+    let passed = outcome.is_ok() && lost_acked == 0;
+    Ok(Report {
+        seed,
+        ops: history.len(),
+        unknown: history.ops.iter().filter(|o| o.is_unknown()).count(),
+        nemesis,
+        injected,
+        lost_acked,
+        verdict: outcome_text(&outcome),
+        violation: outcome.is_violation(),
+        checker_gave_up: matches!(outcome, Outcome::Unknown),
+        passed,
+    })
+}
+
+fn outcome_text(o: &Outcome) -> String {
+    match o {
+        Outcome::Ok => "linearizable".into(),
+        other => other.to_string(),
+    }
+}
+
+fn name(n: usize) -> String {
+    format!("/chaos/k{n}")
+}
+
+/// Waits until the healed cluster commits a write again.
+async fn settle(client: &Client, key: &ed25519_dalek::SigningKey) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if client
+            .put("/chaos/settled", vec![Record::Text("ok".into())], 60, key)
+            .await
+            .is_ok()
+        {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("the cluster did not accept a write within 30 s of healing");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn text_of(set: &proto::RecordSet) -> String {
+    match set.records.first() {
+        Some(Record::Text(t)) => t.clone(),
+        other => format!("{other:?}"),
+    }
+}
+
+async fn record_read(client: &Client, recorder: &Recorder, c: u32, name: &str) {
+    let id = recorder.invoke(c, name, Input::Read);
+    match client.resolve(name, ReadLevel::Linearizable).await {
+        Ok(set) => recorder.complete(
+            id,
+            Output::Value {
+                version: set.version,
+                value: text_of(&set),
+            },
+        ),
+        Err(Error::NotFound { .. }) => recorder.complete(id, Output::NotFound),
+        Err(_) => recorder.unknown(id),
+    }
+}
+
+fn write_output(r: Result<u64, Error>) -> Option<Output> {
+    match r {
+        Ok(version) => Some(Output::Written { version }),
+        Err(Error::Conflict { current }) => Some(Output::Conflict { current }),
+        Err(Error::Denied { .. } | Error::Invalid { .. } | Error::InvalidName { .. }) => {
+            Some(Output::Failed)
+        }
+        Err(_) => None,
+    }
+}
+
+async fn run_client(
+    c: u32,
+    client: Client,
+    key: ed25519_dalek::SigningKey,
+    recorder: Recorder,
+    mut rng: StdRng,
+    names: usize,
+    deadline: Instant,
+) {
+    let mut seq = 0u64;
+    let mut seen: BTreeMap<String, u64> = BTreeMap::new();
+    while Instant::now() < deadline {
+        let n = name(rng.gen_range(0..names));
+        let roll = rng.gen_range(0..100);
+        seq += 1;
+        let value = format!("c{c}-{seq}");
+        let records = || vec![Record::Text(value.clone())];
+        if roll < 30 {
+            record_read(&client, &recorder, c, &n).await;
+            continue;
+        }
+        let (input, result) = if roll < 65 {
+            let id = recorder.invoke(
+                c,
+                n.as_str(),
+                Input::Put {
+                    value: value.clone(),
+                },
+            );
+            (id, client.put(&n, records(), 60, &key).await)
+        } else if roll < 90 {
+            let expected = *seen.get(&n).unwrap_or(&0);
+            let input = Input::Cas {
+                expected_version: expected,
+                value: value.clone(),
+            };
+            let id = recorder.invoke(c, n.as_str(), input);
+            (id, client.cas(&n, expected, records(), 60, &key).await)
+        } else {
+            let id = recorder.invoke(c, n.as_str(), Input::Delete);
+            (id, client.delete(&n, &key).await)
+        };
+        match &result {
+            Ok(v) => {
+                seen.insert(n.clone(), *v);
+            }
+            Err(Error::Conflict { current }) => {
+                seen.insert(n.clone(), *current);
+            }
+            _ => {}
+        }
+        match write_output(result) {
+            Some(out) => recorder.complete(input, out),
+            None => recorder.unknown(input),
+        }
+    }
+}
+
+async fn run_nemesis(
+    cluster: &Cluster,
+    faults: &SeededFaults,
+    mut rng: StdRng,
+    deadline: Instant,
+) -> BTreeMap<&'static str, u64> {
+    let mut done: BTreeMap<&'static str, u64> = BTreeMap::new();
+    while Instant::now() < deadline {
+        let pause = Duration::from_millis(rng.gen_range(200..1200));
+        tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now()))).await;
+        let kind = match rng.gen_range(0..6) {
+            0 => {
+                let i = rng.gen_range(0..cluster.peers.len());
+                let others: Vec<PeerId> = cluster
+                    .peers
+                    .iter()
+                    .enumerate()
+                    .filter(|(j, _)| *j != i)
+                    .map(|(_, p)| *p)
+                    .collect();
+                faults.isolate(cluster.peers[i], &others);
+                "isolate_random"
+            }
+            1 => match cluster.leader() {
+                Some(i) => {
+                    let others: Vec<PeerId> = cluster
+                        .peers
+                        .iter()
+                        .enumerate()
+                        .filter(|(j, _)| *j != i)
+                        .map(|(_, p)| *p)
+                        .collect();
+                    faults.isolate(cluster.peers[i], &others);
+                    "isolate_leader"
+                }
+                None => "isolate_leader_none",
+            },
+            2 => {
+                faults.set_noise(Noise {
+                    drop_request: rng.gen_range(0.02..0.2),
+                    drop_response: rng.gen_range(0.02..0.2),
+                    delay: 0.0,
+                    delay_max: Duration::ZERO,
+                });
+                "drop_messages"
+            }
+            3 => {
+                faults.set_noise(Noise {
+                    drop_request: 0.0,
+                    drop_response: 0.0,
+                    delay: rng.gen_range(0.1..0.6),
+                    delay_max: Duration::from_millis(rng.gen_range(5..120)),
+                });
+                "delay_reorder"
+            }
+            _ => {
+                faults.heal();
+                "heal"
+            }
+        };
+        *done.entry(kind).or_insert(0) += 1;
+    }
+    done
+}
+
+/// Acknowledged puts and compare-and-sets whose version is above the version the final
+/// read found for their name: writes the cluster lost. A name read as absent at the end
+/// counts as being at its highest acknowledged delete's version; if a delete of unknown
+/// outcome could explain the absence, that name is left to the linearizability checker.
+fn lost_acknowledged(history: &crate::linearizability::History) -> usize {
+    let ops = &history.ops;
+    let acked = |o: &&crate::linearizability::Operation| o.complete_ns.is_some();
+    let mut lost = 0;
+    for o in ops.iter().filter(|o| o.client == FINAL_READER) {
+        let fin = match &o.output {
+            Output::Value { version, .. } => *version,
+            Output::NotFound => {
+                let deletes = ops
+                    .iter()
+                    .filter(|d| d.name == o.name && matches!(d.input, Input::Delete));
+                if deletes
+                    .clone()
+                    .any(|d| d.complete_ns.is_none() || d.output == Output::Unknown)
+                {
+                    continue;
+                }
+                deletes
+                    .filter_map(|d| match d.output {
+                        Output::Written { version } => Some(version),
+                        _ => None,
+                    })
+                    .max()
+                    .unwrap_or(0)
+            }
+            _ => continue,
+        };
+        lost += ops
+            .iter()
+            .filter(acked)
+            .filter(|w| w.name == o.name && !matches!(w.input, Input::Delete | Input::Read))
+            .filter(|w| matches!(w.output, Output::Written { version } if version > fin))
+            .count();
+    }
+    lost
+}

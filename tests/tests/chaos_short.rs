@@ -1,0 +1,42 @@
+//! The short chaos campaign run by `cargo test`: a few fixed seeds of partitions, drops and
+//! delays against three in-process anchors; each must stay linearizable and lose no
+//! acknowledged write. `scripts/chaos` runs the long campaign.
+
+use std::time::Duration;
+
+use anchorage_tests::chaos::{campaign, CampaignConfig};
+
+const SEEDS: [u64; 3] = [11, 22, 33];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn short_chaos_campaign() {
+    let cfg = CampaignConfig {
+        duration: Duration::from_secs(6),
+        ..CampaignConfig::default()
+    };
+    for seed in SEEDS {
+        let report = tokio::time::timeout(Duration::from_secs(240), campaign(seed, &cfg))
+            .await
+            .unwrap_or_else(|_| panic!("seed {seed}: campaign did not finish in 240 s"))
+            .unwrap_or_else(|e| panic!("seed {seed}: harness error: {e:#}"));
+        println!(
+            "seed {seed}: {} ops ({} unknown), nemesis {:?}, faulted {:?}, lost {}, {}",
+            report.ops,
+            report.unknown,
+            report.nemesis,
+            report.injected,
+            report.lost_acked,
+            report.verdict
+        );
+        assert!(
+            report.ops > 20,
+            "seed {seed}: too few operations ran ({})",
+            report.ops
+        );
+        assert!(
+            report.passed,
+            "seed {seed} failed: lost {} acknowledged writes; {}\nreplay: scripts/chaos --seed {seed} --duration-s 6",
+            report.lost_acked, report.verdict
+        );
+    }
+}
