@@ -856,14 +856,22 @@ fn judge_mutate(
             note(w.to_string());
             Step::next(w)
         }
-        MutateResponse::Error(w @ (WireError::Replayed { .. } | WireError::Expired { .. })) => {
-            match ambiguity {
-                Some(first) => Step::Done(Err(Error::Unknown {
-                    reason: format!("{first}; a retry of the same mutation was then refused: {w}"),
-                })),
-                None => Step::Done(Err(w.into())),
-            }
-        }
+        // After an attempt that may have been applied, a refusal that depends on the
+        // scope's state (a replay, an expiry, a compare-and-set conflict, a policy denial)
+        // may be caused by that very attempt or by writes since: the outcome is unknown.
+        // (Found by a chaos campaign: a retried CAS answered Conflict although its first
+        // attempt, still queued at the leader, committed.)
+        MutateResponse::Error(
+            w @ (WireError::Replayed { .. }
+            | WireError::Expired { .. }
+            | WireError::Conflict { .. }
+            | WireError::Denied { .. }),
+        ) => match ambiguity {
+            Some(first) => Step::Done(Err(Error::Unknown {
+                reason: format!("{first}; a retry of the same mutation was then refused: {w}"),
+            })),
+            None => judge_wire_error(w),
+        },
         MutateResponse::Error(w) => judge_wire_error(w),
     }
 }
@@ -962,6 +970,30 @@ mod tests {
         };
         let step = judge_mutate(&mut ambiguity, &mut None, &a, mutate_reply(expired));
         assert!(matches!(step, Step::Done(Err(Error::Unknown { .. }))));
+    }
+
+    #[test]
+    fn a_conflict_after_an_ambiguous_attempt_is_unknown() {
+        let a = anchor();
+        let mut ambiguity = Some("an attempt timed out".to_string());
+        let step = judge_mutate(
+            &mut ambiguity,
+            &mut None,
+            &a,
+            mutate_reply(WireError::Conflict { current: 7 }),
+        );
+        assert!(matches!(step, Step::Done(Err(Error::Unknown { .. }))));
+        let mut fresh = None;
+        let step = judge_mutate(
+            &mut fresh,
+            &mut None,
+            &a,
+            mutate_reply(WireError::Conflict { current: 7 }),
+        );
+        assert!(matches!(
+            step,
+            Step::Done(Err(Error::Conflict { current: 7 }))
+        ));
     }
 
     #[test]
