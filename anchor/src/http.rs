@@ -9,8 +9,13 @@ use axum::Router;
 
 use crate::{Anchor, AnchorError};
 
-/// Binds `addr` and serves in the background; returns the bound address.
-pub async fn serve(anchor: Anchor, addr: SocketAddr) -> Result<SocketAddr, AnchorError> {
+/// Binds `addr` and serves in the background until `stop` turns true; returns the bound
+/// address.
+pub async fn serve(
+    anchor: Anchor,
+    addr: SocketAddr,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<SocketAddr, AnchorError> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| AnchorError::Io {
@@ -27,7 +32,13 @@ pub async fn serve(anchor: Anchor, addr: SocketAddr) -> Result<SocketAddr, Ancho
         .route("/readyz", get(ready))
         .with_state(anchor);
     tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
+        let stopped = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(stopped)
+            .await
+        {
             tracing::error!(error = %e, "http server stopped");
         }
     });

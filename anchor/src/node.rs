@@ -81,6 +81,7 @@ struct Inner {
     http_addr: RwLock<Option<SocketAddr>>,
     codec_refused_seen: std::sync::Mutex<[u64; 4]>,
     verified: Arc<VerifiedCache>,
+    stop: tokio::sync::watch::Sender<bool>,
 }
 
 fn now_ms() -> u64 {
@@ -151,6 +152,7 @@ impl Anchor {
             metrics,
             raft_config,
             http_addr: RwLock::new(None),
+            stop: tokio::sync::watch::channel(false).0,
             codec_refused_seen: std::sync::Mutex::new([0; 4]),
             verified: Arc::new(VerifiedCache::default()),
         });
@@ -159,7 +161,12 @@ impl Anchor {
         if let Some(rx) = inbound {
             tokio::spawn(anchor.clone().serve(rx));
         }
-        let http = crate::http::serve(anchor.clone(), anchor.inner.cfg.http).await?;
+        let http = crate::http::serve(
+            anchor.clone(),
+            anchor.inner.cfg.http,
+            anchor.inner.stop.subscribe(),
+        )
+        .await?;
         if let Ok(mut h) = anchor.inner.http_addr.write() {
             *h = Some(http);
         }
@@ -203,6 +210,10 @@ impl Anchor {
             let _ = r.raft.shutdown().await;
         }
         self.inner.net.shutdown();
+        self.inner.stop.send_replace(true);
+        if let Ok(mut s) = self.inner.scopes.write() {
+            s.clear();
+        }
         let _ = self.inner.db.flush_async().await;
     }
 
