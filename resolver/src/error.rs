@@ -116,10 +116,15 @@ pub enum Error {
     },
     /// A mutation's outcome is unknown: an attempt timed out or was cut off after the anchor
     /// may have received it, and no later attempt could settle whether it was committed
-    /// (a retry of the same signed mutation then comes back `Replayed` or `Expired`).
+    /// (a retry of the same signed mutation then comes back `Replayed`, `Expired`,
+    /// `Conflict` or `Denied`). The mutation may still take effect later, until its expiry
+    /// (`ClientConfig::mutation_validity`): an anchor that held it may forward it to a new
+    /// leader after a partition heals. Use compare-and-set on the version you read to make
+    /// the next write safe against it.
     #[error(
-        "outcome unknown: {reason}; the mutation may or may not have been committed: resolve \
-         the name at the linearizable level before writing again"
+        "outcome unknown: {reason}; the mutation may have been committed, or may still be \
+         until it expires; read the name linearizably and write with compare-and-set on the \
+         version you read"
     )]
     Unknown {
         /// What happened.
