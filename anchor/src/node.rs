@@ -523,11 +523,18 @@ impl Anchor {
         m: &proto::Mutation,
         req: MutateRequest,
     ) -> MutateResponse {
-        if let Err(e) = replica
+        // The leader's state may be behind what is committed (a new leader still applying,
+        // or a deposed one that has not heard yet), so a refusal here must not report state:
+        // a compare-and-set conflict is left for apply to decide in log order. (Found by the
+        // chaos campaign, seed 22: a CAS answered `Conflict { current: 174 }` after the name
+        // had been deleted at 184.) Refusals that report no state (bad signature, expiry,
+        // policy, replay) are safe to return early: the mutation had no effect.
+        match replica
             .state
             .with_read(|s| s.decide(m, &req.mutation, now_ms()))
         {
-            return MutateResponse::Error(e);
+            Ok(_) | Err(WireError::Conflict { .. }) => {}
+            Err(e) => return MutateResponse::Error(e),
         }
         self.inner.verified.insert(&req.mutation);
         let (reply, rx) = tokio::sync::oneshot::channel();

@@ -22,7 +22,11 @@ fuzz_target!(|data: &[u8]| {
             let text = String::from_utf8_lossy(rest);
             match Name::parse(&text) {
                 Ok(n) => {
-                    assert_eq!(n.to_string(), text.to_ascii_lowercase(), "parse of {text:?}");
+                    assert_eq!(
+                        n.to_string(),
+                        text.to_ascii_lowercase(),
+                        "parse of {text:?}"
+                    );
                     check_name(&n);
                 }
                 Err(e) => drop(e.to_string()),
@@ -56,7 +60,10 @@ fn check_name(n: &Name) {
     assert!(text.len() <= NAME_BYTES_MAX, "{text:?} is too long");
     assert!(n.depth() <= NAME_LABELS_MAX, "{text:?} has too many labels");
     for label in n.labels() {
-        assert!((1..=LABEL_BYTES_MAX).contains(&label.len()), "label {label:?}");
+        assert!(
+            (1..=LABEL_BYTES_MAX).contains(&label.len()),
+            "label {label:?}"
+        );
         assert!(
             label
                 .bytes()
@@ -68,7 +75,11 @@ fn check_name(n: &Name) {
     assert_eq!(Name::from_key(&n.key()).as_ref(), Ok(n), "key → from_key");
     assert_eq!(Name::from_labels(n.labels()).as_ref(), Ok(n), "from_labels");
     let zone = "anchorage.test";
-    assert_eq!(Name::from_dns(&n.to_dns(zone), zone).as_ref(), Ok(n), "DNS form");
+    assert_eq!(
+        Name::from_dns(&n.to_dns(zone), zone).as_ref(),
+        Ok(n),
+        "DNS form"
+    );
     let bytes = proto::codec::encode(n).expect("a name encodes");
     let back: Name = proto::codec::decode(&bytes, bytes.len()).expect("an encoded name decodes");
     assert_eq!(&back, n, "codec round trip");

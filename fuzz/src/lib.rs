@@ -43,7 +43,10 @@ pub fn wire_limit(selector: usize) -> usize {
 
 /// Decodes `bytes` as `T` with `limit`; if that succeeds, re-encodes and decodes again and
 /// asserts the value survives unchanged (decode → encode → decode equal). Returns the value.
-pub fn round_trip<T: Serialize + DeserializeOwned + PartialEq + Debug>(bytes: &[u8], limit: usize) -> Option<T> {
+pub fn round_trip<T: Serialize + DeserializeOwned + PartialEq + Debug>(
+    bytes: &[u8],
+    limit: usize,
+) -> Option<T> {
     let value: T = proto::codec::decode(bytes, limit).ok()?;
     let encoded = proto::codec::encode(&value)
         .unwrap_or_else(|e| panic!("decoded {value:?} but cannot encode it again: {e}"));

@@ -257,8 +257,12 @@ impl Default for Placement {
     }
 }
 
-/// TOML integers are i64; values above that are all "effectively unlimited".
+/// TOML integers are i64; values above that are all "effectively unlimited". Binary forms
+/// (the codec) keep the exact u64, so a decoded policy re-encodes to an equal one.
 fn saturating_i64<S: Serializer>(value: &u64, s: S) -> Result<S::Ok, S::Error> {
+    if !s.is_human_readable() {
+        return s.serialize_u64(*value);
+    }
     s.serialize_i64(i64::try_from(*value).unwrap_or(i64::MAX))
 }
 
@@ -724,6 +728,17 @@ labels = {{ jurisdiction = "eu", tier = "gold" }}
         let mut p = Policy::development(None);
         p.writers = vec![p.writers[0].clone(); WRITER_RULES_MAX + 1];
         assert!(matches!(p.validate(), Err(PolicyError::TooMany { .. })));
+    }
+
+    /// Found by the `wire` fuzz target: the codec form saturated `split.bytes_max` to
+    /// i64::MAX like the TOML form, so decode → encode → decode changed the policy.
+    #[test]
+    fn codec_keeps_u64_bytes_max() {
+        let mut p = Policy::default();
+        p.split.bytes_max = u64::MAX - 1;
+        let bytes = proto::codec::encode(&p).unwrap();
+        let back: Policy = proto::codec::decode(&bytes, bytes.len()).unwrap();
+        assert_eq!(back, p);
     }
 
     #[test]

@@ -18,6 +18,9 @@
 //!   panic) the tail of every anchor's stdout/stderr is printed. Set `ANCHORAGE_TEST_KEEP=1`
 //!   to keep the temporary directory of a failed test.
 //!
+//! - [`Cluster::start_netns`] runs every anchor in its own Linux network namespace (see
+//!   [`netns`]) so [`Cluster::netns`] can cut and heal the network between anchor processes.
+//!
 //! Each anchor's output goes to `<tmp>/logs/a<i>.<start>.{out,err}`; a restart opens new
 //! files, so the logs of every run survive.
 
@@ -40,6 +43,15 @@ use resolver::{Client, ClientConfig, Multiaddr, PeerId};
 pub use proto;
 pub use resolver;
 
+pub mod chaos;
+pub mod faults;
+pub mod linearizability;
+pub mod netns;
+
+/// libp2p port of anchors in network namespaces (each has an address of its own).
+const NETNS_P2P_PORT: u16 = 7400;
+/// HTTP port of anchors in network namespaces.
+const NETNS_HTTP_PORT: u16 = 9400;
 /// How long an anchor may take to print its "listening" line.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long one status call may take.
@@ -284,30 +296,40 @@ pub struct AnchorProc {
     pub http_port: u16,
     /// Its peer id (known after the first start; stable across restarts).
     pub peer: Option<PeerId>,
+    /// The address it listens on (127.0.0.1, or its namespace's address).
+    pub ip: std::net::Ipv4Addr,
+    /// Its network namespace, when the cluster runs in namespaces.
+    pub netns: Option<String>,
     child: Option<Child>,
     starts: usize,
     logs: Vec<PathBuf>,
 }
 
 impl AnchorProc {
-    /// `/ip4/127.0.0.1/tcp/<port>` (no peer id).
+    /// `/ip4/<ip>/tcp/<port>` (no peer id).
     pub fn base_addr(&self) -> Multiaddr {
-        format!("/ip4/127.0.0.1/tcp/{}", self.p2p_port)
+        format!("/ip4/{}/tcp/{}", self.ip, self.p2p_port)
             .parse()
             .expect("static multiaddr")
     }
 
-    /// `/ip4/127.0.0.1/tcp/<port>/p2p/<peer>`.
+    /// `/ip4/<ip>/tcp/<port>/p2p/<peer>`.
     pub fn addr(&self) -> Result<Multiaddr> {
         let peer = self
             .peer
             .ok_or_else(|| anyhow!("anchor {} never started", self.index))?;
-        Ok(format!("/ip4/127.0.0.1/tcp/{}/p2p/{peer}", self.p2p_port).parse()?)
+        Ok(format!("/ip4/{}/tcp/{}/p2p/{peer}", self.ip, self.p2p_port).parse()?)
     }
 
     /// Its HTTP address.
     pub fn http(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.http_port))
+        SocketAddr::from((self.ip, self.http_port))
+    }
+
+    /// The pid of its process while it runs (with namespaces: the anchor itself, since
+    /// `ip netns exec` execs it).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
     }
 
     /// True while its process runs.
@@ -335,6 +357,8 @@ pub struct Cluster {
     dir: Option<tempfile::TempDir>,
     net: NetHandle,
     test: Option<u64>,
+    /// The namespaces, when the anchors run in them; dropped after the anchors are killed.
+    fabric: Option<netns::Fabric>,
 }
 
 fn free_ports(n: usize) -> Result<Vec<u16>> {
@@ -356,13 +380,32 @@ impl Cluster {
 
     /// Starts `n` anchors with `options` and waits until each is listening.
     pub async fn start_with(n: usize, options: Options) -> Result<Cluster> {
+        Cluster::launch(n, options, None).await
+    }
+
+    /// Starts `n` anchors with `options`, each in its own network namespace (see
+    /// [`netns`]), and waits until each is listening. Fails, saying what is missing, if
+    /// this machine cannot create namespaces (not root, no `ip`, no `iptables-restore`).
+    pub async fn start_netns(n: usize, options: Options) -> Result<Cluster> {
+        anchorage_bin();
+        let fabric = tokio::task::spawn_blocking(move || netns::Fabric::create(n)).await??;
+        Cluster::launch(n, options, Some(fabric)).await
+    }
+
+    async fn launch(n: usize, options: Options, fabric: Option<netns::Fabric>) -> Result<Cluster> {
         // Build (or find) the binary before anything else, so a build failure says so.
         anchorage_bin();
         let dir = tempfile::Builder::new()
             .prefix("anchorage-test-")
             .tempdir()?;
         std::fs::create_dir_all(dir.path().join("logs"))?;
-        let ports = free_ports(2 * n)?;
+        // In namespaces every anchor has an address of its own, so fixed ports do.
+        let ports = match &fabric {
+            Some(_) => (0..n)
+                .flat_map(|_| [NETNS_P2P_PORT, NETNS_HTTP_PORT])
+                .collect(),
+            None => free_ports(2 * n)?,
+        };
         let mut anchors = Vec::new();
         for i in 0..n {
             let data_dir = dir.path().join(format!("a{i}"));
@@ -375,6 +418,10 @@ impl Cluster {
                 p2p_port: ports[2 * i],
                 http_port: ports[2 * i + 1],
                 peer: None,
+                ip: fabric
+                    .as_ref()
+                    .map_or(std::net::Ipv4Addr::LOCALHOST, |f| f.addr(i)),
+                netns: fabric.as_ref().map(|f| f.namespace(i)),
                 child: None,
                 starts: 0,
                 logs: Vec::new(),
@@ -393,6 +440,7 @@ impl Cluster {
             dir: Some(dir),
             net,
             test: TEST_ID.try_with(|id| *id).ok(),
+            fabric,
         };
         for i in 0..n {
             cluster.spawn(i)?;
@@ -432,7 +480,10 @@ impl Cluster {
         let err = std::fs::File::create(&err_path)?;
         a.logs.push(out_path);
         a.logs.push(err_path);
-        let mut cmd = Command::new(bin);
+        let mut cmd = match (&self.fabric, &a.netns) {
+            (Some(f), Some(_)) => f.command(i, bin),
+            _ => Command::new(bin),
+        };
         cmd.arg("start")
             .arg("--config")
             .arg(&a.config)
@@ -486,6 +537,14 @@ impl Cluster {
     /// SIGKILLs anchor `i` and reaps it.
     pub fn kill(&mut self, i: usize) {
         self.anchors[i].kill();
+    }
+
+    /// The network-namespace fabric, to cut and heal links between anchor processes;
+    /// an error for a cluster started without namespaces.
+    pub fn netns(&mut self) -> Result<&mut netns::Fabric> {
+        self.fabric.as_mut().ok_or_else(|| {
+            anyhow!("this cluster runs on loopback; start it with Cluster::start_netns")
+        })
     }
 
     /// Starts anchor `i` again (same ports, same data dir) and waits until it listens.
@@ -797,8 +856,8 @@ fn config_toml(a: &AnchorProc, o: &Options) -> String {
         .replace('"', "\\\"");
     format!(
         "data_dir = \"{data_dir}\"\n\
-         listen = \"/ip4/127.0.0.1/tcp/{p2p}\"\n\
-         http = \"127.0.0.1:{http}\"\n\
+         listen = \"/ip4/{ip}/tcp/{p2p}\"\n\
+         http = \"{ip}:{http}\"\n\
          \n\
          [labels]\n\
          test_index = \"{index}\"\n\
@@ -812,6 +871,7 @@ fn config_toml(a: &AnchorProc, o: &Options) -> String {
          \n\
          [storage]\n\
          cache_bytes = {cache}\n",
+        ip = a.ip,
         p2p = a.p2p_port,
         http = a.http_port,
         index = a.index,
