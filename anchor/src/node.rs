@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use libp2p::{Multiaddr, PeerId};
 use proto::limits::{CLIENT_FRAME_BYTES_MAX, RAFT_FRAME_BYTES_MAX};
 use proto::msg::{
-    AdminRequest, AdminResponse, AnchorStatus, MutateRequest, MutateResponse, RaftRequest,
+    AdminRequest, Answer, SignedAnswer, AdminResponse, AnchorStatus, MutateRequest, MutateResponse, RaftRequest,
     RaftResponse, RaftRpc, ResolveRequest, ResolveResponse, ScopeStatus,
 };
 use proto::{codec, AnchorInfo, Name, ReadLevel, ScopeDescriptor, ScopeId, WireError};
@@ -72,6 +72,7 @@ struct Inner {
     registry: sled::Tree,
     flusher: FlusherHandle,
     net: NetHandle,
+    keypair: libp2p::identity::Keypair,
     peer_id: PeerId,
     node_id: NodeId,
     info: AnchorInfo,
@@ -116,7 +117,7 @@ impl Anchor {
             reason: format!("{e}"),
         })?;
         let (net, inbound) = net::spawn(NetConfig {
-            keypair,
+            keypair: keypair.clone(),
             listen: vec![listen],
             serve: true,
             request_timeout: Duration::from_secs(10),
@@ -146,6 +147,7 @@ impl Anchor {
             registry,
             flusher,
             net,
+            keypair,
             peer_id,
             info,
             scopes: RwLock::new(BTreeMap::new()),
@@ -346,6 +348,11 @@ impl Anchor {
                 let span = tracing::info_span!("admin", %peer);
                 encode_or_empty(&self.handle_admin(&bytes).instrument(span).await)
             }
+            Protocol::Watch => encode_or_empty(&proto::msg::WatchResponse::Error(
+                WireError::Unavailable {
+                    reason: "watches are not served yet".into(),
+                },
+            )),
         }
     }
 
@@ -423,8 +430,7 @@ impl Anchor {
         };
         let resp = self.resolve(&req).await;
         let outcome = match &resp {
-            ResolveResponse::Answer { .. } => "answer",
-            ResolveResponse::NotFound { .. } => "not_found",
+            ResolveResponse::Signed(_) => "answer",
             ResolveResponse::Error(e) => apply::refusal_label(e),
         };
         self.inner
@@ -458,18 +464,43 @@ impl Anchor {
                 }
             }
         }
-        match replica.state.get(&req.name) {
-            Ok(Some(set)) => ResolveResponse::Answer {
+        let answer = match replica.state.get(&req.name) {
+            Ok(Some(set)) => Answer::Found {
                 scope: replica.id,
                 name: req.name.clone(),
                 set,
             },
-            Ok(None) => ResolveResponse::NotFound {
+            Ok(None) => Answer::NotFound {
                 scope: replica.id,
                 name: req.name.clone(),
             },
+            Err(e) => {
+                return ResolveResponse::Error(WireError::Unavailable {
+                    reason: e.to_string(),
+                })
+            }
+        };
+        self.sign_answer(&answer)
+    }
+
+    /// Signs an answer with this anchor's identity key.
+    fn sign_answer(&self, answer: &Answer) -> ResolveResponse {
+        let body = match codec::encode(answer) {
+            Ok(b) => b,
+            Err(e) => {
+                return ResolveResponse::Error(WireError::Unavailable {
+                    reason: format!("cannot encode the answer: {e}"),
+                })
+            }
+        };
+        match self.inner.keypair.sign(&Answer::signing_bytes(&body)) {
+            Ok(signature) => ResolveResponse::Signed(SignedAnswer {
+                body,
+                public_key: self.inner.keypair.public().encode_protobuf(),
+                signature,
+            }),
             Err(e) => ResolveResponse::Error(WireError::Unavailable {
-                reason: e.to_string(),
+                reason: format!("cannot sign the answer: {e}"),
             }),
         }
     }
@@ -622,6 +653,11 @@ impl Anchor {
                     reason: e.to_string(),
                 }),
             },
+            AdminRequest::ScopeInfo { .. } | AdminRequest::SeedScope(_) => {
+                AdminResponse::Error(WireError::Refused {
+                    reason: "not served yet".into(),
+                })
+            }
             AdminRequest::Snapshot => match self.snapshot_all().await {
                 Ok(()) => AdminResponse::Ok,
                 Err(e) => AdminResponse::Error(WireError::Unavailable {

@@ -188,6 +188,30 @@ pub enum DenyReason {
         /// The anchor's value.
         found: String,
     },
+    /// A delegation's prefix is not strictly below the scope's prefix.
+    #[error("cannot delegate {prefix}: it must lie strictly below this scope's prefix {scope}")]
+    DelegateNotBelow {
+        /// The prefix asked for.
+        prefix: Name,
+        /// The scope's prefix.
+        scope: Name,
+    },
+    /// A chosen member anchor does not satisfy the child policy's placement.
+    #[error("anchor {anchor} cannot host the new scope: {reason}")]
+    DelegateMemberPlacement {
+        /// The anchor's peer id.
+        anchor: String,
+        /// Why (a placement deny reason).
+        reason: Box<DenyReason>,
+    },
+    /// Fewer member anchors than the child policy's `[placement] replicas`.
+    #[error("the delegation names {have} member anchors; the child policy's [placement] replicas asks for {need}")]
+    DelegateTooFewMembers {
+        /// Members named.
+        have: usize,
+        /// Replicas required.
+        need: usize,
+    },
 }
 
 impl DenyReason {
@@ -209,6 +233,9 @@ impl DenyReason {
             DenyReason::InvalidPolicy { .. } => "invalid_policy",
             DenyReason::PlacementLabelMissing { .. } => "placement_label_missing",
             DenyReason::PlacementLabelMismatch { .. } => "placement_label_mismatch",
+            DenyReason::DelegateNotBelow { .. } => "delegate_not_below",
+            DenyReason::DelegateMemberPlacement { .. } => "delegate_member_placement",
+            DenyReason::DelegateTooFewMembers { .. } => "delegate_too_few_members",
         }
     }
 }
@@ -264,6 +291,12 @@ fn check(
             prefix,
             policy_toml,
         } => check_set_policy(policy, req.scope_prefix, prefix, policy_toml, signers),
+        Op::Delegate {
+            prefix,
+            members,
+            policy_toml,
+            ..
+        } => check_delegate(policy, req.scope_prefix, prefix, members, policy_toml, signers),
     }
 }
 
@@ -353,6 +386,54 @@ fn check_set_policy(
             scope: scope.clone(),
         });
     }
+    check_admins(policy, signers)?;
+    Policy::from_toml(policy_toml)
+        .map(|_| ())
+        .map_err(|e| DenyReason::InvalidPolicy {
+            reason: e.to_string(),
+        })
+}
+
+/// A delegation: the prefix strictly below the scope's, k of n admins of the *parent's*
+/// policy, a valid child policy, enough members, and every member's (signed) labels
+/// satisfying the child policy's placement.
+fn check_delegate(
+    policy: &Policy,
+    scope: &Name,
+    prefix: &Name,
+    members: &[proto::MemberSpec],
+    policy_toml: &str,
+    signers: &[[u8; 32]],
+) -> Result<(), DenyReason> {
+    if !prefix.is_under(scope) || prefix == scope {
+        return Err(DenyReason::DelegateNotBelow {
+            prefix: prefix.clone(),
+            scope: scope.clone(),
+        });
+    }
+    check_admins(policy, signers)?;
+    let child = Policy::from_toml(policy_toml).map_err(|e| DenyReason::InvalidPolicy {
+        reason: e.to_string(),
+    })?;
+    let need = child.placement.replicas as usize;
+    if members.len() < need {
+        return Err(DenyReason::DelegateTooFewMembers {
+            have: members.len(),
+            need,
+        });
+    }
+    for m in members {
+        placement_allows(&child, &m.labels).map_err(|reason| {
+            DenyReason::DelegateMemberPlacement {
+                anchor: m.anchor.peer_id.clone(),
+                reason: Box::new(reason),
+            }
+        })?;
+    }
+    Ok(())
+}
+
+fn check_admins(policy: &Policy, signers: &[[u8; 32]]) -> Result<(), DenyReason> {
     let admin = policy.admin.as_ref().ok_or(DenyReason::PolicyFrozen)?;
     let have = signers
         .iter()
@@ -363,11 +444,7 @@ fn check_set_policy(
     if have < need {
         return Err(DenyReason::NotEnoughAdminSignatures { have, need });
     }
-    Policy::from_toml(policy_toml)
-        .map(|_| ())
-        .map_err(|e| DenyReason::InvalidPolicy {
-            reason: e.to_string(),
-        })
+    Ok(())
 }
 
 /// True if `reader` (`None` = anonymous) may read under `policy`.

@@ -101,13 +101,13 @@ impl WriteOp {
     /// Every write op.
     pub const ALL: [WriteOp; 3] = [WriteOp::Put, WriteOp::Delete, WriteOp::Cas];
 
-    /// The write op of `op`, or `None` for [`Op::SetPolicy`].
+    /// The write op of `op`, or `None` for the admin ops ([`Op::SetPolicy`], [`Op::Delegate`]).
     pub fn of(op: &Op) -> Option<WriteOp> {
         match op {
             Op::Put { .. } => Some(WriteOp::Put),
             Op::Delete { .. } => Some(WriteOp::Delete),
             Op::Cas { .. } => Some(WriteOp::Cas),
-            Op::SetPolicy { .. } => None,
+            Op::SetPolicy { .. } | Op::Delegate { .. } => None,
         }
     }
 

@@ -28,4 +28,6 @@ pub use msg::{ReadLevel, WireError};
 pub use mutation::{Mutation, Op, SignedMutation};
 pub use name::Name;
 pub use record::{Record, RecordKind, RecordSet};
-pub use scope::{AnchorInfo, ScopeDescriptor, ScopeId};
+pub use scope::{
+    AnchorInfo, Delegation, DelegationState, MemberSpec, Referral, ScopeDescriptor, ScopeId,
+};

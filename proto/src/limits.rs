@@ -51,6 +51,27 @@ pub const SCOPE_MEMBERS_MAX: usize = 9;
 pub const ANCHOR_ADDRS_MAX: usize = 8;
 /// Bytes of one multiaddr in text form.
 pub const ADDR_BYTES_MAX: usize = 256;
+/// Labels one anchor may carry.
+pub const LABELS_MAX: usize = 32;
+/// Bytes of one label key or value.
+pub const LABEL_TEXT_BYTES_MAX: usize = 128;
+/// Hops a resolver's referral walk may take before it gives up (deeper than any name).
+pub const REFERRAL_HOPS_MAX: usize = NAME_LABELS_MAX + 1;
+/// Default TTL of a referral, seconds.
+pub const REFERRAL_TTL_S_DEFAULT: u32 = 600;
+/// Change events one watch answer carries.
+pub const WATCH_EVENTS_MAX: usize = 1024;
+/// Encoded bytes of the events in one watch answer (a single larger event travels alone).
+pub const WATCH_EVENT_BYTES_MAX: usize = 128 * 1024;
+/// Longest a watch request waits for a change before answering empty, ms.
+pub const WATCH_WAIT_MS_MAX: u32 = 30_000;
+/// Log indexes of history each scope keeps for watches to resume from; older resumes get
+/// "compacted: resync".
+pub const WATCH_HISTORY_INDEXES: u64 = 100_000;
+/// Delegations one scope may hold.
+pub const DELEGATIONS_MAX: usize = 4096;
+/// Bytes of records in one seeding chunk sent to a new scope's members.
+pub const SEED_CHUNK_BYTES_MAX: usize = 128 * 1024;
 
 const _: () = assert!(NAME_BYTES_MAX > LABEL_BYTES_MAX);
 const _: () = assert!(RECORD_SET_BYTES_MAX > BLOB_BYTES_MAX + 1024);
@@ -61,3 +82,6 @@ const _: () = assert!(
     RAFT_FRAME_BYTES_MAX > RAFT_ENTRIES_PER_APPEND_MAX as usize * (RAFT_ENTRY_BYTES_MAX + 4096)
 );
 const _: () = assert!(RAFT_FRAME_BYTES_MAX > 2 * SNAPSHOT_CHUNK_BYTES_MAX);
+const _: () = assert!(CLIENT_FRAME_BYTES_MAX > WATCH_EVENT_BYTES_MAX + RECORD_SET_BYTES_MAX);
+const _: () = assert!(SEED_CHUNK_BYTES_MAX >= RECORD_SET_BYTES_MAX + 1024);
+const _: () = assert!(CLIENT_FRAME_BYTES_MAX > SEED_CHUNK_BYTES_MAX + MUTATION_BYTES_MAX + 4096);

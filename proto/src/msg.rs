@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::mutation::SignedMutation;
 use crate::name::Name;
 use crate::record::RecordSet;
-use crate::scope::{AnchorInfo, ScopeDescriptor, ScopeId};
+use crate::scope::{AnchorInfo, Delegation, Referral, ScopeDescriptor, ScopeId};
 
 /// libp2p protocol of Raft RPCs between members of a scope.
 pub const RAFT_PROTOCOL: &str = "/anchorage/raft/1";
@@ -20,6 +20,10 @@ pub const RESOLVE_PROTOCOL: &str = "/anchorage/resolve/1";
 pub const MUTATE_PROTOCOL: &str = "/anchorage/mutate/1";
 /// libp2p protocol of operator calls.
 pub const ADMIN_PROTOCOL: &str = "/anchorage/admin/1";
+/// libp2p protocol of watches (long polls for committed changes under a prefix).
+pub const WATCH_PROTOCOL: &str = "/anchorage/watch/1";
+/// Domain separation of an anchor's signature over a resolve answer.
+pub const ANSWER_SIGNATURE_DOMAIN: &[u8] = b"anchorage/answer/v1\0";
 
 /// How fresh a read must be (DESIGN.md §6).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
@@ -111,24 +115,42 @@ pub enum WireError {
         /// Details.
         reason: String,
     },
+    /// Names under `prefix` are being moved to a new scope: writes are refused until the move
+    /// completes (reads are served). Nothing changed; retry shortly.
+    #[error("names under {prefix} are moving to a new scope; retry shortly")]
+    Moving {
+        /// The prefix being moved.
+        prefix: Name,
+    },
+    /// `name` is governed by a child scope: send the request there.
+    #[error("{name} is governed by the child scope {} at {}", referral.scope, referral.prefix)]
+    Delegated {
+        /// The name.
+        name: Name,
+        /// Where to go.
+        referral: Referral,
+    },
 }
 
 // ---- /anchorage/resolve/1 ----
 
-/// Ask for the record set of a name.
+/// Ask one scope for the record set of a name.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ResolveRequest {
     /// The name.
     pub name: Name,
     /// Freshness required.
     pub level: ReadLevel,
+    /// The scope asked: the deepest one the resolver holds a referral for
+    /// ([`ScopeId::root`] at first). The anchor answers from that scope only.
+    pub scope: ScopeId,
 }
 
-/// The answer to a [`ResolveRequest`].
+/// What a scope says about a name; signed by the answering anchor in [`SignedAnswer`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ResolveResponse {
+pub enum Answer {
     /// The name's record set.
-    Answer {
+    Found {
         /// The scope that answered.
         scope: ScopeId,
         /// The name.
@@ -143,6 +165,62 @@ pub enum ResolveResponse {
         /// The name.
         name: Name,
     },
+    /// The name lies under a child scope: ask its members.
+    Referral {
+        /// The scope that answered (the parent).
+        scope: ScopeId,
+        /// The name asked for.
+        name: Name,
+        /// The child.
+        referral: Referral,
+    },
+}
+
+impl Answer {
+    /// The scope that answered.
+    pub fn scope(&self) -> ScopeId {
+        match self {
+            Answer::Found { scope, .. }
+            | Answer::NotFound { scope, .. }
+            | Answer::Referral { scope, .. } => *scope,
+        }
+    }
+
+    /// The name it is about.
+    pub fn name(&self) -> &Name {
+        match self {
+            Answer::Found { name, .. }
+            | Answer::NotFound { name, .. }
+            | Answer::Referral { name, .. } => name,
+        }
+    }
+
+    /// What a signature covers: the domain, then the encoded answer.
+    pub fn signing_bytes(body: &[u8]) -> Vec<u8> {
+        let mut v = ANSWER_SIGNATURE_DOMAIN.to_vec();
+        v.extend_from_slice(body);
+        v
+    }
+}
+
+/// An [`Answer`] signed by the anchor that gave it: `signature` is the anchor's libp2p
+/// identity key's signature over [`Answer::signing_bytes`]`(body)`, and `public_key` is that
+/// key in libp2p's protobuf encoding (its peer id must be a member of the answering scope).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedAnswer {
+    /// `codec::encode(&Answer)`.
+    pub body: Vec<u8>,
+    /// The signer's public key, libp2p protobuf encoding.
+    pub public_key: Vec<u8>,
+    /// The signature.
+    pub signature: Vec<u8>,
+}
+
+/// The reply to a [`ResolveRequest`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ResolveResponse {
+    /// A signed answer, not-found or referral.
+    Signed(SignedAnswer),
     /// Could not answer.
     Error(WireError),
 }
@@ -194,6 +272,44 @@ pub enum AdminRequest {
     },
     /// Build a snapshot of every hosted scope and purge the log up to it.
     Snapshot,
+    /// Describe one hosted scope (by id, or the hosted scope governing a name).
+    ScopeInfo {
+        /// Which scope.
+        target: ScopeTarget,
+    },
+    /// Seed a replica of a child scope on this member (sent by the parent's leader after the
+    /// delegation committed; DESIGN.md §8 step 2).
+    SeedScope(SeedScope),
+}
+
+/// Which scope an admin call is about.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ScopeTarget {
+    /// By id.
+    Id(ScopeId),
+    /// The hosted scope that governs this name (longest prefix).
+    Name(Name),
+}
+
+/// One chunk of a child scope's initial state. Chunks are numbered from 0; the last has
+/// `last` set. Re-sending a chunk, or the whole sequence, is harmless.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeedScope {
+    /// The parent scope.
+    pub parent: ScopeDescriptor,
+    /// The parent's log index that committed the delegation (the child's log starts there).
+    pub index: u64,
+    /// The admin-signed `Op::Delegate` mutation the parent committed: the proof, and the
+    /// source of the child's prefix, members and policy.
+    pub proof: SignedMutation,
+    /// The child's id (derived from the parent id, prefix and index).
+    pub child: ScopeId,
+    /// Chunk number.
+    pub chunk_no: u32,
+    /// Records moving to the child, in name order.
+    pub records: Vec<(Name, RecordSet)>,
+    /// Set on the final chunk.
+    pub last: bool,
 }
 
 /// Answers to [`AdminRequest`].
@@ -201,6 +317,8 @@ pub enum AdminRequest {
 pub enum AdminResponse {
     /// Status.
     Status(AnchorStatus),
+    /// One scope.
+    Scope(Box<ScopeInfo>),
     /// Done.
     Ok,
     /// Refused.
@@ -245,6 +363,96 @@ pub struct ScopeStatus {
     pub members: Vec<String>,
     /// Names stored.
     pub names: u64,
+}
+
+/// One hosted scope in detail, as `anchorage scope show` prints it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScopeInfo {
+    /// Raft and storage status on the answering anchor.
+    pub status: ScopeStatus,
+    /// Descriptor (id, prefix, epoch, members).
+    pub descriptor: ScopeDescriptor,
+    /// Its parent, for a delegated scope.
+    pub parent: Option<ScopeDescriptor>,
+    /// Current policy, TOML.
+    pub policy_toml: Option<String>,
+    /// Delegations it holds.
+    pub delegations: Vec<Delegation>,
+    /// False while a new child scope waits for its parent to hand over (writes refused).
+    pub active: bool,
+    /// Load seen on the answering anchor.
+    pub load: Load,
+}
+
+/// Requests one anchor served for one scope in the last [`Load::WINDOW_S`] seconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Load {
+    /// Resolves answered.
+    pub reads: u64,
+    /// Mutations received (before forwarding).
+    pub writes: u64,
+}
+
+impl Load {
+    /// The window the counts cover, seconds.
+    pub const WINDOW_S: u64 = 10;
+}
+
+// ---- /anchorage/watch/1 ----
+
+/// A long poll for committed changes to names under `prefix` in one scope.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatchRequest {
+    /// The scope.
+    pub scope: ScopeId,
+    /// Names under this prefix.
+    pub prefix: Name,
+    /// The log index up to which the watcher has seen every change (`up_to` of its last
+    /// answer); `None` starts from now.
+    pub after: Option<u64>,
+    /// How long the anchor may hold the request when nothing changed (at most
+    /// [`crate::limits::WATCH_WAIT_MS_MAX`]).
+    pub wait_ms: u32,
+}
+
+/// One committed change.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangeEvent {
+    /// The name.
+    pub name: Name,
+    /// The log index that made the change (the name's new version).
+    pub version: u64,
+    /// The new record set, or `None` for a delete.
+    pub set: Option<RecordSet>,
+}
+
+/// The reply to a [`WatchRequest`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WatchResponse {
+    /// Every change under the prefix in `(after, up_to]`, in version order.
+    Changes {
+        /// The scope.
+        scope: ScopeId,
+        /// The changes.
+        events: Vec<ChangeEvent>,
+        /// The index they cover up to; send it as the next `after`.
+        up_to: u64,
+    },
+    /// History since `after` is no longer kept: the watcher must re-read and resume from
+    /// `up_to`.
+    Compacted {
+        /// The scope.
+        scope: ScopeId,
+        /// Oldest index still resumable.
+        oldest: u64,
+        /// Resume from here after re-reading.
+        up_to: u64,
+    },
+    /// The prefix has moved to a child scope, and every change the parent made under it
+    /// up to the move has been delivered: continue at the child with the same `after`.
+    Referral(Referral),
+    /// Could not answer.
+    Error(WireError),
 }
 
 // ---- /anchorage/raft/1 ----

@@ -66,6 +66,19 @@ pub enum Op {
         /// The new policy, TOML.
         policy_toml: String,
     },
+    /// Delegate the subtree `prefix` (strictly under the governing scope's prefix) to a new
+    /// child scope on `members`, with its first policy; signed by k of the parent's n admin
+    /// keys (DESIGN.md §8).
+    Delegate {
+        /// The child's prefix.
+        prefix: Name,
+        /// Its member anchors and their labels.
+        members: Vec<crate::scope::MemberSpec>,
+        /// Its first policy, TOML.
+        policy_toml: String,
+        /// How long resolvers may cache the referral, seconds.
+        referral_ttl_s: u32,
+    },
 }
 
 impl Op {
@@ -73,7 +86,7 @@ impl Op {
     pub fn name(&self) -> &Name {
         match self {
             Op::Put { name, .. } | Op::Delete { name } | Op::Cas { name, .. } => name,
-            Op::SetPolicy { prefix, .. } => prefix,
+            Op::SetPolicy { prefix, .. } | Op::Delegate { prefix, .. } => prefix,
         }
     }
 
@@ -84,6 +97,7 @@ impl Op {
             Op::Delete { .. } => "delete",
             Op::Cas { .. } => "cas",
             Op::SetPolicy { .. } => "set_policy",
+            Op::Delegate { .. } => "delegate",
         }
     }
 
@@ -94,8 +108,74 @@ impl Op {
                 validate_records(records, *ttl_s)
             }
             Op::Delete { .. } | Op::SetPolicy { .. } => Ok(()),
+            Op::Delegate {
+                prefix,
+                members,
+                policy_toml,
+                referral_ttl_s,
+            } => validate_delegate(prefix, members, policy_toml, *referral_ttl_s),
         }
     }
+}
+
+fn validate_delegate(
+    prefix: &Name,
+    members: &[crate::scope::MemberSpec],
+    policy_toml: &str,
+    referral_ttl_s: u32,
+) -> Result<(), ProtoError> {
+    use crate::limits::{
+        ADDR_BYTES_MAX, ANCHOR_ADDRS_MAX, LABELS_MAX, LABEL_TEXT_BYTES_MAX, PEER_ID_BYTES_MAX,
+        POLICY_TOML_BYTES_MAX, SCOPE_MEMBERS_MAX, TTL_S_MAX,
+    };
+    let bad = |reason: String| Err(ProtoError::Malformed { reason });
+    if prefix.depth() == 0 {
+        return bad("the root cannot be delegated".into());
+    }
+    if members.is_empty() || members.len() > SCOPE_MEMBERS_MAX {
+        return bad(format!(
+            "a delegation names {} member anchors; it needs 1..={SCOPE_MEMBERS_MAX}",
+            members.len()
+        ));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for m in members {
+        let peer = &m.anchor.peer_id;
+        if peer.is_empty() || peer.len() > PEER_ID_BYTES_MAX {
+            return bad(format!("member peer id {peer:?} is empty or too long"));
+        }
+        if !seen.insert(peer.clone()) {
+            return bad(format!("member {peer} is named twice"));
+        }
+        if m.anchor.addrs.len() > ANCHOR_ADDRS_MAX
+            || m.anchor.addrs.iter().any(|a| a.len() > ADDR_BYTES_MAX)
+        {
+            return bad(format!(
+                "member {peer}: at most {ANCHOR_ADDRS_MAX} addresses of {ADDR_BYTES_MAX} bytes"
+            ));
+        }
+        if m.labels.len() > LABELS_MAX
+            || m.labels
+                .iter()
+                .any(|(k, v)| k.len() > LABEL_TEXT_BYTES_MAX || v.len() > LABEL_TEXT_BYTES_MAX)
+        {
+            return bad(format!(
+                "member {peer}: at most {LABELS_MAX} labels of {LABEL_TEXT_BYTES_MAX} bytes"
+            ));
+        }
+    }
+    if policy_toml.len() > POLICY_TOML_BYTES_MAX {
+        return bad(format!(
+            "the child policy is {} bytes; at most {POLICY_TOML_BYTES_MAX}",
+            policy_toml.len()
+        ));
+    }
+    if referral_ttl_s == 0 || referral_ttl_s > TTL_S_MAX {
+        return bad(format!(
+            "referral_ttl_s is {referral_ttl_s}; it must be 1..={TTL_S_MAX}"
+        ));
+    }
+    Ok(())
 }
 
 /// One signature over a mutation body.

@@ -67,6 +67,60 @@ pub struct AnchorInfo {
     pub addrs: Vec<String>,
 }
 
+/// An anchor chosen as a member of a new scope, with the labels it carries (copied from its
+/// status into a delegation, signed by the parent's admins, and checked against the child
+/// policy's `[placement]` at apply; each member checks its own labels again when seeded).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct MemberSpec {
+    /// The anchor.
+    pub anchor: AnchorInfo,
+    /// Its labels (`jurisdiction = "eu"`).
+    pub labels: std::collections::BTreeMap<String, String>,
+}
+
+/// Where a resolver goes for names under `prefix`: the child scope and its members. Handed
+/// out by the parent (DESIGN.md §3 `delegations`, §6).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Referral {
+    /// The child scope.
+    pub scope: ScopeId,
+    /// The prefix it governs.
+    pub prefix: Name,
+    /// The delegation's epoch (bumped when its members change).
+    pub epoch: u64,
+    /// The child's member anchors; only they may answer for it.
+    pub members: Vec<AnchorInfo>,
+    /// How long a resolver may cache this referral, seconds.
+    pub ttl_s: u32,
+}
+
+/// The state of a delegation in the parent (DESIGN.md §8).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DelegationState {
+    /// Committed; writes under the prefix are refused with `Moving` while the child is seeded.
+    Frozen,
+    /// The child governs the prefix; the parent answers with a referral.
+    Active,
+    /// Seeding failed; the prefix is writable in the parent again.
+    Aborted,
+}
+
+/// A delegation as the parent's state holds it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delegation {
+    /// The child's referral (scope id, prefix, epoch, members, ttl).
+    pub referral: Referral,
+    /// Members with the labels the delegation was signed with.
+    pub members: Vec<MemberSpec>,
+    /// The child's first policy, TOML.
+    pub policy_toml: String,
+    /// Log index of the parent entry that committed the delegation (the child's log starts
+    /// after it, so a name's version keeps growing across the move).
+    pub index: u64,
+    /// Where it stands.
+    pub state: DelegationState,
+}
+
 /// What a scope is: id, prefix, range and members.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ScopeDescriptor {

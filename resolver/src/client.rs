@@ -248,6 +248,7 @@ impl Client {
         let request = ResolveRequest {
             name: name.clone(),
             level,
+            scope: proto::ScopeId::root(),
         };
         let bytes = codec::encode(&request).map_err(Error::from_proto)?;
         let route = match level {
@@ -779,22 +780,34 @@ fn judge_resolve(
             }
         }
     };
-    match response {
-        ResolveResponse::Answer { name: got, set, .. } if got == *name => Step::Done(Ok(set)),
-        ResolveResponse::NotFound { name: got, .. } if got == *name => {
+    let signed = match response {
+        ResolveResponse::Signed(signed) => signed,
+        ResolveResponse::Error(w) => return judge_wire_error(w),
+    };
+    let answer: proto::msg::Answer = match decode(from, &signed.body) {
+        Ok(a) => a,
+        Err(e) => {
+            return Step::Next {
+                reason: e.to_string(),
+                fallback: Some(e),
+            }
+        }
+    };
+    match answer {
+        proto::msg::Answer::Found { name: got, set, .. } if got == *name => Step::Done(Ok(set)),
+        proto::msg::Answer::NotFound { name: got, .. } if got == *name => {
             Step::Done(Err(Error::NotFound { name: got }))
         }
-        ResolveResponse::Answer { name: got, .. } | ResolveResponse::NotFound { name: got, .. } => {
+        other => {
             let e = Error::BadResponse {
                 peer: from.peer,
-                reason: format!("asked for {name}, the answer is for {got}"),
+                reason: format!("asked for {name}, the answer is {other:?}"),
             };
             Step::Next {
                 reason: e.to_string(),
                 fallback: Some(e),
             }
         }
-        ResolveResponse::Error(w) => judge_wire_error(w),
     }
 }
 

@@ -1,5 +1,5 @@
 //! The libp2p layer shared by anchors and resolvers: one swarm, four request-response
-//! protocols (raft, resolve, mutate, admin), length-prefixed frames checked against
+//! protocols (raft, resolve, mutate, admin, watch), length-prefixed frames checked against
 //! `proto::limits` before a byte is allocated.
 //!
 //! The swarm lives in one task that owns it ([`spawn`]); everyone else holds a cheap
@@ -23,7 +23,9 @@ use libp2p::{noise, tcp, yamux, Multiaddr, PeerId, StreamProtocol, Swarm};
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 
 use proto::limits::{CLIENT_FRAME_BYTES_MAX, RAFT_FRAME_BYTES_MAX};
-use proto::msg::{ADMIN_PROTOCOL, MUTATE_PROTOCOL, RAFT_PROTOCOL, RESOLVE_PROTOCOL};
+use proto::msg::{
+    ADMIN_PROTOCOL, MUTATE_PROTOCOL, RAFT_PROTOCOL, RESOLVE_PROTOCOL, WATCH_PROTOCOL,
+};
 
 /// Outbound requests one handle set may have in flight at once.
 pub const OUTBOUND_INFLIGHT_MAX: usize = 1024;
@@ -43,6 +45,8 @@ pub enum Protocol {
     Mutate,
     /// `/anchorage/admin/1`
     Admin,
+    /// `/anchorage/watch/1`
+    Watch,
 }
 
 impl Protocol {
@@ -61,6 +65,7 @@ impl Protocol {
             Protocol::Resolve => "resolve",
             Protocol::Mutate => "mutate",
             Protocol::Admin => "admin",
+            Protocol::Watch => "watch",
         }
     }
 }
@@ -185,6 +190,7 @@ struct Behaviour {
     resolve: Rr,
     mutate: Rr,
     admin: Rr,
+    watch: Rr,
 }
 
 impl Behaviour {
@@ -194,6 +200,7 @@ impl Behaviour {
             Protocol::Resolve => &mut self.resolve,
             Protocol::Mutate => &mut self.mutate,
             Protocol::Admin => &mut self.admin,
+            Protocol::Watch => &mut self.watch,
         }
     }
 }
@@ -278,9 +285,9 @@ enum Command {
 }
 
 /// Inbound frames the codec refused before decoding (oversize or truncated), per protocol
-/// in the order raft, resolve, mutate, admin.
+/// in the order raft, resolve, mutate, admin, watch.
 #[derive(Debug, Default)]
-pub struct RefusedFrames(pub [AtomicU64; 4]);
+pub struct RefusedFrames(pub [AtomicU64; 5]);
 
 impl RefusedFrames {
     fn index(p: Protocol) -> usize {
@@ -289,6 +296,7 @@ impl RefusedFrames {
             Protocol::Resolve => 1,
             Protocol::Mutate => 2,
             Protocol::Admin => 3,
+            Protocol::Watch => 4,
         }
     }
 
@@ -434,6 +442,7 @@ pub fn spawn(cfg: NetConfig) -> Result<(NetHandle, Option<mpsc::Receiver<Inbound
         resolve: rr(RESOLVE_PROTOCOL, Protocol::Resolve),
         mutate: rr(MUTATE_PROTOCOL, Protocol::Mutate),
         admin: rr(ADMIN_PROTOCOL, Protocol::Admin),
+        watch: rr(WATCH_PROTOCOL, Protocol::Watch),
     };
     let idle = cfg.idle_timeout;
     let mut swarm = libp2p::SwarmBuilder::with_existing_identity(cfg.keypair.clone())
@@ -525,6 +534,7 @@ impl EventLoop {
                     BehaviourEvent::Resolve(e) => (Protocol::Resolve, e),
                     BehaviourEvent::Mutate(e) => (Protocol::Mutate, e),
                     BehaviourEvent::Admin(e) => (Protocol::Admin, e),
+                    BehaviourEvent::Watch(e) => (Protocol::Watch, e),
                 };
                 self.on_rr_event(protocol, ev);
             }

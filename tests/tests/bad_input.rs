@@ -195,6 +195,7 @@ async fn malformed_names(x: &Ctx) -> Result<()> {
     let mut bytes = codec::encode(&ResolveRequest {
         name: Name::parse("/bi/badxname")?,
         level: ReadLevel::Replica,
+        scope: proto::ScopeId::root(),
     })?;
     patch(&mut bytes, b"badxname", b"bad$name")?;
     let answer: ResolveResponse = codec::decode(

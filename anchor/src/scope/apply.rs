@@ -173,6 +173,9 @@ fn effect_of(
             })?;
             Ok(Effect::SetPolicy(Box::new(policy), policy_toml))
         }
+        Op::Delegate { .. } => Err(WireError::Refused {
+            reason: "delegation is not served yet".into(),
+        }),
     }
 }
 
