@@ -8,7 +8,9 @@
 //!   network adapter multiplexed by scope id.
 //! - [`scope`] — pure decisions: what a mutation does to a scope.
 //! - [`batch`] — leader-side batching of writes and read-index rounds per scope.
-//! - [`node`] — [`Anchor`]: replicas and the protocol handlers.
+//! - [`node`] — [`Anchor`]: replicas and the protocol handlers (resolve with referrals and
+//!   signed answers, mutate, admin, watch long polls).
+//! - [`delegation`] — seeding a child scope and handing a prefix over to it.
 //! - [`http`] — `/metrics`, `/healthz`, `/readyz`.
 //! - [`metrics`] — the Prometheus registry.
 //! - [`cli`] — the `anchorage` command line (start, init, dev, put, resolve, status, bench).
@@ -17,7 +19,9 @@
 pub mod batch;
 pub mod cli;
 pub mod cli_bench;
+pub mod cli_scope;
 pub mod config;
+pub mod delegation;
 pub mod error;
 pub mod http;
 pub mod identity;

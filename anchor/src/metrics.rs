@@ -21,6 +21,10 @@ pub struct Metrics {
     pub resolves: IntCounterVec,
     /// Inbound messages refused, by protocol and reason.
     pub refused: IntCounterVec,
+    /// Watch long polls by outcome (`changes`, `empty`, `compacted`, `referral`, refusal).
+    pub watches: IntCounterVec,
+    /// Delegation steps driven by this anchor, by step and outcome.
+    pub delegations: IntCounterVec,
     /// Group-commit flush latency.
     pub flush_seconds: prometheus::Histogram,
     /// Request handling latency by protocol.
@@ -62,6 +66,12 @@ impl Metrics {
             "Inbound messages refused, by protocol and reason",
             &["protocol", "reason"],
         );
+        let watches = counter("watches_total", "Watch long polls by outcome", &["outcome"]);
+        let delegations = counter(
+            "delegation_steps_total",
+            "Delegation steps driven by this anchor (seed, activate, abort, child_activate), by outcome",
+            &["step", "outcome"],
+        );
         let buckets = prometheus::exponential_buckets(0.000_05, 2.0, 16).expect("static buckets");
         let flush_seconds = prometheus::Histogram::with_opts(
             HistogramOpts::new("flush_seconds", "Group-commit fsync latency")
@@ -87,6 +97,8 @@ impl Metrics {
             mutations,
             resolves,
             refused,
+            watches,
+            delegations,
             flush_seconds,
             request_seconds,
         }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use libp2p::{Multiaddr, PeerId};
 use proto::limits::{CLIENT_FRAME_BYTES_MAX, RAFT_FRAME_BYTES_MAX};
 use proto::msg::{
-    AdminRequest, Answer, SignedAnswer, AdminResponse, AnchorStatus, MutateRequest, MutateResponse, RaftRequest,
+    AdminRequest, Answer, ScopeInfo, ScopeTarget, SignedAnswer, WatchRequest, WatchResponse, AdminResponse, AnchorStatus, MutateRequest, MutateResponse, RaftRequest,
     RaftResponse, RaftRpc, ResolveRequest, ResolveResponse, ScopeStatus,
 };
 use proto::{codec, AnchorInfo, Name, ReadLevel, ScopeDescriptor, ScopeId, WireError};
@@ -29,6 +29,7 @@ use crate::raft::network::{parse_anchor, NetworkFactory};
 use crate::raft::state_machine::{ScopeState, StateMachine};
 use crate::raft::{NodeId, ScopeCommand, ScopeRaft};
 use crate::scope::apply;
+use crate::scope::load::LoadMeter;
 use crate::scope::verified::VerifiedCache;
 use crate::AnchorError;
 
@@ -36,6 +37,8 @@ use crate::AnchorError;
 const HANDLERS_MAX: usize = 1024;
 /// How long the genesis entry may wait for its commit.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Bytes of delegations one ScopeInfo answer carries (the policy takes up to 64 KiB more).
+const SCOPE_INFO_DELEGATION_BYTES_MAX: usize = 128 * 1024;
 /// How long a forwarded request may take.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(6);
 
@@ -49,6 +52,8 @@ pub struct Replica {
     pub raft: ScopeRaft,
     /// Read access to its state machine.
     pub state: ScopeState,
+    /// Requests served for this scope here, over the last seconds.
+    pub load: LoadMeter,
     proposals: tokio::sync::mpsc::Sender<Proposal>,
     reads: tokio::sync::mpsc::Sender<ReadWaiter>,
 }
@@ -80,12 +85,20 @@ struct Inner {
     metrics: Metrics,
     raft_config: Arc<openraft::Config>,
     http_addr: RwLock<Option<SocketAddr>>,
-    codec_refused_seen: std::sync::Mutex<[u64; 4]>,
+    codec_refused_seen: std::sync::Mutex<[u64; 5]>,
     verified: Arc<VerifiedCache>,
     stop: tokio::sync::watch::Sender<bool>,
+    /// Child-scope seeds being received, by child id.
+    seeds: std::sync::Mutex<BTreeMap<ScopeId, crate::delegation::Staging>>,
+    /// Held while a child replica is built from its seed.
+    seeding: tokio::sync::Mutex<()>,
 }
 
-fn now_ms() -> u64 {
+pub(crate) fn now_s() -> u64 {
+    now_ms() / 1000
+}
+
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -155,14 +168,20 @@ impl Anchor {
             raft_config,
             http_addr: RwLock::new(None),
             stop: tokio::sync::watch::channel(false).0,
-            codec_refused_seen: std::sync::Mutex::new([0; 4]),
+            codec_refused_seen: std::sync::Mutex::new([0; 5]),
             verified: Arc::new(VerifiedCache::default()),
+            seeds: std::sync::Mutex::new(BTreeMap::new()),
+            seeding: tokio::sync::Mutex::new(()),
         });
         let anchor = Anchor { inner };
         anchor.reopen_scopes().await?;
         if let Some(rx) = inbound {
             tokio::spawn(anchor.clone().serve(rx));
         }
+        tokio::spawn(crate::delegation::drive(
+            anchor.clone(),
+            anchor.inner.stop.subscribe(),
+        ));
         let http = crate::http::serve(
             anchor.clone(),
             anchor.inner.cfg.http,
@@ -228,7 +247,50 @@ impl Anchor {
         Ok(())
     }
 
-    async fn open_replica(&self, descriptor: ScopeDescriptor) -> Result<Arc<Replica>, AnchorError> {
+    pub(crate) fn db(&self) -> &sled::Db {
+        &self.inner.db
+    }
+
+    pub(crate) fn flusher(&self) -> &FlusherHandle {
+        &self.inner.flusher
+    }
+
+    pub(crate) fn net(&self) -> &NetHandle {
+        &self.inner.net
+    }
+
+    pub(crate) fn verified(&self) -> Arc<VerifiedCache> {
+        self.inner.verified.clone()
+    }
+
+    pub(crate) fn config(&self) -> &AnchorConfig {
+        &self.inner.cfg
+    }
+
+    pub(crate) fn peer_id(&self) -> PeerId {
+        self.inner.peer_id
+    }
+
+    pub(crate) fn node_id(&self) -> NodeId {
+        self.inner.node_id
+    }
+
+    pub(crate) fn registry(&self) -> &sled::Tree {
+        &self.inner.registry
+    }
+
+    pub(crate) fn seeds(&self) -> &std::sync::Mutex<BTreeMap<ScopeId, crate::delegation::Staging>> {
+        &self.inner.seeds
+    }
+
+    pub(crate) fn seeding(&self) -> &tokio::sync::Mutex<()> {
+        &self.inner.seeding
+    }
+
+    pub(crate) async fn open_replica(
+        &self,
+        descriptor: ScopeDescriptor,
+    ) -> Result<Arc<Replica>, AnchorError> {
         let id = descriptor.id;
         let log = LogStore::open(&self.inner.db, id, self.inner.flusher.clone())?;
         let sm = StateMachine::open(
@@ -258,6 +320,7 @@ impl Anchor {
             descriptor,
             raft,
             state,
+            load: LoadMeter::default(),
             proposals,
             reads,
         });
@@ -268,7 +331,7 @@ impl Anchor {
         Ok(replica)
     }
 
-    fn replica(&self, id: &ScopeId) -> Option<Arc<Replica>> {
+    pub(crate) fn replica(&self, id: &ScopeId) -> Option<Arc<Replica>> {
         self.inner
             .scopes
             .read()
@@ -346,13 +409,12 @@ impl Anchor {
             }
             Protocol::Admin => {
                 let span = tracing::info_span!("admin", %peer);
-                encode_or_empty(&self.handle_admin(&bytes).instrument(span).await)
+                encode_or_empty(&self.handle_admin(peer, &bytes).instrument(span).await)
             }
-            Protocol::Watch => encode_or_empty(&proto::msg::WatchResponse::Error(
-                WireError::Unavailable {
-                    reason: "watches are not served yet".into(),
-                },
-            )),
+            Protocol::Watch => {
+                let span = tracing::debug_span!("watch", %peer);
+                encode_or_empty(&self.handle_watch(&bytes).instrument(span).await)
+            }
         }
     }
 
@@ -442,11 +504,20 @@ impl Anchor {
     }
 
     async fn resolve(&self, req: &ResolveRequest) -> ResolveResponse {
-        let Some(replica) = self.governing(&req.name) else {
+        let Some(replica) = self.replica(&req.scope) else {
             return ResolveResponse::Error(WireError::NoScope {
                 name: req.name.clone(),
             });
         };
+        if !req.name.is_under(&replica.descriptor.prefix) {
+            return ResolveResponse::Error(WireError::Invalid {
+                reason: format!(
+                    "{} is not under the prefix {} of scope {}",
+                    req.name, replica.descriptor.prefix, replica.id
+                ),
+            });
+        }
+        replica.load.read(now_s());
         if req.level == ReadLevel::Linearizable {
             let (tx, rx) = tokio::sync::oneshot::channel();
             if replica.reads.try_send(tx).is_err() {
@@ -463,6 +534,21 @@ impl Anchor {
                     })
                 }
             }
+        }
+        let referral = replica
+            .state
+            .with_view(|v| {
+                apply::delegation_over(&v.delegations, &req.name)
+                    .filter(|d| d.state == proto::DelegationState::Active)
+                    .map(|d| d.referral.clone())
+            })
+            .flatten();
+        if let Some(referral) = referral {
+            return self.sign_answer(&Answer::Referral {
+                scope: replica.id,
+                name: req.name.clone(),
+                referral,
+            });
         }
         let answer = match replica.state.get(&req.name) {
             Ok(Some(set)) => Answer::Found {
@@ -481,6 +567,127 @@ impl Anchor {
             }
         };
         self.sign_answer(&answer)
+    }
+
+    // ---- watch ----
+
+    async fn handle_watch(&self, bytes: &[u8]) -> WatchResponse {
+        let req: WatchRequest = match self.decode(Protocol::Watch, bytes) {
+            Ok(r) => r,
+            Err(e) => return WatchResponse::Error(e),
+        };
+        let resp = self.watch(req).await;
+        let outcome = match &resp {
+            WatchResponse::Changes { events, .. } if events.is_empty() => "empty",
+            WatchResponse::Changes { .. } => "changes",
+            WatchResponse::Compacted { .. } => "compacted",
+            WatchResponse::Referral(_) => "referral",
+            WatchResponse::Error(e) => apply::refusal_label(e),
+        };
+        self.inner
+            .metrics
+            .watches
+            .with_label_values(&[outcome])
+            .inc();
+        resp
+    }
+
+    /// Long poll: the changes under the prefix after `req.after`, waiting for some when there
+    /// are none yet (see [`WatchRequest`]).
+    async fn watch(&self, req: WatchRequest) -> WatchResponse {
+        use proto::limits::{WATCH_EVENTS_MAX, WATCH_EVENT_BYTES_MAX, WATCH_WAIT_MS_MAX};
+        let Some(replica) = self.replica(&req.scope) else {
+            return WatchResponse::Error(WireError::NoScope { name: req.prefix });
+        };
+        if !req.prefix.is_under(&replica.descriptor.prefix) {
+            return WatchResponse::Error(WireError::Invalid {
+                reason: format!(
+                    "{} is not under the prefix {} of scope {}",
+                    req.prefix, replica.descriptor.prefix, replica.id
+                ),
+            });
+        }
+        let mut metrics = replica.raft.metrics();
+        let applied = |m: &openraft::RaftMetrics<NodeId, AnchorInfo>| {
+            m.last_applied.map_or(0, |l| l.index)
+        };
+        let Some(mut after) = req.after else {
+            let up_to = applied(&metrics.borrow());
+            return WatchResponse::Changes {
+                scope: replica.id,
+                events: Vec::new(),
+                up_to,
+            };
+        };
+        let unavailable = |e: AnchorError| {
+            WatchResponse::Error(WireError::Unavailable {
+                reason: e.to_string(),
+            })
+        };
+        let view = replica.state.view();
+        if let Some(d) = apply::delegation_over(&view.delegations, &req.prefix)
+            .filter(|d| d.state == proto::DelegationState::Active)
+        {
+            if after >= d.index {
+                return WatchResponse::Referral(d.referral.clone());
+            }
+            // History before the move still comes from here.
+            return match replica.state.changes(
+                &req.prefix,
+                after,
+                d.index,
+                WATCH_EVENTS_MAX,
+                WATCH_EVENT_BYTES_MAX,
+            ) {
+                Ok((events, up_to)) => WatchResponse::Changes {
+                    scope: replica.id,
+                    events,
+                    up_to,
+                },
+                Err(e) => unavailable(e),
+            };
+        }
+        if after < view.watch_floor {
+            return WatchResponse::Compacted {
+                scope: replica.id,
+                oldest: view.watch_floor,
+                up_to: applied(&metrics.borrow()),
+            };
+        }
+        let wait = Duration::from_millis(u64::from(req.wait_ms.min(WATCH_WAIT_MS_MAX)));
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let up_to = applied(&metrics.borrow_and_update());
+            if up_to > after {
+                match replica.state.changes(
+                    &req.prefix,
+                    after,
+                    up_to,
+                    WATCH_EVENTS_MAX,
+                    WATCH_EVENT_BYTES_MAX,
+                ) {
+                    Ok((events, covered)) if !events.is_empty() => {
+                        return WatchResponse::Changes {
+                            scope: replica.id,
+                            events,
+                            up_to: covered,
+                        }
+                    }
+                    Ok((_, covered)) => after = covered,
+                    Err(e) => return unavailable(e),
+                }
+            }
+            match tokio::time::timeout_at(deadline, metrics.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) | Err(_) => {
+                    return WatchResponse::Changes {
+                        scope: replica.id,
+                        events: Vec::new(),
+                        up_to: after,
+                    }
+                }
+            }
+        }
     }
 
     /// Signs an answer with this anchor's identity key.
@@ -535,6 +742,21 @@ impl Anchor {
                 name: m.op.name().clone(),
             });
         };
+        if !req.forwarded {
+            replica.load.write(now_s());
+        }
+        // Names under an active delegation are the child's: say where it is, whoever leads.
+        let delegated = replica
+            .state
+            .with_view(|v| {
+                apply::delegation_over(&v.delegations, m.op.name())
+                    .filter(|d| d.state == proto::DelegationState::Active)
+                    .map(|d| apply::refusal_for_delegated(d, m.op.name()))
+            })
+            .flatten();
+        if let Some(e) = delegated {
+            return MutateResponse::Error(e);
+        }
         let leader = replica.raft.metrics().borrow().current_leader;
         match leader {
             Some(l) if l == self.inner.node_id => self.propose(&replica, &m, req).await,
@@ -636,7 +858,7 @@ impl Anchor {
 
     // ---- admin ----
 
-    async fn handle_admin(&self, bytes: &[u8]) -> AdminResponse {
+    async fn handle_admin(&self, peer: PeerId, bytes: &[u8]) -> AdminResponse {
         let req: AdminRequest = match self.decode(Protocol::Admin, bytes) {
             Ok(r) => r,
             Err(e) => return AdminResponse::Error(e),
@@ -653,11 +875,17 @@ impl Anchor {
                     reason: e.to_string(),
                 }),
             },
-            AdminRequest::ScopeInfo { .. } | AdminRequest::SeedScope(_) => {
-                AdminResponse::Error(WireError::Refused {
-                    reason: "not served yet".into(),
-                })
-            }
+            AdminRequest::ScopeInfo { target } => match self.scope_info(&target) {
+                Ok(info) => AdminResponse::Scope(Box::new(info)),
+                Err(e) => AdminResponse::Error(e),
+            },
+            AdminRequest::SeedScope(seed) => match self.seed_scope(peer, seed).await {
+                Ok(()) => AdminResponse::Ok,
+                Err(e) => {
+                    self.refuse(Protocol::Admin, apply::refusal_label(&e));
+                    AdminResponse::Error(e)
+                }
+            },
             AdminRequest::Snapshot => match self.snapshot_all().await {
                 Ok(()) => AdminResponse::Ok,
                 Err(e) => AdminResponse::Error(WireError::Unavailable {
@@ -665,6 +893,43 @@ impl Anchor {
                 }),
             },
         }
+    }
+
+    /// One hosted scope in detail.
+    pub fn scope_info(&self, target: &ScopeTarget) -> Result<ScopeInfo, WireError> {
+        let replica = match target {
+            ScopeTarget::Id(id) => self.replica(id),
+            ScopeTarget::Name(name) => self.governing(name),
+        };
+        let Some(r) = replica else {
+            let name = match target {
+                ScopeTarget::Name(n) => n.clone(),
+                ScopeTarget::Id(_) => Name::root(),
+            };
+            return Err(WireError::NoScope { name });
+        };
+        let view = r.state.view();
+        // Delegations travel without their policy text (ask the child for it), and only as
+        // many as fit one frame.
+        let mut delegations = Vec::new();
+        let mut bytes = 0;
+        for mut d in view.delegations.into_values() {
+            d.policy_toml.clear();
+            bytes += codec::encode(&d).map_or(0, |b| b.len());
+            if bytes > SCOPE_INFO_DELEGATION_BYTES_MAX {
+                break;
+            }
+            delegations.push(d);
+        }
+        Ok(ScopeInfo {
+            status: self.scope_status(&r),
+            descriptor: view.descriptor.unwrap_or_else(|| r.descriptor.clone()),
+            parent: view.parent,
+            policy_toml: view.policy_toml,
+            delegations,
+            active: view.active,
+            load: r.load.load(now_s()),
+        })
     }
 
     /// This anchor's status, as `anchorage status` shows it.
@@ -722,6 +987,7 @@ impl Anchor {
                 Protocol::Resolve,
                 Protocol::Mutate,
                 Protocol::Admin,
+                Protocol::Watch,
             ];
             for (i, p) in protocols.into_iter().enumerate() {
                 let now = self.inner.net.refused_frames().get(p);

@@ -376,7 +376,8 @@ pub struct ScopeInfo {
     pub parent: Option<ScopeDescriptor>,
     /// Current policy, TOML.
     pub policy_toml: Option<String>,
-    /// Delegations it holds.
+    /// Delegations it holds, without their policy text (ask the child scope for its policy),
+    /// as many as fit one frame.
     pub delegations: Vec<Delegation>,
     /// False while a new child scope waits for its parent to hand over (writes refused).
     pub active: bool,

@@ -234,6 +234,12 @@ impl LogStore {
         self.scope
     }
 
+    /// Starts an empty log after `log_id`, as if everything up to it had been purged into a
+    /// snapshot (a child scope seeded at its parent's delegation index). The caller flushes.
+    pub fn seed_purged(&self, log_id: LogId<NodeId>) -> StoreResult<()> {
+        self.write_meta(PURGED_KEY, &log_id, || ErrorSubject::Logs)
+    }
+
     fn log_key(&self, index: u64) -> LogKey {
         let mut key = [0u8; LOG_KEY_LEN];
         key[..SCOPE_LEN].copy_from_slice(&scope_prefix(&self.scope));

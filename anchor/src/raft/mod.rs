@@ -56,6 +56,23 @@ pub enum ScopeCommand {
         /// Its first policy, TOML.
         policy_toml: String,
     },
+    /// The child scope of a Frozen delegation is seeded and has a leader: from this entry the
+    /// parent drops the moved records and answers with a referral (DESIGN.md §8 step 3).
+    /// A no-op unless the delegation is Frozen.
+    DelegationActive {
+        /// The child scope.
+        child: ScopeId,
+    },
+    /// Seeding the child failed: the prefix is writable in the parent again. A no-op unless
+    /// the delegation is Frozen.
+    DelegationAborted {
+        /// The child scope.
+        child: ScopeId,
+        /// Why, for operators.
+        reason: String,
+    },
+    /// A new child scope whose parent now refers to it starts accepting writes. Idempotent.
+    Activate,
 }
 
 /// What applying one entry produced; returned to the proposer.

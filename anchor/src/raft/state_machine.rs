@@ -2,9 +2,15 @@
 //!
 //! Layout of the `sm` tree, every key prefixed by the 16-byte scope id:
 //! `r` + name key → record set; `m` + field → applied log id, membership, policy, descriptor,
-//! name count; `n` + writer + nonce → expiry (replay protection); `e` + expiry + writer +
-//! nonce → () (to prune expired nonces). One `apply` call writes one sled batch, so the
-//! records and the applied index move together. Decisions come from [`crate::scope::apply`].
+//! name count, parent, active flag, watch history bounds; `n` + writer + nonce → expiry
+//! (replay protection); `e` + expiry + writer + nonce → () (to prune expired nonces);
+//! `d` + prefix key → delegation; `c` + index + name key → the change made at that index
+//! (watch history, bounded by [`WATCH_HISTORY_CHANGES`]). One `apply` call writes one sled
+//! batch, so the records, the history and the applied index move together. Decisions come
+//! from [`crate::scope::apply`].
+//!
+//! A child scope born from a delegation starts from [`seed`]: its state and a snapshot at
+//! the parent's delegation index, written before its Raft group is started.
 
 // openraft's StorageError is large and is what its traits return; boxing it here would only
 // move the cost.
@@ -20,7 +26,10 @@ use openraft::{
     StoredMembership,
 };
 use policy::Policy;
-use proto::{codec, Name, RecordSet, ScopeDescriptor, ScopeId};
+use proto::msg::ChangeEvent;
+use proto::{
+    codec, AnchorInfo, Delegation, DelegationState, Name, RecordSet, ScopeDescriptor, ScopeId,
+};
 
 use super::{sto_err, ApplyOutcome, NodeId, ScopeCommand, TypeConfig};
 use crate::scope::apply::{self, Effect, ScopeRead};
@@ -30,11 +39,23 @@ const TAG_RECORD: u8 = b'r';
 const TAG_META: u8 = b'm';
 const TAG_NONCE: u8 = b'n';
 const TAG_EXPIRY: u8 = b'e';
+const TAG_DELEGATION: u8 = b'd';
+const TAG_CHANGE: u8 = b'c';
+const TAG_PROOF: u8 = b'p';
 const META_APPLIED: &[u8] = b"applied";
 const META_MEMBERSHIP: &[u8] = b"membership";
 const META_POLICY: &[u8] = b"policy";
 const META_DESCRIPTOR: &[u8] = b"descriptor";
 const META_NAMES: &[u8] = b"names";
+const META_ACTIVE: &[u8] = b"active";
+const META_PARENT: &[u8] = b"parent";
+const META_WATCH_FLOOR: &[u8] = b"watch_floor";
+const META_CHANGES: &[u8] = b"changes";
+/// Changes each scope keeps for watches to resume from; older ones are pruned (a few per
+/// applied entry) and a watch resuming before them gets "compacted: resync".
+pub const WATCH_HISTORY_CHANGES: u64 = 50_000;
+/// Changes pruned per applied entry, so pruning never stalls apply.
+const CHANGE_PRUNE_PER_ENTRY_MAX: u64 = 512;
 /// Expired nonces pruned per applied entry, so pruning never stalls apply.
 const NONCE_PRUNE_PER_ENTRY_MAX: usize = 64;
 /// Bytes in a snapshot digest.
@@ -60,6 +81,16 @@ pub struct ScopeView {
     pub names: u64,
     /// Last applied log id.
     pub applied: Option<LogId<NodeId>>,
+    /// Delegations by prefix (Aborted ones included).
+    pub delegations: BTreeMap<Name, Delegation>,
+    /// False while a new child scope waits for its parent's hand-over.
+    pub active: bool,
+    /// The parent of a delegated scope.
+    pub parent: Option<ScopeDescriptor>,
+    /// Watches resuming from before this index get "compacted".
+    pub watch_floor: u64,
+    /// Changes kept in the watch history.
+    pub changes: u64,
 }
 
 /// Read access to a scope's state machine, shared with the anchor's request handlers.
@@ -85,6 +116,100 @@ impl ScopeState {
     /// A copy of the scope's view.
     pub fn view(&self) -> ScopeView {
         self.view.read().map(|v| v.clone()).unwrap_or_default()
+    }
+
+    /// Runs `f` on the view without copying it.
+    pub fn with_view<T>(&self, f: impl FnOnce(&ScopeView) -> T) -> Option<T> {
+        self.view.read().ok().map(|v| f(&v))
+    }
+
+    /// The admin-signed mutation that created the delegation to `child`.
+    pub fn delegation_proof(
+        &self,
+        child: &ScopeId,
+    ) -> Result<Option<proto::SignedMutation>, crate::AnchorError> {
+        match self.tree.get(key(&self.scope, TAG_PROOF, &child.0))? {
+            Some(b) => Ok(Some(codec::decode(
+                &b,
+                proto::limits::RAFT_FRAME_BYTES_MAX,
+            )?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Every record under `prefix`, in name order (for seeding a child scope).
+    pub fn records_under(
+        &self,
+        prefix: &Name,
+    ) -> Result<Vec<(Name, RecordSet)>, crate::AnchorError> {
+        let start = key(&self.scope, TAG_RECORD, &prefix.key());
+        let mut out = Vec::new();
+        for kv in self.tree.scan_prefix(&start) {
+            let (k, v) = kv?;
+            let name = Name::from_key(&k[17..])?;
+            out.push((name, codec::decode(&v, proto::limits::RAFT_FRAME_BYTES_MAX)?));
+        }
+        Ok(out)
+    }
+
+    /// Changes to names under `prefix` at indexes in `(after, up_to]`, in order, at most
+    /// `events_max` events and about `bytes_max` bytes. Returns the events and the index
+    /// they cover up to (`up_to`, or less when a bound cut the list; never inside an index).
+    pub fn changes(
+        &self,
+        prefix: &Name,
+        after: u64,
+        up_to: u64,
+        events_max: usize,
+        bytes_max: usize,
+    ) -> Result<(Vec<ChangeEvent>, u64), crate::AnchorError> {
+        if up_to <= after {
+            return Ok((Vec::new(), after));
+        }
+        let start = key(&self.scope, TAG_CHANGE, &(after + 1).to_be_bytes());
+        let end = key(&self.scope, TAG_CHANGE, &(up_to.saturating_add(1)).to_be_bytes());
+        let prefix_key = prefix.key();
+        let mut events: Vec<ChangeEvent> = Vec::new();
+        let mut bytes = 0usize;
+        // Changes of one index are delivered together or not at all.
+        let mut pending: Vec<ChangeEvent> = Vec::new();
+        let mut pending_bytes = 0usize;
+        let mut pending_index: Option<u64> = None;
+        let fits = |events: &Vec<ChangeEvent>, n: usize, bytes: usize| {
+            events.is_empty() || (events.len() + n <= events_max && bytes <= bytes_max)
+        };
+        for kv in self.tree.range(start..end) {
+            let (k, v) = kv?;
+            let (index, name_key) = split_change_key(&k[17..])?;
+            if pending_index != Some(index) {
+                if let Some(prev) = pending_index {
+                    if !fits(&events, pending.len(), bytes + pending_bytes) {
+                        return Ok((events, prev - 1));
+                    }
+                    events.append(&mut pending);
+                    bytes += pending_bytes;
+                    pending_bytes = 0;
+                }
+                pending_index = Some(index);
+            }
+            if !name_key.starts_with(&prefix_key) {
+                continue;
+            }
+            let set: Option<RecordSet> = codec::decode(&v, proto::limits::RAFT_FRAME_BYTES_MAX)?;
+            pending_bytes += v.len() + name_key.len();
+            pending.push(ChangeEvent {
+                name: Name::from_key(name_key)?,
+                version: index,
+                set,
+            });
+        }
+        if let Some(last) = pending_index {
+            if !fits(&events, pending.len(), bytes + pending_bytes) {
+                return Ok((events, last - 1));
+            }
+            events.append(&mut pending);
+        }
+        Ok((events, up_to))
     }
 
     /// Runs `f` with a read-only [`ScopeRead`] over the current state (for the leader's
@@ -207,7 +332,25 @@ impl StateMachine {
         let descriptor: Option<ScopeDescriptor> = self.meta(META_DESCRIPTOR)?;
         let names: u64 = self.meta(META_NAMES)?.unwrap_or(0);
         let applied: Option<LogId<NodeId>> = self.meta(META_APPLIED)?;
+        let active: bool = self.meta(META_ACTIVE)?.unwrap_or(true);
+        let parent: Option<ScopeDescriptor> = self.meta(META_PARENT)?;
+        let watch_floor: u64 = self.meta(META_WATCH_FLOOR)?.unwrap_or(0);
+        let changes: u64 = self.meta(META_CHANGES)?.unwrap_or(0);
+        let mut delegations = BTreeMap::new();
+        for kv in self
+            .tree
+            .scan_prefix(key(&self.scope, TAG_DELEGATION, &[]))
+        {
+            let (_, v) = kv?;
+            let d: Delegation = codec::decode(&v, proto::limits::RAFT_FRAME_BYTES_MAX)?;
+            delegations.insert(d.referral.prefix.clone(), d);
+        }
         if let Ok(mut v) = self.view.write() {
+            v.active = active;
+            v.parent = parent;
+            v.watch_floor = watch_floor;
+            v.changes = changes;
+            v.delegations = delegations;
             v.policy = policy;
             v.policy_toml = policy_toml;
             if let Some(d) = &descriptor {
@@ -337,21 +480,48 @@ impl Overlay<'_> {
         Ok(())
     }
 
-    fn apply_effect(&mut self, acc: apply::Accepted) -> Result<(), StorageError<NodeId>> {
+    fn record_change(
+        &mut self,
+        index: u64,
+        name: &Name,
+        set: Option<&RecordSet>,
+    ) -> Result<(), StorageError<NodeId>> {
+        let mut rest = index.to_be_bytes().to_vec();
+        rest.extend_from_slice(&name.key());
+        let value = codec::encode(&set).map_err(sm_err)?;
+        self.put(key(&self.scope, TAG_CHANGE, &rest), value);
+        self.view.changes += 1;
+        Ok(())
+    }
+
+    fn apply_effect(
+        &mut self,
+        acc: apply::Accepted,
+        index: u64,
+    ) -> Result<(), StorageError<NodeId>> {
         match acc.effect {
             Effect::Put(name, set) => {
                 let k = key(&self.scope, TAG_RECORD, &name.key());
                 if self.read(&k).is_none() {
                     self.view.names += 1;
                 }
+                self.record_change(index, &name, Some(&set))?;
                 self.put(k, codec::encode(&set).map_err(sm_err)?);
             }
             Effect::Delete(name) => {
                 let k = key(&self.scope, TAG_RECORD, &name.key());
                 if self.read(&k).is_some() {
                     self.view.names = self.view.names.saturating_sub(1);
+                    self.record_change(index, &name, None)?;
                 }
                 self.del(k);
+            }
+            Effect::Delegate(d, proof) => {
+                let pk = key(&self.scope, TAG_PROOF, &d.referral.scope.0);
+                self.put(pk, codec::encode(&*proof).map_err(sm_err)?);
+                let k = key(&self.scope, TAG_DELEGATION, &d.referral.prefix.key());
+                self.put(k, codec::encode(&*d).map_err(sm_err)?);
+                self.view.delegations.insert(d.referral.prefix.clone(), *d);
             }
             Effect::SetPolicy(policy, toml) => {
                 self.put_meta(META_POLICY, &toml)?;
@@ -361,6 +531,8 @@ impl Overlay<'_> {
         }
         let names = self.view.names;
         self.put_meta(META_NAMES, &names)?;
+        let changes = self.view.changes;
+        self.put_meta(META_CHANGES, &changes)?;
         let nk = nonce_key(&acc.writer, acc.nonce);
         self.put(
             key(&self.scope, TAG_NONCE, &nk),
@@ -387,6 +559,79 @@ impl Overlay<'_> {
             self.del(key(&self.scope, TAG_NONCE, &nk));
             self.del(ek);
         }
+    }
+
+    /// Forgets the oldest changes of the watch history beyond [`WATCH_HISTORY_CHANGES`],
+    /// a bounded number per entry, and raises the watch floor past them.
+    fn prune_changes(&mut self) -> Result<(), StorageError<NodeId>> {
+        let excess = self.view.changes.saturating_sub(WATCH_HISTORY_CHANGES);
+        if excess == 0 {
+            return Ok(());
+        }
+        let take = excess.min(CHANGE_PRUNE_PER_ENTRY_MAX) as usize;
+        let start = key(&self.scope, TAG_CHANGE, &[]);
+        let oldest: Vec<Vec<u8>> = self
+            .tree
+            .scan_prefix(&start)
+            .take(take)
+            .filter_map(|kv| kv.ok().map(|(k, _)| k.to_vec()))
+            .collect();
+        for k in oldest {
+            if let Ok((index, _)) = split_change_key(&k[17..]) {
+                self.view.watch_floor = self.view.watch_floor.max(index);
+            }
+            self.del(k);
+            self.view.changes = self.view.changes.saturating_sub(1);
+        }
+        let (floor, changes) = (self.view.watch_floor, self.view.changes);
+        self.put_meta(META_WATCH_FLOOR, &floor)?;
+        self.put_meta(META_CHANGES, &changes)
+    }
+
+    /// Frozen → Active: drop the moved records (the child has them) and keep the referral.
+    fn activate_delegation(&mut self, child: ScopeId) -> Result<(), StorageError<NodeId>> {
+        let Some(mut d) = self.frozen(child) else {
+            return Ok(());
+        };
+        let start = key(&self.scope, TAG_RECORD, &d.referral.prefix.key());
+        let moved: Vec<Vec<u8>> = self
+            .tree
+            .scan_prefix(&start)
+            .filter_map(|kv| kv.ok().map(|(k, _)| k.to_vec()))
+            .collect();
+        for k in moved {
+            if self.read(&k).is_some() {
+                self.view.names = self.view.names.saturating_sub(1);
+            }
+            self.del(k);
+        }
+        let names = self.view.names;
+        self.put_meta(META_NAMES, &names)?;
+        d.state = DelegationState::Active;
+        self.store_delegation(d)
+    }
+
+    fn abort_delegation(&mut self, child: ScopeId) -> Result<(), StorageError<NodeId>> {
+        let Some(mut d) = self.frozen(child) else {
+            return Ok(());
+        };
+        d.state = DelegationState::Aborted;
+        self.store_delegation(d)
+    }
+
+    fn frozen(&self, child: ScopeId) -> Option<Delegation> {
+        self.view
+            .delegations
+            .values()
+            .find(|d| d.referral.scope == child && d.state == DelegationState::Frozen)
+            .cloned()
+    }
+
+    fn store_delegation(&mut self, d: Delegation) -> Result<(), StorageError<NodeId>> {
+        let k = key(&self.scope, TAG_DELEGATION, &d.referral.prefix.key());
+        self.put(k, codec::encode(&d).map_err(sm_err)?);
+        self.view.delegations.insert(d.referral.prefix.clone(), d);
+        Ok(())
     }
 
     fn apply_genesis(
@@ -437,6 +682,27 @@ impl ScopeRead for Overlay<'_> {
         self.read(&key(&self.scope, TAG_NONCE, &nonce_key(writer, nonce)))
             .is_some()
     }
+    fn scope_id(&self) -> ScopeId {
+        self.scope
+    }
+    fn active(&self) -> bool {
+        self.view.active
+    }
+    fn delegations(&self) -> &BTreeMap<Name, Delegation> {
+        &self.view.delegations
+    }
+}
+
+fn split_change_key(rest: &[u8]) -> Result<(u64, &[u8]), crate::AnchorError> {
+    if rest.len() < 8 {
+        return Err(crate::AnchorError::Corrupt(
+            "change key shorter than its index".into(),
+        ));
+    }
+    let (index, name) = rest.split_at(8);
+    let mut b = [0u8; 8];
+    b.copy_from_slice(index);
+    Ok((u64::from_be_bytes(b), name))
 }
 
 /// Builds a snapshot from a copy of the state taken when the builder was created.
@@ -535,11 +801,32 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         results: vec![Ok(log_id.index)],
                     }
                 }
+                EntryPayload::Normal(ScopeCommand::DelegationActive { child }) => {
+                    overlay.activate_delegation(child)?;
+                    ApplyOutcome {
+                        results: vec![Ok(log_id.index)],
+                    }
+                }
+                EntryPayload::Normal(ScopeCommand::DelegationAborted { child, reason }) => {
+                    tracing::warn!(scope = %self.scope, %child, %reason, "delegation aborted");
+                    overlay.abort_delegation(child)?;
+                    ApplyOutcome {
+                        results: vec![Ok(log_id.index)],
+                    }
+                }
+                EntryPayload::Normal(ScopeCommand::Activate) => {
+                    overlay.view.active = true;
+                    overlay.put_meta(META_ACTIVE, &true)?;
+                    ApplyOutcome {
+                        results: vec![Ok(log_id.index)],
+                    }
+                }
                 EntryPayload::Normal(ScopeCommand::Batch {
                     mutations,
                     proposed_at_ms,
                 }) => {
                     overlay.prune_nonces(proposed_at_ms);
+                    overlay.prune_changes()?;
                     let mut results = Vec::with_capacity(mutations.len());
                     for signed in &mutations {
                         let decided = self.verified.verify(signed).and_then(|m| {
@@ -547,7 +834,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         });
                         results.push(match decided {
                             Ok(acc) => {
-                                overlay.apply_effect(acc)?;
+                                overlay.apply_effect(acc, log_id.index)?;
                                 Ok(log_id.index)
                             }
                             Err(e) => Err(e),
@@ -658,6 +945,69 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             snapshot: Box::new(Cursor::new(data.to_vec())),
         }))
     }
+}
+
+/// The initial state of a child scope born from a delegation.
+pub struct Seed<'a> {
+    /// The child.
+    pub child: &'a ScopeDescriptor,
+    /// Its parent.
+    pub parent: &'a ScopeDescriptor,
+    /// Its first policy, TOML.
+    pub policy_toml: &'a str,
+    /// The records that move, every one under the child's prefix.
+    pub records: &'a [(Name, RecordSet)],
+    /// Where the child's log starts (the parent's delegation index, term 0).
+    pub log_id: LogId<NodeId>,
+    /// The child's members as a Raft membership.
+    pub membership: openraft::Membership<NodeId, AnchorInfo>,
+}
+
+/// Writes a child scope's initial state and a snapshot of it at `seed.log_id`, replacing any
+/// partial earlier attempt. Its Raft group must not be running. The caller also sets the
+/// log's purged id to `seed.log_id` and flushes before starting the group.
+pub fn seed(
+    db: &sled::Db,
+    seed: &Seed<'_>,
+    verified: Arc<VerifiedCache>,
+) -> Result<(), crate::AnchorError> {
+    let scope = seed.child.id;
+    remove_scope(db, &scope)?;
+    let tree = db.open_tree("sm")?;
+    let mut batch = sled::Batch::default();
+    let meta = |field: &[u8]| key(&scope, TAG_META, field);
+    for (name, set) in seed.records {
+        if !name.is_under(&seed.child.prefix) {
+            return Err(crate::AnchorError::Corrupt(format!(
+                "seed record {name} is not under {}",
+                seed.child.prefix
+            )));
+        }
+        batch.insert(key(&scope, TAG_RECORD, &name.key()), codec::encode(set)?);
+    }
+    let membership = StoredMem::new(Some(seed.log_id), seed.membership.clone());
+    batch.insert(meta(META_POLICY), codec::encode(&seed.policy_toml.to_string())?);
+    batch.insert(meta(META_DESCRIPTOR), codec::encode(seed.child)?);
+    batch.insert(meta(META_NAMES), codec::encode(&(seed.records.len() as u64))?);
+    batch.insert(meta(META_ACTIVE), codec::encode(&false)?);
+    batch.insert(meta(META_PARENT), codec::encode(seed.parent)?);
+    batch.insert(meta(META_WATCH_FLOOR), codec::encode(&seed.log_id.index)?);
+    batch.insert(meta(META_CHANGES), codec::encode(&0u64)?);
+    batch.insert(meta(META_APPLIED), codec::encode(&seed.log_id)?);
+    batch.insert(meta(META_MEMBERSHIP), codec::encode(&membership)?);
+    tree.apply_batch(batch)?;
+    let sm = StateMachine::open(db, scope, seed.child.prefix.clone(), verified)?;
+    let (applied, membership, data) = sm
+        .dump()
+        .map_err(|e| crate::AnchorError::Raft(e.to_string()))?;
+    let snapshot_meta = SnapshotMeta {
+        last_log_id: applied,
+        last_membership: membership,
+        snapshot_id: format!("seed-{}-{}", seed.log_id.index, hex_prefix(&data)),
+    };
+    store_snapshot(&sm.snapshots, &scope, &snapshot_meta, &data)
+        .map_err(|e| crate::AnchorError::Raft(e.to_string()))?;
+    Ok(())
 }
 
 /// Deletes every state-machine and snapshot key of a scope.

@@ -4,9 +4,12 @@
 //! time carried by the log entry). Every member computes the same result at the same index.
 
 use policy::{Decision, Policy};
-use proto::limits::MUTATION_VALIDITY_MS_MAX;
+use proto::limits::{DELEGATIONS_MAX, MUTATION_VALIDITY_MS_MAX};
 use proto::msg::WireError;
-use proto::{Mutation, Name, Op, RecordSet, SignedMutation};
+use proto::{
+    Delegation, DelegationState, Mutation, Name, Op, RecordSet, Referral, ScopeId,
+    SignedMutation,
+};
 
 /// What a decision reads from the scope's state.
 pub trait ScopeRead {
@@ -20,6 +23,53 @@ pub trait ScopeRead {
     fn get(&self, name: &Name) -> Option<RecordSet>;
     /// Whether this writer already used this nonce.
     fn nonce_seen(&self, writer: &[u8; 32], nonce: u64) -> bool;
+    /// The scope's id.
+    fn scope_id(&self) -> ScopeId;
+    /// False while a new child scope waits for its parent's hand-over.
+    fn active(&self) -> bool;
+    /// The delegations the scope holds (Aborted ones included), by prefix.
+    fn delegations(&self) -> &std::collections::BTreeMap<Name, Delegation>;
+}
+
+/// The live (not aborted) delegation whose prefix is `name` or an ancestor of it.
+pub fn delegation_over<'a>(
+    delegations: &'a std::collections::BTreeMap<Name, Delegation>,
+    name: &Name,
+) -> Option<&'a Delegation> {
+    // At most one live delegation covers a name: a new one may not contain or lie under
+    // another live one.
+    let mut prefix = Some(name.clone());
+    while let Some(p) = prefix {
+        if let Some(d) = delegations.get(&p) {
+            if d.state != DelegationState::Aborted {
+                return Some(d);
+            }
+        }
+        prefix = p.parent();
+    }
+    None
+}
+
+/// The id of the child scope a delegation of `prefix` committed at `index` creates.
+pub fn child_scope_id(parent: &ScopeId, prefix: &Name, index: u64) -> ScopeId {
+    ScopeId::derive(&[
+        &parent.0,
+        prefix.to_string().as_bytes(),
+        &index.to_be_bytes(),
+    ])
+}
+
+/// Where a name governed by a delegation goes: `Moving` while frozen, `Delegated` once active.
+pub fn refusal_for_delegated(d: &Delegation, name: &Name) -> WireError {
+    match d.state {
+        DelegationState::Active => WireError::Delegated {
+            name: name.clone(),
+            referral: d.referral.clone(),
+        },
+        DelegationState::Frozen | DelegationState::Aborted => WireError::Moving {
+            prefix: d.referral.prefix.clone(),
+        },
+    }
 }
 
 /// What an accepted mutation does.
@@ -31,6 +81,9 @@ pub enum Effect {
     Delete(Name),
     /// Replace the policy.
     SetPolicy(Box<Policy>, String),
+    /// Record a new delegation (state Frozen) and the signed mutation that made it (the proof
+    /// the parent's leader shows the child's members when it seeds them).
+    Delegate(Box<Delegation>, Box<SignedMutation>),
 }
 
 /// An accepted mutation: the effect, and the replay-protection entry to remember.
@@ -58,6 +111,8 @@ pub fn refusal_label(e: &WireError) -> &'static str {
         WireError::NotLeader { .. } => "not_leader",
         WireError::NoScope { .. } => "no_scope",
         WireError::Unavailable { .. } => "unavailable",
+        WireError::Moving { .. } => "moving",
+        WireError::Delegated { .. } => "delegated",
         _ => "refused",
     }
 }
@@ -97,6 +152,17 @@ pub fn decide(
     if !name.is_under(state.prefix()) {
         return Err(WireError::NoScope { name: name.clone() });
     }
+    if !state.active() {
+        return Err(WireError::Moving {
+            prefix: state.prefix().clone(),
+        });
+    }
+    if let Some(d) = delegation_over(state.delegations(), name) {
+        return Err(refusal_for_delegated(d, name));
+    }
+    if let Op::Delegate { prefix, .. } = &m.op {
+        check_new_delegation(state, prefix)?;
+    }
     let current = state.get(name);
     let request = policy::Request::new(&m.op, state.prefix(), state.names(), current.is_some());
     if let Decision::Deny(reason) = policy::evaluate(policy, &request, &signed.signers(), now_ms) {
@@ -104,7 +170,14 @@ pub fn decide(
             reason: reason.to_string(),
         });
     }
-    let effect = effect_of(m.op.clone(), current.as_ref(), writer, index)?;
+    let effect = effect_of(
+        m.op.clone(),
+        current.as_ref(),
+        writer,
+        index,
+        &state.scope_id(),
+        signed,
+    )?;
     Ok(Accepted {
         effect,
         writer,
@@ -134,11 +207,35 @@ fn check_expiry(m: &Mutation, now_ms: u64) -> Result<(), WireError> {
     Ok(())
 }
 
+/// A new delegation may not contain a live one, and the scope holds a bounded number.
+fn check_new_delegation(state: &impl ScopeRead, prefix: &Name) -> Result<(), WireError> {
+    let nested = state
+        .delegations()
+        .values()
+        .find(|d| d.state != DelegationState::Aborted && d.referral.prefix.is_under(prefix));
+    if let Some(d) = nested {
+        return Err(WireError::Refused {
+            reason: format!(
+                "{prefix} contains the delegated scope {}; delegate below it or elsewhere",
+                d.referral.prefix
+            ),
+        });
+    }
+    if state.delegations().len() >= DELEGATIONS_MAX {
+        return Err(WireError::Refused {
+            reason: format!("this scope already holds {DELEGATIONS_MAX} delegations"),
+        });
+    }
+    Ok(())
+}
+
 fn effect_of(
     op: Op,
     current: Option<&RecordSet>,
     writer: [u8; 32],
     index: u64,
+    scope: &ScopeId,
+    signed: &SignedMutation,
 ) -> Result<Effect, WireError> {
     let set = |records, ttl_s| RecordSet {
         records,
@@ -173,9 +270,30 @@ fn effect_of(
             })?;
             Ok(Effect::SetPolicy(Box::new(policy), policy_toml))
         }
-        Op::Delegate { .. } => Err(WireError::Refused {
-            reason: "delegation is not served yet".into(),
-        }),
+        Op::Delegate {
+            prefix,
+            members,
+            policy_toml,
+            referral_ttl_s,
+        } => {
+            let referral = Referral {
+                scope: child_scope_id(scope, &prefix, index),
+                prefix,
+                epoch: 1,
+                members: members.iter().map(|m| m.anchor.clone()).collect(),
+                ttl_s: referral_ttl_s,
+            };
+            Ok(Effect::Delegate(
+                Box::new(Delegation {
+                    referral,
+                    members,
+                    policy_toml,
+                    index,
+                    state: DelegationState::Frozen,
+                }),
+                Box::new(signed.clone()),
+            ))
+        }
     }
 }
 
@@ -190,6 +308,8 @@ mod tests {
         policy: Option<Policy>,
         records: BTreeMap<Name, RecordSet>,
         nonces: BTreeSet<([u8; 32], u64)>,
+        delegations: BTreeMap<Name, Delegation>,
+        active: bool,
     }
 
     impl ScopeRead for Mem {
@@ -208,6 +328,15 @@ mod tests {
         fn nonce_seen(&self, writer: &[u8; 32], nonce: u64) -> bool {
             self.nonces.contains(&(*writer, nonce))
         }
+        fn scope_id(&self) -> ScopeId {
+            ScopeId::root()
+        }
+        fn active(&self) -> bool {
+            self.active
+        }
+        fn delegations(&self) -> &BTreeMap<Name, Delegation> {
+            &self.delegations
+        }
     }
 
     fn mem() -> Mem {
@@ -216,6 +345,8 @@ mod tests {
             policy: Some(Policy::development(None)),
             records: BTreeMap::new(),
             nonces: BTreeSet::new(),
+            delegations: BTreeMap::new(),
+            active: true,
         }
     }
 
@@ -348,5 +479,107 @@ mod tests {
             Err(WireError::Denied { .. })
         ));
         assert!(decide(&s, &signed(put("/only/a"), 1, 2_000), 1_000, 1).is_ok());
+    }
+
+    fn delegate_op(prefix: &str, members: usize) -> Op {
+        let members = (0..members)
+            .map(|i| proto::MemberSpec {
+                anchor: proto::AnchorInfo {
+                    peer_id: format!("peer{i}"),
+                    addrs: vec![],
+                },
+                labels: BTreeMap::new(),
+            })
+            .collect();
+        Op::Delegate {
+            prefix: Name::parse(prefix).unwrap(),
+            members,
+            policy_toml: "[placement]\nreplicas = 1\n".into(),
+            referral_ttl_s: 60,
+        }
+    }
+
+    fn admin_mem() -> Mem {
+        let mut s = mem();
+        let admin = policy::PublicKey::from_bytes(&key().verifying_key().to_bytes()).unwrap();
+        s.policy = Some(Policy::development(Some(admin)));
+        s
+    }
+
+    #[test]
+    fn delegate_records_a_frozen_delegation_with_a_derived_child_id() {
+        let s = admin_mem();
+        let a = decide(&s, &signed(delegate_op("/eu", 3), 1, 2_000), 1_000, 42).unwrap();
+        let Effect::Delegate(d, _) = a.effect else {
+            panic!("not a delegation: {:?}", a.effect)
+        };
+        assert_eq!(d.state, DelegationState::Frozen);
+        assert_eq!(d.index, 42);
+        assert_eq!(d.referral.members.len(), 3);
+        let eu = Name::parse("/eu").unwrap();
+        assert_eq!(d.referral.scope, child_scope_id(&ScopeId::root(), &eu, 42));
+        assert_ne!(d.referral.scope, child_scope_id(&ScopeId::root(), &eu, 43));
+    }
+
+    #[test]
+    fn delegate_needs_an_admin_signature() {
+        // The development policy without admin keys is frozen: no delegation.
+        let e = decide(&mem(), &signed(delegate_op("/eu", 1), 1, 2_000), 1_000, 4).unwrap_err();
+        assert!(matches!(e, WireError::Denied { .. }), "{e}");
+    }
+
+    fn with_delegation(state: DelegationState) -> Mem {
+        let mut s = admin_mem();
+        let Effect::Delegate(mut d, _) = decide(&s, &signed(delegate_op("/eu", 1), 1, 2_000), 1_000, 9)
+            .unwrap()
+            .effect
+        else {
+            panic!("not a delegation")
+        };
+        d.state = state;
+        s.delegations.insert(d.referral.prefix.clone(), *d);
+        s
+    }
+
+    #[test]
+    fn writes_under_a_frozen_delegation_are_moving_and_under_an_active_one_delegated() {
+        let frozen = with_delegation(DelegationState::Frozen);
+        let e = decide(&frozen, &signed(put("/eu/a/b"), 2, 2_000), 1_000, 10).unwrap_err();
+        assert!(matches!(e, WireError::Moving { ref prefix } if prefix.to_string() == "/eu"));
+        assert!(decide(&frozen, &signed(put("/us/a"), 2, 2_000), 1_000, 10).is_ok());
+
+        let active = with_delegation(DelegationState::Active);
+        let e = decide(&active, &signed(put("/eu"), 2, 2_000), 1_000, 10).unwrap_err();
+        assert!(matches!(e, WireError::Delegated { ref referral, .. } if referral.prefix.to_string() == "/eu"));
+
+        let aborted = with_delegation(DelegationState::Aborted);
+        assert!(decide(&aborted, &signed(put("/eu/a"), 2, 2_000), 1_000, 10).is_ok());
+    }
+
+    #[test]
+    fn a_delegation_may_not_contain_or_lie_under_a_live_one() {
+        let s = with_delegation(DelegationState::Active);
+        let e = decide(&s, &signed(delegate_op("/eu/payments", 1), 2, 2_000), 1_000, 10)
+            .unwrap_err();
+        assert!(matches!(e, WireError::Delegated { .. }), "{e}");
+        let mut root_child = with_delegation(DelegationState::Frozen);
+        root_child.prefix = Name::root();
+        let e = decide(&root_child, &signed(delegate_op("/", 1), 2, 2_000), 1_000, 10);
+        assert!(e.is_err());
+        let s = with_delegation(DelegationState::Active);
+        let mut outer = delegate_op("/eu", 1);
+        if let Op::Delegate { prefix, .. } = &mut outer {
+            *prefix = Name::parse("/eu").unwrap();
+        }
+        // Same prefix again: governed by the live delegation.
+        assert!(decide(&s, &signed(outer, 3, 2_000), 1_000, 10).is_err());
+    }
+
+    #[test]
+    fn an_inactive_child_refuses_writes_with_moving() {
+        let mut s = mem();
+        s.active = false;
+        let e = decide(&s, &signed(put("/a"), 1, 2_000), 1_000, 1).unwrap_err();
+        assert!(matches!(e, WireError::Moving { .. }));
     }
 }

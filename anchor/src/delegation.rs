@@ -1,0 +1,532 @@
+//! Carrying out delegations (DESIGN.md §8): the parent's leader seeds the child's members and
+//! commits the hand-over; the child, once its parent refers to it, starts taking writes.
+//!
+//! 1. The parent commits `Op::Delegate` (an admin-signed mutation): the delegation is Frozen
+//!    and writes under its prefix get `Moving`; reads are still served.
+//! 2. [`drive`] on the parent's leader sends every child member the frozen records in chunks
+//!    ([`SeedScope`], with the signed delegation as proof). Each member checks the proof, the
+//!    sender and its own placement labels, then writes the child's state as a snapshot at the
+//!    parent's delegation index ([`state_machine::seed`]) and starts the group; the first
+//!    listed member calls the election.
+//! 3. Once the child has a leader that applied its first entry, the parent's leader commits
+//!    `DelegationActive`: the parent drops the moved records and answers with a referral.
+//!    If that cannot happen within [`HAND_OVER_TIMEOUT`], it commits `DelegationAborted`.
+//! 4. The child's leader, while inactive, asks its parent's members about its prefix; when one
+//!    answers with a referral to it, it commits `Activate` and accepts writes.
+//!
+//! Every step is idempotent and re-driven by whoever leads after a leader change. At no
+//! instant does a name resolve to nothing or to two different record sets: until step 3 the
+//! parent answers and the child holds the same frozen records; from step 3 the parent refers
+//! and the child answers; the child changes nothing before step 4.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use libp2p::PeerId;
+use openraft::{CommittedLeaderId, LogId, Membership};
+use proto::limits::SEED_CHUNK_BYTES_MAX;
+use proto::msg::{
+    AdminRequest, AdminResponse, Answer, ReadLevel, ResolveRequest, ResolveResponse, ScopeTarget,
+    SeedScope,
+};
+use proto::{
+    codec, AnchorInfo, Delegation, DelegationState, Name, Op, RecordSet, ScopeDescriptor,
+    ScopeId, WireError,
+};
+use resolver::net::Protocol;
+use tokio::task::JoinHandle;
+
+use crate::identity;
+use crate::node::Replica;
+use crate::raft::log_store::{self, LogStore};
+use crate::raft::network::parse_anchor;
+use crate::raft::state_machine::{self, Seed};
+use crate::raft::{NodeId, ScopeCommand};
+use crate::scope::apply;
+use crate::Anchor;
+
+/// How long the parent's leader tries to seed a child before it aborts the delegation.
+pub const HAND_OVER_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often the driver looks for work.
+const TICK: Duration = Duration::from_millis(200);
+/// How long one request to a member may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Bytes of records one anchor stages for one incoming child scope.
+const STAGED_BYTES_MAX: usize = 256 * 1024 * 1024;
+/// Child scopes one anchor stages at once.
+const STAGED_SCOPES_MAX: usize = 16;
+
+/// Chunks of a child scope received so far.
+#[derive(Debug, Default)]
+pub struct Staging {
+    next: u32,
+    records: Vec<(Name, RecordSet)>,
+    bytes: usize,
+}
+
+/// Runs until `stop`: drives the delegations of every scope this anchor leads, and the
+/// activation of every new child scope it leads.
+pub(crate) async fn drive(anchor: Anchor, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut jobs: BTreeMap<ScopeId, JoinHandle<()>> = BTreeMap::new();
+    let mut first_seen: BTreeMap<ScopeId, Instant> = BTreeMap::new();
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => {}
+        }
+        if *stop.borrow() {
+            break;
+        }
+        jobs.retain(|_, j| !j.is_finished());
+        let me = anchor.node_id();
+        let mut wanted = BTreeSet::new();
+        for r in anchor.replicas() {
+            if r.raft.metrics().borrow().current_leader != Some(me) {
+                continue;
+            }
+            let view = r.state.view();
+            for d in view.delegations.values() {
+                if d.state != DelegationState::Frozen {
+                    continue;
+                }
+                let child = d.referral.scope;
+                wanted.insert(child);
+                let started = *first_seen.entry(child).or_insert_with(Instant::now);
+                if jobs.contains_key(&child) {
+                    continue;
+                }
+                let Some(parent) = view.descriptor.clone() else {
+                    continue;
+                };
+                let job = hand_over(anchor.clone(), r.clone(), parent, d.clone(), started);
+                jobs.insert(child, tokio::spawn(job));
+            }
+            if let (false, Some(parent)) = (view.active, view.parent.clone()) {
+                wanted.insert(r.id);
+                if !jobs.contains_key(&r.id) {
+                    let job = activate_child(anchor.clone(), r.clone(), parent);
+                    jobs.insert(r.id, tokio::spawn(job));
+                }
+            }
+        }
+        first_seen.retain(|id, _| wanted.contains(id));
+    }
+    for (_, j) in jobs {
+        j.abort();
+    }
+}
+
+fn leads(anchor: &Anchor, r: &Replica) -> bool {
+    r.raft.metrics().borrow().current_leader == Some(anchor.node_id())
+}
+
+fn count(anchor: &Anchor, step: &str, outcome: &str) {
+    anchor
+        .metrics()
+        .delegations
+        .with_label_values(&[step, outcome])
+        .inc();
+}
+
+/// Steps 2 and 3 for one Frozen delegation, while this anchor leads the parent.
+async fn hand_over(
+    anchor: Anchor,
+    parent: Arc<Replica>,
+    parent_desc: ScopeDescriptor,
+    d: Delegation,
+    started: Instant,
+) {
+    let child = d.referral.scope;
+    let mut last_error = String::new();
+    while leads(&anchor, &parent) {
+        if started.elapsed() > HAND_OVER_TIMEOUT {
+            let reason = format!(
+                "the child could not be seeded in {} s: {last_error}",
+                HAND_OVER_TIMEOUT.as_secs()
+            );
+            tracing::warn!(parent = %parent.id, %child, %reason, "aborting the delegation");
+            let cmd = ScopeCommand::DelegationAborted { child, reason };
+            let outcome = propose(&parent, cmd).await;
+            count(&anchor, "abort", if outcome.is_ok() { "ok" } else { "error" });
+            return;
+        }
+        match try_hand_over(&anchor, &parent, &parent_desc, &d).await {
+            Ok(()) => {
+                tracing::info!(parent = %parent.id, %child, prefix = %d.referral.prefix, "delegation active");
+                count(&anchor, "activate", "ok");
+                return;
+            }
+            Err(e) => {
+                tracing::debug!(parent = %parent.id, %child, error = %e, "hand-over step failed; retrying");
+                last_error = e;
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        }
+    }
+}
+
+async fn try_hand_over(
+    anchor: &Anchor,
+    parent: &Replica,
+    parent_desc: &ScopeDescriptor,
+    d: &Delegation,
+) -> Result<(), String> {
+    let child = d.referral.scope;
+    let proof = parent
+        .state
+        .delegation_proof(&child)
+        .map_err(|e| e.to_string())?
+        .ok_or("the delegation's proof is missing from the parent's state")?;
+    let records = parent
+        .state
+        .records_under(&d.referral.prefix)
+        .map_err(|e| e.to_string())?;
+    let chunks = chunk(records);
+    let seeds = d.referral.members.iter().map(|m| {
+        seed_member(
+            anchor,
+            m,
+            parent_desc,
+            d.index,
+            &proof,
+            child,
+            chunks.clone(),
+        )
+    });
+    let results = futures::future::join_all(seeds).await;
+    let failed: Vec<String> = results.into_iter().filter_map(Result::err).collect();
+    if !failed.is_empty() {
+        count(anchor, "seed", "error");
+        return Err(format!("seeding failed: {}", failed.join("; ")));
+    }
+    count(anchor, "seed", "ok");
+    child_ready(anchor, &d.referral.members, child, d.index).await?;
+    propose(parent, ScopeCommand::DelegationActive { child })
+        .await
+        .map_err(|e| format!("committing DelegationActive: {e}"))
+}
+
+fn chunk(records: Vec<(Name, RecordSet)>) -> Vec<Vec<(Name, RecordSet)>> {
+    let mut chunks = vec![Vec::new()];
+    let mut bytes = 0;
+    for (name, set) in records {
+        let size = codec::encode(&set).map_or(0, |b| b.len()) + name.to_string().len() + 16;
+        if bytes + size > SEED_CHUNK_BYTES_MAX && chunks.last().is_some_and(|c| !c.is_empty()) {
+            chunks.push(Vec::new());
+            bytes = 0;
+        }
+        bytes += size;
+        if let Some(c) = chunks.last_mut() {
+            c.push((name, set));
+        }
+    }
+    chunks
+}
+
+async fn admin_call(
+    anchor: &Anchor,
+    member: &AnchorInfo,
+    req: &AdminRequest,
+) -> Result<AdminResponse, String> {
+    let (Some(peer), addrs) = parse_anchor(member) else {
+        return Err(format!("bad member peer id {:?}", member.peer_id));
+    };
+    let bytes = codec::encode(req).map_err(|e| e.to_string())?;
+    let call = anchor.net().request(peer, addrs, Protocol::Admin, bytes);
+    let reply = tokio::time::timeout(REQUEST_TIMEOUT, call)
+        .await
+        .map_err(|_| format!("{peer}: no answer in time"))?
+        .map_err(|e| format!("{peer}: {e}"))?;
+    codec::decode(&reply, proto::limits::CLIENT_FRAME_BYTES_MAX)
+        .map_err(|e| format!("{peer}: bad answer: {e}"))
+}
+
+async fn seed_member(
+    anchor: &Anchor,
+    member: &AnchorInfo,
+    parent: &ScopeDescriptor,
+    index: u64,
+    proof: &proto::SignedMutation,
+    child: ScopeId,
+    chunks: Vec<Vec<(Name, RecordSet)>>,
+) -> Result<(), String> {
+    let last = chunks.len().saturating_sub(1);
+    for (i, records) in chunks.into_iter().enumerate() {
+        let req = AdminRequest::SeedScope(SeedScope {
+            parent: parent.clone(),
+            index,
+            proof: proof.clone(),
+            child,
+            chunk_no: i as u32,
+            records,
+            last: i == last,
+        });
+        match admin_call(anchor, member, &req).await? {
+            AdminResponse::Ok => {}
+            AdminResponse::Error(e) => return Err(format!("{}: {e}", member.peer_id)),
+            other => return Err(format!("{}: unexpected {other:?}", member.peer_id)),
+        }
+    }
+    Ok(())
+}
+
+/// Waits (bounded) until a child member reports a leader that has applied past `index`.
+async fn child_ready(
+    anchor: &Anchor,
+    members: &[AnchorInfo],
+    child: ScopeId,
+    index: u64,
+) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let req = AdminRequest::ScopeInfo {
+        target: ScopeTarget::Id(child),
+    };
+    loop {
+        for m in members {
+            if let Ok(AdminResponse::Scope(info)) = admin_call(anchor, m, &req).await {
+                let s = &info.status;
+                if s.leader.is_some() && s.last_applied.is_some_and(|a| a > index) {
+                    return Ok(());
+                }
+            }
+        }
+        if Instant::now() > deadline {
+            return Err("the child scope elected no leader in 10 s".into());
+        }
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+}
+
+async fn propose(r: &Replica, cmd: ScopeCommand) -> Result<(), String> {
+    match tokio::time::timeout(REQUEST_TIMEOUT, r.raft.client_write(cmd)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("not committed in time".into()),
+    }
+}
+
+/// Step 4, while this anchor leads an inactive child: poll the parent until it refers here.
+async fn activate_child(anchor: Anchor, child: Arc<Replica>, parent: ScopeDescriptor) {
+    let started = Instant::now();
+    let prefix = child.descriptor.prefix.clone();
+    let req = ResolveRequest {
+        name: prefix.clone(),
+        level: ReadLevel::Replica,
+        scope: parent.id,
+    };
+    let Ok(bytes) = codec::encode(&req) else {
+        return;
+    };
+    while leads(&anchor, &child) && !child.state.with_view(|v| v.active).unwrap_or(true) {
+        for m in &parent.members {
+            let (Some(peer), addrs) = parse_anchor(m) else {
+                continue;
+            };
+            let call = anchor
+                .net()
+                .request(peer, addrs, Protocol::Resolve, bytes.clone());
+            let Ok(Ok(reply)) = tokio::time::timeout(REQUEST_TIMEOUT, call).await else {
+                continue;
+            };
+            let Ok(ResolveResponse::Signed(signed)) =
+                codec::decode(&reply, proto::limits::CLIENT_FRAME_BYTES_MAX)
+            else {
+                continue;
+            };
+            let Ok(answer) = codec::decode::<Answer>(&signed.body, signed.body.len()) else {
+                continue;
+            };
+            let refers_here =
+                matches!(&answer, Answer::Referral { referral, .. } if referral.scope == child.id);
+            if refers_here {
+                let outcome = propose(&child, ScopeCommand::Activate).await;
+                count(
+                    &anchor,
+                    "child_activate",
+                    if outcome.is_ok() { "ok" } else { "error" },
+                );
+                if outcome.is_ok() {
+                    tracing::info!(scope = %child.id, %prefix, "child scope active");
+                    return;
+                }
+            }
+            break;
+        }
+        // An aborted delegation leaves an inactive child: ask less often as time goes by.
+        let pause = if started.elapsed() > Duration::from_secs(600) {
+            Duration::from_secs(10)
+        } else {
+            Duration::from_millis(250)
+        };
+        tokio::time::sleep(pause).await;
+    }
+}
+
+impl Anchor {
+    /// Receives one chunk of a child scope's seed (DESIGN.md §8 step 2); on the last chunk,
+    /// builds the replica and starts its group. Idempotent.
+    pub(crate) async fn seed_scope(&self, from: PeerId, s: SeedScope) -> Result<(), WireError> {
+        let refused = |reason: String| WireError::Refused { reason };
+        let invalid = |reason: String| WireError::Invalid { reason };
+        let from = from.to_base58();
+        if !s.parent.members.iter().any(|m| m.peer_id == from) {
+            return Err(refused(format!(
+                "{from} is not a member of the parent scope {}; only its anchors seed a child",
+                s.parent.id
+            )));
+        }
+        let m = apply::verify(&s.proof)?;
+        let Op::Delegate {
+            prefix,
+            members,
+            policy_toml,
+            ..
+        } = m.op
+        else {
+            return Err(invalid("the proof is not a delegation".into()));
+        };
+        if !prefix.is_under(&s.parent.prefix) || prefix == s.parent.prefix {
+            return Err(invalid(format!(
+                "{prefix} is not below the parent's prefix {}",
+                s.parent.prefix
+            )));
+        }
+        if apply::child_scope_id(&s.parent.id, &prefix, s.index) != s.child {
+            return Err(invalid(
+                "the child id does not match the delegation and its index".into(),
+            ));
+        }
+        let me = self.peer_id().to_base58();
+        if !members.iter().any(|m| m.anchor.peer_id == me) {
+            return Err(refused(format!(
+                "this anchor ({me}) is not a member of {prefix}"
+            )));
+        }
+        let policy = policy::Policy::from_toml(&policy_toml).map_err(|e| invalid(e.to_string()))?;
+        if let Err(e) = policy::placement_allows(&policy, &self.config().labels) {
+            return Err(refused(format!(
+                "this anchor cannot host {prefix}: {e} (set labels in anchor.toml)"
+            )));
+        }
+        if let Some((bad, _)) = s.records.iter().find(|(n, _)| !n.is_under(&prefix)) {
+            return Err(invalid(format!("seed record {bad} is not under {prefix}")));
+        }
+        if self.replica(&s.child).is_some() {
+            return Ok(());
+        }
+        let records = {
+            let Ok(mut seeds) = self.seeds().lock() else {
+                return Err(refused("seed staging is unavailable".into()));
+            };
+            if s.chunk_no == 0 {
+                if !seeds.contains_key(&s.child) && seeds.len() >= STAGED_SCOPES_MAX {
+                    return Err(WireError::Unavailable {
+                        reason: "too many child scopes being seeded here; retry".into(),
+                    });
+                }
+                seeds.insert(s.child, Staging::default());
+            }
+            let Some(staging) = seeds.get_mut(&s.child) else {
+                return Err(refused(format!(
+                    "chunk {} arrived before chunk 0; start again",
+                    s.chunk_no
+                )));
+            };
+            if staging.next != s.chunk_no {
+                return Err(refused(format!(
+                    "expected chunk {}, got {}; start again",
+                    staging.next, s.chunk_no
+                )));
+            }
+            let bytes: usize = s
+                .records
+                .iter()
+                .map(|(n, r)| n.to_string().len() + codec::encode(r).map_or(0, |b| b.len()))
+                .sum();
+            if staging.bytes + bytes > STAGED_BYTES_MAX {
+                seeds.remove(&s.child);
+                return Err(refused(format!(
+                    "the child's records exceed {STAGED_BYTES_MAX} bytes"
+                )));
+            }
+            staging.bytes += bytes;
+            staging.next += 1;
+            staging.records.extend(s.records);
+            if !s.last {
+                return Ok(());
+            }
+            seeds
+                .remove(&s.child)
+                .map(|st| st.records)
+                .unwrap_or_default()
+        };
+        let _building = self.seeding().lock().await;
+        if self.replica(&s.child).is_some() {
+            return Ok(());
+        }
+        let anchors: Vec<AnchorInfo> = members.iter().map(|m| m.anchor.clone()).collect();
+        let descriptor = ScopeDescriptor {
+            id: s.child,
+            prefix: prefix.clone(),
+            epoch: 1,
+            members: anchors.clone(),
+        };
+        self.build_child(&descriptor, &s.parent, &policy_toml, &records, s.index)
+            .await
+            .map_err(|e| WireError::Unavailable {
+                reason: format!("building the child replica failed: {e}"),
+            })?;
+        Ok(())
+    }
+
+    async fn build_child(
+        &self,
+        descriptor: &ScopeDescriptor,
+        parent: &ScopeDescriptor,
+        policy_toml: &str,
+        records: &[(Name, RecordSet)],
+        index: u64,
+    ) -> Result<(), crate::AnchorError> {
+        let mut nodes: BTreeMap<NodeId, AnchorInfo> = BTreeMap::new();
+        for m in &descriptor.members {
+            let id = identity::node_id_of_str(&m.peer_id).ok_or_else(|| {
+                crate::AnchorError::Raft(format!("bad member peer id {:?}", m.peer_id))
+            })?;
+            nodes.insert(id, m.clone());
+        }
+        let voters: BTreeSet<NodeId> = nodes.keys().copied().collect();
+        let log_id = LogId::new(CommittedLeaderId::new(0, 0), index);
+        let seed = Seed {
+            child: descriptor,
+            parent,
+            policy_toml,
+            records,
+            log_id,
+            membership: Membership::new(vec![voters], nodes),
+        };
+        log_store::remove_scope(self.db(), &descriptor.id)?;
+        state_machine::seed(self.db(), &seed, self.verified())?;
+        LogStore::open(self.db(), descriptor.id, self.flusher().clone())?
+            .seed_purged(log_id)
+            .map_err(|e| crate::AnchorError::Raft(e.to_string()))?;
+        self.registry()
+            .insert(descriptor.id.0, codec::encode(descriptor)?)?;
+        self.flusher()
+            .flush()
+            .await
+            .map_err(|e| crate::AnchorError::Io {
+                path: "db".into(),
+                source: e,
+            })?;
+        let replica = self.open_replica(descriptor.clone()).await?;
+        tracing::info!(scope = %descriptor.id, prefix = %descriptor.prefix, records = records.len(), at = index, "child scope seeded");
+        let first = descriptor.members.first().map(|m| m.peer_id.as_str());
+        if first == Some(self.peer_id().to_base58().as_str()) {
+            let _ = replica.raft.trigger().elect().await;
+        }
+        Ok(())
+    }
+}
