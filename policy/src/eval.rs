@@ -878,4 +878,80 @@ jurisdiction = "eu"
             assert!(!reason.to_string().is_empty());
         }
     }
+
+    fn delegate(prefix: &str, labels: &[&[(&str, &str)]], child: &str) -> Op {
+        let members = labels
+            .iter()
+            .enumerate()
+            .map(|(i, l)| proto::MemberSpec {
+                anchor: proto::AnchorInfo {
+                    peer_id: format!("peer{i}"),
+                    addrs: vec![],
+                },
+                labels: l
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            })
+            .collect();
+        Op::Delegate {
+            prefix: name(prefix),
+            members,
+            policy_toml: child.into(),
+            referral_ttl_s: 600,
+        }
+    }
+
+    const EU_CHILD: &str = "[placement]\nreplicas = 2\n[placement.labels]\njurisdiction = \"eu\"\n";
+    const EU: &[(&str, &str)] = &[("jurisdiction", "eu")];
+
+    #[test]
+    fn delegate_allowed_with_k_admins_and_matching_labels() {
+        let op = delegate("/eu/payments", &[EU, EU], EU_CHILD);
+        assert_eq!(decide(&op, &[10, 12]), Decision::Allow);
+    }
+
+    #[test]
+    fn delegate_denied_below_k_admins_or_outside_the_scope() {
+        let op = delegate("/eu/payments", &[EU, EU], EU_CHILD);
+        assert!(matches!(
+            deny(&op, &[10, WRITER]),
+            DenyReason::NotEnoughAdminSignatures { have: 1, need: 2 }
+        ));
+        for prefix in ["/eu", "/us/x"] {
+            let op = delegate(prefix, &[EU, EU], EU_CHILD);
+            assert!(matches!(
+                deny(&op, &[10, 11]),
+                DenyReason::DelegateNotBelow { .. }
+            ));
+        }
+    }
+
+    #[test]
+    fn delegate_denied_when_a_member_lacks_a_placement_label() {
+        let us: &[(&str, &str)] = &[("jurisdiction", "us")];
+        let op = delegate("/eu/payments", &[EU, us], EU_CHILD);
+        let reason = deny(&op, &[10, 11]);
+        assert!(
+            matches!(&reason, DenyReason::DelegateMemberPlacement { anchor, reason }
+                if anchor == "peer1" && matches!(**reason, DenyReason::PlacementLabelMismatch { .. })),
+            "{reason}"
+        );
+        let op = delegate("/eu/payments", &[EU, &[]], EU_CHILD);
+        assert_eq!(deny(&op, &[10, 11]).metric_label(), "delegate_member_placement");
+    }
+
+    #[test]
+    fn delegate_denied_with_fewer_members_than_replicas_or_a_bad_child_policy() {
+        let op = delegate("/eu/payments", &[EU], EU_CHILD);
+        assert!(matches!(
+            deny(&op, &[10, 11]),
+            DenyReason::DelegateTooFewMembers { have: 1, need: 2 }
+        ));
+        let op = delegate("/eu/payments", &[EU, EU], "[placement]\nreplicas = 0\n");
+        assert!(matches!(
+            deny(&op, &[10, 11]),
+            DenyReason::InvalidPolicy { .. }
+        ));
+    }
 }
