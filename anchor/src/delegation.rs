@@ -48,6 +48,11 @@ use crate::Anchor;
 
 /// How long the parent's leader tries to seed a child before it aborts the delegation.
 pub const HAND_OVER_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long the parent's leader keeps trying to seed every member before it hands over with a
+/// majority seeded (the rest are brought in empty by the child's leader, by snapshot).
+pub const STRAGGLER_GRACE: Duration = Duration::from_secs(10);
+/// How often a child's leader offers a member that never replicated a replica to join.
+const JOIN_EVERY: Duration = Duration::from_secs(3);
 /// How often the driver looks for work.
 const TICK: Duration = Duration::from_millis(200);
 /// How long one request to a member may take.
@@ -70,6 +75,7 @@ pub struct Staging {
 pub(crate) async fn drive(anchor: Anchor, mut stop: tokio::sync::watch::Receiver<bool>) {
     let mut jobs: BTreeMap<ScopeId, JoinHandle<()>> = BTreeMap::new();
     let mut first_seen: BTreeMap<ScopeId, Instant> = BTreeMap::new();
+    let mut joins: BTreeMap<(ScopeId, NodeId), Instant> = BTreeMap::new();
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -111,7 +117,11 @@ pub(crate) async fn drive(anchor: Anchor, mut stop: tokio::sync::watch::Receiver
                     jobs.insert(r.id, tokio::spawn(job));
                 }
             }
+            if view.parent.is_some() {
+                offer_joins(&anchor, &r, &mut joins);
+            }
         }
+        joins.retain(|_, at| at.elapsed() < JOIN_EVERY * 4);
         first_seen.retain(|id, _| wanted.contains(id));
     }
     for (_, j) in jobs {
@@ -141,6 +151,7 @@ async fn hand_over(
 ) {
     let child = d.referral.scope;
     let mut last_error = String::new();
+    let mut seeded = BTreeSet::new();
     while leads(&anchor, &parent) {
         if started.elapsed() > HAND_OVER_TIMEOUT {
             let reason = format!(
@@ -153,7 +164,8 @@ async fn hand_over(
             count(&anchor, "abort", if outcome.is_ok() { "ok" } else { "error" });
             return;
         }
-        match try_hand_over(&anchor, &parent, &parent_desc, &d).await {
+        let majority_will_do = started.elapsed() > STRAGGLER_GRACE;
+        match try_hand_over(&anchor, &parent, &parent_desc, &d, &mut seeded, majority_will_do).await {
             Ok(()) => {
                 tracing::info!(parent = %parent.id, %child, prefix = %d.referral.prefix, "delegation active");
                 count(&anchor, "activate", "ok");
@@ -173,6 +185,8 @@ async fn try_hand_over(
     parent: &Replica,
     parent_desc: &ScopeDescriptor,
     d: &Delegation,
+    seeded: &mut BTreeSet<String>,
+    majority_will_do: bool,
 ) -> Result<(), String> {
     let child = d.referral.scope;
     let proof = parent
@@ -185,8 +199,14 @@ async fn try_hand_over(
         .records_under(&d.referral.prefix)
         .map_err(|e| e.to_string())?;
     let chunks = chunk(records);
-    let seeds = d.referral.members.iter().map(|m| {
-        seed_member(
+    let todo: Vec<&AnchorInfo> = d
+        .referral
+        .members
+        .iter()
+        .filter(|m| !seeded.contains(&m.peer_id))
+        .collect();
+    let seeds = todo.iter().map(|m| async {
+        let r = seed_member(
             anchor,
             m,
             parent_desc,
@@ -195,14 +215,28 @@ async fn try_hand_over(
             child,
             chunks.clone(),
         )
+        .await;
+        (m.peer_id.clone(), r)
     });
-    let results = futures::future::join_all(seeds).await;
-    let failed: Vec<String> = results.into_iter().filter_map(Result::err).collect();
-    if !failed.is_empty() {
+    let mut failed = Vec::new();
+    for (peer, result) in futures::future::join_all(seeds).await {
+        match result {
+            Ok(()) => {
+                seeded.insert(peer);
+            }
+            Err(e) => failed.push(e),
+        }
+    }
+    let members = d.referral.members.len();
+    let enough = failed.is_empty() || (majority_will_do && seeded.len() > members / 2);
+    if !enough {
         count(anchor, "seed", "error");
         return Err(format!("seeding failed: {}", failed.join("; ")));
     }
-    count(anchor, "seed", "ok");
+    count(anchor, "seed", if failed.is_empty() { "ok" } else { "majority" });
+    if !failed.is_empty() {
+        tracing::warn!(%child, seeded = seeded.len(), members, "handing over with a majority seeded; the child's leader brings in the rest");
+    }
     child_ready(anchor, &d.referral.members, child, d.index).await?;
     propose(parent, ScopeCommand::DelegationActive { child })
         .await
@@ -263,6 +297,7 @@ async fn seed_member(
             chunk_no: i as u32,
             records,
             last: i == last,
+            join_only: false,
         });
         match admin_call(anchor, member, &req).await? {
             AdminResponse::Ok => {}
@@ -305,6 +340,53 @@ async fn propose(r: &Replica, cmd: ScopeCommand) -> Result<(), String> {
         Ok(Ok(_)) => Ok(()),
         Ok(Err(e)) => Err(e.to_string()),
         Err(_) => Err("not committed in time".into()),
+    }
+}
+
+/// On the leader of a delegated scope: a member that has never replicated anything may have
+/// missed the seeding; offer it to join empty (it then catches up by snapshot). Harmless to a
+/// member that hosts the scope already.
+fn offer_joins(anchor: &Anchor, r: &Arc<Replica>, joins: &mut BTreeMap<(ScopeId, NodeId), Instant>) {
+    let metrics = r.raft.metrics().borrow().clone();
+    let Some(replication) = metrics.replication else {
+        return;
+    };
+    let view = r.state.view();
+    let (Some(parent), Some(origin), Some(descriptor)) = (view.parent, view.origin, view.descriptor)
+    else {
+        return;
+    };
+    let Ok(Some(proof)) = r.state.delegation_proof(&r.id) else {
+        return;
+    };
+    let membership = metrics.membership_config.membership().clone();
+    for (node, matched) in replication {
+        if matched.is_some() || node == anchor.node_id() {
+            continue;
+        }
+        if joins.get(&(r.id, node)).is_some_and(|at| at.elapsed() < JOIN_EVERY) {
+            continue;
+        }
+        let Some(member) = membership.get_node(&node).cloned() else {
+            continue;
+        };
+        joins.insert((r.id, node), Instant::now());
+        let req = AdminRequest::SeedScope(SeedScope {
+            parent: parent.clone(),
+            index: origin,
+            proof: proof.clone(),
+            child: descriptor.id,
+            chunk_no: 0,
+            records: Vec::new(),
+            last: true,
+            join_only: true,
+        });
+        let anchor = anchor.clone();
+        tokio::spawn(async move {
+            let outcome = admin_call(&anchor, &member, &req).await;
+            let ok = matches!(outcome, Ok(AdminResponse::Ok));
+            count(&anchor, "join", if ok { "ok" } else { "error" });
+        });
     }
 }
 
@@ -372,12 +454,6 @@ impl Anchor {
         let refused = |reason: String| WireError::Refused { reason };
         let invalid = |reason: String| WireError::Invalid { reason };
         let from = from.to_base58();
-        if !s.parent.members.iter().any(|m| m.peer_id == from) {
-            return Err(refused(format!(
-                "{from} is not a member of the parent scope {}; only its anchors seed a child",
-                s.parent.id
-            )));
-        }
         let m = apply::verify(&s.proof)?;
         let Op::Delegate {
             prefix,
@@ -388,6 +464,16 @@ impl Anchor {
         else {
             return Err(invalid("the proof is not a delegation".into()));
         };
+        // A seed comes from the parent's anchors; an offer to join empty may also come from
+        // the child's own leader.
+        let parent_member = s.parent.members.iter().any(|m| m.peer_id == from);
+        let child_member = members.iter().any(|m| m.anchor.peer_id == from);
+        if !(parent_member || (s.join_only && child_member)) {
+            return Err(refused(format!(
+                "{from} is not a member of the parent scope {}; only its anchors seed a child",
+                s.parent.id
+            )));
+        }
         if !prefix.is_under(&s.parent.prefix) || prefix == s.parent.prefix {
             return Err(invalid(format!(
                 "{prefix} is not below the parent's prefix {}",
@@ -416,6 +502,25 @@ impl Anchor {
         }
         if self.replica(&s.child).is_some() {
             return Ok(());
+        }
+        let anchors: Vec<AnchorInfo> = members.iter().map(|m| m.anchor.clone()).collect();
+        let descriptor = ScopeDescriptor {
+            id: s.child,
+            prefix: prefix.clone(),
+            epoch: 1,
+            members: anchors,
+        };
+        if s.join_only {
+            let _building = self.seeding().lock().await;
+            if self.replica(&s.child).is_some() {
+                return Ok(());
+            }
+            return self
+                .join_child(&descriptor)
+                .await
+                .map_err(|e| WireError::Unavailable {
+                    reason: format!("creating the replica failed: {e}"),
+                });
         }
         let records = {
             let Ok(mut seeds) = self.seeds().lock() else {
@@ -467,18 +572,30 @@ impl Anchor {
         if self.replica(&s.child).is_some() {
             return Ok(());
         }
-        let anchors: Vec<AnchorInfo> = members.iter().map(|m| m.anchor.clone()).collect();
-        let descriptor = ScopeDescriptor {
-            id: s.child,
-            prefix: prefix.clone(),
-            epoch: 1,
-            members: anchors.clone(),
-        };
-        self.build_child(&descriptor, &s.parent, &policy_toml, &records, s.index)
+        self.build_child(&descriptor, &s.parent, &policy_toml, &records, s.index, &s.proof)
             .await
             .map_err(|e| WireError::Unavailable {
                 reason: format!("building the child replica failed: {e}"),
             })?;
+        Ok(())
+    }
+
+    /// An empty replica of a child scope that missed its seeding; the child's leader sends
+    /// it a snapshot.
+    async fn join_child(&self, descriptor: &ScopeDescriptor) -> Result<(), crate::AnchorError> {
+        log_store::remove_scope(self.db(), &descriptor.id)?;
+        state_machine::remove_scope(self.db(), &descriptor.id)?;
+        self.registry()
+            .insert(descriptor.id.0, codec::encode(descriptor)?)?;
+        self.flusher()
+            .flush()
+            .await
+            .map_err(|e| crate::AnchorError::Io {
+                path: "db".into(),
+                source: e,
+            })?;
+        self.open_replica(descriptor.clone()).await?;
+        tracing::info!(scope = %descriptor.id, prefix = %descriptor.prefix, "joined a child scope empty; catching up by snapshot");
         Ok(())
     }
 
@@ -489,6 +606,7 @@ impl Anchor {
         policy_toml: &str,
         records: &[(Name, RecordSet)],
         index: u64,
+        proof: &proto::SignedMutation,
     ) -> Result<(), crate::AnchorError> {
         let mut nodes: BTreeMap<NodeId, AnchorInfo> = BTreeMap::new();
         for m in &descriptor.members {
@@ -506,6 +624,7 @@ impl Anchor {
             records,
             log_id,
             membership: Membership::new(vec![voters], nodes),
+            proof,
         };
         log_store::remove_scope(self.db(), &descriptor.id)?;
         state_machine::seed(self.db(), &seed, self.verified())?;

@@ -517,6 +517,14 @@ impl Anchor {
                 ),
             });
         }
+        if replica.state.with_view(|v| v.policy.is_none()).unwrap_or(true) {
+            return ResolveResponse::Error(WireError::Unavailable {
+                reason: format!(
+                    "this replica of scope {} has not caught up yet; ask another member",
+                    replica.id
+                ),
+            });
+        }
         replica.load.read(now_s());
         if req.level == ReadLevel::Linearizable {
             let (tx, rx) = tokio::sync::oneshot::channel();
@@ -604,6 +612,14 @@ impl Anchor {
                 reason: format!(
                     "{} is not under the prefix {} of scope {}",
                     req.prefix, replica.descriptor.prefix, replica.id
+                ),
+            });
+        }
+        if replica.state.with_view(|v| v.policy.is_none()).unwrap_or(true) {
+            return WatchResponse::Error(WireError::Unavailable {
+                reason: format!(
+                    "this replica of scope {} has not caught up yet; ask another member",
+                    replica.id
                 ),
             });
         }

@@ -321,3 +321,106 @@ async fn run() {
         a.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_that_missed_the_seeding_joins_by_snapshot() {
+    tokio::time::timeout(Duration::from_secs(120), run_straggler())
+        .await
+        .expect("the test finished in time");
+}
+
+async fn run_straggler() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfgs = Vec::new();
+    let mut anchors = Vec::new();
+    for i in 0..4 {
+        let mut cfg = AnchorConfig::new(dir.path().join(format!("a{i}")));
+        cfg.listen = format!("/ip4/127.0.0.1/tcp/{}", free_port());
+        cfg.raft.heartbeat_ms = 50;
+        cfg.raft.election_min_ms = 300;
+        cfg.raft.election_max_ms = 600;
+        anchors.push(Anchor::start(cfg.clone()).await.unwrap());
+        cfgs.push(cfg);
+    }
+    let admin = SigningKey::from_bytes(&[7; 32]);
+    let admin_pub = policy::PublicKey::from_bytes(&admin.verifying_key().to_bytes()).unwrap();
+    let root_addrs: Vec<Multiaddr> = anchors[..1]
+        .iter()
+        .map(|a| a.dial_addr().parse().unwrap())
+        .collect();
+    anchor::cli::init_root(
+        &root_addrs,
+        policy::Policy::development(Some(admin_pub)).to_toml(),
+    )
+    .await
+    .unwrap();
+    let (handle, _) = net::spawn(NetConfig::client()).unwrap();
+    let n = Net { net: handle };
+    let writer = SigningKey::from_bytes(&[8; 32]);
+    let root = ScopeId::root();
+    let mut v = 0;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while v == 0 {
+        assert!(Instant::now() < deadline, "no root leader");
+        if let MutateResponse::Committed { version, .. } =
+            n.mutate(&anchors[0], put("/eu/a", "one"), &[&writer]).await
+        {
+            v = version;
+        } else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let member = |a: &Anchor| MemberSpec {
+        anchor: a.info(),
+        labels: BTreeMap::new(),
+    };
+    let members = vec![member(&anchors[1]), member(&anchors[2]), member(&anchors[3])];
+    // Anchor 3 is down while the parent seeds the child.
+    anchors[3].shutdown().await;
+    let op = Op::Delegate {
+        prefix: Name::parse("/eu").unwrap(),
+        members,
+        policy_toml: "[placement]\nreplicas = 3\n[[writers]]\npattern = \"/eu/**\"\nops = [\"put\"]\nkeys = [\"*\"]\n".into(),
+        referral_ttl_s: 600,
+    };
+    let d_index = match n.mutate(&anchors[0], op, &[&admin]).await {
+        MutateResponse::Committed { version, .. } => version,
+        other => panic!("{other:?}"),
+    };
+    let child = anchor::scope::apply::child_scope_id(&root, &Name::parse("/eu").unwrap(), d_index);
+    // After the grace period the parent hands over with two of three members seeded.
+    wait_until("a hand-over with a majority", Duration::from_secs(40), || async {
+        n.info(&anchors[0], ScopeTarget::Id(root)).await.is_some_and(|i| {
+            i.delegations
+                .iter()
+                .any(|d| d.referral.scope == child && d.state == DelegationState::Active)
+        })
+    })
+    .await;
+    // The missing member comes back, is offered to join, and catches up by snapshot.
+    // It comes back with its identity on an empty disk (the old process may still hold the
+    // old database's lock in this test's process).
+    let mut cfg = cfgs[3].clone();
+    cfg.data_dir = dir.path().join("a3-again");
+    std::fs::create_dir_all(&cfg.data_dir).unwrap();
+    std::fs::copy(
+        cfgs[3].data_dir.join("identity.key"),
+        cfg.data_dir.join("identity.key"),
+    )
+    .unwrap();
+    anchors[3] = Anchor::start(cfg).await.unwrap();
+    wait_until("the late member to hold the moved name", Duration::from_secs(40), || async {
+        matches!(
+            n.resolve(&anchors[3], child, "/eu/a").await,
+            Ok(Answer::Found { .. })
+        )
+    })
+    .await;
+    match n.resolve(&anchors[3], child, "/eu/a").await {
+        Ok(Answer::Found { set, .. }) => assert_eq!(set.version, v),
+        other => panic!("{other:?}"),
+    }
+    for a in &anchors {
+        a.shutdown().await;
+    }
+}

@@ -310,6 +310,9 @@ pub struct SeedScope {
     pub records: Vec<(Name, RecordSet)>,
     /// Set on the final chunk.
     pub last: bool,
+    /// Create the replica empty instead (no records, no chunks): it catches up from the
+    /// child's leader by snapshot. Used for a member that missed the seeding.
+    pub join_only: bool,
 }
 
 /// Answers to [`AdminRequest`].

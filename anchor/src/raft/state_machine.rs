@@ -51,6 +51,7 @@ const META_ACTIVE: &[u8] = b"active";
 const META_PARENT: &[u8] = b"parent";
 const META_WATCH_FLOOR: &[u8] = b"watch_floor";
 const META_CHANGES: &[u8] = b"changes";
+const META_ORIGIN: &[u8] = b"origin";
 /// Changes each scope keeps for watches to resume from; older ones are pruned (a few per
 /// applied entry) and a watch resuming before them gets "compacted: resync".
 pub const WATCH_HISTORY_CHANGES: u64 = 50_000;
@@ -91,6 +92,8 @@ pub struct ScopeView {
     pub watch_floor: u64,
     /// Changes kept in the watch history.
     pub changes: u64,
+    /// For a delegated scope: the parent's log index its log starts after.
+    pub origin: Option<u64>,
 }
 
 /// Read access to a scope's state machine, shared with the anchor's request handlers.
@@ -336,6 +339,7 @@ impl StateMachine {
         let parent: Option<ScopeDescriptor> = self.meta(META_PARENT)?;
         let watch_floor: u64 = self.meta(META_WATCH_FLOOR)?.unwrap_or(0);
         let changes: u64 = self.meta(META_CHANGES)?.unwrap_or(0);
+        let origin: Option<u64> = self.meta(META_ORIGIN)?;
         let mut delegations = BTreeMap::new();
         for kv in self
             .tree
@@ -350,6 +354,7 @@ impl StateMachine {
             v.parent = parent;
             v.watch_floor = watch_floor;
             v.changes = changes;
+            v.origin = origin;
             v.delegations = delegations;
             v.policy = policy;
             v.policy_toml = policy_toml;
@@ -961,6 +966,9 @@ pub struct Seed<'a> {
     pub log_id: LogId<NodeId>,
     /// The child's members as a Raft membership.
     pub membership: openraft::Membership<NodeId, AnchorInfo>,
+    /// The admin-signed delegation (kept so the child's leader can bring in a member that
+    /// missed the seeding).
+    pub proof: &'a proto::SignedMutation,
 }
 
 /// Writes a child scope's initial state and a snapshot of it at `seed.log_id`, replacing any
@@ -993,6 +1001,8 @@ pub fn seed(
     batch.insert(meta(META_PARENT), codec::encode(seed.parent)?);
     batch.insert(meta(META_WATCH_FLOOR), codec::encode(&seed.log_id.index)?);
     batch.insert(meta(META_CHANGES), codec::encode(&0u64)?);
+    batch.insert(meta(META_ORIGIN), codec::encode(&seed.log_id.index)?);
+    batch.insert(key(&scope, TAG_PROOF, &scope.0), codec::encode(seed.proof)?);
     batch.insert(meta(META_APPLIED), codec::encode(&seed.log_id)?);
     batch.insert(meta(META_MEMBERSHIP), codec::encode(&membership)?);
     tree.apply_batch(batch)?;
