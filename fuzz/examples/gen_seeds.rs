@@ -9,10 +9,14 @@ use std::path::Path;
 
 use anchor::raft::{ScopeCommand, TypeConfig};
 use anchorage_fuzz::{encode_snapshot, fuzz_key, WIRE_TYPES};
+use ed25519_dalek::Signer;
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, SnapshotMeta, Vote};
 use proto::msg::*;
-use proto::{AnchorInfo, Mutation, Name, Op, Record, RecordSet, ScopeDescriptor, ScopeId};
+use proto::{
+    AnchorInfo, Delegation, DelegationState, MemberSpec, Mutation, Name, Op, Record, RecordSet,
+    Referral, ScopeDescriptor, ScopeId,
+};
 use proto::{SignedMutation, WireError};
 
 fn main() {
@@ -116,7 +120,67 @@ fn mutations() -> Vec<Mutation> {
             prefix: n("/eu"),
             policy_toml: "[[writers]]\npattern = \"/**\"\nkeys = [\"*\"]\n".into(),
         }),
+        at(Op::Delegate {
+            prefix: n("/eu/payments"),
+            members: vec![member_spec()],
+            policy_toml: "[[writers]]\npattern = \"/**\"\nkeys = [\"*\"]\n".into(),
+            referral_ttl_s: 600,
+        }),
     ]
+}
+
+fn member_spec() -> MemberSpec {
+    MemberSpec {
+        anchor: descriptor().members[0].clone(),
+        labels: BTreeMap::from([("jurisdiction".into(), "eu".into())]),
+    }
+}
+
+fn child() -> ScopeId {
+    ScopeId::derive(&[&ScopeId::root().0, b"/eu/payments", &9u64.to_be_bytes()])
+}
+
+fn referral() -> Referral {
+    Referral {
+        scope: child(),
+        prefix: n("/eu/payments"),
+        epoch: 1,
+        members: descriptor().members,
+        ttl_s: 600,
+    }
+}
+
+fn answers() -> Vec<Answer> {
+    vec![
+        Answer::Found {
+            scope: ScopeId::root(),
+            name: n("/eu/api"),
+            set: set(),
+        },
+        Answer::NotFound {
+            scope: ScopeId::root(),
+            name: n("/eu/api"),
+        },
+        Answer::Referral {
+            scope: ScopeId::root(),
+            name: n("/eu/payments/api"),
+            referral: referral(),
+        },
+    ]
+}
+
+/// An answer signed the way anchors sign (here with the fuzz key's raw ed25519 form; the
+/// decoders do not care which key).
+fn signed_answer(a: &Answer) -> SignedAnswer {
+    let body = enc(a);
+    SignedAnswer {
+        signature: fuzz_key()
+            .sign(&Answer::signing_bytes(&body))
+            .to_bytes()
+            .to_vec(),
+        public_key: key_bytes().to_vec(),
+        body,
+    }
 }
 
 fn signed(m: &Mutation) -> SignedMutation {
@@ -146,19 +210,18 @@ fn wire(dir: &Path) {
         let r = ResolveRequest {
             name: n("/eu/payments/api"),
             level,
+            scope: child(),
         };
         out.push((sel("ResolveRequest"), "resolve", enc(&r)));
     }
-    let answers = [
-        ResolveResponse::Answer {
-            scope: ScopeId::root(),
-            name: n("/eu/api"),
-            set: set(),
-        },
-        ResolveResponse::NotFound {
-            scope: ScopeId::root(),
-            name: n("/eu/api"),
-        },
+    for a in answers() {
+        out.push((sel("Answer"), "answer", enc(&a)));
+    }
+    let mut responses: Vec<ResolveResponse> = answers()
+        .iter()
+        .map(|a| ResolveResponse::Signed(signed_answer(a)))
+        .collect();
+    responses.extend([
         ResolveResponse::Error(WireError::NotLeader {
             scope: ScopeId::root(),
             leader: None,
@@ -166,9 +229,10 @@ fn wire(dir: &Path) {
         ResolveResponse::Error(WireError::Invalid {
             reason: "bad".into(),
         }),
-    ];
-    for a in &answers {
-        out.push((sel("ResolveResponse"), "resolve-resp", enc(a)));
+        ResolveResponse::Error(WireError::NoScope { name: n("/eu/api") }),
+    ]);
+    for r in &responses {
+        out.push((sel("ResolveResponse"), "resolve-resp", enc(r)));
     }
     for m in mutations() {
         let req = MutateRequest {
@@ -189,6 +253,13 @@ fn wire(dir: &Path) {
             expires_at_ms: 5,
             reason: "past".into(),
         }),
+        MutateResponse::Error(WireError::Delegated {
+            name: n("/eu/payments/api"),
+            referral: referral(),
+        }),
+        MutateResponse::Error(WireError::Moving {
+            prefix: n("/eu/payments"),
+        }),
     ];
     for r in &responses {
         out.push((sel("MutateResponse"), "mutate-resp", enc(r)));
@@ -201,6 +272,22 @@ fn wire(dir: &Path) {
             policy_toml: String::new(),
             bootstrap: true,
         },
+        AdminRequest::ScopeInfo {
+            target: ScopeTarget::Id(ScopeId::root()),
+        },
+        AdminRequest::ScopeInfo {
+            target: ScopeTarget::Name(n("/eu/payments/api")),
+        },
+        AdminRequest::SeedScope(SeedScope {
+            parent: descriptor(),
+            index: 9,
+            proof: signed(&mutations()[4]),
+            child: child(),
+            chunk_no: 0,
+            records: vec![(n("/eu/payments/api"), set())],
+            last: true,
+            join_only: false,
+        }),
     ];
     for a in &admin {
         out.push((sel("AdminRequest"), "admin", enc(a)));
@@ -223,7 +310,29 @@ fn wire(dir: &Path) {
             names: 5,
         }],
     };
-    for a in [AdminResponse::Status(status), AdminResponse::Ok] {
+    let info = ScopeInfo {
+        status: status.scopes[0].clone(),
+        descriptor: descriptor(),
+        parent: None,
+        policy_toml: Some(policy_texts()[2].clone()),
+        delegations: vec![Delegation {
+            referral: referral(),
+            members: vec![member_spec()],
+            policy_toml: policy_texts()[2].clone(),
+            index: 9,
+            state: DelegationState::Active,
+        }],
+        active: true,
+        load: Load {
+            reads: 10,
+            writes: 2,
+        },
+    };
+    for a in [
+        AdminResponse::Status(status),
+        AdminResponse::Scope(Box::new(info)),
+        AdminResponse::Ok,
+    ] {
         out.push((sel("AdminResponse"), "admin-resp", enc(&a)));
     }
     let vote = Vote::new_committed(2, 1);
@@ -291,6 +400,43 @@ fn wire(dir: &Path) {
         out.push((sel("RaftResponse"), "raft-resp", enc(&r)));
     }
     out.push((sel("RecordSet"), "record-set", enc(&set())));
+    for after in [None, Some(9)] {
+        let w = WatchRequest {
+            scope: ScopeId::root(),
+            prefix: n("/eu"),
+            after,
+            wait_ms: 4_000,
+        };
+        out.push((sel("WatchRequest"), "watch", enc(&w)));
+    }
+    let watch_responses = [
+        WatchResponse::Changes {
+            scope: ScopeId::root(),
+            events: vec![
+                ChangeEvent {
+                    name: n("/eu/api"),
+                    version: 10,
+                    set: Some(set()),
+                },
+                ChangeEvent {
+                    name: n("/eu/old"),
+                    version: 11,
+                    set: None,
+                },
+            ],
+            up_to: 12,
+        },
+        WatchResponse::Compacted {
+            scope: ScopeId::root(),
+            oldest: 100,
+            up_to: 200,
+        },
+        WatchResponse::Referral(referral()),
+        WatchResponse::Error(WireError::NoScope { name: n("/eu") }),
+    ];
+    for r in &watch_responses {
+        out.push((sel("WatchResponse"), "watch-resp", enc(r)));
+    }
     for (i, text) in policy_texts().iter().enumerate() {
         let p = policy::Policy::from_toml(text).unwrap();
         out.push((

@@ -15,8 +15,8 @@ use libfuzzer_sys::fuzz_target;
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use proto::limits::MUTATION_BYTES_MAX;
 use proto::msg::{
-    AdminRequest, AdminResponse, MutateRequest, MutateResponse, RaftRequest, RaftResponse,
-    ResolveRequest, ResolveResponse,
+    AdminRequest, AdminResponse, Answer, MutateRequest, MutateResponse, RaftRequest, RaftResponse,
+    ResolveRequest, ResolveResponse, WatchRequest, WatchResponse,
 };
 use proto::mutation::Signature;
 use proto::record::validate_records;
@@ -31,10 +31,14 @@ fuzz_target!(|data: &[u8]| {
     match selector {
         0 => drop(round_trip::<ResolveRequest>(frame, limit)),
         1 => {
-            if let Some(proto::msg::ResolveResponse::Answer { set, .. }) =
+            if let Some(ResolveResponse::Signed(signed)) =
                 round_trip::<ResolveResponse>(frame, limit)
             {
-                check_record_set(&set);
+                // The signed body is decoded by the resolver with the same limit.
+                let _ = Answer::signing_bytes(&signed.body);
+                if let Some(answer) = round_trip::<Answer>(&signed.body, limit) {
+                    check_answer(&answer);
+                }
             }
         }
         2 => {
@@ -88,9 +92,26 @@ fuzz_target!(|data: &[u8]| {
             frame, limit,
         )),
         12 => drop(round_trip_bytes::<VoteRequest<NodeId>>(frame, limit)),
-        _ => drop(round_trip_bytes::<InstallSnapshotRequest<TypeConfig>>(
+        13 => drop(round_trip_bytes::<InstallSnapshotRequest<TypeConfig>>(
             frame, limit,
         )),
+        14 => drop(round_trip::<WatchRequest>(frame, limit)),
+        15 => match round_trip::<WatchResponse>(frame, limit) {
+            Some(WatchResponse::Changes { events, .. }) => {
+                for e in events {
+                    if let Some(set) = e.set {
+                        check_record_set(&set);
+                    }
+                }
+            }
+            Some(WatchResponse::Error(e)) => drop(e.to_string()),
+            _ => {}
+        },
+        _ => {
+            if let Some(answer) = round_trip::<Answer>(frame, limit) {
+                check_answer(&answer);
+            }
+        }
     }
 });
 
@@ -135,6 +156,13 @@ fn sig_ok(body: &[u8], s: &Signature) -> bool {
     }
     .verify()
     .is_ok()
+}
+
+fn check_answer(answer: &Answer) {
+    let _ = (answer.scope(), answer.name().to_string());
+    if let Answer::Found { set, .. } = answer {
+        check_record_set(set);
+    }
 }
 
 fn check_record_set(set: &RecordSet) {

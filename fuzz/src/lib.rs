@@ -26,6 +26,9 @@ pub const WIRE_TYPES: &[&str] = &[
     "AppendEntriesRequest",
     "VoteRequest",
     "InstallSnapshotRequest",
+    "WatchRequest",
+    "WatchResponse",
+    "Answer",
 ];
 
 /// The limit the anchor uses when it decodes each wire type (index as in [`WIRE_TYPES`]).
@@ -37,7 +40,8 @@ pub fn wire_limit(selector: usize) -> usize {
         8 => MUTATION_BYTES_MAX,
         9 => RECORD_SET_BYTES_MAX,
         10 => POLICY_TOML_BYTES_MAX,
-        _ => RAFT_FRAME_BYTES_MAX,
+        11..=13 => RAFT_FRAME_BYTES_MAX,
+        _ => CLIENT_FRAME_BYTES_MAX,
     }
 }
 

@@ -1,34 +1,40 @@
-//! The answer cache behind [`ReadLevel::Cached`](proto::ReadLevel::Cached): record sets kept
-//! for their TTL, at most `entries_max` of them, least recently used evicted first.
+//! The client's two caches, both bounded, least-recently-used, and expiring by TTL:
 //!
-//! It never reads a clock: every method that needs the time takes `now` from the caller, so
-//! expiry is tested by passing instants, not by waiting.
+//! - [`Cache`]: answers (record sets) behind [`ReadLevel::Cached`](proto::ReadLevel::Cached),
+//!   kept for the record set's TTL;
+//! - [`ReferralCache`]: referrals to child scopes, kept for the referral's `ttl_s`, looked up
+//!   by the deepest prefix above a name (where a walk starts).
+//!
+//! Neither reads a clock: every method that needs the time takes `now` from the caller, so
+//! expiry is tested by passing instants, not by waiting. Both are built on [`Lru`].
 
 use std::collections::{BTreeMap, HashMap};
+use std::hash::Hash;
 use std::time::{Duration, Instant};
 
-use proto::{Name, RecordSet};
+use proto::{Name, RecordSet, Referral};
 
-struct Entry {
-    set: RecordSet,
+struct Entry<V> {
+    value: V,
     expires_at: Instant,
-    /// Position in [`Cache::recency`]; larger is more recent.
+    /// Position in [`Lru::recency`]; larger is more recent.
     used: u64,
 }
 
-/// A bounded TTL cache of record sets, keyed by name.
-pub struct Cache {
+/// A bounded map whose entries expire: at most `entries_max` of them, the least recently
+/// used evicted first (expired ones before any live one).
+pub struct Lru<K, V> {
     entries_max: usize,
-    entries: HashMap<Name, Entry>,
-    /// Use counter → name, oldest first: the eviction order.
-    recency: BTreeMap<u64, Name>,
+    entries: HashMap<K, Entry<V>>,
+    /// Use counter → key, oldest first: the eviction order.
+    recency: BTreeMap<u64, K>,
     next_use: u64,
 }
 
-impl Cache {
-    /// A cache holding at most `entries_max` record sets (0 disables caching).
-    pub fn new(entries_max: usize) -> Cache {
-        Cache {
+impl<K: Clone + Eq + Hash, V: Clone> Lru<K, V> {
+    /// A map holding at most `entries_max` entries (0 disables it).
+    pub fn new(entries_max: usize) -> Lru<K, V> {
+        Lru {
             entries_max,
             entries: HashMap::new(),
             recency: BTreeMap::new(),
@@ -36,40 +42,39 @@ impl Cache {
         }
     }
 
-    /// The record set of `name` if it is cached and its TTL has not run out at `now`.
-    /// An expired entry is dropped.
-    pub fn get(&mut self, name: &Name, now: Instant) -> Option<RecordSet> {
-        let entry = self.entries.get(name)?;
+    /// The value of `key` if present and unexpired at `now` (it becomes the most recently
+    /// used). An expired entry is dropped.
+    pub fn get(&mut self, key: &K, now: Instant) -> Option<V> {
+        let entry = self.entries.get(key)?;
         if now >= entry.expires_at {
-            self.remove(name);
+            self.remove(key);
             return None;
         }
         let (old, new) = (entry.used, self.bump());
         self.recency.remove(&old);
-        self.recency.insert(new, name.clone());
-        let entry = self.entries.get_mut(name)?;
+        self.recency.insert(new, key.clone());
+        let entry = self.entries.get_mut(key)?;
         entry.used = new;
-        Some(entry.set.clone())
+        Some(entry.value.clone())
     }
 
-    /// Caches `set` for `name` until `now + set.ttl_s`, replacing any older entry and evicting
-    /// the least recently used one when full. A TTL of 0 caches nothing.
-    pub fn insert(&mut self, name: Name, set: RecordSet, now: Instant) {
-        if self.entries_max == 0 || set.ttl_s == 0 {
-            self.remove(&name);
+    /// Keeps `value` for `key` until `now + ttl`, replacing any older entry and evicting the
+    /// least recently used one when full. A zero `ttl` keeps nothing (and drops `key`).
+    pub fn insert(&mut self, key: K, value: V, ttl: Duration, now: Instant) {
+        self.remove(&key);
+        if self.entries_max == 0 || ttl.is_zero() {
             return;
         }
-        self.remove(&name);
         if self.entries.len() >= self.entries_max {
             self.evict(now);
         }
         let used = self.bump();
-        let expires_at = now + Duration::from_secs(u64::from(set.ttl_s));
-        self.recency.insert(used, name.clone());
+        self.recency.insert(used, key.clone());
+        let expires_at = now + ttl;
         self.entries.insert(
-            name,
+            key,
             Entry {
-                set,
+                value,
                 expires_at,
                 used,
             },
@@ -78,9 +83,9 @@ impl Cache {
         debug_assert!(self.entries.len() <= self.entries_max);
     }
 
-    /// Drops the entry of `name`, if any.
-    pub fn remove(&mut self, name: &Name) {
-        if let Some(entry) = self.entries.remove(name) {
+    /// Drops the entry of `key`, if any.
+    pub fn remove(&mut self, key: &K) {
+        if let Some(entry) = self.entries.remove(key) {
             self.recency.remove(&entry.used);
         }
     }
@@ -93,14 +98,14 @@ impl Cache {
 
     /// Drops every entry whose TTL has run out at `now`.
     pub fn purge_expired(&mut self, now: Instant) {
-        let expired: Vec<Name> = self
+        let expired: Vec<K> = self
             .entries
             .iter()
             .filter(|(_, e)| now >= e.expires_at)
-            .map(|(n, _)| n.clone())
+            .map(|(k, _)| k.clone())
             .collect();
-        for name in &expired {
-            self.remove(name);
+        for key in &expired {
+            self.remove(key);
         }
     }
 
@@ -109,7 +114,7 @@ impl Cache {
         self.entries.len()
     }
 
-    /// Whether the cache holds nothing.
+    /// Whether nothing is held.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
@@ -131,12 +136,128 @@ impl Cache {
     }
 }
 
-impl std::fmt::Debug for Cache {
+impl<K, V> std::fmt::Debug for Lru<K, V> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Cache")
+        f.debug_struct("Lru")
             .field("entries", &self.entries.len())
             .field("entries_max", &self.entries_max)
             .finish()
+    }
+}
+
+/// A bounded TTL cache of record sets, keyed by name.
+#[derive(Debug)]
+pub struct Cache {
+    lru: Lru<Name, RecordSet>,
+}
+
+impl Cache {
+    /// A cache holding at most `entries_max` record sets (0 disables caching).
+    pub fn new(entries_max: usize) -> Cache {
+        Cache {
+            lru: Lru::new(entries_max),
+        }
+    }
+
+    /// The record set of `name` if it is cached and its TTL has not run out at `now`.
+    /// An expired entry is dropped.
+    pub fn get(&mut self, name: &Name, now: Instant) -> Option<RecordSet> {
+        self.lru.get(name, now)
+    }
+
+    /// Caches `set` for `name` until `now + set.ttl_s`, replacing any older entry and evicting
+    /// the least recently used one when full. A TTL of 0 caches nothing.
+    pub fn insert(&mut self, name: Name, set: RecordSet, now: Instant) {
+        let ttl = Duration::from_secs(u64::from(set.ttl_s));
+        self.lru.insert(name, set, ttl, now);
+    }
+
+    /// Drops the entry of `name`, if any.
+    pub fn remove(&mut self, name: &Name) {
+        self.lru.remove(name);
+    }
+
+    /// Drops every entry.
+    pub fn clear(&mut self) {
+        self.lru.clear();
+    }
+
+    /// Drops every entry whose TTL has run out at `now`.
+    pub fn purge_expired(&mut self, now: Instant) {
+        self.lru.purge_expired(now);
+    }
+
+    /// Entries held, expired ones included until they are touched or purged.
+    pub fn len(&self) -> usize {
+        self.lru.len()
+    }
+
+    /// Whether the cache holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.lru.is_empty()
+    }
+}
+
+/// A bounded TTL cache of referrals, keyed by the child scope's prefix.
+#[derive(Debug)]
+pub struct ReferralCache {
+    lru: Lru<Name, Referral>,
+}
+
+impl ReferralCache {
+    /// A cache holding at most `entries_max` referrals (0 disables it: every walk starts at
+    /// the root).
+    pub fn new(entries_max: usize) -> ReferralCache {
+        ReferralCache {
+            lru: Lru::new(entries_max),
+        }
+    }
+
+    /// The unexpired referral with the longest prefix that is an ancestor of `name` or
+    /// `name` itself: the deepest scope known to lie on the way to `name`.
+    pub fn deepest(&mut self, name: &Name, now: Instant) -> Option<Referral> {
+        let mut at = Some(name.clone());
+        while let Some(prefix) = at {
+            if prefix.is_root() {
+                return None;
+            }
+            if let Some(r) = self.lru.get(&prefix, now) {
+                return Some(r);
+            }
+            at = prefix.parent();
+        }
+        None
+    }
+
+    /// The referral for exactly `prefix`, if cached and unexpired.
+    pub fn get(&mut self, prefix: &Name, now: Instant) -> Option<Referral> {
+        self.lru.get(prefix, now)
+    }
+
+    /// Caches `referral` until `now + referral.ttl_s` (a TTL of 0 caches nothing).
+    pub fn insert(&mut self, referral: Referral, now: Instant) {
+        let ttl = Duration::from_secs(u64::from(referral.ttl_s));
+        self.lru.insert(referral.prefix.clone(), referral, ttl, now);
+    }
+
+    /// Drops the referral for `prefix`, if any.
+    pub fn remove(&mut self, prefix: &Name) {
+        self.lru.remove(prefix);
+    }
+
+    /// Drops every referral.
+    pub fn clear(&mut self) {
+        self.lru.clear();
+    }
+
+    /// Referrals held.
+    pub fn len(&self) -> usize {
+        self.lru.len()
+    }
+
+    /// Whether none is held.
+    pub fn is_empty(&self) -> bool {
+        self.lru.is_empty()
     }
 }
 
@@ -227,6 +348,68 @@ mod tests {
         assert_eq!(cache.get(&name("/a"), t0).unwrap().version, 2);
         cache.remove(&name("/a"));
         assert!(cache.is_empty());
+    }
+
+    fn referral(prefix: &str, ttl_s: u32) -> Referral {
+        Referral {
+            scope: proto::ScopeId::derive(&[prefix.as_bytes()]),
+            prefix: name(prefix),
+            epoch: 1,
+            members: vec![],
+            ttl_s,
+        }
+    }
+
+    #[test]
+    fn deepest_referral_above_a_name_is_found_and_expires() {
+        let t0 = Instant::now();
+        let mut refs = ReferralCache::new(8);
+        refs.insert(referral("/eu", 10), t0);
+        refs.insert(referral("/eu/payments", 5), t0);
+        refs.insert(referral("/us", 10), t0);
+        let api = name("/eu/payments/api");
+        assert_eq!(refs.deepest(&api, t0).unwrap().prefix, name("/eu/payments"));
+        assert_eq!(
+            refs.deepest(&name("/eu/payments"), t0).unwrap().prefix,
+            name("/eu/payments"),
+            "a referral for the name itself counts"
+        );
+        assert_eq!(
+            refs.deepest(&name("/eu/x"), t0).unwrap().prefix,
+            name("/eu")
+        );
+        assert!(refs.deepest(&name("/asia/x"), t0).is_none());
+        assert!(refs.deepest(&Name::root(), t0).is_none());
+        let later = t0 + Duration::from_secs(5);
+        assert_eq!(
+            refs.deepest(&api, later).unwrap().prefix,
+            name("/eu"),
+            "the expired child falls back to its parent's referral"
+        );
+        assert!(refs.deepest(&api, t0 + Duration::from_secs(10)).is_none());
+        refs.insert(referral("/eu", 0), t0);
+        assert!(
+            refs.get(&name("/eu"), t0).is_none(),
+            "a TTL of 0 caches nothing (and replaces the older entry)"
+        );
+    }
+
+    #[test]
+    fn referral_cache_is_bounded_lru() {
+        let t0 = Instant::now();
+        let mut refs = ReferralCache::new(2);
+        refs.insert(referral("/a", 60), t0);
+        refs.insert(referral("/b", 60), t0);
+        assert!(refs.get(&name("/a"), t0).is_some());
+        refs.insert(referral("/c", 60), t0);
+        assert_eq!(refs.len(), 2);
+        assert!(
+            refs.get(&name("/b"), t0).is_none(),
+            "/b was least recently used"
+        );
+        refs.remove(&name("/a"));
+        refs.clear();
+        assert!(refs.is_empty());
     }
 
     #[test]

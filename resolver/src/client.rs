@@ -1,11 +1,16 @@
-//! [`Client`]: resolve names, send signed mutations and operator calls to a scope's anchors.
+//! [`Client`]: resolve names by walking referrals, send signed mutations to the scope that
+//! governs a name, watch prefixes, and make operator calls.
 //!
 //! Every call is one straight path: encode the request, run it through the retry loop
-//! (`Inner::exchange`), decode and judge each answer (`judge_resolve`, `judge_mutate`).
-//! The loop tries the known anchors in the order `members` gives (the leader first for
-//! linearizable reads and writes), follows `NotLeader` redirects, moves on after network
-//! failures and `Unavailable`, and stops after `attempts_max` requests or at the call's
-//! deadline, whichever comes first.
+//! (`Inner::exchange`) at one scope's members, decode and judge each answer
+//! (`judge_resolve`, which verifies signed answers; `judge_mutate`). The loop tries the
+//! scope's known members in the order `members` gives (the leader first for linearizable
+//! reads and writes), follows `NotLeader` redirects, moves on after network failures,
+//! rejected answers and `Unavailable`, follows `Delegated` to the child scope, waits out
+//! `Moving`, and stops after `attempts_max` requests or at the call's deadline, whichever
+//! comes first. A resolve runs the loop once per scope on its walk (see [`crate::walk`]);
+//! a walk that started from a cached referral which no longer works starts over at the root
+//! once.
 //!
 //! # Retrying mutations
 //!
@@ -17,9 +22,12 @@
 //! `Unavailable`) and a later attempt comes back `Replayed` or `Expired`, or no later
 //! attempt gets an answer at all, the call returns [`Error::Unknown`] rather than claiming
 //! the write failed. Resolve the name at [`ReadLevel::Linearizable`] to find out.
+//! `Delegated` and `Moving` are refusals before anything was proposed: they never make an
+//! outcome unknown.
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -28,17 +36,21 @@ use libp2p::{Multiaddr, PeerId};
 use proto::codec;
 use proto::limits::{CLIENT_FRAME_BYTES_MAX, MUTATION_VALIDITY_MS_MAX};
 use proto::msg::{
-    AdminRequest, AdminResponse, AnchorStatus, MutateRequest, MutateResponse, ResolveRequest,
-    ResolveResponse,
+    AdminRequest, AdminResponse, AnchorStatus, Answer, MutateRequest, MutateResponse,
+    ResolveRequest, ResolveResponse, ScopeInfo, ScopeTarget, WatchRequest, WatchResponse,
 };
 use proto::{
-    AnchorInfo, Mutation, Name, Op, ReadLevel, Record, RecordSet, SignedMutation, WireError,
+    AnchorInfo, Mutation, Name, Op, ReadLevel, Record, RecordSet, Referral, ScopeId,
+    SignedMutation, WireError,
 };
 
-use crate::cache::Cache;
+use crate::cache::{Cache, ReferralCache};
 use crate::error::Error;
-use crate::members::{split_p2p, Anchor, Members, KNOWN_ANCHORS_MAX};
+use crate::members::{split_p2p, Anchor, Directory, Members, KNOWN_ANCHORS_MAX};
 use crate::net::{self, NetConfig, NetError, NetHandle, Protocol};
+use crate::verify::{check_referral, verify_answer, Asked};
+use crate::walk::{Hop, HopOutcome, ScopeRef, Trace, Walk};
+use crate::watch::{self, Watch};
 
 /// Largest `attempts_max` a [`ClientConfig`] may set.
 pub const ATTEMPTS_MAX_LIMIT: u32 = 100;
@@ -52,9 +64,10 @@ const BACKOFF_MAX: Duration = Duration::from_secs(1);
 pub struct ClientConfig {
     /// How long one request to one anchor may take.
     pub request_timeout: Duration,
-    /// How long one call (all its attempts and redirects together) may take.
+    /// How long one call (all its attempts, redirects and referral hops together) may take.
     pub operation_timeout: Duration,
-    /// Requests one call may send in all, redirects included (1..=[`ATTEMPTS_MAX_LIMIT`]).
+    /// Requests one call may send to one scope in all, redirects included
+    /// (1..=[`ATTEMPTS_MAX_LIMIT`]).
     pub attempts_max: u32,
     /// How long a mutation built by this client stays valid: its `expires_at_ms` is now
     /// plus this. At most [`MUTATION_VALIDITY_MS_MAX`] ms. A mutation call gives up retrying
@@ -62,6 +75,8 @@ pub struct ClientConfig {
     pub mutation_validity: Duration,
     /// Record sets the answer cache holds (0 disables it).
     pub cache_entries_max: usize,
+    /// Referrals the referral cache holds (0 disables it: every walk starts at the root).
+    pub referral_entries_max: usize,
 }
 
 impl Default for ClientConfig {
@@ -72,6 +87,7 @@ impl Default for ClientConfig {
             attempts_max: 24,
             mutation_validity: Duration::from_secs(60),
             cache_entries_max: 10_000,
+            referral_entries_max: 1_024,
         }
     }
 }
@@ -99,19 +115,22 @@ impl ClientConfig {
 }
 
 /// A handle to the anchors of an Anchorage cluster. Cheap to clone; clones share the
-/// network task, the known anchors and the cache. The network task stops when the last
-/// clone is dropped.
+/// network task, the known scopes and members, and the caches. The network task stops when
+/// the last clone (and the last [`Watch`]) is dropped.
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<Inner>,
 }
 
-struct Inner {
+pub(crate) struct Inner {
     net: NetHandle,
-    cfg: ClientConfig,
+    pub(crate) cfg: ClientConfig,
     trust: Vec<Anchor>,
-    members: Mutex<Members>,
+    directory: Mutex<Directory>,
     cache: Mutex<Cache>,
+    referrals: Mutex<ReferralCache>,
+    round_trips: AtomicU64,
+    rejected: AtomicU64,
 }
 
 impl Drop for Inner {
@@ -130,11 +149,20 @@ impl fmt::Debug for Client {
     }
 }
 
+/// Where a walk or a mutation starts: the deepest cached referral above the name, or the
+/// root.
+struct Start {
+    scope: ScopeId,
+    prefix: Name,
+    cached: bool,
+}
+
 impl Client {
     /// Starts a client from the trust anchors, each a multiaddr ending in
-    /// `/p2p/<peer id>` (several addresses of one peer are merged). Spawns the client's
-    /// libp2p task on the current tokio runtime; nothing is dialed until the first call, so
-    /// an unreachable trust anchor is not an error here.
+    /// `/p2p/<peer id>` (several addresses of one peer are merged): the members of the root
+    /// scope, the start of every chain of trust. Spawns the client's libp2p task on the
+    /// current tokio runtime; nothing is dialed until the first call, so an unreachable
+    /// trust anchor is not an error here.
     pub async fn connect(trust_anchors: &[Multiaddr], cfg: ClientConfig) -> Result<Client, Error> {
         Client::connect_with_net(trust_anchors, cfg, NetConfig::client()).await
     }
@@ -155,7 +183,8 @@ impl Client {
             });
         }
         let net_cfg = NetConfig {
-            request_timeout: cfg.request_timeout,
+            // Long polls of watches last up to request_timeout + their wait.
+            request_timeout: cfg.request_timeout + watch::wait_for(cfg.request_timeout),
             serve: false,
             ..net_cfg
         };
@@ -165,9 +194,12 @@ impl Client {
         let inner = Inner {
             net,
             cache: Mutex::new(Cache::new(cfg.cache_entries_max)),
-            members: Mutex::new(Members::new(trust.clone())),
+            referrals: Mutex::new(ReferralCache::new(cfg.referral_entries_max)),
+            directory: Mutex::new(Directory::new(trust.clone())),
             trust,
             cfg,
+            round_trips: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
         };
         Ok(Client {
             inner: Arc::new(inner),
@@ -203,25 +235,51 @@ impl Client {
         self.inner.trust.iter().map(|a| a.peer).collect()
     }
 
-    /// Every anchor this client knows (trust anchors, then anchors learned from redirects)
-    /// with the addresses it dials them at.
+    /// Every anchor this client knows (root members first: trust anchors and anchors
+    /// learned from redirects; then the members of child scopes) with the addresses it
+    /// dials them at.
     pub fn known_anchors(&self) -> Vec<(PeerId, Vec<Multiaddr>)> {
-        let members = self.inner.members();
-        members
-            .all()
-            .iter()
-            .map(|a| (a.peer, a.addrs.clone()))
+        let directory = self.inner.directory();
+        directory
+            .all_anchors()
+            .into_iter()
+            .map(|a| (a.peer, a.addrs))
             .collect()
     }
 
-    /// The leader this client last saw (from a redirect or a linearizable answer).
+    /// The root scope's leader as this client last saw it (from a redirect or a
+    /// linearizable answer).
     pub fn leader(&self) -> Option<PeerId> {
-        self.inner.members().leader()
+        self.inner.directory().root().leader()
+    }
+
+    /// The leader of `scope` as this client last saw it.
+    pub fn leader_of(&self, scope: &ScopeId) -> Option<PeerId> {
+        let directory = self.inner.directory();
+        directory.get(scope).and_then(|s| s.members.leader())
     }
 
     /// Drops the cached answer for `name`, if any.
     pub fn invalidate(&self, name: &Name) {
         self.inner.cache().remove(name);
+    }
+
+    /// Drops every cached answer and referral: the next walk starts at the root.
+    pub fn clear_cache(&self) {
+        self.inner.cache().clear();
+        self.inner.referrals().clear();
+    }
+
+    /// Resolve requests this client has sent (every hop of every walk, retries included).
+    pub fn round_trips(&self) -> u64 {
+        self.inner.round_trips.load(Ordering::Relaxed)
+    }
+
+    /// Signed answers (and `Delegated` referrals) this client rejected: bad signature,
+    /// wrong signer, a signer not a member of the scope, another scope or name, a referral
+    /// that leads nowhere deeper.
+    pub fn rejected_answers(&self) -> u64 {
+        self.inner.rejected.load(Ordering::Relaxed)
     }
 
     /// Resolves a name given as text; see [`Client::resolve_name`].
@@ -230,45 +288,326 @@ impl Client {
         self.resolve_name(&name, level).await
     }
 
-    /// The record set of `name`, as fresh as `level` asks:
+    /// The record set of `name`, found by walking referrals from the deepest scope this
+    /// client holds a referral for (the root at first), as fresh as `level` asks:
     ///
     /// - [`ReadLevel::Cached`]: from the local cache while the answer's TTL lasts, else from
-    ///   any member;
+    ///   any member of each scope on the way;
     /// - [`ReadLevel::Replica`]: from any member, never from the cache;
-    /// - [`ReadLevel::Linearizable`]: from the leader (the last known one first, following
-    ///   `NotLeader` redirects, falling back to the other members).
+    /// - [`ReadLevel::Linearizable`]: from the governing scope's leader (the last known one
+    ///   first, following `NotLeader` redirects, falling back to the other members).
     ///
-    /// Every answer refreshes the cache for its TTL; a not-found drops the cached entry.
+    /// Every answer is verified (see [`crate::verify`]); every answer refreshes the cache
+    /// for its TTL, every referral the referral cache; a not-found drops the cached entry.
     pub async fn resolve_name(&self, name: &Name, level: ReadLevel) -> Result<RecordSet, Error> {
-        if level == ReadLevel::Cached {
-            if let Some(set) = self.inner.cache().get(name, Instant::now()) {
-                return Ok(set);
-            }
-        }
+        let mut trace = Trace::default();
+        self.walk(name, level, &mut trace).await.result
+    }
+
+    /// [`Client::resolve_name`], with every hop it took (`resolve --trace`).
+    pub async fn resolve_traced(
+        &self,
+        name: &Name,
+        level: ReadLevel,
+    ) -> (Result<RecordSet, Error>, Trace) {
+        let mut trace = Trace::default();
+        let result = self.walk(name, level, &mut trace).await.result;
+        (result, trace)
+    }
+
+    /// `dig @anchor`: asks this one anchor for `name` at the scope governing it (found by
+    /// [`Client::locate`], walking from the trust anchors when needed). The answer is
+    /// verified like any other, so an anchor that is not a member of that scope is refused
+    /// with [`Error::NotMember`]; a referral it gives is followed as in a walk.
+    pub async fn resolve_via(
+        &self,
+        name: &Name,
+        anchor: &Multiaddr,
+        level: ReadLevel,
+    ) -> Result<RecordSet, Error> {
+        let (peer, dial) = split_p2p(anchor).map_err(|reason| Error::BadTrustAnchor {
+            addr: anchor.to_string(),
+            reason,
+        })?;
+        let target = Anchor {
+            peer,
+            addrs: vec![dial],
+        };
+        let at = self.locate(name).await?;
         let request = ResolveRequest {
             name: name.clone(),
             level,
-            scope: proto::ScopeId::root(),
+            scope: at.scope,
         };
         let bytes = codec::encode(&request).map_err(Error::from_proto)?;
-        let route = match level {
-            ReadLevel::Linearizable => Route::LEADER_READ,
-            ReadLevel::Cached | ReadLevel::Replica => Route::ANY,
-        };
-        let deadline = Instant::now() + self.inner.cfg.operation_timeout;
-        let judge = |from: &Anchor, reply| judge_resolve(name, from, reply);
-        let result = self
+        let reply = self
             .inner
-            .exchange(Protocol::Resolve, bytes, route, deadline, judge)
-            .await
-            .map_err(Failure::into_error);
-        let mut cache = self.inner.cache();
-        match &result {
-            Ok(set) => cache.insert(name.clone(), set.clone(), Instant::now()),
-            Err(Error::NotFound { .. }) => cache.remove(name),
-            Err(_) => {}
+            .send(
+                &target,
+                Protocol::Resolve,
+                bytes,
+                self.inner.cfg.request_timeout,
+            )
+            .await;
+        let step = self
+            .inner
+            .judge_resolve(name, at.scope, &at.prefix, &target, reply);
+        let answer = match step {
+            Step::Done(result) => result?,
+            Step::Redirect(info) => {
+                return Err(Error::NotLeader {
+                    scope: at.scope,
+                    leader: Some(info),
+                })
+            }
+            Step::Next { reason, fallback } => {
+                return Err(fallback.unwrap_or_else(|| Error::unavailable(reason)))
+            }
+            Step::Refer(_) | Step::Wait(_) => {
+                return Err(Error::unavailable("unexpected answer to a resolve"))
+            }
+        };
+        let mut trace = Trace::default();
+        match answer {
+            Answer::Found { set, .. } => {
+                self.inner
+                    .cache()
+                    .insert(name.clone(), set.clone(), Instant::now());
+                Ok(set)
+            }
+            Answer::NotFound { name, .. } => Err(Error::NotFound { name }),
+            Answer::Referral { referral, .. } => {
+                self.inner.take_referral(&referral);
+                let start = Start {
+                    scope: referral.scope,
+                    prefix: referral.prefix.clone(),
+                    cached: false,
+                };
+                self.walk_from(name, level, start, &mut trace).await.result
+            }
         }
-        result
+    }
+
+    /// The scope governing `name`: the walk from the deepest cached referral to the scope
+    /// that answers for the name itself (one request at least, more when referrals are
+    /// followed; the answer is cached on the way).
+    pub async fn locate(&self, name: &Name) -> Result<ScopeRef, Error> {
+        let mut trace = Trace::default();
+        let end = self.walk(name, ReadLevel::Replica, &mut trace).await;
+        match end.result {
+            Ok(_) | Err(Error::NotFound { .. }) => Ok(self.inner.scope_ref(end.scope, end.prefix)),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The [`ScopeInfo`] of the scope governing `name`, asked of its members (the leader
+    /// first when known) until one answers.
+    pub async fn scope_info(&self, name: &Name) -> Result<ScopeInfo, Error> {
+        let at = self.locate(name).await?;
+        let plan = self.inner.plan(&at.scope, true);
+        let mut last = Error::unavailable(format!("no known member of scope {}", at.scope));
+        for anchor in plan {
+            let target = ScopeTarget::Id(at.scope);
+            match self.inner.scope_info(&anchor, target).await {
+                Ok(info) => return Ok(info),
+                Err(e) => {
+                    self.inner.failed(&at.scope, &anchor.peer);
+                    last = e;
+                }
+            }
+        }
+        Err(last)
+    }
+
+    /// The [`ScopeInfo`] one anchor gives for `target` (no retries).
+    pub async fn scope_info_at(
+        &self,
+        anchor: &AnchorInfo,
+        target: ScopeTarget,
+    ) -> Result<ScopeInfo, Error> {
+        let anchor = Anchor::from_info(anchor).map_err(|reason| Error::BadTrustAnchor {
+            addr: anchor.peer_id.clone(),
+            reason,
+        })?;
+        self.inner.scope_info(&anchor, target).await
+    }
+
+    /// Watches every change under `prefix` committed from now on: locates the scope
+    /// governing `prefix`, asks one of its members where "now" is (its applied index, which
+    /// becomes [`Watch::position`]) and starts long-polling from there.
+    pub async fn watch(&self, prefix: &str) -> Result<Watch, Error> {
+        let prefix = Name::parse(prefix).map_err(|e| Error::invalid_name(prefix, e))?;
+        let at = self.locate(&prefix).await?;
+        let request = WatchRequest {
+            scope: at.scope,
+            prefix: prefix.clone(),
+            after: None,
+            wait_ms: 0,
+        };
+        let bytes = codec::encode(&request).map_err(Error::from_proto)?;
+        let deadline = Instant::now() + self.inner.cfg.operation_timeout;
+        let judge = |from: &Anchor, reply: Result<Vec<u8>, AttemptError>| {
+            let bytes = match reply {
+                Ok(b) => b,
+                Err(e) => return Step::next(e),
+            };
+            match decode::<WatchResponse>(from, &bytes) {
+                Ok(WatchResponse::Changes { scope, up_to, .. }) if scope == at.scope => {
+                    Step::Done(Ok(up_to))
+                }
+                Ok(WatchResponse::Error(w)) => judge_wire_error(w),
+                Ok(other) => Step::next(format!("unexpected answer to a watch start: {other:?}")),
+                Err(e) => Step::Next {
+                    reason: e.to_string(),
+                    fallback: Some(e),
+                },
+            }
+        };
+        let answered = self
+            .inner
+            .exchange(
+                Protocol::Watch,
+                bytes,
+                &prefix,
+                at.scope,
+                Route::ANY,
+                deadline,
+                judge,
+            )
+            .await
+            .map_err(Failure::into_error)?;
+        Ok(watch::spawn(
+            self.inner.clone(),
+            at.scope,
+            at.prefix,
+            prefix,
+            answered.0.value,
+        ))
+    }
+
+    /// Watches every change under `prefix` after log index `after` (a former
+    /// [`Watch::position`]), starting at the deepest scope with a cached referral above
+    /// `prefix` (the root when none): scopes the prefix has moved away from deliver their
+    /// history up to the move and refer the watch onwards.
+    pub async fn watch_from(&self, prefix: &Name, after: u64) -> Result<Watch, Error> {
+        let start = self.inner.start(prefix);
+        Ok(watch::spawn(
+            self.inner.clone(),
+            start.scope,
+            start.prefix,
+            prefix.clone(),
+            after,
+        ))
+    }
+
+    /// The walk behind every resolve; see the [`crate::walk`] module docs.
+    async fn walk(&self, name: &Name, level: ReadLevel, trace: &mut Trace) -> WalkEnd {
+        let start = self.inner.start(name);
+        if level == ReadLevel::Cached {
+            if let Some(set) = self.inner.cache().get(name, Instant::now()) {
+                trace.hops.push(Hop {
+                    scope: start.scope,
+                    prefix: start.prefix.clone(),
+                    peer: None,
+                    rtt: Duration::ZERO,
+                    outcome: HopOutcome::CachedAnswer,
+                });
+                return WalkEnd {
+                    result: Ok(set),
+                    scope: start.scope,
+                    prefix: start.prefix,
+                };
+            }
+        }
+        self.walk_from(name, level, start, trace).await
+    }
+
+    async fn walk_from(
+        &self,
+        name: &Name,
+        level: ReadLevel,
+        start: Start,
+        trace: &mut Trace,
+    ) -> WalkEnd {
+        let deadline = Instant::now() + self.inner.cfg.operation_timeout;
+        let (mut scope, mut prefix, mut from_cache) = (start.scope, start.prefix, start.cached);
+        let mut walk = Walk::new(scope, prefix.clone());
+        let end = |result, scope, prefix| WalkEnd {
+            result,
+            scope,
+            prefix,
+        };
+        loop {
+            if from_cache {
+                trace.hops.push(Hop {
+                    scope,
+                    prefix: prefix.clone(),
+                    peer: None,
+                    rtt: Duration::ZERO,
+                    outcome: HopOutcome::CachedReferral,
+                });
+            }
+            if let Err(e) = walk.request() {
+                return end(Err(e), scope, prefix);
+            }
+            let started = Instant::now();
+            let hop = |peer, rtt, outcome| Hop {
+                scope,
+                prefix: prefix.clone(),
+                peer,
+                rtt,
+                outcome,
+            };
+            match self.inner.ask(name, level, scope, &prefix, deadline).await {
+                Ok(Answered { value, peer, rtt }) => match value {
+                    Answer::Found { set, .. } => {
+                        let version = set.version;
+                        trace
+                            .hops
+                            .push(hop(Some(peer), rtt, HopOutcome::Found { version }));
+                        self.inner
+                            .cache()
+                            .insert(name.clone(), set.clone(), Instant::now());
+                        return end(Ok(set), scope, prefix);
+                    }
+                    Answer::NotFound { name: got, .. } => {
+                        trace.hops.push(hop(Some(peer), rtt, HopOutcome::NotFound));
+                        self.inner.cache().remove(name);
+                        return end(Err(Error::NotFound { name: got }), scope, prefix);
+                    }
+                    Answer::Referral { referral, .. } => {
+                        let outcome = HopOutcome::Referral(referral.clone());
+                        trace.hops.push(hop(Some(peer), rtt, outcome));
+                        if let Err(e) = walk.follow(&referral) {
+                            return end(Err(e), scope, prefix);
+                        }
+                        self.inner.take_referral(&referral);
+                        scope = referral.scope;
+                        prefix = referral.prefix;
+                        from_cache = false;
+                    }
+                },
+                Err(failure) => {
+                    let e = failure.into_error();
+                    let reason = e.to_string();
+                    trace
+                        .hops
+                        .push(hop(None, started.elapsed(), HopOutcome::Failed { reason }));
+                    let stale = from_cache && !matches!(e, Error::Invalid { .. });
+                    if !stale {
+                        return end(Err(e), scope, prefix);
+                    }
+                    // The cached referral led nowhere (the scope moved, or its members
+                    // changed): forget it and walk again from the root, once.
+                    tracing::debug!(%scope, %prefix, error = %e, "cached referral failed; walking from the root");
+                    self.inner.referrals().remove(&prefix);
+                    scope = ScopeId::root();
+                    prefix = Name::root();
+                    walk = Walk::new(scope, prefix.clone());
+                    from_cache = false;
+                }
+            }
+        }
     }
 
     /// Replaces the record set of `name`; returns the committed version.
@@ -337,9 +676,10 @@ impl Client {
         }
     }
 
-    /// Sends a signed mutation to the scope's leader (retrying as the module docs say) and
-    /// returns the committed version. The signatures and body are checked here first, so a
-    /// bad mutation fails without a round trip. Drops the cached answer for the name.
+    /// Sends a signed mutation to the leader of the scope governing its name (retrying as
+    /// the module docs say) and returns the committed version. The signatures and body are
+    /// checked here first, so a bad mutation fails without a round trip. Drops the cached
+    /// answer for the name.
     pub async fn submit(&self, mutation: SignedMutation) -> Result<u64, Error> {
         let body = mutation.verify().map_err(Error::from_proto)?;
         self.send_mutation(mutation, body).await
@@ -367,32 +707,59 @@ impl Client {
             );
             return Err(Error::Invalid { reason });
         }
+        let name = body.op.name();
         let mut ambiguity = None;
         let mut committed_by = None;
-        let judge =
-            |from: &Anchor, reply| judge_mutate(&mut ambiguity, &mut committed_by, from, reply);
-        let result = self
-            .inner
-            .exchange(
-                Protocol::Mutate,
-                bytes,
-                Route::LEADER_WRITE,
-                deadline,
-                judge,
-            )
-            .await;
-        self.inner.cache().remove(body.op.name());
-        if let Some(leader) = committed_by.and_then(|info| Anchor::from_info(&info).ok()) {
-            let mut members = self.inner.members();
-            let leader = members.learn(leader);
-            members.set_leader(leader.peer);
+        let mut start = self.inner.start(name);
+        let result = loop {
+            let judge =
+                |from: &Anchor, reply| judge_mutate(&mut ambiguity, &mut committed_by, from, reply);
+            let result = self
+                .inner
+                .exchange(
+                    Protocol::Mutate,
+                    bytes.clone(),
+                    name,
+                    start.scope,
+                    Route::LEADER_WRITE,
+                    deadline,
+                    judge,
+                )
+                .await;
+            let stale = matches!(
+                &result,
+                Err(Failure::Exhausted(Exhausted {
+                    fallback: Some(Error::NoScope { .. }),
+                    ..
+                }))
+            );
+            if stale && start.cached {
+                // The cached referral's scope no longer governs the name: start over at the
+                // root (the same signed bytes; replays are refused by nonce).
+                self.inner.referrals().remove(&start.prefix);
+                start = Start {
+                    scope: ScopeId::root(),
+                    prefix: Name::root(),
+                    cached: false,
+                };
+                continue;
+            }
+            break result;
+        };
+        self.inner.cache().remove(name);
+        if let (Some(info), Ok(answered)) = (committed_by, &result) {
+            if let Ok(leader) = Anchor::from_info(&info) {
+                self.inner.learn_leader(&answered.1, leader);
+            }
         }
-        result.map_err(|failure| match (failure, ambiguity) {
-            (Failure::Exhausted(x), Some(first)) => Error::Unknown {
-                reason: format!("{first}; no later attempt settled it: {}", x.summary),
-            },
-            (failure, _) => failure.into_error(),
-        })
+        result
+            .map(|(answered, _)| answered.value)
+            .map_err(|failure| match (failure, ambiguity) {
+                (Failure::Exhausted(x), Some(first)) => Error::Unknown {
+                    reason: format!("{first}; no later attempt settled it: {}", x.summary),
+                },
+                (failure, _) => failure.into_error(),
+            })
     }
 
     /// Sends one operator call to one known anchor (no retries, no redirects). An
@@ -402,7 +769,12 @@ impl Client {
         peer: &PeerId,
         request: AdminRequest,
     ) -> Result<AdminResponse, Error> {
-        let anchor = self.inner.members().get(peer).cloned();
+        let anchor = self
+            .inner
+            .directory()
+            .all_anchors()
+            .into_iter()
+            .find(|a| a.peer == *peer);
         let anchor = anchor.ok_or(Error::UnknownAnchor { peer: *peer })?;
         self.inner.admin(&anchor, &request).await
     }
@@ -423,6 +795,13 @@ impl Client {
         });
         futures::future::join_all(asks).await
     }
+}
+
+/// Where a walk ended: its result and the last scope asked.
+struct WalkEnd {
+    result: Result<RecordSet, Error>,
+    scope: ScopeId,
+    prefix: Name,
 }
 
 fn parse_trust_anchors(addrs: &[Multiaddr]) -> Result<Vec<Anchor>, Error> {
@@ -491,7 +870,7 @@ impl Route {
 
 /// Why one request to one anchor got no answer.
 #[derive(Clone, Debug)]
-struct AttemptError {
+pub(crate) struct AttemptError {
     reason: String,
     /// The anchor may have received the request (so a mutation may have been applied).
     maybe_delivered: bool,
@@ -534,6 +913,12 @@ enum Step<T> {
         reason: String,
         fallback: Option<Error>,
     },
+    /// The name is governed by this child scope (`WireError::Delegated`): cache the
+    /// referral and continue at its members.
+    Refer(Referral),
+    /// Nothing changed and the same scope will do better shortly (`WireError::Moving`):
+    /// wait, then ask again, until the deadline; this error if it never does.
+    Wait(Error),
 }
 
 impl<T> Step<T> {
@@ -543,6 +928,15 @@ impl<T> Step<T> {
             fallback: None,
         }
     }
+}
+
+/// A final answer from [`Inner::exchange`]: the value, who gave it, and the round-trip
+/// time of that last request.
+#[derive(Debug)]
+struct Answered<T> {
+    value: T,
+    peer: PeerId,
+    rtt: Duration,
 }
 
 /// How a call through [`Inner::exchange`] failed.
@@ -593,6 +987,13 @@ impl Attempts {
         }
     }
 
+    /// A refusal that is not the anchor's fault and may pass (`Moving`): remembered as the
+    /// error to return if nothing better comes, without ruling the anchor out.
+    fn note_wait(&mut self, peer: PeerId, error: Error) {
+        self.last = Some((peer, error.to_string()));
+        self.fallback = Some(error);
+    }
+
     fn note(&mut self, peer: PeerId, reason: String, fallback: Option<Error>) {
         self.last = Some((peer, reason));
         if fallback.is_some() {
@@ -628,31 +1029,195 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Inner {
-    fn members(&self) -> MutexGuard<'_, Members> {
-        lock(&self.members)
+    pub(crate) fn directory(&self) -> MutexGuard<'_, Directory> {
+        lock(&self.directory)
     }
 
-    fn cache(&self) -> MutexGuard<'_, Cache> {
+    pub(crate) fn cache(&self) -> MutexGuard<'_, Cache> {
         lock(&self.cache)
     }
 
-    /// Sends `bytes` to anchor after anchor until `judge` calls an answer final, for at most
-    /// `attempts_max` requests and until `deadline`. A full round of failures is followed by
-    /// a short pause that doubles each round.
+    pub(crate) fn referrals(&self) -> MutexGuard<'_, ReferralCache> {
+        lock(&self.referrals)
+    }
+
+    /// The members of `scope` in the order to try them (none when the scope is unknown).
+    pub(crate) fn plan(&self, scope: &ScopeId, leader_first: bool) -> Vec<Anchor> {
+        let directory = self.directory();
+        directory
+            .get(scope)
+            .map(|s| s.members.plan(leader_first))
+            .unwrap_or_default()
+    }
+
+    /// Records that `peer` failed a request to `scope`.
+    pub(crate) fn failed(&self, scope: &ScopeId, peer: &PeerId) {
+        if let Some(s) = self.directory().get_mut(scope) {
+            s.members.failed(peer);
+        }
+    }
+
+    fn with_members<R>(&self, scope: &ScopeId, f: impl FnOnce(&mut Members) -> R) -> Option<R> {
+        self.directory().get_mut(scope).map(|s| f(&mut s.members))
+    }
+
+    fn learn_leader(&self, scope: &ScopeId, leader: Anchor) {
+        self.with_members(scope, |m| {
+            let leader = m.learn(leader);
+            m.set_leader(leader.peer);
+        });
+    }
+
+    /// Learns the members a verified referral lists.
+    pub(crate) fn adopt(&self, referral: &Referral) {
+        self.directory().adopt(referral);
+    }
+
+    /// Takes in a verified referral: its members, and the referral cache for its TTL.
+    pub(crate) fn take_referral(&self, referral: &Referral) {
+        self.adopt(referral);
+        self.referrals().insert(referral.clone(), Instant::now());
+    }
+
+    /// Where a walk for `name` starts: the deepest cached referral (its members learned
+    /// again in case they were forgotten), or the root.
+    fn start(&self, name: &Name) -> Start {
+        let cached = self.referrals().deepest(name, Instant::now());
+        match cached {
+            Some(r) => {
+                self.adopt(&r);
+                Start {
+                    scope: r.scope,
+                    prefix: r.prefix,
+                    cached: true,
+                }
+            }
+            None => Start {
+                scope: ScopeId::root(),
+                prefix: Name::root(),
+                cached: false,
+            },
+        }
+    }
+
+    fn scope_ref(&self, scope: ScopeId, prefix: Name) -> ScopeRef {
+        let members = self
+            .plan(&scope, true)
+            .iter()
+            .map(|a| AnchorInfo {
+                peer_id: a.peer.to_base58(),
+                addrs: a.addrs.iter().map(|x| x.to_string()).collect(),
+            })
+            .collect();
+        ScopeRef {
+            scope,
+            prefix,
+            members,
+        }
+    }
+
+    /// One hop of a walk: asks `scope`'s members for `name` until one gives a verified
+    /// answer.
+    async fn ask(
+        &self,
+        name: &Name,
+        level: ReadLevel,
+        scope: ScopeId,
+        prefix: &Name,
+        deadline: Instant,
+    ) -> Result<Answered<Answer>, Failure> {
+        let request = ResolveRequest {
+            name: name.clone(),
+            level,
+            scope,
+        };
+        let bytes = codec::encode(&request).map_err(|e| Failure::Answered(Error::from_proto(e)))?;
+        let route = match level {
+            ReadLevel::Linearizable => Route::LEADER_READ,
+            ReadLevel::Cached | ReadLevel::Replica => Route::ANY,
+        };
+        let judge = |from: &Anchor, reply| self.judge_resolve(name, scope, prefix, from, reply);
+        self.exchange(
+            Protocol::Resolve,
+            bytes,
+            name,
+            scope,
+            route,
+            deadline,
+            judge,
+        )
+        .await
+        .map(|(answered, _)| answered)
+    }
+
+    /// [`judge_resolve`] against this client's members of `scope`, counting and logging
+    /// rejected answers.
+    fn judge_resolve(
+        &self,
+        name: &Name,
+        scope: ScopeId,
+        prefix: &Name,
+        from: &Anchor,
+        reply: Result<Vec<u8>, AttemptError>,
+    ) -> Step<Answer> {
+        let asked = Asked {
+            peer: from.peer,
+            scope,
+            prefix,
+            name,
+        };
+        let is_member = |p: &PeerId| self.directory().is_member(&scope, p);
+        let step = judge_resolve(asked, from, reply, &is_member);
+        if let Step::Next {
+            fallback: Some(e @ (Error::Unverified { .. } | Error::NotMember { .. })),
+            ..
+        } = &step
+        {
+            self.rejected.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(peer = %from.peer, %scope, %name, error = %e, "answer rejected");
+        }
+        step
+    }
+
+    async fn scope_info(&self, anchor: &Anchor, target: ScopeTarget) -> Result<ScopeInfo, Error> {
+        match self
+            .admin(anchor, &AdminRequest::ScopeInfo { target })
+            .await?
+        {
+            AdminResponse::Scope(info) => Ok(*info),
+            other => Err(Error::BadResponse {
+                peer: anchor.peer,
+                reason: format!("asked for scope info, got {other:?}"),
+            }),
+        }
+    }
+
+    /// Sends `bytes` to member after member of `scope` until `judge` calls an answer final,
+    /// for at most `attempts_max` requests and until `deadline`. A full round of failures is
+    /// followed by a short pause that doubles each round. A `Delegated` refusal moves the
+    /// exchange to the child scope it names (after checking it leads deeper towards `name`);
+    /// a `Moving` refusal waits and asks again without counting against `attempts_max`.
+    #[allow(clippy::too_many_arguments)]
     async fn exchange<T>(
         &self,
         protocol: Protocol,
         bytes: Vec<u8>,
+        name: &Name,
+        mut scope: ScopeId,
         route: Route,
         deadline: Instant,
         mut judge: impl FnMut(&Anchor, Result<Vec<u8>, AttemptError>) -> Step<T>,
-    ) -> Result<T, Failure> {
-        let mut queue: VecDeque<Anchor> = self.members().plan(route.leader_first).into();
+    ) -> Result<(Answered<T>, ScopeId), Failure> {
+        let mut prefix = match self.directory().get(&scope) {
+            Some(s) => s.prefix.clone(),
+            None => Name::root(),
+        };
+        let mut queue: VecDeque<Anchor> = self.plan(&scope, route.leader_first).into();
         let mut attempts = Attempts::new();
         let mut backoff = BACKOFF_MIN;
         while attempts.count < self.cfg.attempts_max {
             let Some(target) = queue.pop_front() else {
-                queue = self.members().plan(route.leader_first).into();
+                queue = self.plan(&scope, route.leader_first).into();
                 queue.retain(|a| !attempts.settled.contains(&a.peer));
                 if queue.is_empty() {
                     break;
@@ -669,20 +1234,75 @@ impl Inner {
             }
             attempts.count += 1;
             let timeout = left.min(self.cfg.request_timeout);
+            let sent = Instant::now();
             let reply = self.send(&target, protocol, bytes.clone(), timeout).await;
+            let rtt = sent.elapsed();
             match judge(&target, reply) {
                 Step::Done(result) => {
                     let from_leader = matches!(result, Ok(_) | Err(Error::NotFound { .. }));
                     if route.answered_by_leader && from_leader {
-                        self.members().set_leader(target.peer);
+                        self.with_members(&scope, |m| m.set_leader(target.peer));
                     }
-                    return result.map_err(Failure::Answered);
+                    let value = result.map_err(Failure::Answered)?;
+                    let answered = Answered {
+                        value,
+                        peer: target.peer,
+                        rtt,
+                    };
+                    return Ok((answered, scope));
                 }
-                Step::Redirect(info) => self.redirect(&target, &info, &mut queue, &mut attempts),
+                Step::Redirect(info) => {
+                    self.redirect(scope, &target, &info, &mut queue, &mut attempts)
+                }
                 Step::Next { reason, fallback } => {
                     tracing::debug!(peer = %target.peer, %reason, "attempt failed; trying the next anchor");
-                    self.members().failed(&target.peer);
+                    self.failed(&scope, &target.peer);
                     attempts.note(target.peer, reason, fallback);
+                }
+                Step::Refer(referral) => {
+                    let checked = if self.directory().is_member(&scope, &target.peer) {
+                        check_referral(&referral, &prefix, name)
+                    } else {
+                        Err(format!("{} is not a member of scope {scope}", target.peer))
+                    };
+                    match checked {
+                        Ok(()) => {
+                            tracing::debug!(peer = %target.peer, from = %scope, to = %referral.scope, prefix = %referral.prefix, "delegated; continuing at the child scope");
+                            self.take_referral(&referral);
+                            let reason = format!(
+                                "{name} is delegated to scope {} at {}",
+                                referral.scope, referral.prefix
+                            );
+                            attempts.note(target.peer, reason, None);
+                            scope = referral.scope;
+                            prefix = referral.prefix;
+                            queue = self.plan(&scope, route.leader_first).into();
+                            attempts.settled.clear();
+                            backoff = BACKOFF_MIN;
+                        }
+                        Err(reason) => {
+                            self.rejected.fetch_add(1, Ordering::Relaxed);
+                            tracing::warn!(peer = %target.peer, %scope, %name, %reason, "delegation referral rejected");
+                            let e = Error::Unverified {
+                                peer: target.peer,
+                                reason,
+                            };
+                            attempts.note(target.peer, e.to_string(), Some(e));
+                        }
+                    }
+                }
+                Step::Wait(error) => {
+                    // Nothing changed: not an attempt against attempts_max, only the deadline.
+                    attempts.count -= 1;
+                    attempts.note_wait(target.peer, error);
+                    queue.push_front(target);
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        attempts.deadline_passed = true;
+                        break;
+                    }
+                    tokio::time::sleep(backoff.min(left)).await;
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
                 }
             }
         }
@@ -691,15 +1311,27 @@ impl Inner {
         ))
     }
 
-    /// Follows a `NotLeader` redirect: learns the leader and puts it first in the queue.
+    /// Follows a `NotLeader` redirect from a member of `scope`: learns the leader as a
+    /// member of that scope and puts it first in the queue. A redirect from an anchor that
+    /// is not a member teaches nothing.
     fn redirect(
         &self,
+        scope: ScopeId,
         from: &Anchor,
         info: &AnchorInfo,
         queue: &mut VecDeque<Anchor>,
         attempts: &mut Attempts,
     ) {
-        let mut members = self.members();
+        let mut directory = self.directory();
+        let Some(known) = directory.get_mut(&scope) else {
+            attempts.note(from.peer, "redirect for an unknown scope".into(), None);
+            return;
+        };
+        let members = &mut known.members;
+        if !members.contains(&from.peer) {
+            attempts.note(from.peer, "redirect from a non-member ignored".into(), None);
+            return;
+        }
         match Anchor::from_info(info) {
             Ok(leader) if leader.peer != from.peer => {
                 let leader = members.learn(leader);
@@ -720,14 +1352,18 @@ impl Inner {
         }
     }
 
-    /// One request to one anchor, bounded by `timeout`.
-    async fn send(
+    /// One request to one anchor, bounded by `timeout`. Resolve requests are counted
+    /// ([`Client::round_trips`]).
+    pub(crate) async fn send(
         &self,
         to: &Anchor,
         protocol: Protocol,
         bytes: Vec<u8>,
         timeout: Duration,
     ) -> Result<Vec<u8>, AttemptError> {
+        if protocol == Protocol::Resolve {
+            self.round_trips.fetch_add(1, Ordering::Relaxed);
+        }
         let request = self.net.request(to.peer, to.addrs.clone(), protocol, bytes);
         match tokio::time::timeout(timeout, request).await {
             Ok(Ok(reply)) => Ok(reply),
@@ -760,13 +1396,16 @@ fn decode<T: serde::de::DeserializeOwned>(from: &Anchor, bytes: &[u8]) -> Result
     })
 }
 
-/// What one resolve attempt means: an answer for `name`, a not-found, a redirect, or a
-/// reason to try another anchor.
+/// What one resolve attempt means: a verified answer (found, not-found or referral), a
+/// redirect, or a reason to try another member. A rejected answer ([`verify_answer`]) comes
+/// back as `Next` with the rejection as its fallback, so the anchor is not asked again in
+/// this hop.
 fn judge_resolve(
-    name: &Name,
+    asked: Asked<'_>,
     from: &Anchor,
     reply: Result<Vec<u8>, AttemptError>,
-) -> Step<RecordSet> {
+    is_member: &dyn Fn(&PeerId) -> bool,
+) -> Step<Answer> {
     let bytes = match reply {
         Ok(bytes) => bytes,
         Err(e) => return Step::next(e),
@@ -784,30 +1423,12 @@ fn judge_resolve(
         ResolveResponse::Signed(signed) => signed,
         ResolveResponse::Error(w) => return judge_wire_error(w),
     };
-    let answer: proto::msg::Answer = match decode(from, &signed.body) {
-        Ok(a) => a,
-        Err(e) => {
-            return Step::Next {
-                reason: e.to_string(),
-                fallback: Some(e),
-            }
-        }
-    };
-    match answer {
-        proto::msg::Answer::Found { name: got, set, .. } if got == *name => Step::Done(Ok(set)),
-        proto::msg::Answer::NotFound { name: got, .. } if got == *name => {
-            Step::Done(Err(Error::NotFound { name: got }))
-        }
-        other => {
-            let e = Error::BadResponse {
-                peer: from.peer,
-                reason: format!("asked for {name}, the answer is {other:?}"),
-            };
-            Step::Next {
-                reason: e.to_string(),
-                fallback: Some(e),
-            }
-        }
+    match verify_answer(&signed, asked, is_member) {
+        Ok(answer) => Step::Done(Ok(answer)),
+        Err(e) => Step::Next {
+            reason: e.to_string(),
+            fallback: Some(e),
+        },
     }
 }
 
@@ -885,6 +1506,9 @@ fn judge_mutate(
             })),
             None => judge_wire_error(w),
         },
+        // Refused before anything was proposed: not ambiguous.
+        MutateResponse::Error(WireError::Delegated { referral, .. }) => Step::Refer(referral),
+        MutateResponse::Error(WireError::Moving { prefix }) => Step::Wait(Error::Moving { prefix }),
         MutateResponse::Error(w) => judge_wire_error(w),
     }
 }
@@ -1034,24 +1658,93 @@ mod tests {
         ));
     }
 
-    #[test]
-    fn resolve_answer_for_another_name_is_not_accepted() {
-        let a = anchor();
-        let asked = Name::parse("/a").unwrap();
-        let reply = ResolveResponse::NotFound {
-            scope: ScopeId::root(),
-            name: Name::parse("/b").unwrap(),
+    fn signed(key: &libp2p::identity::Keypair, answer: &Answer) -> Vec<u8> {
+        let body = codec::encode(answer).unwrap();
+        let signed = proto::msg::SignedAnswer {
+            signature: key.sign(&Answer::signing_bytes(&body)).unwrap(),
+            public_key: key.public().encode_protobuf(),
+            body,
         };
-        let step = judge_resolve(&asked, &a, Ok(codec::encode(&reply).unwrap()));
+        codec::encode(&ResolveResponse::Signed(signed)).unwrap()
+    }
+
+    #[test]
+    fn resolve_answers_are_verified_before_they_count() {
+        let key = libp2p::identity::Keypair::generate_ed25519();
+        let a = Anchor {
+            peer: key.public().to_peer_id(),
+            addrs: vec![],
+        };
+        let asked_name = Name::parse("/a").unwrap();
+        let root = Name::root();
+        let asked = Asked {
+            peer: a.peer,
+            scope: ScopeId::root(),
+            prefix: &root,
+            name: &asked_name,
+        };
+        let member = |_: &PeerId| true;
+        let stranger = |_: &PeerId| false;
+        let not_found = |name: &str| Answer::NotFound {
+            scope: ScopeId::root(),
+            name: Name::parse(name).unwrap(),
+        };
+        let ok = judge_resolve(asked, &a, Ok(signed(&key, &not_found("/a"))), &member);
+        assert!(matches!(ok, Step::Done(Ok(Answer::NotFound { .. }))));
+        let other = judge_resolve(asked, &a, Ok(signed(&key, &not_found("/b"))), &member);
         assert!(matches!(
-            step,
+            other,
             Step::Next {
-                fallback: Some(Error::BadResponse { .. }),
+                fallback: Some(Error::Unverified { .. }),
                 ..
             }
         ));
-        let garbage = judge_resolve(&asked, &a, Ok(vec![0xff; 3]));
+        let outsider = judge_resolve(asked, &a, Ok(signed(&key, &not_found("/a"))), &stranger);
+        assert!(matches!(
+            outsider,
+            Step::Next {
+                fallback: Some(Error::NotMember { .. }),
+                ..
+            }
+        ));
+        let garbage = judge_resolve(asked, &a, Ok(vec![0xff; 3]), &member);
         assert!(matches!(garbage, Step::Next { .. }));
+        let error = ResolveResponse::Error(WireError::NoScope {
+            name: asked_name.clone(),
+        });
+        let no_scope = judge_resolve(asked, &a, Ok(codec::encode(&error).unwrap()), &member);
+        assert!(matches!(
+            no_scope,
+            Step::Next {
+                fallback: Some(Error::NoScope { .. }),
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn delegated_and_moving_are_not_ambiguous() {
+        let a = anchor();
+        let referral = Referral {
+            scope: ScopeId::derive(&[b"eu"]),
+            prefix: Name::parse("/eu").unwrap(),
+            epoch: 1,
+            members: vec![],
+            ttl_s: 60,
+        };
+        let mut ambiguity = None;
+        let delegated = WireError::Delegated {
+            name: Name::parse("/eu/a").unwrap(),
+            referral: referral.clone(),
+        };
+        let step = judge_mutate(&mut ambiguity, &mut None, &a, mutate_reply(delegated));
+        assert!(matches!(step, Step::Refer(r) if r == referral));
+        let moving = WireError::Moving {
+            prefix: Name::parse("/eu").unwrap(),
+        };
+        let step = judge_mutate(&mut ambiguity, &mut None, &a, mutate_reply(moving));
+        assert!(matches!(step, Step::Wait(Error::Moving { .. })));
+        assert!(ambiguity.is_none());
     }
 
     #[test]

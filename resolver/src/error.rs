@@ -170,6 +170,44 @@ pub enum Error {
         /// Details.
         reason: String,
     },
+    /// An anchor's signed answer did not verify (bad key or signature, signed by another
+    /// peer than the one asked, about another scope or name, or a referral that does not lead
+    /// deeper towards the name). The walk tried the scope's other members; none did better.
+    #[error(
+        "answer from anchor {peer} rejected: {reason}; the anchor is misbehaving or speaks          another protocol version"
+    )]
+    Unverified {
+        /// The anchor that answered.
+        peer: PeerId,
+        /// Why it was rejected.
+        reason: String,
+    },
+    /// An anchor answered for a scope it is not a member of (trust anchors for the root,
+    /// the referral's members for a child scope), so its answer cannot be trusted.
+    #[error(
+        "anchor {peer} is not a member of scope {scope}, so it cannot answer for it; ask one          of the scope's members (`anchorage scope show` lists them)"
+    )]
+    NotMember {
+        /// The anchor that answered.
+        peer: PeerId,
+        /// The scope it answered for.
+        scope: ScopeId,
+    },
+    /// The referral walk went round in a circle, or deeper than any name can be.
+    #[error("referral walk stopped: {reason}; the scopes' delegations are inconsistent")]
+    ReferralLoop {
+        /// Which scope was seen twice, or how many hops were taken.
+        reason: String,
+    },
+    /// Names under `prefix` are moving to a new scope and stayed frozen until the call's
+    /// deadline. Nothing was changed; retry later.
+    #[error(
+        "names under {prefix} are moving to a new scope; nothing was changed, retry once the          move completes (`anchorage scope show {prefix}`)"
+    )]
+    Moving {
+        /// The prefix being moved.
+        prefix: Name,
+    },
 }
 
 fn leader_text(leader: &Option<AnchorInfo>) -> String {
@@ -230,6 +268,7 @@ impl From<WireError> for Error {
             WireError::NoScope { name } => Error::NoScope { name },
             WireError::Unavailable { reason } => Error::Unavailable { reason },
             WireError::Refused { reason } => Error::Refused { reason },
+            WireError::Moving { prefix } => Error::Moving { prefix },
             // `WireError` is non-exhaustive: a newer anchor's error still reaches the caller.
             other => Error::Refused {
                 reason: other.to_string(),
@@ -297,6 +336,14 @@ mod tests {
             (
                 WireError::Refused { reason: "r".into() },
                 Error::Refused { reason: "r".into() },
+            ),
+            (
+                WireError::Moving {
+                    prefix: Name::parse("/eu").unwrap(),
+                },
+                Error::Moving {
+                    prefix: Name::parse("/eu").unwrap(),
+                },
             ),
         ];
         for (wire, want) in cases {

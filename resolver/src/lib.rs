@@ -1,22 +1,56 @@
-//! Anchorage client library: resolve names, write them with signed mutations, and make
-//! operator calls to anchors, over libp2p (DESIGN.md §6, §7).
+//! Anchorage client library: resolve names by walking the scope hierarchy, verify every
+//! answer, write names with signed mutations, watch prefixes, and make operator calls to
+//! anchors, over libp2p (DESIGN.md §6, §7).
 //!
-//! A [`Client`] starts from a list of trust anchors (root-scope anchors, each given as a
-//! multiaddr ending in `/p2p/<peer id>`). It remembers the scope's leader, learns new members
-//! from `NotLeader` redirects, retries across members within a bounded number of attempts and
-//! a deadline, and caches answers for their TTL. Every failure is one [`Error`] variant a
-//! caller can match on.
+//! A [`Client`] starts from a list of trust anchors: members of the root scope, each given
+//! as a multiaddr ending in `/p2p/<peer id>`. They are the root of trust.
+//!
+//! **Walk.** To resolve a name the client asks the deepest scope it holds a cached referral
+//! for (the root at first); the scope answers with the record set, a not-found, or a
+//! referral to a child scope (its id, prefix and member anchors), which the client caches
+//! for its TTL and follows. A cold walk to a name `d` scopes deep costs `d` resolve
+//! requests, a warm one none ([`Client::round_trips`] counts them; [`Client::resolve_traced`]
+//! shows each hop, like `dig +trace`). Walks are bounded by
+//! [`proto::limits::REFERRAL_HOPS_MAX`] and refuse loops ([`Error::ReferralLoop`]).
+//!
+//! **Verification.** Every answer is signed by the anchor that gives it. The client accepts
+//! it only if the signer is the anchor it asked *and* a member of the scope it asked
+//! (trust anchors for the root, the referral's members for a child), the signature holds,
+//! the answer is about that scope and name, and a referral leads strictly deeper towards
+//! the name — a chain of signatures from the trust anchors to the answer. Rejected answers
+//! are counted ([`Client::rejected_answers`]) and logged, and another member is asked; when
+//! none does better the call fails with [`Error::Unverified`] or [`Error::NotMember`].
+//!
+//! **Mutations** go to the leader of the scope governing the name, found from the cached
+//! referrals: a `Delegated` refusal teaches the client the child scope and the mutation
+//! follows it; `Moving` (the prefix is being handed to a new scope) is retried with backoff
+//! until the call's deadline — nothing changed, so it is never an ambiguous outcome. Within
+//! a scope the client remembers the leader, learns members from `NotLeader` redirects,
+//! retries across members within a bounded number of attempts and a deadline, and says
+//! [`Error::Unknown`] when a retried mutation's outcome cannot be settled.
+//!
+//! **Watches** ([`Client::watch`], [`Client::watch_from`]) long-poll a scope's members for
+//! the committed changes under a prefix, resume at another member from
+//! [`Watch::position`] with no gap, report compaction, follow the prefix when it moves to a
+//! child scope, and drop the cached answer of every changed name.
+//!
+//! Every failure is one [`Error`] variant a caller can match on.
 //!
 //! # Layout
-//! - [`client`] — [`Client`] and [`ClientConfig`]: the calls, and the one retry loop they all
-//!   go through (leader first, redirects, rotation, deadlines; why a retried mutation can end
-//!   in [`Error::Unknown`]).
-//! - [`cache`] — [`cache::Cache`]: bounded, least-recently-used, TTL-expiring answers; it
-//!   takes `now` as an argument and never reads a clock.
-//! - `members` — the known anchors, the last known leader and the order to try them in.
+//! - [`client`] — [`Client`] and [`ClientConfig`]: the calls, the walk and the one retry
+//!   loop they all go through (leader first, redirects, rotation, delegations, deadlines;
+//!   why a retried mutation can end in [`Error::Unknown`]).
+//! - [`walk`] — [`Trace`], [`Hop`], [`ScopeRef`] and the walk's loop guard.
+//! - [`verify`] — the checks every signed answer passes.
+//! - [`watch`] — [`Watch`] and [`WatchEvent`]: the long-poll task.
+//! - [`cache`] — [`cache::Cache`] (answers) and [`cache::ReferralCache`] (referrals):
+//!   bounded, least-recently-used, TTL-expiring; they take `now` as an argument and never
+//!   read a clock.
+//! - `members` — per scope, the known members, the last known leader and the order to try
+//!   them in; what answers are verified against.
 //! - [`error`] — [`Error`]: every failure, one variant per thing a caller can act on; every
 //!   [`WireError`](proto::WireError) maps to one.
-//! - [`net`] — the libp2p swarm shared with the anchor: four request-response protocols,
+//! - [`net`] — the libp2p swarm shared with the anchor: five request-response protocols,
 //!   size-checked frames.
 //!
 //! # Example
@@ -49,6 +83,9 @@ pub mod cache;
 pub mod client;
 pub mod error;
 mod members;
+pub mod verify;
+pub mod walk;
+pub mod watch;
 // Shared with the anchor crate, which owns its shape; its one long type is left as it is.
 #[allow(clippy::type_complexity)]
 pub mod net;
@@ -57,6 +94,12 @@ pub use client::{Client, ClientConfig};
 pub use ed25519_dalek::SigningKey;
 pub use error::Error;
 pub use libp2p::{Multiaddr, PeerId};
-pub use members::KNOWN_ANCHORS_MAX;
-pub use proto::msg::{AdminRequest, AdminResponse, AnchorStatus};
-pub use proto::{Mutation, Name, Op, ReadLevel, Record, RecordSet, SignedMutation};
+pub use members::{KNOWN_ANCHORS_MAX, KNOWN_SCOPES_MAX};
+pub use proto::msg::{
+    AdminRequest, AdminResponse, AnchorStatus, ChangeEvent, ScopeInfo, ScopeTarget,
+};
+pub use proto::{
+    AnchorInfo, Mutation, Name, Op, ReadLevel, Record, RecordSet, Referral, ScopeId, SignedMutation,
+};
+pub use walk::{Hop, HopOutcome, ScopeRef, Trace};
+pub use watch::{Watch, WatchEvent};

@@ -1,19 +1,29 @@
-//! The anchors a client knows, the leader it last saw, and the order to try them in.
+//! The members a client knows for each scope, the leader it last saw in each, and the order
+//! to try them in.
 //!
-//! The list starts as the trust anchors and grows with every anchor learned from a
-//! `NotLeader` redirect, up to [`KNOWN_ANCHORS_MAX`]. A rotating cursor points at the member
-//! to try first; a failure moves it on, so one dead member costs one attempt, not one per
-//! call. Pure bookkeeping, no IO: the retry loop in [`crate::client`] drives it.
+//! [`Directory`] holds one [`Members`] per scope: the root's starts as the trust anchors, a
+//! child's as the members its referral lists. Each grows with anchors learned from
+//! `NotLeader` redirects sent by a member (a member vouching for its leader is trusted as
+//! far as the member is), up to [`KNOWN_ANCHORS_MAX`]. These sets are also what answers are
+//! verified against: only an anchor in a scope's set may answer for that scope.
+//!
+//! A rotating cursor points at the member to try first; a failure moves it on, so one dead
+//! member costs one attempt, not one per call. Pure bookkeeping, no IO: the retry loop in
+//! [`crate::client`] drives it.
 
+use std::collections::HashMap;
 use std::str::FromStr;
 
 use libp2p::multiaddr::Protocol as AddrProtocol;
 use libp2p::{Multiaddr, PeerId};
 use proto::limits::{ADDR_BYTES_MAX, ANCHOR_ADDRS_MAX};
-use proto::AnchorInfo;
+use proto::{AnchorInfo, Name, Referral, ScopeId};
 
-/// Anchors one client remembers (trust anchors plus learned ones).
+/// Anchors one client remembers per scope (trust anchors or referral members, plus learned
+/// ones).
 pub const KNOWN_ANCHORS_MAX: usize = 64;
+/// Scopes whose members one client remembers (the root included).
+pub const KNOWN_SCOPES_MAX: usize = 4096;
 
 /// One anchor: who it is and where to dial it (addresses without the `/p2p` suffix).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -79,11 +89,11 @@ pub(crate) struct Members {
 }
 
 impl Members {
-    /// Starts from the trust anchors (at least one, at most [`KNOWN_ANCHORS_MAX`]).
-    pub fn new(trust: Vec<Anchor>) -> Members {
-        assert!(!trust.is_empty() && trust.len() <= KNOWN_ANCHORS_MAX);
+    /// Starts from the given anchors (the first [`KNOWN_ANCHORS_MAX`] are kept).
+    pub fn new(mut first: Vec<Anchor>) -> Members {
+        first.truncate(KNOWN_ANCHORS_MAX);
         Members {
-            anchors: trust,
+            anchors: first,
             leader: None,
             cursor: 0,
         }
@@ -95,6 +105,10 @@ impl Members {
 
     pub fn get(&self, peer: &PeerId) -> Option<&Anchor> {
         self.anchors.iter().find(|a| a.peer == *peer)
+    }
+
+    pub fn contains(&self, peer: &PeerId) -> bool {
+        self.get(peer).is_some()
     }
 
     pub fn leader(&self) -> Option<PeerId> {
@@ -124,10 +138,11 @@ impl Members {
         if self.leader == Some(*peer) {
             self.leader = None;
         }
-        if self
-            .anchors
-            .get(self.cursor)
-            .is_some_and(|a| a.peer == *peer)
+        if !self.anchors.is_empty()
+            && self
+                .anchors
+                .get(self.cursor)
+                .is_some_and(|a| a.peer == *peer)
         {
             self.cursor = (self.cursor + 1) % self.anchors.len();
         }
@@ -145,6 +160,117 @@ impl Members {
         let rotation = (0..n).map(|i| &self.anchors[(self.cursor + i) % n]);
         order.extend(rotation.filter(|a| Some(a.peer) != leader).cloned());
         order
+    }
+}
+
+/// One scope as the client knows it: where it sits, which epoch of its members it has, and
+/// those members.
+#[derive(Debug)]
+pub(crate) struct KnownScope {
+    pub prefix: Name,
+    pub epoch: u64,
+    pub members: Members,
+}
+
+/// The members of every scope the client knows: the root (trust anchors) and each child
+/// scope a referral named.
+#[derive(Debug)]
+pub(crate) struct Directory {
+    scopes: HashMap<ScopeId, KnownScope>,
+}
+
+impl Directory {
+    /// A directory knowing only the root scope, with the trust anchors as its members.
+    pub fn new(trust: Vec<Anchor>) -> Directory {
+        let root = KnownScope {
+            prefix: Name::root(),
+            epoch: 0,
+            members: Members::new(trust),
+        };
+        Directory {
+            scopes: HashMap::from([(ScopeId::root(), root)]),
+        }
+    }
+
+    pub fn get(&self, scope: &ScopeId) -> Option<&KnownScope> {
+        self.scopes.get(scope)
+    }
+
+    pub fn get_mut(&mut self, scope: &ScopeId) -> Option<&mut KnownScope> {
+        self.scopes.get_mut(scope)
+    }
+
+    pub fn root(&self) -> &Members {
+        match self.scopes.get(&ScopeId::root()) {
+            Some(root) => &root.members,
+            None => unreachable!("the root scope is never removed"),
+        }
+    }
+
+    /// Whether `peer` is a known member of `scope`.
+    pub fn is_member(&self, scope: &ScopeId, peer: &PeerId) -> bool {
+        self.scopes
+            .get(scope)
+            .is_some_and(|s| s.members.contains(peer))
+    }
+
+    /// Takes in the members a (verified) referral lists: a scope seen for the first time, or
+    /// at a newer epoch, gets exactly those members (the old ones and the old leader are
+    /// forgotten); the same epoch merges addresses. Unreadable member entries are skipped.
+    pub fn adopt(&mut self, referral: &Referral) {
+        let anchors: Vec<Anchor> = referral
+            .members
+            .iter()
+            .filter_map(|info| Anchor::from_info(info).ok())
+            .collect();
+        if referral.scope == ScopeId::root() {
+            return; // The root's members are the trust anchors, never a referral's.
+        }
+        match self.scopes.get_mut(&referral.scope) {
+            Some(known) if known.epoch >= referral.epoch => {
+                for a in anchors {
+                    if known.members.contains(&a.peer) {
+                        known.members.learn(a);
+                    }
+                }
+            }
+            _ => {
+                if !self.scopes.contains_key(&referral.scope)
+                    && self.scopes.len() >= KNOWN_SCOPES_MAX
+                {
+                    let victim = self
+                        .scopes
+                        .keys()
+                        .find(|id| **id != ScopeId::root())
+                        .copied();
+                    if let Some(victim) = victim {
+                        self.scopes.remove(&victim);
+                    }
+                }
+                let known = KnownScope {
+                    prefix: referral.prefix.clone(),
+                    epoch: referral.epoch,
+                    members: Members::new(anchors),
+                };
+                self.scopes.insert(referral.scope, known);
+            }
+        }
+    }
+
+    /// Every known anchor once (the root's first), with its addresses.
+    pub fn all_anchors(&self) -> Vec<Anchor> {
+        let mut out: Vec<Anchor> = self.root().all().to_vec();
+        for (id, scope) in &self.scopes {
+            if *id == ScopeId::root() {
+                continue;
+            }
+            for a in scope.members.all() {
+                if !out.iter().any(|o| o.peer == a.peer) {
+                    out.push(a.clone());
+                }
+            }
+        }
+        out
     }
 }
 
@@ -241,6 +367,58 @@ mod tests {
             addrs: vec![]
         })
         .is_err());
+    }
+
+    fn info(a: &Anchor) -> AnchorInfo {
+        AnchorInfo {
+            peer_id: a.peer.to_base58(),
+            addrs: a.addrs.iter().map(|x| x.to_string()).collect(),
+        }
+    }
+
+    fn referral(scope: ScopeId, epoch: u64, members: &[&Anchor]) -> Referral {
+        Referral {
+            scope,
+            prefix: Name::parse("/eu").unwrap(),
+            epoch,
+            members: members.iter().map(|a| info(a)).collect(),
+            ttl_s: 60,
+        }
+    }
+
+    #[test]
+    fn directory_keeps_members_per_scope_and_follows_epochs() {
+        let (t, a, b, c) = (anchor(1), anchor(2), anchor(3), anchor(4));
+        let mut d = Directory::new(vec![t.clone()]);
+        let child = ScopeId::derive(&[b"child"]);
+        assert!(d.is_member(&ScopeId::root(), &t.peer));
+        assert!(!d.is_member(&child, &a.peer));
+        d.adopt(&referral(child, 1, &[&a, &b]));
+        assert!(d.is_member(&child, &a.peer) && d.is_member(&child, &b.peer));
+        assert!(!d.is_member(&ScopeId::root(), &a.peer), "scopes do not mix");
+        d.get_mut(&child).unwrap().members.set_leader(b.peer);
+        d.adopt(&referral(child, 1, &[&a, &c]));
+        assert!(
+            !d.is_member(&child, &c.peer),
+            "the same epoch cannot add a member"
+        );
+        assert_eq!(d.get(&child).unwrap().members.leader(), Some(b.peer));
+        d.adopt(&referral(child, 2, &[&c]));
+        assert!(d.is_member(&child, &c.peer) && !d.is_member(&child, &a.peer));
+        assert_eq!(d.get(&child).unwrap().members.leader(), None);
+        d.adopt(&referral(ScopeId::root(), 9, &[&c]));
+        assert!(
+            !d.is_member(&ScopeId::root(), &c.peer),
+            "a referral never changes the root's members"
+        );
+        assert_eq!(d.all_anchors().len(), 2);
+    }
+
+    #[test]
+    fn empty_member_sets_plan_nothing() {
+        let mut m = Members::new(vec![]);
+        assert!(m.plan(true).is_empty());
+        m.failed(&PeerId::random());
     }
 
     #[test]

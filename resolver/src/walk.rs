@@ -1,0 +1,279 @@
+//! The referral walk (DESIGN.md §6), what it reports, and its loop guard.
+//!
+//! To resolve a name the client asks the deepest scope it holds an unexpired referral for
+//! (the root scope, whose members are the trust anchors, when it holds none). Each verified
+//! answer is the record set, a not-found, or a referral one level (or more) deeper towards
+//! the name; the walk follows referrals, caching each for its TTL, until a scope answers for
+//! the name itself. A cold walk to a name `d` scopes deep therefore sends `d` resolve
+//! requests; a warm one sends none (the answer is cached), or one when only the referrals are.
+//!
+//! `Walk` keeps a walk finite: at most [`REFERRAL_HOPS_MAX`] requests, no scope asked
+//! twice, and every referral strictly deeper than the scope that gave it. [`Trace`] is what
+//! `resolve --trace` prints: one [`Hop`] per cache hit or request, like `dig +trace`.
+
+use std::fmt;
+use std::time::Duration;
+
+use libp2p::PeerId;
+use proto::limits::REFERRAL_HOPS_MAX;
+use proto::{AnchorInfo, Name, Referral, ScopeId};
+
+use crate::error::Error;
+
+/// A scope and where to reach it: what [`crate::Client::locate`] returns.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScopeRef {
+    /// The scope's id.
+    pub scope: ScopeId,
+    /// The prefix it governs.
+    pub prefix: Name,
+    /// Its members as this client knows them (trust anchors for the root, the referral's
+    /// members for a child, plus leaders learned from redirects).
+    pub members: Vec<AnchorInfo>,
+}
+
+/// Every step of one resolve, in order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Trace {
+    /// The steps.
+    pub hops: Vec<Hop>,
+}
+
+impl Trace {
+    /// Resolve requests this walk sent (hops that are not cache hits).
+    pub fn requests(&self) -> usize {
+        self.hops
+            .iter()
+            .filter(|h| {
+                !matches!(
+                    h.outcome,
+                    HopOutcome::CachedAnswer | HopOutcome::CachedReferral
+                )
+            })
+            .count()
+    }
+}
+
+/// One step of a walk: a cache hit, or one scope asked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Hop {
+    /// The scope asked (or whose cached referral was used).
+    pub scope: ScopeId,
+    /// Its prefix.
+    pub prefix: Name,
+    /// The anchor whose verified answer ended the step (`None` for cache hits and failures).
+    pub peer: Option<PeerId>,
+    /// Round-trip time of the answering request (zero for cache hits; for a failure, the
+    /// time the step took).
+    pub rtt: Duration,
+    /// What came of it.
+    pub outcome: HopOutcome,
+}
+
+/// What one [`Hop`] found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HopOutcome {
+    /// The answer was in the client's cache: no request.
+    CachedAnswer,
+    /// The walk started at this cached referral instead of the root.
+    CachedReferral,
+    /// The scope referred the walk to a child scope.
+    Referral(Referral),
+    /// The scope holds the name at this version.
+    Found {
+        /// The record set's version.
+        version: u64,
+    },
+    /// The scope governs the name and holds nothing.
+    NotFound,
+    /// No member gave a usable answer.
+    Failed {
+        /// The error that ended the step.
+        reason: String,
+    },
+}
+
+impl fmt::Display for Trace {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for hop in &self.hops {
+            writeln!(f, "{hop}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for Hop {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let peer = match &self.peer {
+            Some(p) => p.to_string(),
+            None => "-".to_string(),
+        };
+        let what = match &self.outcome {
+            HopOutcome::CachedAnswer => "answer from the client cache".to_string(),
+            HopOutcome::CachedReferral => "cached referral".to_string(),
+            HopOutcome::Referral(r) => format!(
+                "referral to {} (scope {}, {} members, ttl {} s)",
+                r.prefix,
+                r.scope,
+                r.members.len(),
+                r.ttl_s
+            ),
+            HopOutcome::Found { version } => format!("found, version {version}"),
+            HopOutcome::NotFound => "not found".to_string(),
+            HopOutcome::Failed { reason } => format!("failed: {reason}"),
+        };
+        write!(
+            f,
+            "{:<24} {} {:<52} {:>6.1} ms  {what}",
+            self.prefix.to_string(),
+            &self.scope.to_hex()[..8],
+            peer,
+            self.rtt.as_secs_f64() * 1000.0
+        )
+    }
+}
+
+/// The loop guard of one walk: requests sent, scopes asked, and the prefix reached.
+#[derive(Debug)]
+pub(crate) struct Walk {
+    requests: usize,
+    seen: Vec<ScopeId>,
+    prefix: Name,
+}
+
+impl Walk {
+    /// A walk starting at `scope`, which governs `prefix`.
+    pub fn new(scope: ScopeId, prefix: Name) -> Walk {
+        Walk {
+            requests: 0,
+            seen: vec![scope],
+            prefix,
+        }
+    }
+
+    /// Counts one more request; refused past [`REFERRAL_HOPS_MAX`].
+    pub fn request(&mut self) -> Result<(), Error> {
+        if self.requests >= REFERRAL_HOPS_MAX {
+            return Err(Error::ReferralLoop {
+                reason: format!("{REFERRAL_HOPS_MAX} requests without reaching the name"),
+            });
+        }
+        self.requests += 1;
+        Ok(())
+    }
+
+    /// Takes a referral as the next scope to ask: refused when the scope was already asked
+    /// in this walk, or when its prefix is not deeper than the current one.
+    pub fn follow(&mut self, referral: &Referral) -> Result<(), Error> {
+        if self.seen.contains(&referral.scope) {
+            return Err(Error::ReferralLoop {
+                reason: format!(
+                    "scope {} ({}) was referred to twice",
+                    referral.scope, referral.prefix
+                ),
+            });
+        }
+        let deeper =
+            referral.prefix.is_under(&self.prefix) && referral.prefix.depth() > self.prefix.depth();
+        if !deeper {
+            return Err(Error::ReferralLoop {
+                reason: format!(
+                    "referral to {} does not lead below {}",
+                    referral.prefix, self.prefix
+                ),
+            });
+        }
+        self.seen.push(referral.scope);
+        self.prefix = referral.prefix.clone();
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn n(s: &str) -> Name {
+        Name::parse(s).unwrap()
+    }
+
+    fn referral(scope: &[u8], prefix: &str) -> Referral {
+        Referral {
+            scope: ScopeId::derive(&[scope]),
+            prefix: n(prefix),
+            epoch: 1,
+            members: vec![],
+            ttl_s: 60,
+        }
+    }
+
+    #[test]
+    fn walk_follows_deeper_referrals() {
+        let mut w = Walk::new(ScopeId::root(), Name::root());
+        w.request().unwrap();
+        w.follow(&referral(b"eu", "/eu")).unwrap();
+        w.request().unwrap();
+        w.follow(&referral(b"pay", "/eu/payments/api")).unwrap();
+    }
+
+    #[test]
+    fn a_scope_seen_twice_is_a_loop() {
+        let mut w = Walk::new(ScopeId::root(), Name::root());
+        w.follow(&referral(b"eu", "/eu")).unwrap();
+        let again = referral(b"eu", "/eu/payments");
+        assert!(matches!(w.follow(&again), Err(Error::ReferralLoop { .. })));
+        let mut to_root = referral(b"x", "/eu/x");
+        to_root.scope = ScopeId::root();
+        assert!(matches!(
+            w.follow(&to_root),
+            Err(Error::ReferralLoop { .. })
+        ));
+    }
+
+    #[test]
+    fn a_referral_not_deeper_is_a_loop() {
+        let mut w = Walk::new(ScopeId::root(), Name::root());
+        w.follow(&referral(b"eu", "/eu")).unwrap();
+        for (id, prefix) in [(b"a", "/eu"), (b"b", "/us/x")] {
+            let r = referral(id, prefix);
+            assert!(
+                matches!(w.follow(&r), Err(Error::ReferralLoop { .. })),
+                "{prefix}"
+            );
+        }
+    }
+
+    #[test]
+    fn requests_are_bounded() {
+        let mut w = Walk::new(ScopeId::root(), Name::root());
+        for _ in 0..REFERRAL_HOPS_MAX {
+            w.request().unwrap();
+        }
+        assert!(matches!(w.request(), Err(Error::ReferralLoop { .. })));
+    }
+
+    #[test]
+    fn trace_counts_requests_and_prints_each_hop() {
+        let hop = |outcome| Hop {
+            scope: ScopeId::root(),
+            prefix: Name::root(),
+            peer: None,
+            rtt: Duration::from_millis(3),
+            outcome,
+        };
+        let trace = Trace {
+            hops: vec![
+                hop(HopOutcome::CachedReferral),
+                hop(HopOutcome::Referral(referral(b"eu", "/eu"))),
+                hop(HopOutcome::Found { version: 9 }),
+            ],
+        };
+        assert_eq!(trace.requests(), 2);
+        let text = trace.to_string();
+        assert_eq!(text.lines().count(), 3);
+        assert!(
+            text.contains("referral to /eu") && text.contains("version 9"),
+            "{text}"
+        );
+    }
+}
