@@ -1,7 +1,8 @@
 //! The `anchorage` command line: run an anchor (`start`), a local 3-anchor cluster (`dev`),
 //! create the root scope (`init`), and talk to a cluster (`put`, `delete`, `cas`, `resolve`,
-//! `status`, `snapshot`, `keygen`, `bench`). Every command prints for humans, or JSON with
-//! `--json`.
+//! `status`, `snapshot`, `keygen`, `bench`), and inspect and steer the scope hierarchy
+//! (`scope tree|show|delegate`, `policy get|set`, `watch`, `resolve --trace`; in
+//! [`crate::cli_scope`]). Every command prints for humans, or JSON with `--json`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -35,10 +36,10 @@ pub struct Target {
         value_delimiter = ',',
         required = true
     )]
-    anchors: Vec<String>,
+    pub(crate) anchors: Vec<String>,
     /// Print JSON instead of text.
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
 }
 
 /// The records of a put or cas.
@@ -145,6 +146,10 @@ enum Command {
         /// Read any member's current state, bypassing caches.
         #[arg(long)]
         replica: bool,
+        /// Show every hop of the walk (scope, anchor, round-trip time, outcome), like
+        /// `dig +trace`.
+        #[arg(long)]
+        trace: bool,
         #[command(flatten)]
         target: Target,
     },
@@ -160,6 +165,14 @@ enum Command {
     },
     /// Drive concurrent writers and readers against a cluster and print figures.
     Bench(crate::cli_bench::BenchArgs),
+    /// Inspect and delegate scopes: `scope tree`, `scope show`, `scope delegate`.
+    #[command(subcommand)]
+    Scope(crate::cli_scope::ScopeCommand),
+    /// Read and change a scope's policy: `policy get`, `policy set`.
+    #[command(subcommand)]
+    Policy(crate::cli_scope::PolicyCommand),
+    /// Print every committed change under a prefix as it happens.
+    Watch(crate::cli_scope::WatchArgs),
 }
 
 /// Entry point of the binary.
@@ -239,6 +252,7 @@ async fn run(cli: Cli) -> Result<()> {
             name,
             linearizable,
             replica,
+            trace,
             target,
         } => {
             let level = if linearizable {
@@ -248,11 +262,18 @@ async fn run(cli: Cli) -> Result<()> {
             } else {
                 ReadLevel::Cached
             };
-            resolve(&target, &name, level).await
+            if trace {
+                crate::cli_scope::resolve_trace(&target, &name, level).await
+            } else {
+                resolve(&target, &name, level).await
+            }
         }
         Command::Status { target } => status(&target).await,
         Command::Snapshot { target } => snapshot(&target).await,
         Command::Bench(args) => crate::cli_bench::run(args).await,
+        Command::Scope(cmd) => crate::cli_scope::run_scope(cmd).await,
+        Command::Policy(cmd) => crate::cli_scope::run_policy(cmd).await,
+        Command::Watch(args) => crate::cli_scope::watch(args).await,
     }
 }
 
@@ -267,7 +288,8 @@ fn print_version(target: &Target, name: &str, version: u64) {
     }
 }
 
-async fn client(target: &Target) -> Result<resolver::Client> {
+/// A client whose trust anchors are the target's anchors.
+pub(crate) async fn client(target: &Target) -> Result<resolver::Client> {
     let addrs = parse_anchors(&target.anchors)?;
     Ok(resolver::Client::connect(&addrs, resolver::ClientConfig::default()).await?)
 }
@@ -287,7 +309,8 @@ pub fn parse_anchors(list: &[String]) -> Result<Vec<Multiaddr>> {
         .collect()
 }
 
-fn split_peer(addr: &Multiaddr) -> Result<(PeerId, Multiaddr)> {
+/// Splits `/…/p2p/<peer>` into the peer and the address before it.
+pub(crate) fn split_peer(addr: &Multiaddr) -> Result<(PeerId, Multiaddr)> {
     let mut base = addr.clone();
     match base.pop() {
         Some(MaProtocol::P2p(peer)) => Ok((peer, base)),
@@ -459,7 +482,17 @@ async fn status(target: &Target) -> Result<()> {
             continue;
         }
         let s: AnchorStatus = serde_json::from_value(s.clone())?;
-        println!("anchor {} {}", s.peer_id, s.addrs.join(" "));
+        let labels: Vec<String> = s.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        if labels.is_empty() {
+            println!("anchor {} {}", s.peer_id, s.addrs.join(" "));
+        } else {
+            println!(
+                "anchor {} {}  labels {}",
+                s.peer_id,
+                s.addrs.join(" "),
+                labels.join(",")
+            );
+        }
         for sc in &s.scopes {
             println!(
                 "  scope {} {:<12} {:<9} term {:<4} applied {:<8} log {:<8} snapshot {:<8} names {:<6} leader {}",
