@@ -269,13 +269,31 @@ async fn admin_call(
         return Err(format!("bad member peer id {:?}", member.peer_id));
     };
     let bytes = codec::encode(req).map_err(|e| e.to_string())?;
-    let call = anchor.net().request(peer, addrs, Protocol::Admin, bytes);
-    let reply = tokio::time::timeout(REQUEST_TIMEOUT, call)
+    let reply = request(anchor, peer, addrs, Protocol::Admin, bytes)
         .await
-        .map_err(|_| format!("{peer}: no answer in time"))?
         .map_err(|e| format!("{peer}: {e}"))?;
     codec::decode(&reply, proto::limits::CLIENT_FRAME_BYTES_MAX)
         .map_err(|e| format!("{peer}: bad answer: {e}"))
+}
+
+/// One request to an anchor; to this anchor itself (a parent member that is also a child
+/// member), handled in place: libp2p does not dial its own peer id.
+async fn request(
+    anchor: &Anchor,
+    peer: PeerId,
+    addrs: Vec<libp2p::Multiaddr>,
+    protocol: Protocol,
+    bytes: Vec<u8>,
+) -> Result<Vec<u8>, String> {
+    if peer == anchor.peer_id() {
+        return Ok(anchor.handle(peer, protocol, bytes).await);
+    }
+    let call = anchor.net().request(peer, addrs, protocol, bytes);
+    match tokio::time::timeout(REQUEST_TIMEOUT, call).await {
+        Ok(Ok(reply)) => Ok(reply),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("no answer in time".into()),
+    }
 }
 
 async fn seed_member(
@@ -407,10 +425,8 @@ async fn activate_child(anchor: Anchor, child: Arc<Replica>, parent: ScopeDescri
             let (Some(peer), addrs) = parse_anchor(m) else {
                 continue;
             };
-            let call = anchor
-                .net()
-                .request(peer, addrs, Protocol::Resolve, bytes.clone());
-            let Ok(Ok(reply)) = tokio::time::timeout(REQUEST_TIMEOUT, call).await else {
+            let Ok(reply) = request(&anchor, peer, addrs, Protocol::Resolve, bytes.clone()).await
+            else {
                 continue;
             };
             let Ok(ResolveResponse::Signed(signed)) =

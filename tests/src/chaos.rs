@@ -3,6 +3,10 @@
 //! a nemesis cutting and healing links from the same seed, then a linearizability check of
 //! the whole history and a count of acknowledged writes lost.
 //!
+//! With [`CampaignConfig::delegate_at`], the prefix every client writes under (`/chaos`) is
+//! delegated to a new child scope mid-campaign, while faults are injected: the history must
+//! stay linearizable across the hand-over (DESIGN.md §11 property 2).
+//!
 //! One seed replays one campaign: `scripts/chaos --seed N`.
 
 use std::collections::BTreeMap;
@@ -30,6 +34,8 @@ pub struct CampaignConfig {
     pub clients: usize,
     /// Names they share.
     pub names: usize,
+    /// Delegate `/chaos` to a child scope this long after the clients start.
+    pub delegate_at: Option<Duration>,
 }
 
 impl Default for CampaignConfig {
@@ -38,6 +44,7 @@ impl Default for CampaignConfig {
             duration: Duration::from_secs(8),
             clients: 4,
             names: 4,
+            delegate_at: None,
         }
     }
 }
@@ -65,6 +72,8 @@ pub struct Report {
     pub checker_gave_up: bool,
     /// True when the history is linearizable and nothing acknowledged was lost.
     pub passed: bool,
+    /// With `delegate_at`: the log index of the delegation, once it was active.
+    pub delegated_at_index: Option<u64>,
 }
 
 /// The client id of the reads made after healing.
@@ -107,7 +116,8 @@ async fn start_cluster(faults: &Arc<SeededFaults>) -> Result<Cluster> {
         .iter()
         .map(|a| a.info().peer_id.parse())
         .collect::<Result<_, _>>()?;
-    anchor::cli::init_root(&addrs, policy::Policy::development(None).to_toml()).await?;
+    let admin = policy::PublicKey::from_bytes(&admin_key().verifying_key().to_bytes())?;
+    anchor::cli::init_root(&addrs, policy::Policy::development(Some(admin)).to_toml()).await?;
     Ok(Cluster {
         anchors,
         peers,
@@ -160,9 +170,35 @@ pub async fn campaign(seed: u64, cfg: &CampaignConfig) -> Result<Report> {
             c as u32, client, key, recorder, rng, names, deadline,
         ));
     }
-    let nemesis = run_nemesis(&cluster, &faults, StdRng::seed_from_u64(seed), deadline).await;
+    let delegation = match cfg.delegate_at {
+        Some(at) => {
+            let net = NetConfig {
+                faults: Some(faults.clone()),
+                ..NetConfig::client()
+            };
+            let client = Client::connect_with_net(&cluster.addrs, client_config(), net).await?;
+            Some((at, client))
+        }
+        None => None,
+    };
+    let delegate = async {
+        match delegation {
+            Some((at, client)) => {
+                tokio::time::sleep(at).await;
+                delegate_chaos(&cluster, client, deadline + Duration::from_secs(20)).await
+            }
+            None => Ok(()),
+        }
+    };
+    let nemesis = run_nemesis(&cluster, &faults, StdRng::seed_from_u64(seed), deadline);
+    let (nemesis, delegated) = tokio::join!(nemesis, delegate);
+    delegated?;
     while tasks.join_next().await.is_some() {}
     faults.heal();
+    let delegated_at_index = match cfg.delegate_at {
+        Some(_) => Some(wait_delegated(&cluster, Duration::from_secs(60)).await?),
+        None => None,
+    };
     let final_client = Client::connect(&cluster.addrs, client_config()).await?;
     settle(&final_client, &key).await?;
     for n in 0..cfg.names {
@@ -188,6 +224,7 @@ pub async fn campaign(seed: u64, cfg: &CampaignConfig) -> Result<Report> {
         violation: outcome.is_violation(),
         checker_gave_up: matches!(outcome, Outcome::Unknown),
         passed,
+        delegated_at_index,
     })
 }
 
@@ -195,6 +232,64 @@ fn outcome_text(o: &Outcome) -> String {
     match o {
         Outcome::Ok => "linearizable".into(),
         other => other.to_string(),
+    }
+}
+
+/// The root scope's admin key in campaigns.
+fn admin_key() -> ed25519_dalek::SigningKey {
+    ed25519_dalek::SigningKey::from_bytes(&[0xad; 32])
+}
+
+/// Delegates `/chaos` to a child scope on the same anchors, through a client that suffers
+/// the campaign's faults; retries (a fresh nonce each time) until the root answers that the
+/// prefix is moving or delegated, or `deadline`.
+async fn delegate_chaos(cluster: &Cluster, client: Client, deadline: Instant) -> Result<()> {
+    let members = cluster
+        .anchors
+        .iter()
+        .map(|a| proto::MemberSpec {
+            anchor: a.info(),
+            labels: a.status().labels,
+        })
+        .collect();
+    let op = proto::Op::Delegate {
+        prefix: proto::Name::parse("/chaos")?,
+        members,
+        policy_toml: policy::Policy::development(None).to_toml(),
+        referral_ttl_s: 600,
+    };
+    loop {
+        match client.mutate(op.clone(), &admin_key()).await {
+            Ok(_) => return Ok(()),
+            // A retry after a delegation that did commit finds the prefix taken.
+            Err(Error::Moving { .. }) => return Ok(()),
+            Err(e) if Instant::now() > deadline => bail!("delegating /chaos: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
+/// Waits until the root scope (as any anchor sees it) holds an active delegation of
+/// `/chaos`; returns its index.
+async fn wait_delegated(cluster: &Cluster, within: Duration) -> Result<u64> {
+    let deadline = Instant::now() + within;
+    let target = proto::msg::ScopeTarget::Id(proto::ScopeId::root());
+    loop {
+        for a in &cluster.anchors {
+            if let Ok(info) = a.scope_info(&target) {
+                let active = info.delegations.iter().find(|d| {
+                    d.state == proto::DelegationState::Active
+                        && d.referral.prefix.to_string() == "/chaos"
+                });
+                if let Some(d) = active {
+                    return Ok(d.index);
+                }
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("/chaos was not delegated within {} s", within.as_secs());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

@@ -1,6 +1,7 @@
 //! The short chaos campaign run by `cargo test`: a few fixed seeds of partitions, drops and
 //! delays against three in-process anchors; each must stay linearizable and lose no
-//! acknowledged write. `scripts/chaos` runs the long campaign.
+//! acknowledged write, also across a delegation of the names' prefix to a child scope.
+//! `scripts/chaos` runs the long campaign.
 
 use std::time::Duration;
 
@@ -39,4 +40,40 @@ async fn short_chaos_campaign() {
             report.lost_acked, report.verdict
         );
     }
+}
+
+/// One campaign in which `/chaos`, where every client writes, moves to a child scope while
+/// faults are injected: still linearizable, nothing acknowledged lost, and the move done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn chaos_campaign_across_a_delegation() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let seed = 44;
+    let cfg = CampaignConfig {
+        duration: Duration::from_secs(6),
+        delegate_at: Some(Duration::from_secs(2)),
+        ..CampaignConfig::default()
+    };
+    let report = tokio::time::timeout(Duration::from_secs(240), campaign(seed, &cfg))
+        .await
+        .unwrap_or_else(|_| panic!("seed {seed}: campaign did not finish in 240 s"))
+        .unwrap_or_else(|e| panic!("seed {seed}: harness error: {e:#}"));
+    println!(
+        "seed {seed} (delegation at index {:?}): {} ops ({} unknown), nemesis {:?}, lost {}, {}",
+        report.delegated_at_index,
+        report.ops,
+        report.unknown,
+        report.nemesis,
+        report.lost_acked,
+        report.verdict
+    );
+    assert!(report.delegated_at_index.is_some(), "the delegation completed");
+    assert!(report.ops > 20, "too few operations ran ({})", report.ops);
+    assert!(
+        report.passed,
+        "seed {seed} failed: lost {} acknowledged writes; {}\nreplay: scripts/chaos --seed {seed} --duration-s 6 --delegate-at-s 2",
+        report.lost_acked, report.verdict
+    );
 }

@@ -28,6 +28,9 @@ struct Args {
     /// Concurrent clients per campaign.
     #[arg(long, default_value_t = 4)]
     clients: usize,
+    /// Delegate the clients' prefix to a child scope this many seconds into each campaign.
+    #[arg(long)]
+    delegate_at_s: Option<f64>,
 }
 
 fn main() -> std::process::ExitCode {
@@ -39,6 +42,7 @@ fn main() -> std::process::ExitCode {
     let cfg = CampaignConfig {
         duration: Duration::from_secs(args.duration_s),
         clients: args.clients,
+        delegate_at: args.delegate_at_s.map(Duration::from_secs_f64),
         ..CampaignConfig::default()
     };
     let seeds: Vec<u64> = match args.seed {
