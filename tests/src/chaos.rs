@@ -259,31 +259,40 @@ async fn delegate_chaos(cluster: &Cluster, client: Client, deadline: Instant) ->
         referral_ttl_s: 600,
     };
     loop {
+        // An attempt whose outcome the client could not learn may have committed: look
+        // before signing a new one (which would then be refused, or routed to the child).
+        if delegation_of_chaos(cluster).is_some() {
+            return Ok(());
+        }
         match client.mutate(op.clone(), &admin_key()).await {
             Ok(_) => return Ok(()),
-            // A retry after a delegation that did commit finds the prefix taken.
-            Err(Error::Moving { .. }) => return Ok(()),
             Err(e) if Instant::now() > deadline => bail!("delegating /chaos: {e}"),
             Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
         }
     }
 }
 
+/// The root scope's live delegation of `/chaos`, as any anchor has applied it.
+fn delegation_of_chaos(cluster: &Cluster) -> Option<proto::Delegation> {
+    let target = proto::msg::ScopeTarget::Id(proto::ScopeId::root());
+    cluster.anchors.iter().find_map(|a| {
+        a.scope_info(&target).ok().and_then(|info| {
+            info.delegations.into_iter().find(|d| {
+                d.state != proto::DelegationState::Aborted
+                    && d.referral.prefix.to_string() == "/chaos"
+            })
+        })
+    })
+}
+
 /// Waits until the root scope (as any anchor sees it) holds an active delegation of
 /// `/chaos`; returns its index.
 async fn wait_delegated(cluster: &Cluster, within: Duration) -> Result<u64> {
     let deadline = Instant::now() + within;
-    let target = proto::msg::ScopeTarget::Id(proto::ScopeId::root());
     loop {
-        for a in &cluster.anchors {
-            if let Ok(info) = a.scope_info(&target) {
-                let active = info.delegations.iter().find(|d| {
-                    d.state == proto::DelegationState::Active
-                        && d.referral.prefix.to_string() == "/chaos"
-                });
-                if let Some(d) = active {
-                    return Ok(d.index);
-                }
+        if let Some(d) = delegation_of_chaos(cluster) {
+            if d.state == proto::DelegationState::Active {
+                return Ok(d.index);
             }
         }
         if Instant::now() > deadline {

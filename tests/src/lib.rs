@@ -21,9 +21,18 @@
 //! - [`Cluster::start_netns`] runs every anchor in its own Linux network namespace (see
 //!   [`netns`]) so [`Cluster::netns`] can cut and heal the network between anchor processes.
 //!
+//! - Scopes: [`Cluster::start_labeled`] gives anchors placement labels;
+//!   [`Cluster::init_on`] creates the root scope on a subset of the anchors (the trust
+//!   anchors of [`Cluster::client_trusting`]) with a policy from [`policy_toml`];
+//!   [`Cluster::delegate`] submits an admin-signed `Op::Delegate` and waits until the
+//!   parent reports it Active and the child accepts writes; [`Cluster::scope_leader`],
+//!   [`Cluster::scope_info_at`] look at any scope; [`Cluster::pause`]/[`Cluster::resume`]
+//!   SIGSTOP/SIGCONT an anchor (a paused anchor is still killed on drop).
+//!
 //! Each anchor's output goes to `<tmp>/logs/a<i>.<start>.{out,err}`; a restart opens new
 //! files, so the logs of every run survive.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -35,8 +44,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use proto::codec;
-use proto::msg::{AdminRequest, AdminResponse, AnchorStatus, ScopeStatus};
-use proto::ScopeId;
+use proto::msg::{
+    AdminRequest, AdminResponse, AnchorStatus, MutateRequest, MutateResponse, ScopeInfo,
+    ScopeStatus, ScopeTarget,
+};
+use proto::{
+    AnchorInfo, Delegation, DelegationState, MemberSpec, Name, Op, Referral, ScopeId,
+    SignedMutation,
+};
 use resolver::net::{self, NetConfig, NetHandle, Protocol};
 use resolver::{Client, ClientConfig, Multiaddr, PeerId};
 
@@ -300,6 +315,10 @@ pub struct AnchorProc {
     pub ip: std::net::Ipv4Addr,
     /// Its network namespace, when the cluster runs in namespaces.
     pub netns: Option<String>,
+    /// Labels written into its config besides `test_index` (placement policy reads them).
+    pub labels: BTreeMap<String, String>,
+    /// True while it is stopped by [`Cluster::pause`].
+    pub paused: bool,
     child: Option<Child>,
     starts: usize,
     logs: Vec<PathBuf>,
@@ -342,9 +361,11 @@ impl AnchorProc {
 
     fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
+            // SIGKILL also ends a stopped (paused) process.
             let _ = c.kill();
             let _ = c.wait();
         }
+        self.paused = false;
     }
 }
 
@@ -380,7 +401,26 @@ impl Cluster {
 
     /// Starts `n` anchors with `options` and waits until each is listening.
     pub async fn start_with(n: usize, options: Options) -> Result<Cluster> {
-        Cluster::launch(n, options, None).await
+        Cluster::launch(n, options, None, Vec::new()).await
+    }
+
+    /// Starts `n` anchors with `options`, anchor `i` carrying the labels `labels[i]` (an
+    /// anchor without an entry gets none besides `test_index`), and waits until each is
+    /// listening.
+    pub async fn start_labeled(
+        n: usize,
+        options: Options,
+        labels: &[&[(&str, &str)]],
+    ) -> Result<Cluster> {
+        let labels = labels
+            .iter()
+            .map(|l| {
+                l.iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect()
+            })
+            .collect();
+        Cluster::launch(n, options, None, labels).await
     }
 
     /// Starts `n` anchors with `options`, each in its own network namespace (see
@@ -389,10 +429,15 @@ impl Cluster {
     pub async fn start_netns(n: usize, options: Options) -> Result<Cluster> {
         anchorage_bin();
         let fabric = tokio::task::spawn_blocking(move || netns::Fabric::create(n)).await??;
-        Cluster::launch(n, options, Some(fabric)).await
+        Cluster::launch(n, options, Some(fabric), Vec::new()).await
     }
 
-    async fn launch(n: usize, options: Options, fabric: Option<netns::Fabric>) -> Result<Cluster> {
+    async fn launch(
+        n: usize,
+        options: Options,
+        fabric: Option<netns::Fabric>,
+        labels: Vec<BTreeMap<String, String>>,
+    ) -> Result<Cluster> {
         // Build (or find) the binary before anything else, so a build failure says so.
         anchorage_bin();
         let dir = tempfile::Builder::new()
@@ -422,6 +467,8 @@ impl Cluster {
                     .as_ref()
                     .map_or(std::net::Ipv4Addr::LOCALHOST, |f| f.addr(i)),
                 netns: fabric.as_ref().map(|f| f.namespace(i)),
+                labels: labels.get(i).cloned().unwrap_or_default(),
+                paused: false,
                 child: None,
                 starts: 0,
                 logs: Vec::new(),
@@ -645,10 +692,10 @@ impl Cluster {
         serde_json::from_str(&out).with_context(|| format!("status output is not JSON: {out}"))
     }
 
-    /// Indexes of anchors whose process runs.
+    /// Indexes of anchors whose process runs and is not paused ([`Cluster::pause`]).
     pub fn running(&mut self) -> Vec<usize> {
         (0..self.anchors.len())
-            .filter(|&i| self.anchors[i].is_running())
+            .filter(|&i| !self.anchors[i].paused && self.anchors[i].is_running())
             .collect()
     }
 
@@ -827,6 +874,466 @@ impl Cluster {
     }
 }
 
+// ---------------------------------------------------------------------------------------
+// Scopes: the root on a subset of anchors, delegation, scope leaders, pause/resume
+
+/// A delegation that the parent committed and then marked Active, with the child's
+/// replicas ready for writes (see [`Cluster::delegate`]).
+#[derive(Clone, Debug)]
+pub struct Delegated {
+    /// The parent scope.
+    pub parent: ScopeId,
+    /// The parent's log index of the delegation (the version the submit returned).
+    pub index: u64,
+    /// The child scope.
+    pub child: ScopeId,
+    /// The referral the parent hands out for it.
+    pub referral: Referral,
+    /// The child's leader (anchor index) once it was ready.
+    pub leader: usize,
+}
+
+impl Cluster {
+    /// Indexes of anchors that were started, are not known dead and are not paused. Unlike
+    /// [`Cluster::running`] it does not reap exited processes, so it needs only `&self`.
+    pub fn live(&self) -> Vec<usize> {
+        (0..self.anchors.len())
+            .filter(|&i| self.anchors[i].child.is_some() && !self.anchors[i].paused)
+            .collect()
+    }
+
+    /// Stops anchor `i` with SIGSTOP: its sockets stay open but it answers nothing, as if
+    /// partitioned away. [`Cluster::resume`] continues it; dropping the cluster kills it.
+    pub fn pause(&mut self, i: usize) -> Result<()> {
+        self.signal(i, Signal::Stop)?;
+        self.anchors[i].paused = true;
+        Ok(())
+    }
+
+    /// Continues anchor `i` after [`Cluster::pause`] (SIGCONT).
+    pub fn resume(&mut self, i: usize) -> Result<()> {
+        self.signal(i, Signal::Cont)?;
+        self.anchors[i].paused = false;
+        Ok(())
+    }
+
+    fn signal(&mut self, i: usize, sig: Signal) -> Result<()> {
+        let a = &mut self.anchors[i];
+        if !a.is_running() {
+            bail!("anchor {i} is not running");
+        }
+        let pid = a
+            .pid()
+            .ok_or_else(|| anyhow!("anchor {i} has no process"))?;
+        send_signal(pid, sig).with_context(|| format!("signalling anchor {i} (pid {pid})"))
+    }
+
+    /// Paths `name` in the test directory after writing `text` to it.
+    pub fn write_file(&self, name: &str, text: &str) -> Result<PathBuf> {
+        let path = self.dir().join(name);
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+        Ok(path)
+    }
+
+    /// `/ip4/../tcp/../p2p/..` of the anchors `members`.
+    pub fn addrs_of(&self, members: &[usize]) -> Result<Vec<Multiaddr>> {
+        members.iter().map(|&i| self.anchors[i].addr()).collect()
+    }
+
+    /// `anchorage init` on the anchors `members` only (the root scope's members, which are
+    /// then the trust anchors) with the root policy `policy_toml`; waits for a root leader.
+    pub async fn init_on(&self, members: &[usize], policy_toml: &str) -> Result<usize> {
+        policy::Policy::from_toml(policy_toml).context("the root policy is invalid")?;
+        let path = self.write_file("root-policy.toml", policy_toml)?;
+        let mut args = vec!["init".to_string()];
+        for a in self.addrs_of(members)? {
+            args.push("--anchor".into());
+            args.push(a.to_string());
+        }
+        args.push("--policy".into());
+        args.push(path.display().to_string());
+        self.cli_ok(&args).await?;
+        self.wait_scope_leader(ScopeId::root(), Duration::from_secs(20))
+            .await
+    }
+
+    /// A resolver client whose trust anchors are the anchors `members` (the root's).
+    pub async fn client_trusting(&self, members: &[usize], cfg: ClientConfig) -> Result<Client> {
+        Ok(Client::connect(&self.addrs_of(members)?, cfg).await?)
+    }
+
+    /// One admin call to anchor `i` over the harness's own client swarm.
+    pub async fn admin(&self, i: usize, req: &AdminRequest) -> Result<AdminResponse> {
+        let a = &self.anchors[i];
+        let peer = a.peer.ok_or_else(|| anyhow!("anchor {i} never started"))?;
+        let bytes = codec::encode(req)?;
+        let call = self
+            .net
+            .request(peer, vec![a.base_addr()], Protocol::Admin, bytes);
+        let answer = tokio::time::timeout(STATUS_TIMEOUT, call)
+            .await
+            .map_err(|_| anyhow!("anchor {i} did not answer within {STATUS_TIMEOUT:?}"))?
+            .map_err(|e| anyhow!("anchor {i}: {e}"))?;
+        Ok(codec::decode(
+            &answer,
+            proto::limits::CLIENT_FRAME_BYTES_MAX,
+        )?)
+    }
+
+    /// `ScopeInfo` of a scope hosted on anchor `i`.
+    pub async fn scope_info_at(&self, i: usize, target: ScopeTarget) -> Result<ScopeInfo> {
+        match self
+            .admin(
+                i,
+                &AdminRequest::ScopeInfo {
+                    target: target.clone(),
+                },
+            )
+            .await?
+        {
+            AdminResponse::Scope(info) => Ok(*info),
+            AdminResponse::Error(e) => bail!("anchor {i}: scope info of {target:?}: {e}"),
+            other => bail!("anchor {i} answered scope info with {other:?}"),
+        }
+    }
+
+    /// Scope `id` as anchor `i` sees it (`None` if it does not host it).
+    pub async fn scope_status(&self, i: usize, id: ScopeId) -> Result<Option<ScopeStatus>> {
+        let s = self.status(i).await?;
+        Ok(s.scopes.into_iter().find(|sc| sc.id == id))
+    }
+
+    /// The leader of scope `id`, if the live anchors hosting it agree on one: an anchor that
+    /// says it leads at the highest term seen, named as leader by a majority of the scope's
+    /// members.
+    pub async fn scope_leader(&self, id: ScopeId) -> Result<Option<usize>> {
+        let mut seen = Vec::new();
+        for i in self.live() {
+            if let Ok(Some(s)) = self.scope_status(i, id).await {
+                seen.push((i, s));
+            }
+        }
+        let Some(max_term) = seen.iter().map(|(_, s)| s.term).max() else {
+            return Ok(None);
+        };
+        let Some((li, ls)) = seen
+            .iter()
+            .find(|(_, s)| s.role == "leader" && s.term == max_term)
+        else {
+            return Ok(None);
+        };
+        let leader_peer = self.anchors[*li].peer.map(|p| p.to_base58());
+        let agree = seen
+            .iter()
+            .filter(|(_, s)| s.leader.is_some() && s.leader == leader_peer)
+            .count();
+        let members = ls.members.len().max(1);
+        Ok((2 * agree > members).then_some(*li))
+    }
+
+    /// Waits for a leader of scope `id` (see [`Cluster::scope_leader`]).
+    pub async fn wait_scope_leader(&self, id: ScopeId, within: Duration) -> Result<usize> {
+        wait_for(&format!("a leader of scope {id}"), within, || async move {
+            self.scope_leader(id).await
+        })
+        .await
+    }
+
+    /// Waits until anchor `i` has applied at least `index` in scope `id`.
+    pub async fn wait_scope_applied(
+        &self,
+        i: usize,
+        id: ScopeId,
+        index: u64,
+        within: Duration,
+    ) -> Result<()> {
+        wait_for(
+            &format!("anchor {i} to apply index {index} of scope {id}"),
+            within,
+            || async move {
+                let s = self.scope_status(i, id).await?;
+                Ok(s.filter(|s| s.last_applied.unwrap_or(0) >= index)
+                    .map(|_| ()))
+            },
+        )
+        .await
+    }
+
+    /// Anchor `i` as scopes name it (peer id and listen addresses, from its status).
+    pub async fn anchor_info(&self, i: usize) -> Result<AnchorInfo> {
+        let s = self.status(i).await?;
+        Ok(AnchorInfo {
+            peer_id: s.peer_id,
+            addrs: s.addrs,
+        })
+    }
+
+    /// Anchor `i` as a delegation names it: its info and the labels its status reports.
+    pub async fn member_spec(&self, i: usize) -> Result<MemberSpec> {
+        let s = self.status(i).await?;
+        Ok(MemberSpec {
+            anchor: AnchorInfo {
+                peer_id: s.peer_id,
+                addrs: s.addrs,
+            },
+            labels: s.labels,
+        })
+    }
+
+    /// An `Op::Delegate` of `prefix` to the anchors `members` (with the labels they report)
+    /// under the child policy `policy_toml`.
+    pub async fn delegate_op(
+        &self,
+        prefix: &str,
+        members: &[usize],
+        policy_toml: &str,
+        referral_ttl_s: u32,
+    ) -> Result<Op> {
+        let mut specs = Vec::new();
+        for &i in members {
+            specs.push(self.member_spec(i).await?);
+        }
+        Ok(Op::Delegate {
+            prefix: Name::parse(prefix)?,
+            members: specs,
+            policy_toml: policy_toml.to_string(),
+            referral_ttl_s,
+        })
+    }
+
+    /// Delegates `prefix` to the anchors `members` with the child policy `policy_toml`: an
+    /// `Op::Delegate` signed by every key of `admins` (k of the parent's admin keys) sent
+    /// through `client` to the parent, then waits until a parent replica reports the
+    /// delegation Active and the child has a leader that accepts writes.
+    pub async fn delegate(
+        &self,
+        client: &Client,
+        prefix: &str,
+        members: &[usize],
+        policy_toml: &str,
+        admins: &[&ed25519_dalek::SigningKey],
+    ) -> Result<Delegated> {
+        policy::Policy::from_toml(policy_toml).context("the child policy is invalid")?;
+        let started = Instant::now();
+        let op = self.delegate_op(prefix, members, policy_toml, 300).await?;
+        let signed = sign_op(client, op, admins)?;
+        let index = client
+            .submit(signed)
+            .await
+            .with_context(|| format!("submitting the delegation of {prefix}"))?;
+        let prefix = Name::parse(prefix)?;
+        let (parent, delegation) = self
+            .wait_delegation_active(&prefix, index, Duration::from_secs(30))
+            .await?;
+        let child = delegation.referral.scope;
+        let derived = ScopeId::derive(&[
+            &parent.0,
+            prefix.to_string().as_bytes(),
+            &index.to_be_bytes(),
+        ]);
+        if child != derived {
+            bail!("the referral names child scope {child}, but the delegation at index {index} derives {derived}");
+        }
+        let active = started.elapsed();
+        let leader = self
+            .wait_scope_ready(child, Duration::from_secs(20))
+            .await?;
+        eprintln!(
+            "delegated {prefix} to anchors {members:?} at index {index}: Active after {:.2} s, \
+             child ready after {:.2} s",
+            active.as_secs_f64(),
+            started.elapsed().as_secs_f64()
+        );
+        Ok(Delegated {
+            parent,
+            index,
+            child,
+            referral: delegation.referral,
+            leader,
+        })
+    }
+
+    /// Waits until a live anchor hosting the scope that governs `prefix`'s parent reports the
+    /// delegation of `prefix` committed at `index` as Active; fails at once if it is
+    /// Aborted. Returns the parent's id and the delegation.
+    pub async fn wait_delegation_active(
+        &self,
+        prefix: &Name,
+        index: u64,
+        within: Duration,
+    ) -> Result<(ScopeId, Delegation)> {
+        let above = prefix.parent().unwrap_or_else(Name::root);
+        let deadline = Instant::now() + within;
+        let mut last = String::from("no parent replica answered");
+        loop {
+            for i in self.live() {
+                let info = match self
+                    .scope_info_at(i, ScopeTarget::Name(above.clone()))
+                    .await
+                {
+                    Ok(info) => info,
+                    Err(e) => {
+                        last = format!("{e:#}");
+                        continue;
+                    }
+                };
+                let Some(d) = info
+                    .delegations
+                    .iter()
+                    .find(|d| &d.referral.prefix == prefix && d.index == index)
+                else {
+                    continue;
+                };
+                match d.state {
+                    DelegationState::Active => return Ok((info.descriptor.id, d.clone())),
+                    DelegationState::Aborted => {
+                        bail!(
+                            "the delegation of {prefix} at index {index} was aborted (anchor {i})"
+                        )
+                    }
+                    DelegationState::Frozen => last = format!("anchor {i}: still Frozen"),
+                }
+            }
+            if Instant::now() >= deadline {
+                bail!("the delegation of {prefix} at index {index} was not Active within {within:?}; last: {last}");
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Waits until scope `id` has a leader whose `ScopeInfo` says it is active (accepts
+    /// writes); returns the leader's index.
+    pub async fn wait_scope_ready(&self, id: ScopeId, within: Duration) -> Result<usize> {
+        wait_for(
+            &format!("scope {id} to have an active leader"),
+            within,
+            || async move {
+                let Some(l) = self.scope_leader(id).await? else {
+                    return Ok(None);
+                };
+                let info = self.scope_info_at(l, ScopeTarget::Id(id)).await?;
+                Ok(info.active.then_some(l))
+            },
+        )
+        .await
+    }
+
+    /// Sends one signed mutation to anchor `i` directly (no routing, no retries).
+    pub async fn mutate_at(&self, i: usize, mutation: SignedMutation) -> Result<MutateResponse> {
+        let a = &self.anchors[i];
+        let peer = a.peer.ok_or_else(|| anyhow!("anchor {i} never started"))?;
+        let bytes = codec::encode(&MutateRequest {
+            mutation,
+            forwarded: false,
+        })?;
+        let call = self
+            .net
+            .request(peer, vec![a.base_addr()], Protocol::Mutate, bytes);
+        let answer = tokio::time::timeout(Duration::from_secs(10), call)
+            .await
+            .map_err(|_| anyhow!("anchor {i} did not answer the mutation within 10 s"))?
+            .map_err(|e| anyhow!("anchor {i}: {e}"))?;
+        Ok(codec::decode(
+            &answer,
+            proto::limits::CLIENT_FRAME_BYTES_MAX,
+        )?)
+    }
+}
+
+/// `op` wrapped by `client` (nonce, expiry) and signed by every key of `signers`, in order
+/// (the first is the writer).
+pub fn sign_op(
+    client: &Client,
+    op: Op,
+    signers: &[&ed25519_dalek::SigningKey],
+) -> Result<SignedMutation> {
+    let (first, rest) = signers
+        .split_first()
+        .ok_or_else(|| anyhow!("a mutation needs at least one signer"))?;
+    let mut signed = SignedMutation::sign(&client.prepare(op), first)?;
+    for k in rest {
+        signed.add_signature(k);
+    }
+    Ok(signed)
+}
+
+/// Hex of a signing key's public key, as policies list keys.
+pub fn public_hex(key: &ed25519_dalek::SigningKey) -> String {
+    to_hex(&key.verifying_key().to_bytes())
+}
+
+/// A policy in TOML: `[admin]` with the public keys of `admins` and `threshold` (omitted,
+/// freezing the policy, when `admins` is empty); one `[[writers]]` rule per `(pattern,
+/// keys)` of `writers` (an empty key list means any key); `[placement]` with `replicas`
+/// and the required `labels`. Checked with `Policy::from_toml`.
+pub fn policy_toml(
+    admins: &[&ed25519_dalek::SigningKey],
+    threshold: u32,
+    writers: &[(&str, &[&ed25519_dalek::SigningKey])],
+    replicas: u32,
+    labels: &[(&str, &str)],
+) -> Result<String> {
+    let quoted = |keys: &[&ed25519_dalek::SigningKey]| -> String {
+        keys.iter()
+            .map(|k| format!("\"{}\"", public_hex(k)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut t = String::new();
+    if !admins.is_empty() {
+        t.push_str(&format!(
+            "[admin]\nkeys = [{}]\nthreshold = {threshold}\n\n",
+            quoted(admins)
+        ));
+    }
+    for (pattern, keys) in writers {
+        let keys = if keys.is_empty() {
+            "\"*\"".to_string()
+        } else {
+            quoted(keys)
+        };
+        t.push_str(&format!(
+            "[[writers]]\npattern = \"{}\"\nkeys = [{keys}]\n\n",
+            toml_escape(pattern)
+        ));
+    }
+    t.push_str(&format!("[placement]\nreplicas = {replicas}\n"));
+    if !labels.is_empty() {
+        let l: Vec<String> = labels
+            .iter()
+            .map(|(k, v)| format!("{} = \"{}\"", toml_key(k), toml_escape(v)))
+            .collect();
+        t.push_str(&format!("labels = {{ {} }}\n", l.join(", ")));
+    }
+    policy::Policy::from_toml(&t).with_context(|| format!("the generated policy:\n{t}"))?;
+    Ok(t)
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Signal {
+    Stop,
+    Cont,
+}
+
+#[cfg(target_os = "linux")]
+fn send_signal(pid: u32, sig: Signal) -> Result<()> {
+    let pid = libc::pid_t::try_from(pid).map_err(|_| anyhow!("pid {pid} out of range"))?;
+    let sig = match sig {
+        Signal::Stop => libc::SIGSTOP,
+        Signal::Cont => libc::SIGCONT,
+    };
+    // SAFETY: kill(2) on a pid this harness spawned and has not reaped.
+    if unsafe { libc::kill(pid, sig) } != 0 {
+        return Err(std::io::Error::last_os_error().into());
+    }
+    Ok(())
+}
+
+#[cfg(not(target_os = "linux"))]
+fn send_signal(_pid: u32, sig: Signal) -> Result<()> {
+    bail!("{sig:?} is only implemented on Linux")
+}
+
 impl Drop for Cluster {
     fn drop(&mut self) {
         for a in &mut self.anchors {
@@ -861,6 +1368,7 @@ fn config_toml(a: &AnchorProc, o: &Options) -> String {
          \n\
          [labels]\n\
          test_index = \"{index}\"\n\
+         {labels}\
          \n\
          [raft]\n\
          heartbeat_ms = {hb}\n\
@@ -875,6 +1383,11 @@ fn config_toml(a: &AnchorProc, o: &Options) -> String {
         p2p = a.p2p_port,
         http = a.http_port,
         index = a.index,
+        labels = a
+            .labels
+            .iter()
+            .map(|(k, v)| format!("{} = \"{}\"\n", toml_key(k), toml_escape(v)))
+            .collect::<String>(),
         hb = o.heartbeat_ms,
         emin = o.election_min_ms,
         emax = o.election_max_ms,
@@ -882,6 +1395,21 @@ fn config_toml(a: &AnchorProc, o: &Options) -> String {
         kept = o.logs_kept_after_snapshot,
         cache = o.cache_bytes,
     )
+}
+
+fn toml_escape(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"")
+}
+
+fn toml_key(k: &str) -> String {
+    if !k.is_empty()
+        && k.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        k.to_string()
+    } else {
+        format!("\"{}\"", toml_escape(k))
+    }
 }
 
 /// The peer id from an `anchor <peer> listening; dial it as <addr>` line.

@@ -132,20 +132,24 @@ fn summary(
         reports.iter().filter(|r| r.checker_gave_up).count()
     );
     println!("harness errors:             {}", errors.len());
+    let delegate = args
+        .delegate_at_s
+        .map(|s| format!(" --delegate-at-s {s}"))
+        .unwrap_or_default();
     for r in &failed {
         println!(
             "FAILED seed {}: lost {} — {}",
             r.seed, r.lost_acked, r.verdict
         );
         println!(
-            "  replay: scripts/chaos --seed {} --duration-s {} --clients {}",
+            "  replay: scripts/chaos --seed {} --duration-s {} --clients {}{delegate}",
             r.seed, args.duration_s, args.clients
         );
     }
     for (seed, e) in errors {
         println!("ERROR seed {seed}: {e}");
         println!(
-            "  replay: scripts/chaos --seed {seed} --duration-s {} --clients {}",
+            "  replay: scripts/chaos --seed {seed} --duration-s {} --clients {}{delegate}",
             args.duration_s, args.clients
         );
     }
