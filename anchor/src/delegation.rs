@@ -62,6 +62,15 @@ const STAGED_BYTES_MAX: usize = 256 * 1024 * 1024;
 /// Child scopes one anchor stages at once.
 const STAGED_SCOPES_MAX: usize = 16;
 
+/// What a driver job does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Job {
+    /// Seed a child and commit the hand-over (on the parent's leader).
+    HandOver,
+    /// Wait for the parent's referral and activate (on the child's leader).
+    Activate,
+}
+
 /// Chunks of a child scope received so far.
 #[derive(Debug, Default)]
 pub struct Staging {
@@ -73,7 +82,10 @@ pub struct Staging {
 /// Runs until `stop`: drives the delegations of every scope this anchor leads, and the
 /// activation of every new child scope it leads.
 pub(crate) async fn drive(anchor: Anchor, mut stop: tokio::sync::watch::Receiver<bool>) {
-    let mut jobs: BTreeMap<ScopeId, JoinHandle<()>> = BTreeMap::new();
+    // Keyed by what they do and the child scope: one anchor may lead both the parent (handing
+    // over) and the child (waiting to activate). (A shared key once kept the hand-over from
+    // ever starting while the child waited for it: found by a chaos campaign, seed 707.)
+    let mut jobs: BTreeMap<(Job, ScopeId), JoinHandle<()>> = BTreeMap::new();
     let mut first_seen: BTreeMap<ScopeId, Instant> = BTreeMap::new();
     let mut joins: BTreeMap<(ScopeId, NodeId), Instant> = BTreeMap::new();
     let mut tick = tokio::time::interval(TICK);
@@ -101,20 +113,20 @@ pub(crate) async fn drive(anchor: Anchor, mut stop: tokio::sync::watch::Receiver
                 let child = d.referral.scope;
                 wanted.insert(child);
                 let started = *first_seen.entry(child).or_insert_with(Instant::now);
-                if jobs.contains_key(&child) {
+                if jobs.contains_key(&(Job::HandOver, child)) {
                     continue;
                 }
                 let Some(parent) = view.descriptor.clone() else {
                     continue;
                 };
                 let job = hand_over(anchor.clone(), r.clone(), parent, d.clone(), started);
-                jobs.insert(child, tokio::spawn(job));
+                jobs.insert((Job::HandOver, child), tokio::spawn(job));
             }
             if let (false, Some(parent)) = (view.active, view.parent.clone()) {
                 wanted.insert(r.id);
-                if !jobs.contains_key(&r.id) {
+                if !jobs.contains_key(&(Job::Activate, r.id)) {
                     let job = activate_child(anchor.clone(), r.clone(), parent);
-                    jobs.insert(r.id, tokio::spawn(job));
+                    jobs.insert((Job::Activate, r.id), tokio::spawn(job));
                 }
             }
             if view.parent.is_some() {
@@ -286,7 +298,9 @@ async fn request(
     bytes: Vec<u8>,
 ) -> Result<Vec<u8>, String> {
     if peer == anchor.peer_id() {
-        return Ok(anchor.handle(peer, protocol, bytes).await);
+        return tokio::time::timeout(REQUEST_TIMEOUT, anchor.handle(peer, protocol, bytes))
+            .await
+            .map_err(|_| "no answer in time".to_string());
     }
     let call = anchor.net().request(peer, addrs, protocol, bytes);
     match tokio::time::timeout(REQUEST_TIMEOUT, call).await {
