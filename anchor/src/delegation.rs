@@ -28,7 +28,7 @@ use openraft::{CommittedLeaderId, LogId, Membership};
 use proto::limits::SEED_CHUNK_BYTES_MAX;
 use proto::msg::{
     AdminRequest, AdminResponse, Answer, ReadLevel, ResolveRequest, ResolveResponse, ScopeTarget,
-    SeedScope,
+    SeedScope, SeededNonce,
 };
 use proto::{
     codec, AnchorInfo, Delegation, DelegationState, Name, Op, RecordSet, ScopeDescriptor,
@@ -76,7 +76,15 @@ enum Job {
 pub struct Staging {
     next: u32,
     records: Vec<(Name, RecordSet)>,
+    nonces: Vec<SeededNonce>,
     bytes: usize,
+}
+
+/// What one seed chunk carries.
+#[derive(Clone, Debug, Default)]
+struct Chunk {
+    records: Vec<(Name, RecordSet)>,
+    nonces: Vec<SeededNonce>,
 }
 
 /// Runs until `stop`: drives the delegations of every scope this anchor leads, and the
@@ -210,7 +218,14 @@ async fn try_hand_over(
         .state
         .records_under(&d.referral.prefix)
         .map_err(|e| e.to_string())?;
-    let chunks = chunk(records);
+    // The child must refuse a replay of any mutation the parent applied to a moved name
+    // while it could still be valid. (Without this a client's retry, routed to the child,
+    // applied again: found by a chaos campaign, seed 820.)
+    let nonces = parent
+        .state
+        .nonces_under(&d.referral.prefix, crate::node::now_ms())
+        .map_err(|e| e.to_string())?;
+    let chunks = chunk(records, nonces);
     let todo: Vec<&AnchorInfo> = d
         .referral
         .members
@@ -255,18 +270,30 @@ async fn try_hand_over(
         .map_err(|e| format!("committing DelegationActive: {e}"))
 }
 
-fn chunk(records: Vec<(Name, RecordSet)>) -> Vec<Vec<(Name, RecordSet)>> {
-    let mut chunks = vec![Vec::new()];
+fn chunk(records: Vec<(Name, RecordSet)>, nonces: Vec<SeededNonce>) -> Vec<Chunk> {
+    let mut chunks = vec![Chunk::default()];
     let mut bytes = 0;
-    for (name, set) in records {
-        let size = codec::encode(&set).map_or(0, |b| b.len()) + name.to_string().len() + 16;
-        if bytes + size > SEED_CHUNK_BYTES_MAX && chunks.last().is_some_and(|c| !c.is_empty()) {
-            chunks.push(Vec::new());
+    let mut room = |size: usize, chunks: &mut Vec<Chunk>| {
+        let last_empty = chunks
+            .last()
+            .is_none_or(|c| c.records.is_empty() && c.nonces.is_empty());
+        if bytes + size > SEED_CHUNK_BYTES_MAX && !last_empty {
+            chunks.push(Chunk::default());
             bytes = 0;
         }
         bytes += size;
+    };
+    for (name, set) in records {
+        let size = codec::encode(&set).map_or(0, |b| b.len()) + name.to_string().len() + 16;
+        room(size, &mut chunks);
         if let Some(c) = chunks.last_mut() {
-            c.push((name, set));
+            c.records.push((name, set));
+        }
+    }
+    for n in nonces {
+        room(64 + n.name.to_string().len(), &mut chunks);
+        if let Some(c) = chunks.last_mut() {
+            c.nonces.push(n);
         }
     }
     chunks
@@ -317,17 +344,18 @@ async fn seed_member(
     index: u64,
     proof: &proto::SignedMutation,
     child: ScopeId,
-    chunks: Vec<Vec<(Name, RecordSet)>>,
+    chunks: Vec<Chunk>,
 ) -> Result<(), String> {
     let last = chunks.len().saturating_sub(1);
-    for (i, records) in chunks.into_iter().enumerate() {
+    for (i, c) in chunks.into_iter().enumerate() {
         let req = AdminRequest::SeedScope(SeedScope {
             parent: parent.clone(),
             index,
             proof: proof.clone(),
             child,
             chunk_no: i as u32,
-            records,
+            records: c.records,
+            nonces: c.nonces,
             last: i == last,
             join_only: false,
         });
@@ -410,6 +438,7 @@ fn offer_joins(anchor: &Anchor, r: &Arc<Replica>, joins: &mut BTreeMap<(ScopeId,
             child: descriptor.id,
             chunk_no: 0,
             records: Vec::new(),
+            nonces: Vec::new(),
             last: true,
             join_only: true,
         });
@@ -530,6 +559,12 @@ impl Anchor {
         if let Some((bad, _)) = s.records.iter().find(|(n, _)| !n.is_under(&prefix)) {
             return Err(invalid(format!("seed record {bad} is not under {prefix}")));
         }
+        if let Some(bad) = s.nonces.iter().find(|n| !n.name.is_under(&prefix)) {
+            return Err(invalid(format!(
+                "seed nonce for {} is not under {prefix}",
+                bad.name
+            )));
+        }
         if self.replica(&s.child).is_some() {
             return Ok(());
         }
@@ -552,7 +587,7 @@ impl Anchor {
                     reason: format!("creating the replica failed: {e}"),
                 });
         }
-        let records = {
+        let staged = {
             let Ok(mut seeds) = self.seeds().lock() else {
                 return Err(refused("seed staging is unavailable".into()));
             };
@@ -580,7 +615,8 @@ impl Anchor {
                 .records
                 .iter()
                 .map(|(n, r)| n.to_string().len() + codec::encode(r).map_or(0, |b| b.len()))
-                .sum();
+                .sum::<usize>()
+                + s.nonces.len() * 64;
             if staging.bytes + bytes > STAGED_BYTES_MAX {
                 seeds.remove(&s.child);
                 return Err(refused(format!(
@@ -590,19 +626,17 @@ impl Anchor {
             staging.bytes += bytes;
             staging.next += 1;
             staging.records.extend(s.records);
+            staging.nonces.extend(s.nonces);
             if !s.last {
                 return Ok(());
             }
-            seeds
-                .remove(&s.child)
-                .map(|st| st.records)
-                .unwrap_or_default()
+            seeds.remove(&s.child).unwrap_or_default()
         };
         let _building = self.seeding().lock().await;
         if self.replica(&s.child).is_some() {
             return Ok(());
         }
-        self.build_child(&descriptor, &s.parent, &policy_toml, &records, s.index, &s.proof)
+        self.build_child(&descriptor, &s.parent, &policy_toml, &staged, s.index, &s.proof)
             .await
             .map_err(|e| WireError::Unavailable {
                 reason: format!("building the child replica failed: {e}"),
@@ -634,10 +668,11 @@ impl Anchor {
         descriptor: &ScopeDescriptor,
         parent: &ScopeDescriptor,
         policy_toml: &str,
-        records: &[(Name, RecordSet)],
+        staged: &Staging,
         index: u64,
         proof: &proto::SignedMutation,
     ) -> Result<(), crate::AnchorError> {
+        let records = &staged.records;
         let mut nodes: BTreeMap<NodeId, AnchorInfo> = BTreeMap::new();
         for m in &descriptor.members {
             let id = identity::node_id_of_str(&m.peer_id).ok_or_else(|| {
@@ -652,6 +687,7 @@ impl Anchor {
             parent,
             policy_toml,
             records,
+            nonces: &staged.nonces,
             log_id,
             membership: Membership::new(vec![voters], nodes),
             proof,

@@ -59,17 +59,12 @@ impl Net {
     }
 
     async fn mutate(&self, a: &Anchor, op: Op, keys: &[&SigningKey]) -> MutateResponse {
-        let m = Mutation {
-            op,
-            nonce: rand::random(),
-            expires_at_ms: now_ms() + 60_000,
-        };
-        let mut signed = SignedMutation::sign(&m, keys[0]).unwrap();
-        for k in &keys[1..] {
-            signed.add_signature(k);
-        }
+        self.send(a, sign(op, keys)).await
+    }
+
+    async fn send(&self, a: &Anchor, mutation: SignedMutation) -> MutateResponse {
         let req = MutateRequest {
-            mutation: signed,
+            mutation,
             forwarded: false,
         };
         self.call(a, Protocol::Mutate, &req).await
@@ -96,6 +91,19 @@ impl Net {
             _ => None,
         }
     }
+}
+
+fn sign(op: Op, keys: &[&SigningKey]) -> SignedMutation {
+    let m = Mutation {
+        op,
+        nonce: rand::random(),
+        expires_at_ms: now_ms() + 60_000,
+    };
+    let mut signed = SignedMutation::sign(&m, keys[0]).unwrap();
+    for k in &keys[1..] {
+        signed.add_signature(k);
+    }
+    signed
 }
 
 fn put(name: &str, text: &str) -> Op {
@@ -164,8 +172,9 @@ async fn run() {
         other => panic!("not committed: {other:?}"),
     };
     let mut v_a = 0;
+    let first_put = sign(put("/eu/a", "one"), &[&writer]);
     for _ in 0..20 {
-        let r = n.mutate(&anchors[0], put("/eu/a", "one"), &[&writer]).await;
+        let r = n.send(&anchors[0], first_put.clone()).await;
         match r {
             MutateResponse::Committed { version, .. } => {
                 v_a = version;
@@ -252,6 +261,11 @@ async fn run() {
             panic!("child member {i} does not hold /eu/a: {a:?}")
         };
         assert_eq!(set.version, v_a, "the version survives the move");
+    }
+    // The child refuses a replay of a mutation the parent applied before the move.
+    match n.send(&anchors[3], first_put.clone()).await {
+        MutateResponse::Error(WireError::Replayed { .. }) => {}
+        other => panic!("a replay at the child was not refused: {other:?}"),
     }
     // The parent no longer holds the moved names, and keeps the others.
     assert!(matches!(

@@ -285,6 +285,12 @@ fn wire(dir: &Path) {
             child: child(),
             chunk_no: 0,
             records: vec![(n("/eu/payments/api"), set())],
+            nonces: vec![proto::msg::SeededNonce {
+                writer: [7; 32],
+                nonce: 42,
+                expires_at_ms: 1_800_000_000_000,
+                name: n("/eu/payments/api"),
+            }],
             last: true,
             join_only: false,
         }),

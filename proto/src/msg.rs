@@ -291,6 +291,19 @@ pub enum ScopeTarget {
     Name(Name),
 }
 
+/// A (writer, nonce) a parent applied, and until when a replay of it could be valid.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeededNonce {
+    /// The writer's key.
+    pub writer: [u8; 32],
+    /// The nonce.
+    pub nonce: u64,
+    /// The mutation's expiry, ms.
+    pub expires_at_ms: u64,
+    /// The name it changed.
+    pub name: Name,
+}
+
 /// One chunk of a child scope's initial state. Chunks are numbered from 0; the last has
 /// `last` set. Re-sending a chunk, or the whole sequence, is harmless.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -308,6 +321,10 @@ pub struct SeedScope {
     pub chunk_no: u32,
     /// Records moving to the child, in name order.
     pub records: Vec<(Name, RecordSet)>,
+    /// Replay protection moving with them: every unexpired (writer, nonce) of a mutation
+    /// the parent applied to a name under the prefix, so the child refuses a replay of a
+    /// mutation the parent already applied.
+    pub nonces: Vec<SeededNonce>,
     /// Set on the final chunk.
     pub last: bool,
     /// Create the replica empty instead (no records, no chunks): it catches up from the

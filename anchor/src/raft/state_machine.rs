@@ -140,6 +140,44 @@ impl ScopeState {
         }
     }
 
+    /// The remembered (writer, nonce) pairs of mutations to names under `prefix` that have
+    /// not expired by `now_ms` (for seeding a child scope).
+    pub fn nonces_under(
+        &self,
+        prefix: &Name,
+        now_ms: u64,
+    ) -> Result<Vec<proto::msg::SeededNonce>, crate::AnchorError> {
+        let corrupt = |what: &str| crate::AnchorError::Corrupt(format!("nonce entry: {what}"));
+        let prefix_key = prefix.key();
+        let mut out = Vec::new();
+        for kv in self.tree.scan_prefix(key(&self.scope, TAG_NONCE, &[])) {
+            let (k, v) = kv?;
+            let rest = &k[17..];
+            if rest.len() != 40 || v.len() < 8 {
+                return Err(corrupt("bad length"));
+            }
+            let name_key = &v[8..];
+            if !name_key.starts_with(&prefix_key) || name_key.is_empty() {
+                continue;
+            }
+            let mut writer = [0u8; 32];
+            writer.copy_from_slice(&rest[..32]);
+            let nonce = u64::from_be_bytes(rest[32..40].try_into().map_err(|_| corrupt("nonce"))?);
+            let expires_at_ms =
+                u64::from_be_bytes(v[..8].try_into().map_err(|_| corrupt("expiry"))?);
+            if expires_at_ms < now_ms {
+                continue;
+            }
+            out.push(proto::msg::SeededNonce {
+                writer,
+                nonce,
+                expires_at_ms,
+                name: Name::from_key(name_key)?,
+            });
+        }
+        Ok(out)
+    }
+
     /// Every record under `prefix`, in name order (for seeding a child scope).
     pub fn records_under(
         &self,
@@ -504,6 +542,11 @@ impl Overlay<'_> {
         acc: apply::Accepted,
         index: u64,
     ) -> Result<(), StorageError<NodeId>> {
+        let target = match &acc.effect {
+            Effect::Put(name, _) | Effect::Delete(name) => name.clone(),
+            Effect::Delegate(d, _) => d.referral.prefix.clone(),
+            Effect::SetPolicy(..) => self.view.prefix.clone(),
+        };
         match acc.effect {
             Effect::Put(name, set) => {
                 let k = key(&self.scope, TAG_RECORD, &name.key());
@@ -538,15 +581,20 @@ impl Overlay<'_> {
         self.put_meta(META_NAMES, &names)?;
         let changes = self.view.changes;
         self.put_meta(META_CHANGES, &changes)?;
-        let nk = nonce_key(&acc.writer, acc.nonce);
-        self.put(
-            key(&self.scope, TAG_NONCE, &nk),
-            acc.expires_at_ms.to_be_bytes().to_vec(),
-        );
-        let mut ek = acc.expires_at_ms.to_be_bytes().to_vec();
+        self.remember_nonce(&acc.writer, acc.nonce, acc.expires_at_ms, &target);
+        Ok(())
+    }
+
+    /// Replay protection: `(writer, nonce)` → expiry and the name it changed (so a delegation
+    /// can hand the nonces of moved names to the child), plus an expiry index for pruning.
+    fn remember_nonce(&mut self, writer: &[u8; 32], nonce: u64, expires_at_ms: u64, name: &Name) {
+        let nk = nonce_key(writer, nonce);
+        let mut value = expires_at_ms.to_be_bytes().to_vec();
+        value.extend_from_slice(&name.key());
+        self.put(key(&self.scope, TAG_NONCE, &nk), value);
+        let mut ek = expires_at_ms.to_be_bytes().to_vec();
         ek.extend_from_slice(&nk);
         self.put(key(&self.scope, TAG_EXPIRY, &ek), Vec::new());
-        Ok(())
     }
 
     /// Forgets nonces whose mutation expired before `now_ms`: they can no longer be replayed.
@@ -962,6 +1010,8 @@ pub struct Seed<'a> {
     pub policy_toml: &'a str,
     /// The records that move, every one under the child's prefix.
     pub records: &'a [(Name, RecordSet)],
+    /// The replay protection that moves with them.
+    pub nonces: &'a [proto::msg::SeededNonce],
     /// Where the child's log starts (the parent's delegation index, term 0).
     pub log_id: LogId<NodeId>,
     /// The child's members as a Raft membership.
@@ -992,6 +1042,21 @@ pub fn seed(
             )));
         }
         batch.insert(key(&scope, TAG_RECORD, &name.key()), codec::encode(set)?);
+    }
+    for n in seed.nonces {
+        if !n.name.is_under(&seed.child.prefix) {
+            return Err(crate::AnchorError::Corrupt(format!(
+                "seed nonce for {} is not under {}",
+                n.name, seed.child.prefix
+            )));
+        }
+        let nk = nonce_key(&n.writer, n.nonce);
+        let mut value = n.expires_at_ms.to_be_bytes().to_vec();
+        value.extend_from_slice(&n.name.key());
+        let mut ek = n.expires_at_ms.to_be_bytes().to_vec();
+        ek.extend_from_slice(&nk);
+        batch.insert(key(&scope, TAG_NONCE, &nk), value);
+        batch.insert(key(&scope, TAG_EXPIRY, &ek), Vec::new());
     }
     let membership = StoredMem::new(Some(seed.log_id), seed.membership.clone());
     batch.insert(meta(META_POLICY), codec::encode(&seed.policy_toml.to_string())?);
