@@ -190,7 +190,12 @@ pub async fn campaign(seed: u64, cfg: &CampaignConfig) -> Result<Report> {
             None => Ok(()),
         }
     };
-    let nemesis = run_nemesis(&cluster, &faults, StdRng::seed_from_u64(seed), deadline);
+    // The faults end with the nemesis, even while a delegation is still being retried.
+    let nemesis = async {
+        let done = run_nemesis(&cluster, &faults, StdRng::seed_from_u64(seed), deadline).await;
+        faults.heal();
+        done
+    };
     let (nemesis, delegated) = tokio::join!(nemesis, delegate);
     delegated?;
     while tasks.join_next().await.is_some() {}
