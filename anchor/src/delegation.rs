@@ -31,8 +31,8 @@ use proto::msg::{
     SeedScope, SeededNonce,
 };
 use proto::{
-    codec, AnchorInfo, Delegation, DelegationState, Name, Op, RecordSet, ScopeDescriptor,
-    ScopeId, WireError,
+    codec, AnchorInfo, Delegation, DelegationState, Name, Op, RecordSet, ScopeDescriptor, ScopeId,
+    WireError,
 };
 use resolver::net::Protocol;
 use tokio::task::JoinHandle;
@@ -132,9 +132,14 @@ pub(crate) async fn drive(anchor: Anchor, mut stop: tokio::sync::watch::Receiver
             }
             if let (false, Some(parent)) = (view.active, view.parent.clone()) {
                 wanted.insert(r.id);
-                if !jobs.contains_key(&(Job::Activate, r.id)) {
-                    let job = activate_child(anchor.clone(), r.clone(), parent);
-                    jobs.insert((Job::Activate, r.id), tokio::spawn(job));
+                if let std::collections::btree_map::Entry::Vacant(slot) =
+                    jobs.entry((Job::Activate, r.id))
+                {
+                    slot.insert(tokio::spawn(activate_child(
+                        anchor.clone(),
+                        r.clone(),
+                        parent,
+                    )));
                 }
             }
             if view.parent.is_some() {
@@ -181,11 +186,24 @@ async fn hand_over(
             tracing::warn!(parent = %parent.id, %child, %reason, "aborting the delegation");
             let cmd = ScopeCommand::DelegationAborted { child, reason };
             let outcome = propose(&parent, cmd).await;
-            count(&anchor, "abort", if outcome.is_ok() { "ok" } else { "error" });
+            count(
+                &anchor,
+                "abort",
+                if outcome.is_ok() { "ok" } else { "error" },
+            );
             return;
         }
         let majority_will_do = started.elapsed() > STRAGGLER_GRACE;
-        match try_hand_over(&anchor, &parent, &parent_desc, &d, &mut seeded, majority_will_do).await {
+        match try_hand_over(
+            &anchor,
+            &parent,
+            &parent_desc,
+            &d,
+            &mut seeded,
+            majority_will_do,
+        )
+        .await
+        {
             Ok(()) => {
                 tracing::info!(parent = %parent.id, %child, prefix = %d.referral.prefix, "delegation active");
                 count(&anchor, "activate", "ok");
@@ -260,7 +278,11 @@ async fn try_hand_over(
         count(anchor, "seed", "error");
         return Err(format!("seeding failed: {}", failed.join("; ")));
     }
-    count(anchor, "seed", if failed.is_empty() { "ok" } else { "majority" });
+    count(
+        anchor,
+        "seed",
+        if failed.is_empty() { "ok" } else { "majority" },
+    );
     if !failed.is_empty() {
         tracing::warn!(%child, seeded = seeded.len(), members, "handing over with a majority seeded; the child's leader brings in the rest");
     }
@@ -406,13 +428,18 @@ async fn propose(r: &Replica, cmd: ScopeCommand) -> Result<(), String> {
 /// On the leader of a delegated scope: a member that has never replicated anything may have
 /// missed the seeding; offer it to join empty (it then catches up by snapshot). Harmless to a
 /// member that hosts the scope already.
-fn offer_joins(anchor: &Anchor, r: &Arc<Replica>, joins: &mut BTreeMap<(ScopeId, NodeId), Instant>) {
+fn offer_joins(
+    anchor: &Anchor,
+    r: &Arc<Replica>,
+    joins: &mut BTreeMap<(ScopeId, NodeId), Instant>,
+) {
     let metrics = r.raft.metrics().borrow().clone();
     let Some(replication) = metrics.replication else {
         return;
     };
     let view = r.state.view();
-    let (Some(parent), Some(origin), Some(descriptor)) = (view.parent, view.origin, view.descriptor)
+    let (Some(parent), Some(origin), Some(descriptor)) =
+        (view.parent, view.origin, view.descriptor)
     else {
         return;
     };
@@ -424,7 +451,10 @@ fn offer_joins(anchor: &Anchor, r: &Arc<Replica>, joins: &mut BTreeMap<(ScopeId,
         if matched.is_some() || node == anchor.node_id() {
             continue;
         }
-        if joins.get(&(r.id, node)).is_some_and(|at| at.elapsed() < JOIN_EVERY) {
+        if joins
+            .get(&(r.id, node))
+            .is_some_and(|at| at.elapsed() < JOIN_EVERY)
+        {
             continue;
         }
         let Some(member) = membership.get_node(&node).cloned() else {
@@ -636,11 +666,18 @@ impl Anchor {
         if self.replica(&s.child).is_some() {
             return Ok(());
         }
-        self.build_child(&descriptor, &s.parent, &policy_toml, &staged, s.index, &s.proof)
-            .await
-            .map_err(|e| WireError::Unavailable {
-                reason: format!("building the child replica failed: {e}"),
-            })?;
+        self.build_child(
+            &descriptor,
+            &s.parent,
+            &policy_toml,
+            &staged,
+            s.index,
+            &s.proof,
+        )
+        .await
+        .map_err(|e| WireError::Unavailable {
+            reason: format!("building the child replica failed: {e}"),
+        })?;
         Ok(())
     }
 

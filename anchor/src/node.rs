@@ -10,8 +10,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use libp2p::{Multiaddr, PeerId};
 use proto::limits::{CLIENT_FRAME_BYTES_MAX, RAFT_FRAME_BYTES_MAX};
 use proto::msg::{
-    AdminRequest, Answer, ScopeInfo, ScopeTarget, SignedAnswer, WatchRequest, WatchResponse, AdminResponse, AnchorStatus, MutateRequest, MutateResponse, RaftRequest,
-    RaftResponse, RaftRpc, ResolveRequest, ResolveResponse, ScopeStatus,
+    AdminRequest, AdminResponse, AnchorStatus, Answer, MutateRequest, MutateResponse, RaftRequest,
+    RaftResponse, RaftRpc, ResolveRequest, ResolveResponse, ScopeInfo, ScopeStatus, ScopeTarget,
+    SignedAnswer, WatchRequest, WatchResponse,
 };
 use proto::{codec, AnchorInfo, Name, ReadLevel, ScopeDescriptor, ScopeId, WireError};
 use resolver::net::{self, Inbound, NetConfig, NetHandle, Protocol};
@@ -517,7 +518,11 @@ impl Anchor {
                 ),
             });
         }
-        if replica.state.with_view(|v| v.policy.is_none()).unwrap_or(true) {
+        if replica
+            .state
+            .with_view(|v| v.policy.is_none())
+            .unwrap_or(true)
+        {
             return ResolveResponse::Error(WireError::Unavailable {
                 reason: format!(
                     "this replica of scope {} has not caught up yet; ask another member",
@@ -615,7 +620,11 @@ impl Anchor {
                 ),
             });
         }
-        if replica.state.with_view(|v| v.policy.is_none()).unwrap_or(true) {
+        if replica
+            .state
+            .with_view(|v| v.policy.is_none())
+            .unwrap_or(true)
+        {
             return WatchResponse::Error(WireError::Unavailable {
                 reason: format!(
                     "this replica of scope {} has not caught up yet; ask another member",
@@ -624,9 +633,8 @@ impl Anchor {
             });
         }
         let mut metrics = replica.raft.metrics();
-        let applied = |m: &openraft::RaftMetrics<NodeId, AnchorInfo>| {
-            m.last_applied.map_or(0, |l| l.index)
-        };
+        let applied =
+            |m: &openraft::RaftMetrics<NodeId, AnchorInfo>| m.last_applied.map_or(0, |l| l.index);
         let Some(mut after) = req.after else {
             let up_to = applied(&metrics.borrow());
             return WatchResponse::Changes {

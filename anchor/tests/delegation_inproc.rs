@@ -14,8 +14,8 @@ use proto::msg::{
     ResolveResponse, ScopeInfo, ScopeTarget, WatchRequest, WatchResponse,
 };
 use proto::{
-    codec, AnchorInfo, DelegationState, MemberSpec, Mutation, Name, Op, ReadLevel, Record,
-    ScopeId, SignedMutation, WireError,
+    codec, AnchorInfo, DelegationState, MemberSpec, Mutation, Name, Op, ReadLevel, Record, ScopeId,
+    SignedMutation, WireError,
 };
 use resolver::net::{self, NetConfig, NetHandle, Protocol};
 
@@ -184,8 +184,14 @@ async fn run() {
         }
     }
     assert!(v_a > 0, "the root scope took a write");
-    committed(n.mutate(&anchors[1], put("/eu/b/c", "two"), &[&writer]).await);
-    committed(n.mutate(&anchors[1], put("/us/x", "three"), &[&writer]).await);
+    committed(
+        n.mutate(&anchors[1], put("/eu/b/c", "two"), &[&writer])
+            .await,
+    );
+    committed(
+        n.mutate(&anchors[1], put("/us/x", "three"), &[&writer])
+            .await,
+    );
 
     // A watch on /eu in the root scope, from now.
     let start: WatchResponse = n
@@ -200,7 +206,10 @@ async fn run() {
             },
         )
         .await;
-    let WatchResponse::Changes { up_to: watch_from, .. } = start else {
+    let WatchResponse::Changes {
+        up_to: watch_from, ..
+    } = start
+    else {
         panic!("{start:?}")
     };
 
@@ -238,14 +247,18 @@ async fn run() {
     let child = anchor::scope::apply::child_scope_id(&root, &Name::parse("/eu").unwrap(), d_index);
 
     // Until the hand-over completes, reads keep answering from the parent.
-    wait_until("the delegation to become active", Duration::from_secs(30), || async {
-        let info = n.info(&anchors[0], ScopeTarget::Id(root)).await;
-        info.is_some_and(|i| {
-            i.delegations
-                .iter()
-                .any(|d| d.referral.scope == child && d.state == DelegationState::Active)
-        })
-    })
+    wait_until(
+        "the delegation to become active",
+        Duration::from_secs(30),
+        || async {
+            let info = n.info(&anchors[0], ScopeTarget::Id(root)).await;
+            info.is_some_and(|i| {
+                i.delegations
+                    .iter()
+                    .any(|d| d.referral.scope == child && d.state == DelegationState::Active)
+            })
+        },
+    )
     .await;
 
     // The parent refers; the child answers with the same record set.
@@ -255,8 +268,8 @@ async fn run() {
     };
     assert_eq!(referral.scope, child);
     assert_eq!(referral.members.len(), 3);
-    for i in 2..5 {
-        let a = n.resolve(&anchors[i], child, "/eu/a").await.unwrap();
+    for (i, member) in anchors.iter().enumerate().skip(2) {
+        let a = n.resolve(member, child, "/eu/a").await.unwrap();
         let Answer::Found { set, .. } = a else {
             panic!("child member {i} does not hold /eu/a: {a:?}")
         };
@@ -296,7 +309,10 @@ async fn run() {
             other => panic!("unexpected {other:?}"),
         }
     }
-    assert!(v_new > d_index, "child version {v_new} above the delegation index {d_index}");
+    assert!(
+        v_new > d_index,
+        "child version {v_new} above the delegation index {d_index}"
+    );
 
     // A watch that started in the parent follows the prefix to the child with no gap.
     let mut after = watch_from;
@@ -304,8 +320,14 @@ async fn run() {
     let mut at = 0usize;
     let mut seen = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !seen.iter().any(|(name, v): &(String, u64)| name == "/eu/a" && *v == v_new) {
-        assert!(Instant::now() < deadline, "watch did not deliver the child's write: {seen:?}");
+    while !seen
+        .iter()
+        .any(|(name, v): &(String, u64)| name == "/eu/a" && *v == v_new)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "watch did not deliver the child's write: {seen:?}"
+        );
         let req = WatchRequest {
             scope,
             prefix: Name::parse("/eu").unwrap(),
@@ -388,7 +410,11 @@ async fn run_straggler() {
         anchor: a.info(),
         labels: BTreeMap::new(),
     };
-    let members = vec![member(&anchors[1]), member(&anchors[2]), member(&anchors[3])];
+    let members = vec![
+        member(&anchors[1]),
+        member(&anchors[2]),
+        member(&anchors[3]),
+    ];
     // Anchor 3 is down while the parent seeds the child.
     anchors[3].shutdown().await;
     let op = Op::Delegate {
@@ -403,13 +429,19 @@ async fn run_straggler() {
     };
     let child = anchor::scope::apply::child_scope_id(&root, &Name::parse("/eu").unwrap(), d_index);
     // After the grace period the parent hands over with two of three members seeded.
-    wait_until("a hand-over with a majority", Duration::from_secs(40), || async {
-        n.info(&anchors[0], ScopeTarget::Id(root)).await.is_some_and(|i| {
-            i.delegations
-                .iter()
-                .any(|d| d.referral.scope == child && d.state == DelegationState::Active)
-        })
-    })
+    wait_until(
+        "a hand-over with a majority",
+        Duration::from_secs(40),
+        || async {
+            n.info(&anchors[0], ScopeTarget::Id(root))
+                .await
+                .is_some_and(|i| {
+                    i.delegations
+                        .iter()
+                        .any(|d| d.referral.scope == child && d.state == DelegationState::Active)
+                })
+        },
+    )
     .await;
     // The missing member comes back, is offered to join, and catches up by snapshot.
     // It comes back with its identity on an empty disk (the old process may still hold the
@@ -423,12 +455,16 @@ async fn run_straggler() {
     )
     .unwrap();
     anchors[3] = Anchor::start(cfg).await.unwrap();
-    wait_until("the late member to hold the moved name", Duration::from_secs(40), || async {
-        matches!(
-            n.resolve(&anchors[3], child, "/eu/a").await,
-            Ok(Answer::Found { .. })
-        )
-    })
+    wait_until(
+        "the late member to hold the moved name",
+        Duration::from_secs(40),
+        || async {
+            matches!(
+                n.resolve(&anchors[3], child, "/eu/a").await,
+                Ok(Answer::Found { .. })
+            )
+        },
+    )
     .await;
     match n.resolve(&anchors[3], child, "/eu/a").await {
         Ok(Answer::Found { set, .. }) => assert_eq!(set.version, v),

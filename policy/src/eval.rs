@@ -296,7 +296,14 @@ fn check(
             members,
             policy_toml,
             ..
-        } => check_delegate(policy, req.scope_prefix, prefix, members, policy_toml, signers),
+        } => check_delegate(
+            policy,
+            req.scope_prefix,
+            prefix,
+            members,
+            policy_toml,
+            signers,
+        ),
     }
 }
 
@@ -938,7 +945,10 @@ jurisdiction = "eu"
             "{reason}"
         );
         let op = delegate("/eu/payments", &[EU, &[]], EU_CHILD);
-        assert_eq!(deny(&op, &[10, 11]).metric_label(), "delegate_member_placement");
+        assert_eq!(
+            deny(&op, &[10, 11]).metric_label(),
+            "delegate_member_placement"
+        );
     }
 
     #[test]

@@ -69,7 +69,10 @@ async fn chaos_campaign_across_a_delegation() {
         report.lost_acked,
         report.verdict
     );
-    assert!(report.delegated_at_index.is_some(), "the delegation completed");
+    assert!(
+        report.delegated_at_index.is_some(),
+        "the delegation completed"
+    );
     assert!(report.ops > 20, "too few operations ran ({})", report.ops);
     assert!(
         report.passed,

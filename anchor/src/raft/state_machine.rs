@@ -188,7 +188,10 @@ impl ScopeState {
         for kv in self.tree.scan_prefix(&start) {
             let (k, v) = kv?;
             let name = Name::from_key(&k[17..])?;
-            out.push((name, codec::decode(&v, proto::limits::RAFT_FRAME_BYTES_MAX)?));
+            out.push((
+                name,
+                codec::decode(&v, proto::limits::RAFT_FRAME_BYTES_MAX)?,
+            ));
         }
         Ok(out)
     }
@@ -208,7 +211,11 @@ impl ScopeState {
             return Ok((Vec::new(), after));
         }
         let start = key(&self.scope, TAG_CHANGE, &(after + 1).to_be_bytes());
-        let end = key(&self.scope, TAG_CHANGE, &(up_to.saturating_add(1)).to_be_bytes());
+        let end = key(
+            &self.scope,
+            TAG_CHANGE,
+            &(up_to.saturating_add(1)).to_be_bytes(),
+        );
         let prefix_key = prefix.key();
         let mut events: Vec<ChangeEvent> = Vec::new();
         let mut bytes = 0usize;
@@ -379,10 +386,7 @@ impl StateMachine {
         let changes: u64 = self.meta(META_CHANGES)?.unwrap_or(0);
         let origin: Option<u64> = self.meta(META_ORIGIN)?;
         let mut delegations = BTreeMap::new();
-        for kv in self
-            .tree
-            .scan_prefix(key(&self.scope, TAG_DELEGATION, &[]))
-        {
+        for kv in self.tree.scan_prefix(key(&self.scope, TAG_DELEGATION, &[])) {
             let (_, v) = kv?;
             let d: Delegation = codec::decode(&v, proto::limits::RAFT_FRAME_BYTES_MAX)?;
             delegations.insert(d.referral.prefix.clone(), d);
@@ -1059,9 +1063,15 @@ pub fn seed(
         batch.insert(key(&scope, TAG_EXPIRY, &ek), Vec::new());
     }
     let membership = StoredMem::new(Some(seed.log_id), seed.membership.clone());
-    batch.insert(meta(META_POLICY), codec::encode(&seed.policy_toml.to_string())?);
+    batch.insert(
+        meta(META_POLICY),
+        codec::encode(&seed.policy_toml.to_string())?,
+    );
     batch.insert(meta(META_DESCRIPTOR), codec::encode(seed.child)?);
-    batch.insert(meta(META_NAMES), codec::encode(&(seed.records.len() as u64))?);
+    batch.insert(
+        meta(META_NAMES),
+        codec::encode(&(seed.records.len() as u64))?,
+    );
     batch.insert(meta(META_ACTIVE), codec::encode(&false)?);
     batch.insert(meta(META_PARENT), codec::encode(seed.parent)?);
     batch.insert(meta(META_WATCH_FLOOR), codec::encode(&seed.log_id.index)?);
@@ -1203,7 +1213,10 @@ mod tests {
         );
         // Resuming after 3 gives only what came later.
         let (events, _) = st.changes(&eu, 3, 5, 100, 1 << 20).unwrap();
-        assert_eq!(names_and_versions(&events), vec![("/eu/a".into(), 5, false)]);
+        assert_eq!(
+            names_and_versions(&events),
+            vec![("/eu/a".into(), 5, false)]
+        );
         // Nothing to report is an empty list that still covers the range.
         let us = Name::parse("/us").unwrap();
         let (events, up_to) = st.changes(&us, 4, 5, 100, 1 << 20).unwrap();
@@ -1253,10 +1266,7 @@ mod tests {
             overlay
                 .apply_effect(
                     apply::Accepted {
-                        effect: Effect::Delegate(
-                            Box::new(d),
-                            Box::new(signed(put("/x", "p"), 99)),
-                        ),
+                        effect: Effect::Delegate(Box::new(d), Box::new(signed(put("/x", "p"), 99))),
                         writer: [0; 32],
                         nonce: 99,
                         expires_at_ms: 2_000_000,

@@ -7,8 +7,7 @@ use policy::{Decision, Policy};
 use proto::limits::{DELEGATIONS_MAX, MUTATION_VALIDITY_MS_MAX};
 use proto::msg::WireError;
 use proto::{
-    Delegation, DelegationState, Mutation, Name, Op, RecordSet, Referral, ScopeId,
-    SignedMutation,
+    Delegation, DelegationState, Mutation, Name, Op, RecordSet, Referral, ScopeId, SignedMutation,
 };
 
 /// What a decision reads from the scope's state.
@@ -530,9 +529,10 @@ mod tests {
 
     fn with_delegation(state: DelegationState) -> Mem {
         let mut s = admin_mem();
-        let Effect::Delegate(mut d, _) = decide(&s, &signed(delegate_op("/eu", 1), 1, 2_000), 1_000, 9)
-            .unwrap()
-            .effect
+        let Effect::Delegate(mut d, _) =
+            decide(&s, &signed(delegate_op("/eu", 1), 1, 2_000), 1_000, 9)
+                .unwrap()
+                .effect
         else {
             panic!("not a delegation")
         };
@@ -550,7 +550,9 @@ mod tests {
 
         let active = with_delegation(DelegationState::Active);
         let e = decide(&active, &signed(put("/eu"), 2, 2_000), 1_000, 10).unwrap_err();
-        assert!(matches!(e, WireError::Delegated { ref referral, .. } if referral.prefix.to_string() == "/eu"));
+        assert!(
+            matches!(e, WireError::Delegated { ref referral, .. } if referral.prefix.to_string() == "/eu")
+        );
 
         let aborted = with_delegation(DelegationState::Aborted);
         assert!(decide(&aborted, &signed(put("/eu/a"), 2, 2_000), 1_000, 10).is_ok());
@@ -559,12 +561,22 @@ mod tests {
     #[test]
     fn a_delegation_may_not_contain_or_lie_under_a_live_one() {
         let s = with_delegation(DelegationState::Active);
-        let e = decide(&s, &signed(delegate_op("/eu/payments", 1), 2, 2_000), 1_000, 10)
-            .unwrap_err();
+        let e = decide(
+            &s,
+            &signed(delegate_op("/eu/payments", 1), 2, 2_000),
+            1_000,
+            10,
+        )
+        .unwrap_err();
         assert!(matches!(e, WireError::Delegated { .. }), "{e}");
         let mut root_child = with_delegation(DelegationState::Frozen);
         root_child.prefix = Name::root();
-        let e = decide(&root_child, &signed(delegate_op("/", 1), 2, 2_000), 1_000, 10);
+        let e = decide(
+            &root_child,
+            &signed(delegate_op("/", 1), 2, 2_000),
+            1_000,
+            10,
+        );
         assert!(e.is_err());
         let s = with_delegation(DelegationState::Active);
         let mut outer = delegate_op("/eu", 1);

@@ -74,12 +74,36 @@ mod tests {
         m.read(100);
         m.read(100);
         m.write(105);
-        assert_eq!(m.load(105), Load { reads: 2, writes: 1 });
-        assert_eq!(m.load(109), Load { reads: 2, writes: 1 });
-        assert_eq!(m.load(110), Load { reads: 0, writes: 1 });
+        assert_eq!(
+            m.load(105),
+            Load {
+                reads: 2,
+                writes: 1
+            }
+        );
+        assert_eq!(
+            m.load(109),
+            Load {
+                reads: 2,
+                writes: 1
+            }
+        );
+        assert_eq!(
+            m.load(110),
+            Load {
+                reads: 0,
+                writes: 1
+            }
+        );
         // A bucket reused ten seconds later starts from zero.
         m.read(110);
-        assert_eq!(m.load(110), Load { reads: 1, writes: 1 });
+        assert_eq!(
+            m.load(110),
+            Load {
+                reads: 1,
+                writes: 1
+            }
+        );
         assert_eq!(m.load(200), Load::default());
     }
 }
