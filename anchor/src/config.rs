@@ -59,6 +59,10 @@ pub struct RaftSettings {
     pub snapshot_logs: u64,
     /// Entries kept in the log after a snapshot (for slow followers).
     pub logs_kept_after_snapshot: u64,
+    /// How long a heartbeat (an AppendEntries without entries) may wait to share one
+    /// message with the heartbeats of other scopes to the same anchor; 0 sends each alone.
+    /// With many scopes per anchor this turns thousands of RPCs per tick into a few.
+    pub coalesce_ms: u64,
 }
 
 impl Default for RaftSettings {
@@ -69,6 +73,7 @@ impl Default for RaftSettings {
             election_max_ms: 2_500,
             snapshot_logs: 10_000,
             logs_kept_after_snapshot: 1_000,
+            coalesce_ms: 5,
         }
     }
 }
@@ -143,6 +148,12 @@ impl AnchorConfig {
         }
         if r.election_max_ms <= r.election_min_ms {
             return Err("raft.election_max_ms must exceed raft.election_min_ms".into());
+        }
+        if r.coalesce_ms * 4 > r.heartbeat_ms {
+            return Err(
+                "raft.coalesce_ms must be at most a quarter of raft.heartbeat_ms (0 turns it off)"
+                    .into(),
+            );
         }
         if self.storage.cache_bytes < 1024 * 1024 {
             return Err("storage.cache_bytes must be at least 1 MiB".into());

@@ -78,6 +78,7 @@ struct Inner {
     registry: sled::Tree,
     flusher: FlusherHandle,
     net: NetHandle,
+    coalescer: Arc<crate::raft::network::Coalescer>,
     keypair: libp2p::identity::Keypair,
     peer_id: PeerId,
     node_id: NodeId,
@@ -153,6 +154,7 @@ impl Anchor {
             addrs,
         };
         let raft_config = Arc::new(raft_config(&cfg)?);
+        let coalesce = Duration::from_millis(cfg.raft.coalesce_ms);
         let registry = db.open_tree("scopes")?;
         let inner = Arc::new(Inner {
             node_id: identity::node_id(&peer_id),
@@ -160,6 +162,7 @@ impl Anchor {
             db,
             registry,
             flusher,
+            coalescer: crate::raft::network::Coalescer::new(net.clone(), coalesce),
             net,
             keypair,
             peer_id,
@@ -304,6 +307,7 @@ impl Anchor {
         let network = NetworkFactory {
             scope: id,
             net: self.inner.net.clone(),
+            coalescer: self.inner.coalescer.clone(),
         };
         let raft = openraft::Raft::new(
             self.inner.node_id,
@@ -438,6 +442,44 @@ impl Anchor {
             Ok(r) => r,
             Err(e) => return RaftResponse::Refused(e),
         };
+        if req.rpc == RaftRpc::Batch {
+            return self.handle_raft_batch(peer, &req.payload).await;
+        }
+        self.handle_raft_one(peer, req).await
+    }
+
+    /// Coalesced RPCs (heartbeats of many scopes): each is checked and handled as if it had
+    /// come alone, concurrently, and the answers go back in order.
+    async fn handle_raft_batch(&self, peer: PeerId, payload: &[u8]) -> RaftResponse {
+        let requests: Vec<RaftRequest> = match self.decode(Protocol::Raft, payload) {
+            Ok(r) => r,
+            Err(e) => return RaftResponse::Refused(e),
+        };
+        let nested = requests.iter().any(|r| r.rpc == RaftRpc::Batch);
+        if requests.len() > proto::limits::RAFT_BATCH_RPCS_MAX || nested {
+            self.refuse(Protocol::Raft, "malformed");
+            return RaftResponse::Refused(WireError::Invalid {
+                reason: format!(
+                    "a batch carries at most {} RPCs, none of them a batch",
+                    proto::limits::RAFT_BATCH_RPCS_MAX
+                ),
+            });
+        }
+        let answers =
+            futures::future::join_all(requests.into_iter().map(|r| self.handle_raft_one(peer, r)))
+                .await;
+        match codec::encode(&answers) {
+            Ok(b) if b.len() <= RAFT_FRAME_BYTES_MAX => RaftResponse::Ok(b),
+            Ok(b) => RaftResponse::Refused(WireError::Refused {
+                reason: format!("batch response of {} bytes is too large", b.len()),
+            }),
+            Err(e) => RaftResponse::Refused(WireError::Refused {
+                reason: e.to_string(),
+            }),
+        }
+    }
+
+    async fn handle_raft_one(&self, peer: PeerId, req: RaftRequest) -> RaftResponse {
         let Some(replica) = self.replica(&req.scope) else {
             self.refuse(Protocol::Raft, "unknown_scope");
             return RaftResponse::Refused(WireError::Refused {
@@ -466,6 +508,12 @@ impl Anchor {
                 Ok(r) => codec::encode(&raft.install_snapshot(r).await),
                 Err(e) => return RaftResponse::Refused(e),
             },
+            RaftRpc::Batch => {
+                self.refuse(Protocol::Raft, "malformed");
+                return RaftResponse::Refused(WireError::Invalid {
+                    reason: "a batch may not be nested".into(),
+                });
+            }
         };
         match out {
             Ok(b) if b.len() <= RAFT_FRAME_BYTES_MAX => RaftResponse::Ok(b),

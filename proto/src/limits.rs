@@ -41,6 +41,10 @@ pub const RAFT_ENTRY_BYTES_MAX: usize = BATCH_BYTES_MAX + MUTATION_BYTES_MAX;
 /// Entries openraft may put in one AppendEntries; with the largest entry each, the frame
 /// still fits [`RAFT_FRAME_BYTES_MAX`].
 pub const RAFT_ENTRIES_PER_APPEND_MAX: u64 = 48;
+/// Raft RPCs coalesced into one batch frame to one anchor.
+pub const RAFT_BATCH_RPCS_MAX: usize = 1024;
+/// Bytes of the RPCs coalesced into one batch frame (only small RPCs are coalesced).
+pub const RAFT_BATCH_BYTES_MAX: usize = 1024 * 1024;
 /// Bytes of one snapshot chunk sent by InstallSnapshot.
 pub const SNAPSHOT_CHUNK_BYTES_MAX: usize = 1024 * 1024;
 /// Bytes of a policy in TOML form.
@@ -82,6 +86,7 @@ const _: () = assert!(
     RAFT_FRAME_BYTES_MAX > RAFT_ENTRIES_PER_APPEND_MAX as usize * (RAFT_ENTRY_BYTES_MAX + 4096)
 );
 const _: () = assert!(RAFT_FRAME_BYTES_MAX > 2 * SNAPSHOT_CHUNK_BYTES_MAX);
+const _: () = assert!(RAFT_FRAME_BYTES_MAX > 2 * RAFT_BATCH_BYTES_MAX);
 const _: () = assert!(CLIENT_FRAME_BYTES_MAX > WATCH_EVENT_BYTES_MAX + RECORD_SET_BYTES_MAX);
 const _: () = assert!(SEED_CHUNK_BYTES_MAX >= RECORD_SET_BYTES_MAX + 1024);
 const _: () = assert!(CLIENT_FRAME_BYTES_MAX > SEED_CHUNK_BYTES_MAX + MUTATION_BYTES_MAX + 4096);
