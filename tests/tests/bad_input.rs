@@ -393,7 +393,50 @@ async fn raft_outsiders(x: &Ctx) -> Result<()> {
         x.counter_above(REFUSED, &labels, before, false).await?;
         x.unchanged(reason).await?;
     }
-    Ok(())
+    // Coalesced: a batch from a non-member is refused RPC by RPC, and a nested batch as a
+    // whole.
+    let labels = [("protocol", "raft"), ("reason", "non_member")];
+    let before = x.metric(REFUSED, &labels).await?;
+    let inner = RaftRequest {
+        scope: ScopeId::root(),
+        rpc: RaftRpc::Vote,
+        payload: b"not a vote request".to_vec(),
+    };
+    let batch = |requests: Vec<RaftRequest>| -> Result<Vec<u8>> {
+        Ok(codec::encode(&RaftRequest {
+            scope: ScopeId::default(),
+            rpc: RaftRpc::Batch,
+            payload: codec::encode(&requests)?,
+        })?)
+    };
+    let answer: RaftResponse = codec::decode(
+        &x.raw(Protocol::Raft, batch(vec![inner.clone(), inner.clone()])?)
+            .await?,
+        RAFT_FRAME_BYTES_MAX,
+    )?;
+    let RaftResponse::Ok(inner_answers) = answer else {
+        bail!("a batch was answered {answer:?}");
+    };
+    let answers: Vec<RaftResponse> = codec::decode(&inner_answers, RAFT_FRAME_BYTES_MAX)?;
+    ensure!(
+        answers.len() == 2 && answers.iter().all(|a| matches!(a, RaftResponse::Refused(_))),
+        "a non-member's batch was answered {answers:?}"
+    );
+    x.counter_above(REFUSED, &labels, before, false).await?;
+    let nested = RaftRequest {
+        scope: ScopeId::default(),
+        rpc: RaftRpc::Batch,
+        payload: codec::encode(&vec![inner])?,
+    };
+    let answer: RaftResponse = codec::decode(
+        &x.raw(Protocol::Raft, batch(vec![nested])?).await?,
+        RAFT_FRAME_BYTES_MAX,
+    )?;
+    ensure!(
+        matches!(answer, RaftResponse::Refused(WireError::Invalid { .. })),
+        "a nested batch was answered {answer:?}"
+    );
+    x.unchanged("raft batches").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
