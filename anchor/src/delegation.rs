@@ -113,6 +113,17 @@ pub(crate) async fn drive(anchor: Anchor, mut stop: tokio::sync::watch::Receiver
             if r.raft.metrics().borrow().current_leader != Some(me) {
                 continue;
             }
+            // Most scopes have nothing to drive: look before copying anything.
+            let busy = r.state.with_view(|v| {
+                v.parent.is_some()
+                    || v
+                        .delegations
+                        .values()
+                        .any(|d| d.state == DelegationState::Frozen)
+            });
+            if busy != Some(true) {
+                continue;
+            }
             let view = r.state.view();
             for d in view.delegations.values() {
                 if d.state != DelegationState::Frozen {
