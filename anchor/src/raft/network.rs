@@ -65,7 +65,9 @@ struct Pending {
 }
 
 /// Coalesces small Raft RPCs to the same anchor into [`RaftRpc::Batch`] frames: one queue and
-/// one task per peer; a batch leaves `linger` after its first RPC arrived, or when full.
+/// one task per peer. While RPCs to a peer arrive less than `linger` apart, a batch leaves
+/// `linger` after its first RPC, or when full; otherwise an RPC leaves at once with whatever
+/// is already queued.
 pub struct Coalescer {
     net: NetHandle,
     linger: Duration,
@@ -136,18 +138,29 @@ async fn peer_loop(
     mut rx: mpsc::Receiver<Pending>,
     linger: Duration,
 ) {
+    // Waiting only pays when RPCs to this peer are dense (many scopes ticking): a lone
+    // heartbeat or read-index probe of a quiet anchor goes at once.
+    let mut last_arrival: Option<tokio::time::Instant> = None;
     while let Some(first) = rx.recv().await {
-        let deadline = tokio::time::Instant::now() + linger;
+        let now = tokio::time::Instant::now();
+        let dense = last_arrival.is_some_and(|t| now.duration_since(t) < linger);
+        last_arrival = Some(now);
+        let deadline = if dense { now + linger } else { now };
         let mut bytes = first.bytes;
         let mut batch = vec![first];
         while batch.len() < RAFT_BATCH_RPCS_MAX && bytes < RAFT_BATCH_BYTES_MAX {
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(p)) => {
-                    bytes += p.bytes;
-                    batch.push(p);
-                }
-                Ok(None) | Err(_) => break,
-            }
+            let next = if dense {
+                tokio::time::timeout_at(deadline, rx.recv())
+                    .await
+                    .ok()
+                    .flatten()
+            } else {
+                rx.try_recv().ok()
+            };
+            let Some(p) = next else { break };
+            last_arrival = Some(tokio::time::Instant::now());
+            bytes += p.bytes;
+            batch.push(p);
         }
         tokio::spawn(send_batch(net.clone(), peer, batch));
     }
