@@ -116,8 +116,7 @@ pub(crate) async fn drive(anchor: Anchor, mut stop: tokio::sync::watch::Receiver
             // Most scopes have nothing to drive: look before copying anything.
             let busy = r.state.with_view(|v| {
                 v.parent.is_some()
-                    || v
-                        .delegations
+                    || v.delegations
                         .values()
                         .any(|d| d.state == DelegationState::Frozen)
             });

@@ -419,7 +419,10 @@ async fn raft_outsiders(x: &Ctx) -> Result<()> {
     };
     let answers: Vec<RaftResponse> = codec::decode(&inner_answers, RAFT_FRAME_BYTES_MAX)?;
     ensure!(
-        answers.len() == 2 && answers.iter().all(|a| matches!(a, RaftResponse::Refused(_))),
+        answers.len() == 2
+            && answers
+                .iter()
+                .all(|a| matches!(a, RaftResponse::Refused(_))),
         "a non-member's batch was answered {answers:?}"
     );
     x.counter_above(REFUSED, &labels, before, false).await?;
