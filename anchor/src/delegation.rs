@@ -691,11 +691,12 @@ impl Anchor {
         Ok(())
     }
 
-    /// An empty replica of a child scope that missed its seeding; the child's leader sends
-    /// it a snapshot.
-    async fn join_child(&self, descriptor: &ScopeDescriptor) -> Result<(), crate::AnchorError> {
-        log_store::remove_scope(self.db(), &descriptor.id)?;
-        state_machine::remove_scope(self.db(), &descriptor.id)?;
+    /// Records the scope in the registry, makes everything written so far durable, and
+    /// starts its group.
+    async fn register_and_open(
+        &self,
+        descriptor: &ScopeDescriptor,
+    ) -> Result<Arc<Replica>, crate::AnchorError> {
         self.registry()
             .insert(descriptor.id.0, codec::encode(descriptor)?)?;
         self.flusher()
@@ -705,7 +706,15 @@ impl Anchor {
                 path: "db".into(),
                 source: e,
             })?;
-        self.open_replica(descriptor.clone()).await?;
+        self.open_replica(descriptor.clone()).await
+    }
+
+    /// An empty replica of a child scope that missed its seeding; the child's leader sends
+    /// it a snapshot.
+    async fn join_child(&self, descriptor: &ScopeDescriptor) -> Result<(), crate::AnchorError> {
+        log_store::remove_scope(self.db(), &descriptor.id)?;
+        state_machine::remove_scope(self.db(), &descriptor.id)?;
+        self.register_and_open(descriptor).await?;
         tracing::info!(scope = %descriptor.id, prefix = %descriptor.prefix, "joined a child scope empty; catching up by snapshot");
         Ok(())
     }
@@ -744,16 +753,7 @@ impl Anchor {
         LogStore::open(self.db(), descriptor.id, self.flusher().clone())?
             .seed_purged(log_id)
             .map_err(|e| crate::AnchorError::Raft(e.to_string()))?;
-        self.registry()
-            .insert(descriptor.id.0, codec::encode(descriptor)?)?;
-        self.flusher()
-            .flush()
-            .await
-            .map_err(|e| crate::AnchorError::Io {
-                path: "db".into(),
-                source: e,
-            })?;
-        let replica = self.open_replica(descriptor.clone()).await?;
+        let replica = self.register_and_open(descriptor).await?;
         tracing::info!(scope = %descriptor.id, prefix = %descriptor.prefix, records = records.len(), at = index, "child scope seeded");
         let first = descriptor.members.first().map(|m| m.peer_id.as_str());
         if first == Some(self.peer_id().to_base58().as_str()) {

@@ -552,17 +552,17 @@ impl Anchor {
         resp
     }
 
-    async fn resolve(&self, req: &ResolveRequest) -> ResolveResponse {
-        let Some(replica) = self.replica(&req.scope) else {
-            return ResolveResponse::Error(WireError::NoScope {
-                name: req.name.clone(),
-            });
+    /// The replica of `scope` that may answer about `name`: hosted here, governing the name,
+    /// and holding state (a replica that joined empty has none until its snapshot arrives).
+    fn serving(&self, scope: &ScopeId, name: &Name) -> Result<Arc<Replica>, WireError> {
+        let Some(replica) = self.replica(scope) else {
+            return Err(WireError::NoScope { name: name.clone() });
         };
-        if !req.name.is_under(&replica.descriptor.prefix) {
-            return ResolveResponse::Error(WireError::Invalid {
+        if !name.is_under(&replica.descriptor.prefix) {
+            return Err(WireError::Invalid {
                 reason: format!(
-                    "{} is not under the prefix {} of scope {}",
-                    req.name, replica.descriptor.prefix, replica.id
+                    "{name} is not under the prefix {} of scope {}",
+                    replica.descriptor.prefix, replica.id
                 ),
             });
         }
@@ -571,13 +571,21 @@ impl Anchor {
             .with_view(|v| v.policy.is_none())
             .unwrap_or(true)
         {
-            return ResolveResponse::Error(WireError::Unavailable {
+            return Err(WireError::Unavailable {
                 reason: format!(
                     "this replica of scope {} has not caught up yet; ask another member",
                     replica.id
                 ),
             });
         }
+        Ok(replica)
+    }
+
+    async fn resolve(&self, req: &ResolveRequest) -> ResolveResponse {
+        let replica = match self.serving(&req.scope, &req.name) {
+            Ok(r) => r,
+            Err(e) => return ResolveResponse::Error(e),
+        };
         replica.load.read(now_s());
         if req.level == ReadLevel::Linearizable {
             let (tx, rx) = tokio::sync::oneshot::channel();
@@ -657,29 +665,10 @@ impl Anchor {
     /// are none yet (see [`WatchRequest`]).
     async fn watch(&self, req: WatchRequest) -> WatchResponse {
         use proto::limits::{WATCH_EVENTS_MAX, WATCH_EVENT_BYTES_MAX, WATCH_WAIT_MS_MAX};
-        let Some(replica) = self.replica(&req.scope) else {
-            return WatchResponse::Error(WireError::NoScope { name: req.prefix });
+        let replica = match self.serving(&req.scope, &req.prefix) {
+            Ok(r) => r,
+            Err(e) => return WatchResponse::Error(e),
         };
-        if !req.prefix.is_under(&replica.descriptor.prefix) {
-            return WatchResponse::Error(WireError::Invalid {
-                reason: format!(
-                    "{} is not under the prefix {} of scope {}",
-                    req.prefix, replica.descriptor.prefix, replica.id
-                ),
-            });
-        }
-        if replica
-            .state
-            .with_view(|v| v.policy.is_none())
-            .unwrap_or(true)
-        {
-            return WatchResponse::Error(WireError::Unavailable {
-                reason: format!(
-                    "this replica of scope {} has not caught up yet; ask another member",
-                    replica.id
-                ),
-            });
-        }
         let mut metrics = replica.raft.metrics();
         let applied =
             |m: &openraft::RaftMetrics<NodeId, AnchorInfo>| m.last_applied.map_or(0, |l| l.index);
