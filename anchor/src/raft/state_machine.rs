@@ -269,6 +269,7 @@ impl ScopeState {
             tree: &self.tree,
             view,
             writes: BTreeMap::new(),
+            history_max: WATCH_HISTORY_CHANGES,
         };
         f(&overlay)
     }
@@ -303,6 +304,8 @@ pub struct StateMachine {
     tree: sled::Tree,
     snapshots: sled::Tree,
     view: Arc<RwLock<ScopeView>>,
+    /// Changes the watch history keeps ([`WATCH_HISTORY_CHANGES`]; tests lower it).
+    history_max: u64,
 }
 
 fn key(scope: &ScopeId, tag: u8, rest: &[u8]) -> Vec<u8> {
@@ -342,6 +345,7 @@ impl StateMachine {
                 prefix,
                 ..ScopeView::default()
             })),
+            history_max: WATCH_HISTORY_CHANGES,
         };
         sm.reload_view()?;
         Ok(sm)
@@ -499,6 +503,8 @@ struct Overlay<'a> {
     tree: &'a sled::Tree,
     view: ScopeView,
     writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Changes the watch history keeps.
+    history_max: u64,
 }
 
 impl Overlay<'_> {
@@ -618,10 +624,10 @@ impl Overlay<'_> {
         }
     }
 
-    /// Forgets the oldest changes of the watch history beyond [`WATCH_HISTORY_CHANGES`],
+    /// Forgets the oldest changes of the watch history beyond `history_max`,
     /// a bounded number per entry, and raises the watch floor past them.
     fn prune_changes(&mut self) -> Result<(), StorageError<NodeId>> {
-        let excess = self.view.changes.saturating_sub(WATCH_HISTORY_CHANGES);
+        let excess = self.view.changes.saturating_sub(self.history_max);
         if excess == 0 {
             return Ok(());
         }
@@ -839,6 +845,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             tree: &self.tree,
             view,
             writes: BTreeMap::new(),
+            history_max: self.history_max,
         };
         let mut outcomes = Vec::new();
         for entry in entries {
@@ -1225,6 +1232,35 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn old_watch_history_is_pruned_and_the_floor_says_where_it_ends() {
+        let (_dir, mut sm) = scope_with_history().await;
+        // History: /eu/a@2, /us/b@2, /eu/a@3, /eu/c@3, /us/b@4, /eu/a@5 (deleted). Keep 3.
+        sm.history_max = 3;
+        sm.apply(vec![entry(6, batch(vec![put("/us/d", "1")], 50))])
+            .await
+            .unwrap();
+        let st = sm.state();
+        let view = st.view();
+        // The batch pruned before it recorded its own change: 6 - 3 = 3 oldest gone
+        // (/eu/a@2, /us/b@2, /eu/a@3), then /us/d@6 was added.
+        assert_eq!(view.changes, 4);
+        assert_eq!(view.watch_floor, 3);
+        let eu = Name::parse("/eu").unwrap();
+        let (events, _) = st.changes(&eu, view.watch_floor, 6, 100, 1 << 20).unwrap();
+        // Index 3 lost /eu/a@3, so the floor is 3: a watch may resume only from after 3
+        // (an older one gets Compacted), and from there the history is complete.
+        assert_eq!(
+            names_and_versions(&events),
+            vec![("/eu/a".into(), 5, false)],
+            "what is left after the floor is complete"
+        );
+        // The floor survives a restart.
+        drop(st);
+        sm.reload_view().unwrap();
+        assert_eq!(sm.state().view().watch_floor, 3);
+    }
+
+    #[tokio::test]
     async fn watch_history_never_splits_an_index_when_a_bound_cuts() {
         let (_dir, sm) = scope_with_history().await;
         let st = sm.state();
@@ -1262,6 +1298,7 @@ mod tests {
                 tree: &sm.tree,
                 view: sm.state().view(),
                 writes: BTreeMap::new(),
+                history_max: WATCH_HISTORY_CHANGES,
             };
             overlay
                 .apply_effect(
