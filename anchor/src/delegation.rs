@@ -53,6 +53,10 @@ pub const HAND_OVER_TIMEOUT: Duration = Duration::from_secs(60);
 pub const STRAGGLER_GRACE: Duration = Duration::from_secs(10);
 /// How often a child's leader offers a member that never replicated a replica to join.
 const JOIN_EVERY: Duration = Duration::from_secs(3);
+/// Elections the first member of a new child calls before leaving it to the timers.
+const ELECT_TRIES: u32 = 20;
+/// How long each of those waits for a leader.
+const ELECT_RETRY: Duration = Duration::from_millis(150);
 /// How often the driver looks for work.
 const TICK: Duration = Duration::from_millis(200);
 /// How long one request to a member may take.
@@ -757,7 +761,26 @@ impl Anchor {
         tracing::info!(scope = %descriptor.id, prefix = %descriptor.prefix, records = records.len(), at = index, "child scope seeded");
         let first = descriptor.members.first().map(|m| m.peer_id.as_str());
         if first == Some(self.peer_id().to_base58().as_str()) {
-            let _ = replica.raft.trigger().elect().await;
+            // The others are seeded at about the same time, maybe a moment later: call the
+            // election again until one has a leader, rather than wait a whole election
+            // timeout after a vote the others could not grant yet.
+            tokio::spawn(async move {
+                for _ in 0..ELECT_TRIES {
+                    if replica.raft.metrics().borrow().current_leader.is_some() {
+                        return;
+                    }
+                    let _ = replica.raft.trigger().elect().await;
+                    let mut m = replica.raft.metrics();
+                    let _ = tokio::time::timeout(ELECT_RETRY, async {
+                        while m.changed().await.is_ok() {
+                            if m.borrow().current_leader.is_some() {
+                                return;
+                            }
+                        }
+                    })
+                    .await;
+                }
+            });
         }
         Ok(())
     }
