@@ -53,6 +53,16 @@ pub const HAND_OVER_TIMEOUT: Duration = Duration::from_secs(60);
 pub const STRAGGLER_GRACE: Duration = Duration::from_secs(10);
 /// How often a child's leader offers a member that never replicated a replica to join.
 const JOIN_EVERY: Duration = Duration::from_secs(3);
+/// Pause between attempts of a hand-over step.
+const HAND_OVER_RETRY: Duration = Duration::from_millis(300);
+/// How often the parent's leader asks the child's members whether it has a leader.
+const CHILD_POLL: Duration = Duration::from_millis(150);
+/// How often an inactive child's leader asks its parent whether it refers to it…
+const PARENT_POLL: Duration = Duration::from_millis(250);
+/// …and after this long (an aborted delegation, most likely)…
+const PARENT_POLL_SLOW_AFTER: Duration = Duration::from_secs(600);
+/// …how often it keeps asking.
+const PARENT_POLL_SLOW: Duration = Duration::from_secs(10);
 /// Elections the first member of a new child calls before leaving it to the timers.
 const ELECT_TRIES: u32 = 20;
 /// How long each of those waits for a leader.
@@ -168,6 +178,14 @@ pub(crate) async fn drive(anchor: Anchor, mut stop: tokio::sync::watch::Receiver
     }
 }
 
+/// A timer for a retry or poll loop: the first tick is immediate; a late tick does not make
+/// the loop catch up.
+fn every(period: Duration) -> tokio::time::Interval {
+    let mut t = tokio::time::interval(period);
+    t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    t
+}
+
 fn leads(anchor: &Anchor, r: &Replica) -> bool {
     r.raft.metrics().borrow().current_leader == Some(anchor.node_id())
 }
@@ -191,7 +209,12 @@ async fn hand_over(
     let child = d.referral.scope;
     let mut last_error = String::new();
     let mut seeded = BTreeSet::new();
-    while leads(&anchor, &parent) {
+    let mut retry = every(HAND_OVER_RETRY);
+    loop {
+        retry.tick().await;
+        if !leads(&anchor, &parent) {
+            return;
+        }
         if started.elapsed() > HAND_OVER_TIMEOUT {
             let reason = format!(
                 "the child could not be seeded in {} s: {last_error}",
@@ -226,7 +249,6 @@ async fn hand_over(
             Err(e) => {
                 tracing::debug!(parent = %parent.id, %child, error = %e, "hand-over step failed; retrying");
                 last_error = e;
-                tokio::time::sleep(Duration::from_millis(300)).await;
             }
         }
     }
@@ -415,7 +437,9 @@ async fn child_ready(
     let req = AdminRequest::ScopeInfo {
         target: ScopeTarget::Id(child),
     };
+    let mut poll = every(CHILD_POLL);
     loop {
+        poll.tick().await;
         for m in members {
             if let Ok(AdminResponse::Scope(info)) = admin_call(anchor, m, &req).await {
                 let s = &info.status;
@@ -427,7 +451,6 @@ async fn child_ready(
         if Instant::now() > deadline {
             return Err("the child scope elected no leader in 10 s".into());
         }
-        tokio::time::sleep(Duration::from_millis(150)).await;
     }
 }
 
@@ -507,7 +530,19 @@ async fn activate_child(anchor: Anchor, child: Arc<Replica>, parent: ScopeDescri
     let Ok(bytes) = codec::encode(&req) else {
         return;
     };
-    while leads(&anchor, &child) && !child.state.with_view(|v| v.active).unwrap_or(true) {
+    let mut poll = every(PARENT_POLL);
+    let mut slowed = false;
+    loop {
+        poll.tick().await;
+        // An aborted delegation leaves an inactive child: ask less often as time goes by.
+        if !slowed && started.elapsed() > PARENT_POLL_SLOW_AFTER {
+            poll = every(PARENT_POLL_SLOW);
+            poll.tick().await;
+            slowed = true;
+        }
+        if !leads(&anchor, &child) || child.state.with_view(|v| v.active).unwrap_or(true) {
+            return;
+        }
         for m in &parent.members {
             let (Some(peer), addrs) = parse_anchor(m) else {
                 continue;
@@ -540,13 +575,6 @@ async fn activate_child(anchor: Anchor, child: Arc<Replica>, parent: ScopeDescri
             }
             break;
         }
-        // An aborted delegation leaves an inactive child: ask less often as time goes by.
-        let pause = if started.elapsed() > Duration::from_secs(600) {
-            Duration::from_secs(10)
-        } else {
-            Duration::from_millis(250)
-        };
-        tokio::time::sleep(pause).await;
     }
 }
 

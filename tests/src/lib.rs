@@ -716,27 +716,8 @@ impl Cluster {
                 seen.push((i, s));
             }
         }
-        let Some(max_term) = seen.iter().map(|(_, s)| s.term).max() else {
-            return Ok(None);
-        };
-        let Some((li, _)) = seen
-            .iter()
-            .find(|(_, s)| s.role == "leader" && s.term == max_term)
-        else {
-            return Ok(None);
-        };
-        let leader_peer = self.anchors[*li].peer.map(|p| p.to_base58());
-        let agree = seen
-            .iter()
-            .filter(|(_, s)| s.leader.is_some() && s.leader == leader_peer)
-            .count();
-        if 2 * agree > self.anchors.len() {
-            Ok(Some(*li))
-        } else {
-            Ok(None)
-        }
+        Ok(self.agreed_leader(&seen, self.anchors.len()))
     }
-
     /// Waits for a root-scope leader (see [`Cluster::leader`]).
     pub async fn wait_leader(&mut self, within: Duration) -> Result<usize> {
         let deadline = Instant::now() + within;
@@ -1013,22 +994,28 @@ impl Cluster {
                 seen.push((i, s));
             }
         }
-        let Some(max_term) = seen.iter().map(|(_, s)| s.term).max() else {
-            return Ok(None);
-        };
-        let Some((li, ls)) = seen
+        let members = seen
             .iter()
-            .find(|(_, s)| s.role == "leader" && s.term == max_term)
-        else {
-            return Ok(None);
-        };
+            .map(|(_, s)| s.members.len())
+            .max()
+            .unwrap_or(1)
+            .max(1);
+        Ok(self.agreed_leader(&seen, members))
+    }
+
+    /// Of the scope statuses `seen` (anchor index, status), the anchor that says it leads at
+    /// the highest term seen and that more than half of `quorum_of` name as leader.
+    fn agreed_leader(&self, seen: &[(usize, ScopeStatus)], quorum_of: usize) -> Option<usize> {
+        let max_term = seen.iter().map(|(_, s)| s.term).max()?;
+        let (li, _) = seen
+            .iter()
+            .find(|(_, s)| s.role == "leader" && s.term == max_term)?;
         let leader_peer = self.anchors[*li].peer.map(|p| p.to_base58());
         let agree = seen
             .iter()
             .filter(|(_, s)| s.leader.is_some() && s.leader == leader_peer)
             .count();
-        let members = ls.members.len().max(1);
-        Ok((2 * agree > members).then_some(*li))
+        (2 * agree > quorum_of).then_some(*li)
     }
 
     /// Waits for a leader of scope `id` (see [`Cluster::scope_leader`]).
@@ -1655,6 +1642,48 @@ pub async fn check_all(
         );
     }
     Ok(())
+}
+
+/// `main` of a bench binary: uses `target/release/anchorage` when it exists (unless
+/// `ANCHORAGE_BIN` says otherwise), runs `body` on a multi-thread runtime within `limit`, and
+/// turns the outcome into an exit code with a message naming `name`.
+pub fn bench_main<F>(name: &str, limit: Duration, body: F) -> std::process::ExitCode
+where
+    F: Future<Output = Result<()>>,
+{
+    if std::env::var_os("ANCHORAGE_BIN").is_none() {
+        let release = workspace_root()
+            .join("target")
+            .join("release")
+            .join("anchorage");
+        if release.is_file() {
+            // Called first thing in main: no other thread exists yet.
+            std::env::set_var("ANCHORAGE_BIN", &release);
+        } else {
+            eprintln!("note: no target/release/anchorage; the harness builds a debug binary");
+        }
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tokio runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(async { tokio::time::timeout(limit, body).await }) {
+        Ok(Ok(())) => std::process::ExitCode::SUCCESS,
+        Ok(Err(e)) => {
+            eprintln!("{name} failed: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+        Err(_) => {
+            eprintln!("{name} did not finish within {limit:?}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }
 
 #[cfg(test)]

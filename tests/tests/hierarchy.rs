@@ -26,14 +26,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anchorage_tests::{
-    bounded, check_all, policy_toml, random_key, sign_op, text_of, wait_for, Cluster, Options,
-    Written,
+    bounded, check_all, policy_toml, random_key, sign_op, text_of, wait_for, Cluster, Delegated,
+    Options, Written,
 };
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use ed25519_dalek::SigningKey;
 use proto::msg::{AdminRequest, AdminResponse, MutateResponse, ScopeTarget};
 use proto::{Name, Op, ReadLevel, Record, ScopeDescriptor, ScopeId};
-use resolver::{ClientConfig, Error, HopOutcome, WatchEvent};
+use resolver::{Client, ClientConfig, Error, HopOutcome, WatchEvent};
 
 const EU: &[(&str, &str)] = &[("jurisdiction", "eu")];
 const NONE: &[(&str, &str)] = &[];
@@ -80,6 +80,28 @@ async fn resolve_count(c: &mut Cluster) -> Result<f64> {
 
 // ---------------------------------------------------------------------------------------
 // 1. Cold and warm walks
+
+/// Six anchors: the root on 0, 1, 2 (its admin key signs the delegation), `/eu` delegated to
+/// 3, 4, 5 (labelled `jurisdiction=eu`) with an open child policy; a client trusting the
+/// root's anchors, its referral to `/eu` warm.
+async fn root_and_eu_apart() -> Result<(Cluster, Client, Delegated)> {
+    let c = Cluster::start_labeled(6, Options::default(), &[NONE, NONE, NONE, EU, EU, EU]).await?;
+    let root_admin = random_key();
+    c.init_on(&[0, 1, 2], &root_policy(&root_admin)?).await?;
+    let client = c
+        .client_trusting(&[0, 1, 2], ClientConfig::default())
+        .await?;
+    let eu = c
+        .delegate(
+            &client,
+            "/eu",
+            &[3, 4, 5],
+            &open_child_policy("/eu", &random_key(), 3, EU)?,
+            &[&root_admin],
+        )
+        .await?;
+    Ok((c, client, eu))
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn cold_walk_round_trips() {
@@ -320,22 +342,7 @@ struct Attempt {
 async fn watch_survives_leader_kill() {
     let _serial = SERIAL.lock().await;
     bounded(Duration::from_secs(120), async {
-        let mut c =
-            Cluster::start_labeled(6, Options::default(), &[NONE, NONE, NONE, EU, EU, EU]).await?;
-        let root_admin = random_key();
-        c.init_on(&[0, 1, 2], &root_policy(&root_admin)?).await?;
-        let client = c
-            .client_trusting(&[0, 1, 2], ClientConfig::default())
-            .await?;
-        let eu = c
-            .delegate(
-                &client,
-                "/eu",
-                &[3, 4, 5],
-                &open_child_policy("/eu", &random_key(), 3, EU)?,
-                &[&root_admin],
-            )
-            .await?;
+        let (mut c, client, eu) = root_and_eu_apart().await?;
 
         // The watch starts now, before any write under /eu; its events go to a log.
         let watcher = c
@@ -787,22 +794,7 @@ async fn root_partition_warm_client_continues() {
     let _serial = SERIAL.lock().await;
     bounded(Duration::from_secs(90), async {
         // root on 0,1,2; /eu on 3,4,5: no root anchor is an /eu member.
-        let mut c =
-            Cluster::start_labeled(6, Options::default(), &[NONE, NONE, NONE, EU, EU, EU]).await?;
-        let root_admin = random_key();
-        c.init_on(&[0, 1, 2], &root_policy(&root_admin)?).await?;
-        let client = c
-            .client_trusting(&[0, 1, 2], ClientConfig::default())
-            .await?;
-        let eu = c
-            .delegate(
-                &client,
-                "/eu",
-                &[3, 4, 5],
-                &open_child_policy("/eu", &random_key(), 3, EU)?,
-                &[&root_admin],
-            )
-            .await?;
+        let (mut c, client, eu) = root_and_eu_apart().await?;
         let key = random_key();
         let v_a = client.put("/eu/a", text("a-1"), 300, &key).await?;
         // Replica reads below may go to any member: let every one apply the write first.

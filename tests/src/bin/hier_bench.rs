@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use anchor::config::{RaftSettings, StorageSettings};
 use anchorage_tests::proto::{Name, ReadLevel, Record, ScopeId};
 use anchorage_tests::resolver::{ClientConfig, WatchEvent};
-use anchorage_tests::{policy_toml, random_key, text_of, workspace_root, Cluster, Options};
+use anchorage_tests::{policy_toml, random_key, text_of, Cluster, Options};
 use anyhow::{bail, ensure, Context, Result};
 use clap::Parser;
 
@@ -59,41 +59,8 @@ struct Args {
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
-    if std::env::var_os("ANCHORAGE_BIN").is_none() {
-        let release = workspace_root()
-            .join("target")
-            .join("release")
-            .join("anchorage");
-        if release.is_file() {
-            // No other thread exists yet.
-            std::env::set_var("ANCHORAGE_BIN", &release);
-        } else {
-            eprintln!("note: no target/release/anchorage; the harness builds a debug binary");
-        }
-    }
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("tokio runtime: {e}");
-            return std::process::ExitCode::FAILURE;
-        }
-    };
     let limit = Duration::from_secs(args.timeout_s);
-    let outcome = rt.block_on(async { tokio::time::timeout(limit, run(args)).await });
-    match outcome {
-        Ok(Ok(())) => std::process::ExitCode::SUCCESS,
-        Ok(Err(e)) => {
-            eprintln!("hier_bench failed: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
-        Err(_) => {
-            eprintln!("hier_bench did not finish within {limit:?}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    anchorage_tests::bench_main("hier_bench", limit, run(args))
 }
 
 /// p-quantile (0..=1) of sorted durations, in ms.

@@ -28,7 +28,7 @@ use anchor::config::{RaftSettings, StorageSettings};
 use anchorage_tests::proto::msg::{AdminRequest, AdminResponse};
 use anchorage_tests::proto::{codec, AnchorInfo, Name, ScopeDescriptor, ScopeId};
 use anchorage_tests::resolver::net::{self, NetConfig, NetHandle, Protocol};
-use anchorage_tests::{metric_value, workspace_root, Cluster, Options};
+use anchorage_tests::{metric_value, Cluster, Options};
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Parser;
 
@@ -76,41 +76,8 @@ struct Args {
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
-    if std::env::var_os("ANCHORAGE_BIN").is_none() {
-        let release = workspace_root()
-            .join("target")
-            .join("release")
-            .join("anchorage");
-        if release.is_file() {
-            // No other thread exists yet.
-            std::env::set_var("ANCHORAGE_BIN", &release);
-        } else {
-            eprintln!("note: no target/release/anchorage; the harness builds a debug binary");
-        }
-    }
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("tokio runtime: {e}");
-            return std::process::ExitCode::FAILURE;
-        }
-    };
     let limit = Duration::from_secs(args.timeout_s);
-    let outcome = rt.block_on(async { tokio::time::timeout(limit, run(args)).await });
-    match outcome {
-        Ok(Ok(())) => std::process::ExitCode::SUCCESS,
-        Ok(Err(e)) => {
-            eprintln!("idle_scopes failed: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
-        Err(_) => {
-            eprintln!("idle_scopes did not finish within {limit:?}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    anchorage_tests::bench_main("idle_scopes", limit, run(args))
 }
 
 /// Tries per `CreateScope` call.
