@@ -806,15 +806,6 @@ fn print_show(target: &Target, info: &ScopeInfo) -> Result<()> {
 
 // ---- scope delegate ----
 
-/// The child scope id of a delegation committed at `index` in `parent` (HIERARCHY.md).
-pub fn child_scope_id(parent: &ScopeId, prefix: &Name, index: u64) -> ScopeId {
-    ScopeId::derive(&[
-        &parent.0,
-        prefix.to_string().as_bytes(),
-        &index.to_be_bytes(),
-    ])
-}
-
 /// Asks each chosen anchor for its status: who it is, where it listens, its labels.
 async fn member_specs(addrs: &[Multiaddr]) -> Result<Vec<MemberSpec>> {
     let conn = AdminConn::new()?;
@@ -876,7 +867,7 @@ async fn scope_delegate(args: DelegateArgs) -> Result<()> {
         .submit(signed)
         .await
         .map_err(|e| admin_refusal(&format!("delegating {prefix}"), e))?;
-    let child = child_scope_id(&parent.scope, &prefix, index);
+    let child = ScopeId::child(&parent.scope, &prefix, index);
     let state = if args.no_wait {
         DelegationState::Frozen
     } else {
@@ -1355,17 +1346,17 @@ mod tests {
     /// / with /eu (active, itself delegating /eu/payments, frozen) and /us (aborted).
     fn sample() -> (ScopeInfo, BTreeMap<ScopeId, Result<ScopeInfo, String>>) {
         let root_id = ScopeId::root();
-        let eu_id = child_scope_id(&root_id, &name("/eu"), 17);
+        let eu_id = ScopeId::child(&root_id, &name("/eu"), 17);
         let mut root = info(root_id, "/", &[P1, P2, P3], 3);
         let mut eu = info(eu_id, "/eu", &[P2, P3], 2);
         eu.parent = Some(root.descriptor.clone());
         let pay = info(
-            child_scope_id(&eu_id, &name("/eu/payments"), 42),
+            ScopeId::child(&eu_id, &name("/eu/payments"), 42),
             "/eu/payments",
             &[P3],
             0,
         );
-        let us = info(child_scope_id(&root_id, &name("/us"), 9), "/us", &[P1], 0);
+        let us = info(ScopeId::child(&root_id, &name("/us"), 9), "/us", &[P1], 0);
         eu.delegations = vec![delegation(&pay, 42, DelegationState::Frozen)];
         root.delegations = vec![
             delegation(&us, 9, DelegationState::Aborted),
@@ -1545,10 +1536,10 @@ mod tests {
     #[test]
     fn child_id_matches_the_spec_derivation() {
         let p = ScopeId::root();
-        let id = child_scope_id(&p, &name("/eu"), 17);
+        let id = ScopeId::child(&p, &name("/eu"), 17);
         let want = ScopeId::derive(&[&p.0, b"/eu", &17u64.to_be_bytes()]);
         assert_eq!(id, want);
-        assert_ne!(id, child_scope_id(&p, &name("/eu"), 18));
+        assert_ne!(id, ScopeId::child(&p, &name("/eu"), 18));
     }
 
     fn set(version: u64) -> RecordSet {
@@ -1609,7 +1600,7 @@ mod tests {
         let peer: libp2p::PeerId = libp2p::identity::Keypair::generate_ed25519()
             .public()
             .to_peer_id();
-        let eu = child_scope_id(&ScopeId::root(), &name("/eu"), 17);
+        let eu = ScopeId::child(&ScopeId::root(), &name("/eu"), 17);
         let trace = Trace {
             hops: vec![
                 Hop {

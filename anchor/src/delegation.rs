@@ -611,7 +611,7 @@ impl Anchor {
                 s.parent.prefix
             )));
         }
-        if apply::child_scope_id(&s.parent.id, &prefix, s.index) != s.child {
+        if ScopeId::child(&s.parent.id, &prefix, s.index) != s.child {
             return Err(invalid(
                 "the child id does not match the delegation and its index".into(),
             ));

@@ -32,4 +32,4 @@ pub mod scope;
 
 pub use config::AnchorConfig;
 pub use error::AnchorError;
-pub use node::Anchor;
+pub use node::{Anchor, StartOptions};

@@ -244,7 +244,7 @@ async fn run() {
         referral_ttl_s: 600,
     };
     let d_index = committed(n.mutate(&anchors[0], op, &[&admin]).await);
-    let child = anchor::scope::apply::child_scope_id(&root, &Name::parse("/eu").unwrap(), d_index);
+    let child = ScopeId::child(&root, &Name::parse("/eu").unwrap(), d_index);
 
     // Until the hand-over completes, reads keep answering from the parent.
     wait_until(
@@ -427,7 +427,7 @@ async fn run_straggler() {
         MutateResponse::Committed { version, .. } => version,
         other => panic!("{other:?}"),
     };
-    let child = anchor::scope::apply::child_scope_id(&root, &Name::parse("/eu").unwrap(), d_index);
+    let child = ScopeId::child(&root, &Name::parse("/eu").unwrap(), d_index);
     // After the grace period the parent hands over with two of three members seeded.
     wait_until(
         "a hand-over with a majority",

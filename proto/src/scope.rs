@@ -29,6 +29,17 @@ impl ScopeId {
         ScopeId(id)
     }
 
+    /// The id of the child scope that a delegation of `prefix`, committed at log index
+    /// `index` of scope `parent`, creates. Both ends derive it: the parent's members when
+    /// they apply the delegation, the child's members when they check a seed against it.
+    pub fn child(parent: &ScopeId, prefix: &Name, index: u64) -> ScopeId {
+        ScopeId::derive(&[
+            &parent.0,
+            prefix.to_string().as_bytes(),
+            &index.to_be_bytes(),
+        ])
+    }
+
     /// Hex form.
     pub fn to_hex(&self) -> String {
         hex::encode(self.0)
@@ -132,4 +143,20 @@ pub struct ScopeDescriptor {
     pub epoch: u64,
     /// Member anchors.
     pub members: Vec<AnchorInfo>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_child_id_is_the_blake3_of_parent_prefix_and_index() {
+        let eu = Name::parse("/eu").unwrap();
+        let id = ScopeId::child(&ScopeId::root(), &eu, 17);
+        let want = ScopeId::derive(&[&ScopeId::root().0, b"/eu", &17u64.to_be_bytes()]);
+        assert_eq!(id, want);
+        assert_eq!(id.to_hex(), "cbfcb2838ccd7bac2513d7b155779a79");
+        assert_ne!(id, ScopeId::child(&ScopeId::root(), &eu, 18));
+        assert_ne!(id, ScopeId::child(&id, &eu, 17));
+    }
 }

@@ -44,9 +44,10 @@ use proto::{
     SignedMutation, WireError,
 };
 
+use crate::addr::AnchorAddr;
 use crate::cache::{Cache, ReferralCache};
 use crate::error::Error;
-use crate::members::{split_p2p, Anchor, Directory, Members, KNOWN_ANCHORS_MAX};
+use crate::members::{Directory, Members, KNOWN_ANCHORS_MAX};
 use crate::net::{self, NetConfig, NetError, NetHandle, Protocol};
 use crate::verify::{check_referral, verify_answer, Asked};
 use crate::walk::{Hop, HopOutcome, ScopeRef, Trace, Walk};
@@ -125,7 +126,7 @@ pub struct Client {
 pub(crate) struct Inner {
     net: NetHandle,
     pub(crate) cfg: ClientConfig,
-    trust: Vec<Anchor>,
+    trust: Vec<AnchorAddr>,
     directory: Mutex<Directory>,
     cache: Mutex<Cache>,
     referrals: Mutex<ReferralCache>,
@@ -325,14 +326,10 @@ impl Client {
         anchor: &Multiaddr,
         level: ReadLevel,
     ) -> Result<RecordSet, Error> {
-        let (peer, dial) = split_p2p(anchor).map_err(|reason| Error::BadTrustAnchor {
+        let target = AnchorAddr::from_multiaddr(anchor).map_err(|e| Error::BadTrustAnchor {
             addr: anchor.to_string(),
-            reason,
+            reason: e.to_string(),
         })?;
-        let target = Anchor {
-            peer,
-            addrs: vec![dial],
-        };
         let at = self.locate(name).await?;
         let request = ResolveRequest {
             name: name.clone(),
@@ -425,9 +422,9 @@ impl Client {
         anchor: &AnchorInfo,
         target: ScopeTarget,
     ) -> Result<ScopeInfo, Error> {
-        let anchor = Anchor::from_info(anchor).map_err(|reason| Error::BadTrustAnchor {
+        let anchor = AnchorAddr::from_info(anchor).map_err(|e| Error::BadTrustAnchor {
             addr: anchor.peer_id.clone(),
-            reason,
+            reason: e.to_string(),
         })?;
         self.inner.scope_info(&anchor, target).await
     }
@@ -446,7 +443,7 @@ impl Client {
         };
         let bytes = codec::encode(&request).map_err(Error::from_proto)?;
         let deadline = Instant::now() + self.inner.cfg.operation_timeout;
-        let judge = |from: &Anchor, reply: Result<Vec<u8>, AttemptError>| {
+        let judge = |from: &AnchorAddr, reply: Result<Vec<u8>, AttemptError>| {
             let bytes = match reply {
                 Ok(b) => b,
                 Err(e) => return Step::next(e),
@@ -712,8 +709,9 @@ impl Client {
         let mut committed_by = None;
         let mut start = self.inner.start(name);
         let result = loop {
-            let judge =
-                |from: &Anchor, reply| judge_mutate(&mut ambiguity, &mut committed_by, from, reply);
+            let judge = |from: &AnchorAddr, reply| {
+                judge_mutate(&mut ambiguity, &mut committed_by, from, reply)
+            };
             let result = self
                 .inner
                 .exchange(
@@ -748,7 +746,7 @@ impl Client {
         };
         self.inner.cache().remove(name);
         if let (Some(info), Ok(answered)) = (committed_by, &result) {
-            if let Ok(leader) = Anchor::from_info(&info) {
+            if let Ok(leader) = AnchorAddr::from_info(&info) {
                 self.inner.learn_leader(&answered.1, leader);
             }
         }
@@ -804,7 +802,7 @@ struct WalkEnd {
     prefix: Name,
 }
 
-fn parse_trust_anchors(addrs: &[Multiaddr]) -> Result<Vec<Anchor>, Error> {
+fn parse_trust_anchors(addrs: &[Multiaddr]) -> Result<Vec<AnchorAddr>, Error> {
     if addrs.is_empty() {
         return Err(Error::BadConfig {
             reason: "no trust anchors: give at least one root-scope anchor as \
@@ -812,19 +810,15 @@ fn parse_trust_anchors(addrs: &[Multiaddr]) -> Result<Vec<Anchor>, Error> {
                 .into(),
         });
     }
-    let mut anchors: Vec<Anchor> = Vec::new();
+    let mut anchors: Vec<AnchorAddr> = Vec::new();
     for addr in addrs {
-        let (peer, dial) = split_p2p(addr).map_err(|reason| Error::BadTrustAnchor {
+        let given = AnchorAddr::from_multiaddr(addr).map_err(|e| Error::BadTrustAnchor {
             addr: addr.to_string(),
-            reason,
+            reason: e.to_string(),
         })?;
-        match anchors.iter_mut().find(|a| a.peer == peer) {
-            Some(known) if !known.addrs.contains(&dial) => known.addrs.push(dial),
-            Some(_) => {}
-            None => anchors.push(Anchor {
-                peer,
-                addrs: vec![dial],
-            }),
+        match anchors.iter_mut().find(|a| a.peer == given.peer) {
+            Some(known) => known.merge_addrs(&given.addrs),
+            None => anchors.push(given),
         }
     }
     if anchors.len() > KNOWN_ANCHORS_MAX {
@@ -1042,7 +1036,7 @@ impl Inner {
     }
 
     /// The members of `scope` in the order to try them (none when the scope is unknown).
-    pub(crate) fn plan(&self, scope: &ScopeId, leader_first: bool) -> Vec<Anchor> {
+    pub(crate) fn plan(&self, scope: &ScopeId, leader_first: bool) -> Vec<AnchorAddr> {
         let directory = self.directory();
         directory
             .get(scope)
@@ -1061,7 +1055,7 @@ impl Inner {
         self.directory().get_mut(scope).map(|s| f(&mut s.members))
     }
 
-    fn learn_leader(&self, scope: &ScopeId, leader: Anchor) {
+    fn learn_leader(&self, scope: &ScopeId, leader: AnchorAddr) {
         self.with_members(scope, |m| {
             let leader = m.learn(leader);
             m.set_leader(leader.peer);
@@ -1136,7 +1130,7 @@ impl Inner {
             ReadLevel::Linearizable => Route::LEADER_READ,
             ReadLevel::Cached | ReadLevel::Replica => Route::ANY,
         };
-        let judge = |from: &Anchor, reply| self.judge_resolve(name, scope, prefix, from, reply);
+        let judge = |from: &AnchorAddr, reply| self.judge_resolve(name, scope, prefix, from, reply);
         self.exchange(
             Protocol::Resolve,
             bytes,
@@ -1157,7 +1151,7 @@ impl Inner {
         name: &Name,
         scope: ScopeId,
         prefix: &Name,
-        from: &Anchor,
+        from: &AnchorAddr,
         reply: Result<Vec<u8>, AttemptError>,
     ) -> Step<Answer> {
         let asked = Asked {
@@ -1179,7 +1173,11 @@ impl Inner {
         step
     }
 
-    async fn scope_info(&self, anchor: &Anchor, target: ScopeTarget) -> Result<ScopeInfo, Error> {
+    async fn scope_info(
+        &self,
+        anchor: &AnchorAddr,
+        target: ScopeTarget,
+    ) -> Result<ScopeInfo, Error> {
         match self
             .admin(anchor, &AdminRequest::ScopeInfo { target })
             .await?
@@ -1206,13 +1204,13 @@ impl Inner {
         mut scope: ScopeId,
         route: Route,
         deadline: Instant,
-        mut judge: impl FnMut(&Anchor, Result<Vec<u8>, AttemptError>) -> Step<T>,
+        mut judge: impl FnMut(&AnchorAddr, Result<Vec<u8>, AttemptError>) -> Step<T>,
     ) -> Result<(Answered<T>, ScopeId), Failure> {
         let mut prefix = match self.directory().get(&scope) {
             Some(s) => s.prefix.clone(),
             None => Name::root(),
         };
-        let mut queue: VecDeque<Anchor> = self.plan(&scope, route.leader_first).into();
+        let mut queue: VecDeque<AnchorAddr> = self.plan(&scope, route.leader_first).into();
         let mut attempts = Attempts::new();
         let mut backoff = BACKOFF_MIN;
         while attempts.count < self.cfg.attempts_max {
@@ -1317,9 +1315,9 @@ impl Inner {
     fn redirect(
         &self,
         scope: ScopeId,
-        from: &Anchor,
+        from: &AnchorAddr,
         info: &AnchorInfo,
-        queue: &mut VecDeque<Anchor>,
+        queue: &mut VecDeque<AnchorAddr>,
         attempts: &mut Attempts,
     ) {
         let mut directory = self.directory();
@@ -1332,7 +1330,7 @@ impl Inner {
             attempts.note(from.peer, "redirect from a non-member ignored".into(), None);
             return;
         }
-        match Anchor::from_info(info) {
+        match AnchorAddr::from_info(info) {
             Ok(leader) if leader.peer != from.peer => {
                 let leader = members.learn(leader);
                 members.set_leader(leader.peer);
@@ -1356,7 +1354,7 @@ impl Inner {
     /// ([`Client::round_trips`]).
     pub(crate) async fn send(
         &self,
-        to: &Anchor,
+        to: &AnchorAddr,
         protocol: Protocol,
         bytes: Vec<u8>,
         timeout: Duration,
@@ -1375,7 +1373,11 @@ impl Inner {
         }
     }
 
-    async fn admin(&self, anchor: &Anchor, request: &AdminRequest) -> Result<AdminResponse, Error> {
+    async fn admin(
+        &self,
+        anchor: &AnchorAddr,
+        request: &AdminRequest,
+    ) -> Result<AdminResponse, Error> {
         let bytes = codec::encode(request).map_err(Error::from_proto)?;
         let timeout = self.cfg.request_timeout;
         let reply = self.send(anchor, Protocol::Admin, bytes, timeout).await;
@@ -1389,7 +1391,7 @@ impl Inner {
     }
 }
 
-fn decode<T: serde::de::DeserializeOwned>(from: &Anchor, bytes: &[u8]) -> Result<T, Error> {
+fn decode<T: serde::de::DeserializeOwned>(from: &AnchorAddr, bytes: &[u8]) -> Result<T, Error> {
     codec::decode(bytes, CLIENT_FRAME_BYTES_MAX).map_err(|e| Error::BadResponse {
         peer: from.peer,
         reason: e.to_string(),
@@ -1402,7 +1404,7 @@ fn decode<T: serde::de::DeserializeOwned>(from: &Anchor, bytes: &[u8]) -> Result
 /// this hop.
 fn judge_resolve(
     asked: Asked<'_>,
-    from: &Anchor,
+    from: &AnchorAddr,
     reply: Result<Vec<u8>, AttemptError>,
     is_member: &dyn Fn(&PeerId) -> bool,
 ) -> Step<Answer> {
@@ -1454,7 +1456,7 @@ fn judge_wire_error<T>(w: WireError) -> Step<T> {
 fn judge_mutate(
     ambiguity: &mut Option<String>,
     committed_by: &mut Option<AnchorInfo>,
-    from: &Anchor,
+    from: &AnchorAddr,
     reply: Result<Vec<u8>, AttemptError>,
 ) -> Step<u64> {
     let mut note = |what: String| {
@@ -1518,8 +1520,8 @@ mod tests {
     use super::*;
     use proto::ScopeId;
 
-    fn anchor() -> Anchor {
-        Anchor {
+    fn anchor() -> AnchorAddr {
+        AnchorAddr {
             peer: PeerId::random(),
             addrs: vec!["/ip4/127.0.0.1/tcp/1".parse().unwrap()],
         }
@@ -1671,7 +1673,7 @@ mod tests {
     #[test]
     fn resolve_answers_are_verified_before_they_count() {
         let key = libp2p::identity::Keypair::generate_ed25519();
-        let a = Anchor {
+        let a = AnchorAddr {
             peer: key.public().to_peer_id(),
             addrs: vec![],
         };

@@ -43,6 +43,10 @@
 //! - [`walk`] — [`Trace`], [`Hop`], [`ScopeRef`] and the walk's loop guard.
 //! - [`verify`] — the checks every signed answer passes.
 //! - [`watch`] — [`Watch`] and [`WatchEvent`]: the long-poll task.
+//! - [`addr`] — [`AnchorAddr`]: a remote anchor's peer id and addresses, and the one
+//!   parser of every form they come in.
+//! - [`clock`] — [`clock::Clock`]: the one wall clock, shared with the anchor; tests drive a
+//!   [`clock::ManualClock`].
 //! - [`cache`] — [`cache::Cache`] (answers) and [`cache::ReferralCache`] (referrals):
 //!   bounded, least-recently-used, TTL-expiring; they take `now` as an argument and never
 //!   read a clock.
@@ -79,8 +83,10 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod addr;
 pub mod cache;
 pub mod client;
+pub mod clock;
 pub mod error;
 mod members;
 pub mod verify;
@@ -90,6 +96,7 @@ pub mod watch;
 #[allow(clippy::type_complexity)]
 pub mod net;
 
+pub use addr::{AddrError, AnchorAddr};
 pub use client::{Client, ClientConfig};
 pub use ed25519_dalek::SigningKey;
 pub use error::Error;

@@ -12,12 +12,11 @@
 //! [`crate::client`] drives it.
 
 use std::collections::HashMap;
-use std::str::FromStr;
 
-use libp2p::multiaddr::Protocol as AddrProtocol;
-use libp2p::{Multiaddr, PeerId};
-use proto::limits::{ADDR_BYTES_MAX, ANCHOR_ADDRS_MAX};
-use proto::{AnchorInfo, Name, Referral, ScopeId};
+use libp2p::PeerId;
+use proto::{Name, Referral, ScopeId};
+
+use crate::addr::AnchorAddr;
 
 /// Anchors one client remembers per scope (trust anchors or referral members, plus learned
 /// ones).
@@ -25,72 +24,17 @@ pub const KNOWN_ANCHORS_MAX: usize = 64;
 /// Scopes whose members one client remembers (the root included).
 pub const KNOWN_SCOPES_MAX: usize = 4096;
 
-/// One anchor: who it is and where to dial it (addresses without the `/p2p` suffix).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Anchor {
-    pub peer: PeerId,
-    pub addrs: Vec<Multiaddr>,
-}
-
-impl Anchor {
-    /// Reads a redirect target. Addresses that do not parse, are too long or name another
-    /// peer are skipped; at most [`ANCHOR_ADDRS_MAX`] are kept.
-    pub fn from_info(info: &AnchorInfo) -> Result<Anchor, String> {
-        let peer = PeerId::from_str(&info.peer_id)
-            .map_err(|e| format!("leader peer id {:?}: {e}", info.peer_id))?;
-        let addrs = info
-            .addrs
-            .iter()
-            .filter(|a| a.len() <= ADDR_BYTES_MAX)
-            .filter_map(|a| Multiaddr::from_str(a).ok())
-            .filter_map(|a| without_p2p(a, Some(peer)))
-            .take(ANCHOR_ADDRS_MAX)
-            .collect();
-        Ok(Anchor { peer, addrs })
-    }
-
-    fn merge_addrs(&mut self, addrs: &[Multiaddr]) {
-        for a in addrs {
-            if !self.addrs.contains(a) && self.addrs.len() < ANCHOR_ADDRS_MAX {
-                self.addrs.push(a.clone());
-            }
-        }
-    }
-}
-
-/// Splits `/…/p2p/<peer>` into the peer and the dialable address before it.
-pub(crate) fn split_p2p(addr: &Multiaddr) -> Result<(PeerId, Multiaddr), String> {
-    let mut rest = addr.clone();
-    match rest.pop() {
-        Some(AddrProtocol::P2p(peer)) if !rest.is_empty() => Ok((peer, rest)),
-        Some(AddrProtocol::P2p(_)) => Err("no transport address before /p2p".into()),
-        _ => Err("it does not end in /p2p/<peer id>".into()),
-    }
-}
-
-/// The address without a trailing `/p2p/<peer>`; `None` when that names another peer.
-fn without_p2p(mut addr: Multiaddr, peer: Option<PeerId>) -> Option<Multiaddr> {
-    match addr.iter().last() {
-        Some(AddrProtocol::P2p(p)) if peer.is_some_and(|want| want != p) => None,
-        Some(AddrProtocol::P2p(_)) => {
-            addr.pop();
-            Some(addr)
-        }
-        _ => Some(addr),
-    }
-}
-
 /// The known anchors, the last known leader and the rotation cursor.
 #[derive(Debug)]
 pub(crate) struct Members {
-    anchors: Vec<Anchor>,
+    anchors: Vec<AnchorAddr>,
     leader: Option<PeerId>,
     cursor: usize,
 }
 
 impl Members {
     /// Starts from the given anchors (the first [`KNOWN_ANCHORS_MAX`] are kept).
-    pub fn new(mut first: Vec<Anchor>) -> Members {
+    pub fn new(mut first: Vec<AnchorAddr>) -> Members {
         first.truncate(KNOWN_ANCHORS_MAX);
         Members {
             anchors: first,
@@ -99,11 +43,11 @@ impl Members {
         }
     }
 
-    pub fn all(&self) -> &[Anchor] {
+    pub fn all(&self) -> &[AnchorAddr] {
         &self.anchors
     }
 
-    pub fn get(&self, peer: &PeerId) -> Option<&Anchor> {
+    pub fn get(&self, peer: &PeerId) -> Option<&AnchorAddr> {
         self.anchors.iter().find(|a| a.peer == *peer)
     }
 
@@ -117,7 +61,7 @@ impl Members {
 
     /// Adds an anchor, or merges its addresses into the known one. Returns the merged
     /// entry (or `a` itself when the list is full).
-    pub fn learn(&mut self, a: Anchor) -> Anchor {
+    pub fn learn(&mut self, a: AnchorAddr) -> AnchorAddr {
         if let Some(known) = self.anchors.iter_mut().find(|k| k.peer == a.peer) {
             known.merge_addrs(&a.addrs);
             return known.clone();
@@ -150,7 +94,7 @@ impl Members {
 
     /// Every known anchor once, in the order to try them: the leader first when
     /// `leader_first` and one is known, then the rest starting at the cursor.
-    pub fn plan(&self, leader_first: bool) -> Vec<Anchor> {
+    pub fn plan(&self, leader_first: bool) -> Vec<AnchorAddr> {
         let n = self.anchors.len();
         let leader = self.leader.filter(|_| leader_first);
         let mut order = Vec::with_capacity(n);
@@ -181,7 +125,7 @@ pub(crate) struct Directory {
 
 impl Directory {
     /// A directory knowing only the root scope, with the trust anchors as its members.
-    pub fn new(trust: Vec<Anchor>) -> Directory {
+    pub fn new(trust: Vec<AnchorAddr>) -> Directory {
         let root = KnownScope {
             prefix: Name::root(),
             epoch: 0,
@@ -218,10 +162,10 @@ impl Directory {
     /// at a newer epoch, gets exactly those members (the old ones and the old leader are
     /// forgotten); the same epoch merges addresses. Unreadable member entries are skipped.
     pub fn adopt(&mut self, referral: &Referral) {
-        let anchors: Vec<Anchor> = referral
+        let anchors: Vec<AnchorAddr> = referral
             .members
             .iter()
-            .filter_map(|info| Anchor::from_info(info).ok())
+            .filter_map(|info| AnchorAddr::from_info(info).ok())
             .collect();
         if referral.scope == ScopeId::root() {
             return; // The root's members are the trust anchors, never a referral's.
@@ -258,8 +202,8 @@ impl Directory {
     }
 
     /// Every known anchor once (the root's first), with its addresses.
-    pub fn all_anchors(&self) -> Vec<Anchor> {
-        let mut out: Vec<Anchor> = self.root().all().to_vec();
+    pub fn all_anchors(&self) -> Vec<AnchorAddr> {
+        let mut out: Vec<AnchorAddr> = self.root().all().to_vec();
         for (id, scope) in &self.scopes {
             if *id == ScopeId::root() {
                 continue;
@@ -277,15 +221,16 @@ impl Directory {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proto::AnchorInfo;
 
-    fn anchor(port: u16) -> Anchor {
-        Anchor {
+    fn anchor(port: u16) -> AnchorAddr {
+        AnchorAddr {
             peer: PeerId::random(),
             addrs: vec![format!("/ip4/127.0.0.1/tcp/{port}").parse().unwrap()],
         }
     }
 
-    fn peers(plan: &[Anchor]) -> Vec<PeerId> {
+    fn peers(plan: &[AnchorAddr]) -> Vec<PeerId> {
         plan.iter().map(|a| a.peer).collect()
     }
 
@@ -323,7 +268,7 @@ mod tests {
         let b = anchor(2);
         m.learn(b.clone());
         assert_eq!(m.all().len(), 2);
-        let more = Anchor {
+        let more = AnchorAddr {
             peer: b.peer,
             addrs: vec!["/ip4/127.0.0.2/tcp/2".parse().unwrap()],
         };
@@ -340,43 +285,14 @@ mod tests {
         assert_eq!(m.all().len(), KNOWN_ANCHORS_MAX);
     }
 
-    #[test]
-    fn anchor_info_is_read_leniently_but_bounded() {
-        let peer = PeerId::random();
-        let other = PeerId::random();
-        let mut addrs = vec![
-            "/ip4/127.0.0.1/tcp/1".to_string(),
-            format!("/ip4/127.0.0.1/tcp/2/p2p/{peer}"),
-            format!("/ip4/127.0.0.1/tcp/3/p2p/{other}"),
-            "not an address".to_string(),
-        ];
-        addrs.extend((10..40).map(|p| format!("/ip4/127.0.0.1/tcp/{p}")));
-        let info = AnchorInfo {
-            peer_id: peer.to_base58(),
-            addrs,
-        };
-        let a = Anchor::from_info(&info).unwrap();
-        assert_eq!(a.peer, peer);
-        assert_eq!(a.addrs.len(), ANCHOR_ADDRS_MAX);
-        assert_eq!(
-            a.addrs[1],
-            "/ip4/127.0.0.1/tcp/2".parse::<Multiaddr>().unwrap()
-        );
-        assert!(Anchor::from_info(&AnchorInfo {
-            peer_id: "nope".into(),
-            addrs: vec![]
-        })
-        .is_err());
-    }
-
-    fn info(a: &Anchor) -> AnchorInfo {
+    fn info(a: &AnchorAddr) -> AnchorInfo {
         AnchorInfo {
             peer_id: a.peer.to_base58(),
             addrs: a.addrs.iter().map(|x| x.to_string()).collect(),
         }
     }
 
-    fn referral(scope: ScopeId, epoch: u64, members: &[&Anchor]) -> Referral {
+    fn referral(scope: ScopeId, epoch: u64, members: &[&AnchorAddr]) -> Referral {
         Referral {
             scope,
             prefix: Name::parse("/eu").unwrap(),
@@ -419,18 +335,5 @@ mod tests {
         let mut m = Members::new(vec![]);
         assert!(m.plan(true).is_empty());
         m.failed(&PeerId::random());
-    }
-
-    #[test]
-    fn trust_anchor_addresses_must_end_in_p2p() {
-        let peer = PeerId::random();
-        let addr: Multiaddr = format!("/ip4/10.0.0.1/tcp/4001/p2p/{peer}")
-            .parse()
-            .unwrap();
-        let (p, dial) = split_p2p(&addr).unwrap();
-        assert_eq!(p, peer);
-        assert_eq!(dial, "/ip4/10.0.0.1/tcp/4001".parse::<Multiaddr>().unwrap());
-        assert!(split_p2p(&"/ip4/10.0.0.1/tcp/4001".parse().unwrap()).is_err());
-        assert!(split_p2p(&format!("/p2p/{peer}").parse().unwrap()).is_err());
     }
 }

@@ -280,7 +280,7 @@ impl Poller {
         self.tx.send(item).await.is_ok()
     }
 
-    async fn poll(&mut self, target: &crate::members::Anchor) -> Polled {
+    async fn poll(&mut self, target: &crate::addr::AnchorAddr) -> Polled {
         let wait = wait_for(self.inner.cfg.request_timeout);
         let request = WatchRequest {
             scope: self.scope,

@@ -49,15 +49,6 @@ pub fn delegation_over<'a>(
     None
 }
 
-/// The id of the child scope a delegation of `prefix` committed at `index` creates.
-pub fn child_scope_id(parent: &ScopeId, prefix: &Name, index: u64) -> ScopeId {
-    ScopeId::derive(&[
-        &parent.0,
-        prefix.to_string().as_bytes(),
-        &index.to_be_bytes(),
-    ])
-}
-
 /// Where a name governed by a delegation goes: `Moving` while frozen, `Delegated` once active.
 pub fn refusal_for_delegated(d: &Delegation, name: &Name) -> WireError {
     match d.state {
@@ -276,7 +267,7 @@ fn effect_of(
             referral_ttl_s,
         } => {
             let referral = Referral {
-                scope: child_scope_id(scope, &prefix, index),
+                scope: ScopeId::child(scope, &prefix, index),
                 prefix,
                 epoch: 1,
                 members: members.iter().map(|m| m.anchor.clone()).collect(),
@@ -516,8 +507,8 @@ mod tests {
         assert_eq!(d.index, 42);
         assert_eq!(d.referral.members.len(), 3);
         let eu = Name::parse("/eu").unwrap();
-        assert_eq!(d.referral.scope, child_scope_id(&ScopeId::root(), &eu, 42));
-        assert_ne!(d.referral.scope, child_scope_id(&ScopeId::root(), &eu, 43));
+        assert_eq!(d.referral.scope, ScopeId::child(&ScopeId::root(), &eu, 42));
+        assert_ne!(d.referral.scope, ScopeId::child(&ScopeId::root(), &eu, 43));
     }
 
     #[test]
