@@ -5,8 +5,9 @@
 //! - 1: `Name::from_key(bytes)`
 //! - 2: `Name::from_dns(fqdn, zone)` with the input split at its first `\n` into zone and fqdn
 //!
-//! Never panics, and every name that parses satisfies the §1 rules and round-trips through
-//! display → parse, key → from_key, DNS form → from_dns and the codec.
+//! Never panics, and every name that parses satisfies the name rules (`docs/design.md`,
+//! "Names") and round-trips through display → parse, key → from_key, DNS form → from_dns and
+//! the codec.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -54,7 +55,7 @@ fuzz_target!(|data: &[u8]| {
     }
 });
 
-/// The §1 rules and every round trip a valid name must survive.
+/// The name rules and every round trip a valid name must survive.
 fn check_name(n: &Name) {
     let text = n.to_string();
     assert!(text.len() <= NAME_BYTES_MAX, "{text:?} is too long");

@@ -1,4 +1,5 @@
-//! Anchorage per-scope policy (DESIGN.md §5): the model, its TOML form, and pure evaluation.
+//! Anchorage per-scope policy (`docs/design.md`, "Policy"): the model, its TOML form, and
+//! pure evaluation.
 //!
 //! Nothing here does IO or reads a clock: time comes in as an argument, so the leader (before
 //! proposing) and every replica (at apply) reach the same decision from the same inputs.

@@ -1,4 +1,4 @@
-//! The policy model of DESIGN.md §5, its TOML form and its validation.
+//! The policy model (`docs/design.md`, "Policy"), its TOML form and its validation.
 //!
 //! A complete policy in TOML (every section and key is optional except the keys of a
 //! `[[writers]]` rule and of `[admin]`; omitted ones take the defaults shown):

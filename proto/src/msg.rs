@@ -1,4 +1,4 @@
-//! Every wire message, one section per libp2p protocol (DESIGN.md §4).
+//! Every wire message, one section per libp2p protocol (`docs/protocol.md`).
 //!
 //! Errors that a caller acts on (`NotLeader`, `Conflict`, `Denied`) are data, not strings.
 
@@ -25,7 +25,7 @@ pub const WATCH_PROTOCOL: &str = "/anchorage/watch/1";
 /// Domain separation of an anchor's signature over a resolve answer.
 pub const ANSWER_SIGNATURE_DOMAIN: &[u8] = b"anchorage/answer/v1\0";
 
-/// How fresh a read must be (DESIGN.md §6).
+/// How fresh a read must be (`docs/design.md`, "Resolution").
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 pub enum ReadLevel {
     /// Any replica or a client cache, at most TTL stale.
@@ -278,7 +278,7 @@ pub enum AdminRequest {
         target: ScopeTarget,
     },
     /// Seed a replica of a child scope on this member (sent by the parent's leader after the
-    /// delegation committed; DESIGN.md §8 step 2).
+    /// delegation committed; step 2 in `docs/design.md`, "Delegation").
     SeedScope(SeedScope),
 }
 

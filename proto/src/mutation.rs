@@ -1,4 +1,5 @@
-//! Mutations: what a writer asks for, and how it is signed and verified (DESIGN.md §7).
+//! Mutations: what a writer asks for, and how it is signed and verified (`docs/design.md`,
+//! "Mutations").
 //!
 //! The writer encodes a [`Mutation`] with the codec and signs `DOMAIN || body` with its
 //! ed25519 key. Anchors verify every signature before decoding the body further, and the
@@ -68,7 +69,7 @@ pub enum Op {
     },
     /// Delegate the subtree `prefix` (strictly under the governing scope's prefix) to a new
     /// child scope on `members`, with its first policy; signed by k of the parent's n admin
-    /// keys (DESIGN.md §8).
+    /// keys (`docs/design.md`, "Delegation").
     Delegate {
         /// The child's prefix.
         prefix: Name,

@@ -1,8 +1,9 @@
 //! Names: absolute paths of labels, root first (`/eu/payments/api`).
 //!
-//! Parsing case-folds to lowercase and enforces the rules of DESIGN.md §1; every error says
-//! which rule broke and where. Names order label by label, so a subtree is one contiguous
-//! range, and [`Name::key`] gives a byte string with the same order for storage keys.
+//! Parsing case-folds to lowercase and enforces the rules in `docs/design.md`, "Names"; every
+//! error says which rule broke and where. Names order label by label, so a subtree is one
+//! contiguous range, and [`Name::key`] gives a byte string with the same order for storage
+//! keys.
 
 use std::fmt;
 

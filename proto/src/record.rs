@@ -1,4 +1,4 @@
-//! Records: the typed values a name holds (DESIGN.md §2), and their limits.
+//! Records: the typed values a name holds (`docs/design.md`, "Records"), and their limits.
 
 use std::fmt;
 use std::net::SocketAddr;

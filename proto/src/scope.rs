@@ -90,7 +90,7 @@ pub struct MemberSpec {
 }
 
 /// Where a resolver goes for names under `prefix`: the child scope and its members. Handed
-/// out by the parent (DESIGN.md §3 `delegations`, §6).
+/// out by the parent from its delegations (`docs/design.md`, "Scopes" and "Resolution").
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Referral {
     /// The child scope.
@@ -105,7 +105,7 @@ pub struct Referral {
     pub ttl_s: u32,
 }
 
-/// The state of a delegation in the parent (DESIGN.md §8).
+/// The state of a delegation in the parent (`docs/design.md`, "Delegation").
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DelegationState {
     /// Committed; writes under the prefix are refused with `Moving` while the child is seeded.

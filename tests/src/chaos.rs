@@ -5,7 +5,7 @@
 //!
 //! With [`CampaignConfig::delegate_at`], the prefix every client writes under (`/chaos`) is
 //! delegated to a new child scope mid-campaign, while faults are injected: the history must
-//! stay linearizable across the hand-over (DESIGN.md §11 property 2).
+//! stay linearizable across the hand-over (`docs/design.md`, "Properties the tests hold").
 //!
 //! One seed replays one campaign: `scripts/chaos --seed N`.
 

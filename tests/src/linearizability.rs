@@ -1,5 +1,5 @@
 //! Operation histories and a linearizability checker for per-name registers with
-//! compare-and-set and versions (DESIGN.md §2, §7, §11 property 2).
+//! compare-and-set and versions (`docs/design.md`, "Properties the tests hold").
 //!
 //! - [`Recorder`] is shared by the clients of a campaign: each operation is recorded with
 //!   [`Recorder::invoke`] before it is sent and [`Recorder::complete`] (or

@@ -1,6 +1,6 @@
 //! Process-level network faults: every anchor process in its own Linux network namespace,
-//! so the harness can cut and heal the network between anchor *processes* (DESIGN.md §11,
-//! issue 3 part 1). See docs/reliability-netns.md.
+//! so the harness can cut and heal the network between anchor *processes*. See
+//! docs/reliability-netns.md.
 //!
 //! # Topology
 //!

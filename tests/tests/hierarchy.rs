@@ -1,4 +1,4 @@
-//! The scope hierarchy end to end (issue 4), on real `anchorage` processes on loopback:
+//! The scope hierarchy end to end, on real `anchorage` processes on loopback:
 //!
 //! 1. `cold_walk_round_trips`: `/`, `/eu`, `/eu/payments` on three different member sets; a
 //!    cold resolve of a depth-3 name costs exactly 3 resolve requests (counted by the client

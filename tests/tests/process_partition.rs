@@ -1,4 +1,4 @@
-//! Network partitions between anchor *processes* (issue 3, part 1, process level): three
+//! Network partitions between anchor *processes* (the process-level fault tests): three
 //! `anchorage` processes, each in its own Linux network namespace (see
 //! `anchorage_tests::netns` and docs/reliability-netns.md), while resolver clients in the
 //! root namespace put, compare-and-set, delete and read linearizably on a few names and

@@ -1,6 +1,6 @@
 //! `hier_bench`: figures of the scope hierarchy on real `anchorage` processes on loopback
-//! (issue 4, Benchmark): cold depth-3 resolve latency, warm resolves/s in-process, and watch
-//! latency from commit to the watcher.
+//! (`docs/benchmarks.md`, "Scope hierarchy"): cold depth-3 resolve latency, warm resolves/s
+//! in-process, and watch latency from commit to the watcher.
 //!
 //! Seven anchors; `/` on anchors 0,1,2, `/eu` delegated to 2,3,4, `/eu/payments` delegated
 //! to 4,5,6 (each delegation an admin-signed `Op::Delegate`, waited for until the parent

@@ -1,5 +1,5 @@
 //! `idle_scopes`: the idle cost of many scope groups on a small cluster of real `anchorage`
-//! processes (issue 4, benchmark "idle CPU of 1 000 scopes").
+//! processes (`docs/benchmarks.md`, "Idle cost of many scopes").
 //!
 //! Starts `--anchors` anchors (default 3) with the given Raft timers, runs `anchorage init`,
 //! then creates `--scopes` independent scopes `/s0000`, `/s0001`, … on every anchor (one
