@@ -214,3 +214,70 @@ fn refusal(anchor: &AnchorAddr, answer: AdminResponse) -> OperatorError {
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn anchor() -> AnchorAddr {
+        AnchorAddr {
+            peer: libp2p::PeerId::random(),
+            addrs: vec!["/ip4/127.0.0.1/tcp/7401".parse().unwrap()],
+        }
+    }
+
+    #[test]
+    fn a_root_needs_a_valid_policy_and_a_possible_member_count() {
+        let dev = policy::Policy::development(None).to_toml();
+        assert!(check_root(1, &dev).is_ok());
+        assert!(matches!(
+            check_root(0, &dev),
+            Err(OperatorError::MemberCount { given: 0, .. })
+        ));
+        let many = proto::limits::SCOPE_MEMBERS_MAX + 1;
+        let e = check_root(many, &dev).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "init needs 1..={} anchors",
+                proto::limits::SCOPE_MEMBERS_MAX
+            )
+        );
+        let e = check_root(1, "not toml [").unwrap_err();
+        assert!(matches!(e, OperatorError::InvalidPolicy(_)));
+        assert_eq!(e.to_string(), "the root policy is invalid");
+        assert!(std::error::Error::source(&e).is_some());
+    }
+
+    #[test]
+    fn wrong_answers_name_the_anchor() {
+        let a = anchor();
+        let e = refusal(
+            &a,
+            AdminResponse::Error(WireError::Invalid {
+                reason: "no".into(),
+            }),
+        );
+        assert_eq!(e.to_string(), format!("{a}: invalid request: no"));
+        let e = refusal(&a, AdminResponse::Ok);
+        assert_eq!(e.to_string(), format!("{a}: unexpected answer Ok"));
+        let e = OperatorError::Timeout {
+            anchor: Box::new(a.clone()),
+            timeout: ADMIN_CALL_TIMEOUT,
+        };
+        assert_eq!(e.to_string(), format!("{a} did not answer within 30 s"));
+    }
+
+    #[tokio::test]
+    async fn init_root_refuses_an_address_without_its_peer() {
+        let dev = policy::Policy::development(None).to_toml();
+        let addr: Multiaddr = "/ip4/127.0.0.1/tcp/7401".parse().unwrap();
+        let e = init_root(&[addr], dev).await.unwrap_err();
+        assert!(matches!(e, OperatorError::Addr { .. }), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("anchor /ip4/127.0.0.1/tcp/7401: "),
+            "{e}"
+        );
+    }
+}
