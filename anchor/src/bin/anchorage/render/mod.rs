@@ -7,6 +7,7 @@ use proto::msg::Load;
 use proto::{AnchorInfo, DelegationState, ScopeId};
 
 pub mod answer;
+pub mod delegated;
 pub mod scope;
 pub mod status;
 pub mod trace;
@@ -31,15 +32,18 @@ pub fn short_peer(peer: &str) -> String {
     format!("…{tail}")
 }
 
+/// The members' short peer ids, comma-separated.
 pub fn short_members(members: &[AnchorInfo]) -> String {
     let list: Vec<String> = members.iter().map(|m| short_peer(&m.peer_id)).collect();
     list.join(",")
 }
 
+/// A scope's recent load as `scope tree` prints it: reads and writes in the window.
 pub fn load_text(load: &Load) -> String {
     format!("{}r/{}w per {}s", load.reads, load.writes, Load::WINDOW_S)
 }
 
+/// A delegation's state as one word.
 pub fn state_text(state: DelegationState) -> &'static str {
     match state {
         DelegationState::Frozen => "frozen",
@@ -48,6 +52,7 @@ pub fn state_text(state: DelegationState) -> &'static str {
     }
 }
 
+/// Labels as `k=v,k=v`, or `-` when there are none.
 pub fn labels_text(labels: &BTreeMap<String, String>) -> String {
     if labels.is_empty() {
         return "-".into();
@@ -56,6 +61,7 @@ pub fn labels_text(labels: &BTreeMap<String, String>) -> String {
     list.join(",")
 }
 
-pub fn opt(v: Option<u64>) -> String {
+/// A number that may be missing (an index, a snapshot), `-` when it is.
+pub fn opt_text(v: Option<u64>) -> String {
     v.map_or("-".into(), |v| v.to_string())
 }

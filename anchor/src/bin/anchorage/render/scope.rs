@@ -5,7 +5,7 @@ use proto::msg::{Load, ScopeInfo};
 use proto::Delegation;
 use serde_json::{json, Value};
 
-use super::{labels_text, opt, short_id, short_members, short_peer, state_text};
+use super::{labels_text, opt_text, short_id, short_members, short_peer, state_text};
 
 pub fn delegation_json(d: &Delegation) -> Value {
     json!({
@@ -119,9 +119,9 @@ pub fn show_lines(info: &ScopeInfo) -> Vec<String> {
         "  status       {} term {}  applied {}  log {}  snapshot {}  names {}  (answering anchor)",
         s.role,
         s.term,
-        opt(s.last_applied),
-        opt(s.last_log),
-        opt(s.snapshot),
+        opt_text(s.last_applied),
+        opt_text(s.last_log),
+        opt_text(s.snapshot),
         s.names
     ));
     out.push(format!(

@@ -2,7 +2,7 @@
 
 use proto::msg::AnchorStatus;
 
-use super::{opt, short_id};
+use super::{opt_text, short_id};
 
 /// One anchor's status as text lines: who and where (and its labels), then its scopes.
 pub fn status_lines(s: &AnchorStatus) -> Vec<String> {
@@ -25,9 +25,9 @@ pub fn status_lines(s: &AnchorStatus) -> Vec<String> {
             sc.prefix.to_string(),
             sc.role,
             sc.term,
-            opt(sc.last_applied),
-            opt(sc.last_log),
-            opt(sc.snapshot),
+            opt_text(sc.last_applied),
+            opt_text(sc.last_log),
+            opt_text(sc.snapshot),
             sc.names,
             sc.leader.as_deref().unwrap_or("-"),
         ));

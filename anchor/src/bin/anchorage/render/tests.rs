@@ -12,6 +12,7 @@ use proto::{
 use resolver::{Hop, HopOutcome, Trace, WatchEvent};
 
 use super::answer::{answer_json, answer_lines, version_json, version_line};
+use super::delegated::Delegated;
 use super::scope::{delegation_lines, policy_summary, show_lines};
 use super::status::status_lines;
 use super::trace::{hop_json, trace_lines};
@@ -443,4 +444,35 @@ fn version_and_status_output() {
     );
     assert!(lines[1].contains("snapshot -"), "{}", lines[1]);
     assert!(lines[1].ends_with(&format!("leader {P1}")), "{}", lines[1]);
+}
+
+#[test]
+fn delegated_output() {
+    let (root, _) = sample();
+    let d = &root.delegations[1];
+    let done = Delegated {
+        prefix: &d.referral.prefix,
+        scope: d.referral.scope,
+        parent: root.descriptor.id,
+        parent_prefix: &root.descriptor.prefix,
+        index: d.index,
+        state: DelegationState::Active,
+        members: &d.members,
+    };
+    let lines = done.lines();
+    assert_eq!(
+        lines[0],
+        format!(
+            "/eu: scope {} active (delegated by / at v17)",
+            d.referral.scope
+        )
+    );
+    assert_eq!(
+        lines[1],
+        format!("  {P2}  /ip4/127.0.0.1/tcp/7401  labels jurisdiction=eu")
+    );
+    let v = done.json();
+    assert_eq!(v["state"], "active");
+    assert_eq!(v["parent_prefix"], "/");
+    assert_eq!(v["members"][1]["peer_id"], P3);
 }

@@ -10,12 +10,12 @@ use clap::Args;
 use proto::limits::REFERRAL_TTL_S_DEFAULT;
 use proto::{AnchorInfo, DelegationState, MemberSpec, Op, ScopeId};
 use resolver::AnchorAddr;
-use serde_json::json;
 
 use super::fetch::info_from;
 use crate::cmd::parse_name;
 use crate::keys::{admin_refusal, read_keys, sign_all};
-use crate::render::{labels_text, short_id, state_text};
+use crate::render::delegated::Delegated;
+use crate::render::short_id;
 use crate::target::{parse_anchors, Target};
 
 /// How long `scope delegate` waits for the delegation to become active, by default.
@@ -136,34 +136,20 @@ pub async fn run(args: DelegateArgs) -> Result<()> {
                 )
             })?
     };
+    let done = Delegated {
+        prefix: &prefix,
+        scope: child,
+        parent: parent.scope,
+        parent_prefix: &parent.prefix,
+        index,
+        state,
+        members: &members,
+    };
     if target.json {
-        println!(
-            "{}",
-            json!({
-                "prefix": prefix.to_string(),
-                "scope": child.to_hex(),
-                "parent": parent.scope.to_hex(),
-                "parent_prefix": parent.prefix.to_string(),
-                "index": index,
-                "state": state_text(state),
-                "members": members.iter().map(|m| json!({
-                    "peer_id": m.anchor.peer_id, "addrs": m.anchor.addrs, "labels": m.labels,
-                })).collect::<Vec<_>>(),
-            })
-        );
+        println!("{}", done.json());
     } else {
-        println!(
-            "{prefix}: scope {child} {} (delegated by {} at v{index})",
-            state_text(state),
-            parent.prefix
-        );
-        for m in &members {
-            println!(
-                "  {}  {}  labels {}",
-                m.anchor.peer_id,
-                m.anchor.addrs.join(" "),
-                labels_text(&m.labels)
-            );
+        for l in done.lines() {
+            println!("{l}");
         }
     }
     Ok(())
