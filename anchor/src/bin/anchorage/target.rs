@@ -27,7 +27,7 @@ pub struct Target {
 impl Target {
     /// The anchors given, parsed.
     pub fn anchor_addrs(&self) -> Result<Vec<AnchorAddr>> {
-        parse_anchors(&self.anchors)
+        anchor_list(&self.anchors)
     }
 
     /// A client whose trust anchors are the target's anchors.
@@ -46,8 +46,9 @@ impl Target {
     }
 }
 
-/// Reads `/ip4/.../tcp/.../p2p/<peer>` strings, skipping empty ones (a trailing comma).
-pub fn parse_anchors(list: &[String]) -> Result<Vec<AnchorAddr>> {
+/// Anchors given on the command line, each read with [`AnchorAddr::parse`]; empty entries
+/// (a trailing comma) are skipped, and an error names the anchor it is about.
+pub fn anchor_list(list: &[String]) -> Result<Vec<AnchorAddr>> {
     list.iter()
         .filter(|s| !s.trim().is_empty())
         .map(|s| AnchorAddr::parse(s).with_context(|| format!("anchor {s:?}")))
@@ -75,10 +76,10 @@ mod tests {
         let peer = libp2p::PeerId::random();
         let given = format!("/ip4/127.0.0.1/tcp/7401/p2p/{peer}");
         let list = vec![given.clone(), " ".into()];
-        let addrs = parse_anchors(&list).unwrap();
+        let addrs = anchor_list(&list).unwrap();
         assert_eq!(addrs.len(), 1);
         assert_eq!(dial_multiaddr(&addrs[0]).to_string(), given);
-        let err = parse_anchors(&["/ip4/127.0.0.1/tcp/7401".into()]).unwrap_err();
+        let err = anchor_list(&["/ip4/127.0.0.1/tcp/7401".into()]).unwrap_err();
         let text = format!("{err:#}");
         assert!(
             text.starts_with("anchor \"/ip4/127.0.0.1/tcp/7401\": "),

@@ -16,7 +16,7 @@ use crate::cmd::parse_name;
 use crate::keys::{admin_refusal, read_keys, sign_all};
 use crate::render::delegated::Delegated;
 use crate::render::short_id;
-use crate::target::{parse_anchors, Target};
+use crate::target::{anchor_list, Target};
 
 /// How long `scope delegate` waits for the delegation to become active, by default.
 pub const DELEGATE_WAIT_S: u64 = 60;
@@ -92,7 +92,7 @@ pub async fn run(args: DelegateArgs) -> Result<()> {
     policy::Policy::from_toml(&policy_toml)
         .with_context(|| format!("the child policy {} is invalid", args.policy.display()))?;
     let keys = read_keys(&args.sign)?;
-    let addrs = parse_anchors(&args.members)?;
+    let addrs = anchor_list(&args.members)?;
     if addrs.is_empty() {
         bail!("--anchors lists no anchor");
     }
