@@ -13,13 +13,11 @@
 //! - [`delegation`] — seeding a child scope and handing a prefix over to it.
 //! - [`http`] — `/metrics`, `/healthz`, `/readyz`.
 //! - [`metrics`] — the Prometheus registry.
-//! - [`cli`] — the `anchorage` command line (start, init, dev, put, resolve, status, bench).
+//! - [`operator`] — operator calls to specific anchors: status, snapshot, creating the root
+//!   scope (used by the `anchorage` command line, whose code is in `src/bin/anchorage/`).
 #![deny(missing_docs)]
 
 pub mod batch;
-pub mod cli;
-pub mod cli_bench;
-pub mod cli_scope;
 pub mod config;
 pub mod delegation;
 pub mod error;
@@ -27,6 +25,7 @@ pub mod http;
 pub mod identity;
 pub mod metrics;
 pub mod node;
+pub mod operator;
 pub mod raft;
 pub mod scope;
 

@@ -158,7 +158,7 @@ async fn run() {
         .map(|a| a.dial_addr().parse().unwrap())
         .collect();
     let root_policy = policy::Policy::development(Some(admin_pub));
-    anchor::cli::init_root(&root_addrs, root_policy.to_toml())
+    anchor::operator::init_root(&root_addrs, root_policy.to_toml())
         .await
         .unwrap();
     let (handle, _) = net::spawn(NetConfig::client()).unwrap();
@@ -384,7 +384,7 @@ async fn run_straggler() {
         .iter()
         .map(|a| a.dial_addr().parse().unwrap())
         .collect();
-    anchor::cli::init_root(
+    anchor::operator::init_root(
         &root_addrs,
         policy::Policy::development(Some(admin_pub)).to_toml(),
     )

@@ -117,7 +117,7 @@ async fn start_cluster(faults: &Arc<SeededFaults>) -> Result<Cluster> {
         .map(|a| a.info().peer_id.parse())
         .collect::<Result<_, _>>()?;
     let admin = policy::PublicKey::from_bytes(&admin_key().verifying_key().to_bytes())?;
-    anchor::cli::init_root(&addrs, policy::Policy::development(Some(admin)).to_toml()).await?;
+    anchor::operator::init_root(&addrs, policy::Policy::development(Some(admin)).to_toml()).await?;
     Ok(Cluster {
         anchors,
         peers,

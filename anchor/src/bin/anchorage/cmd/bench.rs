@@ -9,13 +9,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use anchor::operator::Operator;
 use anyhow::{bail, Context, Result};
 use libp2p::Multiaddr;
 use proto::{ReadLevel, Record};
+use resolver::AnchorAddr;
 
-use crate::cli::{init_root, AdminConn};
+use crate::target::dial_multiaddr;
 
-/// Bench arguments.
+/// Arguments of `anchorage bench`.
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
     /// Concurrent writers.
@@ -69,10 +71,10 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-async fn start_cluster(cache_mib: u64) -> Result<(Children, Vec<Multiaddr>)> {
+async fn start_cluster(cache_mib: u64) -> Result<(Children, Vec<AnchorAddr>)> {
     let dir = tempfile::tempdir()?;
     let exe = std::env::current_exe()?;
-    let conn = AdminConn::new()?;
+    let conn = Operator::new()?;
     let mut procs = Vec::new();
     let mut addrs = Vec::new();
     let mut https = Vec::new();
@@ -110,7 +112,10 @@ async fn start_cluster(cache_mib: u64) -> Result<(Children, Vec<Multiaddr>)> {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
-        let addr: Multiaddr = format!("/ip4/127.0.0.1/tcp/{p2p}/p2p/{peer}").parse()?;
+        let addr = AnchorAddr {
+            peer,
+            addrs: vec![format!("/ip4/127.0.0.1/tcp/{p2p}").parse()?],
+        };
         loop {
             if conn.status(&addr).await.is_ok() {
                 break;
@@ -122,7 +127,8 @@ async fn start_cluster(cache_mib: u64) -> Result<(Children, Vec<Multiaddr>)> {
         }
         addrs.push(addr);
     }
-    init_root(&addrs, policy::Policy::development(None).to_toml()).await?;
+    conn.init_root(&addrs, policy::Policy::development(None).to_toml())
+        .await?;
     Ok((
         Children {
             procs,
@@ -202,10 +208,11 @@ fn row(name: &str, p: &Phase) {
     );
 }
 
-/// Runs the benchmark.
+/// Runs `anchorage bench`.
 pub async fn run(args: BenchArgs) -> Result<()> {
-    let (children, addrs) = start_cluster(args.cache_mib).await?;
+    let (children, anchors) = start_cluster(args.cache_mib).await?;
     let pids: Vec<u32> = children.procs.iter().map(|c| c.id()).collect();
+    let addrs: Vec<Multiaddr> = anchors.iter().map(dial_multiaddr).collect();
     let client = resolver::Client::connect(&addrs, resolver::ClientConfig::default()).await?;
     let key = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
     // Warm up: one write makes sure a leader is elected and known.

@@ -1,0 +1,197 @@
+//! `scope show`: one scope (or a delegation known only from its parent) as text lines or
+//! JSON, and a one-line summary of a policy.
+
+use proto::msg::{Load, ScopeInfo};
+use proto::Delegation;
+use serde_json::{json, Value};
+
+use super::{labels_text, opt_text, short_id, short_members, short_peer, state_text};
+
+pub fn delegation_json(d: &Delegation) -> Value {
+    json!({
+        "prefix": d.referral.prefix.to_string(),
+        "scope": d.referral.scope.to_hex(),
+        "state": state_text(d.state),
+        "index": d.index,
+        "epoch": d.referral.epoch,
+        "ttl_s": d.referral.ttl_s,
+        "members": d.members.iter().map(|m| json!({
+            "peer_id": m.anchor.peer_id,
+            "addrs": m.anchor.addrs,
+            "labels": m.labels,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// One scope as JSON (ids in hex).
+pub fn info_json(info: &ScopeInfo) -> Value {
+    json!({
+        "scope": info.descriptor.id.to_hex(),
+        "prefix": info.descriptor.prefix.to_string(),
+        "epoch": info.descriptor.epoch,
+        "members": info.descriptor.members.iter().map(|m| json!({
+            "peer_id": m.peer_id, "addrs": m.addrs,
+        })).collect::<Vec<_>>(),
+        "parent": info.parent.as_ref().map(|p| json!({
+            "scope": p.id.to_hex(), "prefix": p.prefix.to_string(), "epoch": p.epoch,
+            "members": p.members.iter().map(|m| m.peer_id.clone()).collect::<Vec<_>>(),
+        })),
+        "active": info.active,
+        "status": {
+            "role": info.status.role,
+            "term": info.status.term,
+            "leader": info.status.leader,
+            "last_applied": info.status.last_applied,
+            "last_log": info.status.last_log,
+            "snapshot": info.status.snapshot,
+            "names": info.status.names,
+        },
+        "load": {
+            "reads": info.load.reads, "writes": info.load.writes, "window_s": Load::WINDOW_S,
+        },
+        "delegations": info.delegations.iter().map(delegation_json).collect::<Vec<_>>(),
+        "policy_toml": info.policy_toml,
+    })
+}
+
+/// One line summing up a policy TOML (admins, writers, reads, limits, placement, split).
+pub fn policy_summary(toml: &str) -> String {
+    let p = match policy::Policy::from_toml(toml) {
+        Ok(p) => p,
+        Err(e) => return format!("unreadable: {e}"),
+    };
+    let admin = match &p.admin {
+        Some(a) => format!("{} of {} admin keys", a.threshold, a.keys.len()),
+        None => "frozen (no admin)".into(),
+    };
+    let reads = match p.reads.access {
+        policy::ReadAccess::Anonymous => "anonymous".to_string(),
+        policy::ReadAccess::Keyed => format!("keyed ({} keys)", p.reads.keys.len()),
+    };
+    format!(
+        "{admin}; {} writer rule(s); reads {reads}; ttl ≤ {}s; placement {} replicas, labels {}; \
+         split at {} names or {} writes/s or {} reads/s for {}s",
+        p.writers.len(),
+        p.limits.ttl_s_max,
+        p.placement.replicas,
+        labels_text(&p.placement.labels),
+        p.split.names_max,
+        p.split.writes_per_s_max,
+        p.split.reads_per_s_max,
+        p.split.window_s,
+    )
+}
+
+/// `scope show` for one scope, as text lines.
+pub fn show_lines(info: &ScopeInfo) -> Vec<String> {
+    let d = &info.descriptor;
+    let mut out = vec![format!(
+        "scope {}  prefix {}  epoch {}  {}",
+        d.id,
+        d.prefix,
+        d.epoch,
+        if info.active {
+            "active"
+        } else {
+            "inactive (waiting for the parent's hand-over; writes refused)"
+        }
+    )];
+    out.push(match &info.parent {
+        Some(p) => format!(
+            "  parent       {} ({})  members {}",
+            p.prefix,
+            short_id(&p.id),
+            short_members(&p.members)
+        ),
+        None => "  parent       - (root scope)".into(),
+    });
+    out.push("  members".into());
+    for m in &d.members {
+        let lead = if info.status.leader.as_deref() == Some(m.peer_id.as_str()) {
+            "  (leader)"
+        } else {
+            ""
+        };
+        out.push(format!("    {}  {}{lead}", m.peer_id, m.addrs.join(" ")));
+    }
+    let s = &info.status;
+    out.push(format!(
+        "  status       {} term {}  applied {}  log {}  snapshot {}  names {}  (answering anchor)",
+        s.role,
+        s.term,
+        opt_text(s.last_applied),
+        opt_text(s.last_log),
+        opt_text(s.snapshot),
+        s.names
+    ));
+    out.push(format!(
+        "  load         {} reads, {} writes in the last {} s (answering anchor)",
+        info.load.reads,
+        info.load.writes,
+        Load::WINDOW_S
+    ));
+    out.push(format!(
+        "  policy       {}",
+        info.policy_toml
+            .as_deref()
+            .map_or("not returned".to_string(), policy_summary)
+    ));
+    if info.delegations.is_empty() {
+        out.push("  delegations  none".into());
+    } else {
+        out.push("  delegations".into());
+        for del in &info.delegations {
+            out.push(format!(
+                "    {}  {}  scope {}  v{}  ttl {}s  members {}",
+                del.referral.prefix,
+                state_text(del.state),
+                short_id(&del.referral.scope),
+                del.index,
+                del.referral.ttl_s,
+                del.members
+                    .iter()
+                    .map(|m| format!(
+                        "{}[{}]",
+                        short_peer(&m.anchor.peer_id),
+                        labels_text(&m.labels)
+                    ))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ));
+        }
+    }
+    out
+}
+
+pub fn delegation_lines(parent: &ScopeInfo, d: &Delegation) -> Vec<String> {
+    let mut out = vec![
+        format!(
+            "scope {}  prefix {}  {} delegation of {} ({}) at v{}",
+            d.referral.scope,
+            d.referral.prefix,
+            state_text(d.state),
+            parent.descriptor.prefix,
+            short_id(&parent.descriptor.id),
+            d.index
+        ),
+        "  members".into(),
+    ];
+    for m in &d.members {
+        out.push(format!(
+            "    {}  {}  labels {}",
+            m.anchor.peer_id,
+            m.anchor.addrs.join(" "),
+            labels_text(&m.labels)
+        ));
+    }
+    if d.policy_toml.is_empty() {
+        // Anchors send delegations without their policy text: the child has it.
+        out.push(format!(
+            "  policy       not sent by the parent (once active: `anchorage policy get {}`)",
+            d.referral.prefix
+        ));
+    } else {
+        out.push(format!("  policy       {}", policy_summary(&d.policy_toml)));
+    }
+    out
+}

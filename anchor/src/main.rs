@@ -1,5 +1,0 @@
-//! The `anchorage` binary: see [`anchor::cli`].
-
-fn main() -> std::process::ExitCode {
-    anchor::cli::main()
-}
