@@ -2,117 +2,58 @@
 //! send signed mutations to the scope that governs a name, watch prefixes, and make
 //! operator calls.
 //!
-//! Every call is one straight path: encode the request, run it through the retry engine
-//! ([`crate::exchange`]) at one scope's members, and let a judge ([`crate::judge`]) decide
-//! what each answer means. A resolve runs the engine once per scope on its walk (see
-//! [`crate::walk`]); a mutation once, following delegations to the child scope; a retried
-//! mutation can end in [`Error::Unknown`], as [`crate::exchange`] explains. What the client
-//! has learned (members, leaders, referrals, answers) is shared by its clones and watches
-//! ([`crate::known`]).
+//! Every call is one straight path: encode the request, run it through the one retry
+//! engine (the private `exchange` module) at one scope's members, and let a judge (`judge`)
+//! decide what each answer means. The engine tries the scope's known members (the leader
+//! first for linearizable reads and writes), follows `NotLeader` redirects, moves on after
+//! network failures, rejected answers and `Unavailable`, follows `Delegated` to the child
+//! scope, waits out `Moving`, and stops after `attempts_max` requests or at the call's
+//! deadline, whichever comes first. A resolve runs the engine once per scope on its walk
+//! (see [`crate::walk`]); a walk that started from a cached referral which no longer works
+//! starts over at the root once. What the client has learned (members, leaders, referrals,
+//! answers) is shared by its clones and its watches.
+//!
+//! # Retrying mutations
+//!
+//! A mutation is signed once, with a random nonce and an expiry, and the same signed bytes
+//! are resent on every attempt. That is safe: an anchor refuses a nonce it has seen with
+//! `Replayed`, so a mutation is applied at most once. The price is that a retry cannot
+//! always tell what happened to an earlier attempt: when an attempt may have reached an
+//! anchor (it timed out, the connection dropped mid-request, or the anchor answered
+//! `Unavailable`) and a later attempt comes back `Replayed` or `Expired`, or no later
+//! attempt gets an answer at all, the call returns [`Error::Unknown`] rather than claiming
+//! the write failed. Resolve the name at [`ReadLevel::Linearizable`] to find out.
+//! `Delegated` and `Moving` are refusals before anything was proposed: they never make an
+//! outcome unknown.
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use ed25519_dalek::SigningKey;
 use libp2p::{Multiaddr, PeerId};
 use proto::codec;
-use proto::limits::{CLIENT_FRAME_BYTES_MAX, MUTATION_VALIDITY_MS_MAX};
 use proto::msg::{
-    AdminRequest, AdminResponse, AnchorStatus, Answer, MutateRequest, ResolveRequest, ScopeInfo,
-    ScopeTarget, WatchRequest,
+    AdminRequest, AdminResponse, AnchorStatus, Answer, ResolveRequest, ScopeInfo, ScopeTarget,
+    WatchRequest,
 };
 use proto::{
     AnchorInfo, Mutation, Name, Op, ReadLevel, Record, RecordSet, ScopeId, SignedMutation,
 };
 
 use crate::addr::AnchorAddr;
-use crate::clock::{self, SharedClock};
+use crate::config::parse_trust_anchors;
 use crate::error::Error;
-use crate::exchange::{Engine, Exhausted, Failure, Retry, Route, Step};
-use crate::judge::{judge_admin, judge_mutate, judge_resolve_at, judge_watch_start};
+use crate::exchange::{Engine, Failure, Retry, Route, Step};
+use crate::judge::{judge_admin, judge_resolve_at, judge_watch_start};
 use crate::known::{Known, Start};
-use crate::members::KNOWN_ANCHORS_MAX;
+use crate::mutate;
 use crate::net::{self, NetConfig, Protocol};
 use crate::net_owner::NetOwner;
 use crate::walk::{self, ScopeRef, Trace};
 use crate::watch::{self, Watch, WatchLink};
 
-/// Largest `attempts_max` a [`ClientConfig`] may set.
-pub const ATTEMPTS_MAX_LIMIT: u32 = 100;
-/// How a [`Client`] behaves. Build it with `ClientConfig { field: value, ..Default::default() }`.
-#[derive(Clone, Debug)]
-pub struct ClientConfig {
-    /// How long one request to one anchor may take.
-    pub request_timeout: Duration,
-    /// How long one call (all its attempts, redirects and referral hops together) may take.
-    pub operation_timeout: Duration,
-    /// Requests one call may send to one scope in all, redirects included
-    /// (1..=[`ATTEMPTS_MAX_LIMIT`]).
-    pub attempts_max: u32,
-    /// How long a mutation built by this client stays valid: its `expires_at_ms` is now
-    /// plus this. At most [`MUTATION_VALIDITY_MS_MAX`] ms. A mutation call gives up retrying
-    /// once its mutation has expired.
-    pub mutation_validity: Duration,
-    /// Record sets the answer cache holds (0 disables it).
-    pub cache_entries_max: usize,
-    /// Referrals the referral cache holds (0 disables it: every walk starts at the root).
-    pub referral_entries_max: usize,
-    /// The wall clock mutations' expiry is set and checked by ([`clock::system`] by
-    /// default; a test gives a [`clock::ManualClock`]).
-    pub clock: SharedClock,
-}
-
-/// Two configurations are equal when every bound is and they share one clock.
-impl PartialEq for ClientConfig {
-    fn eq(&self, other: &ClientConfig) -> bool {
-        self.request_timeout == other.request_timeout
-            && self.operation_timeout == other.operation_timeout
-            && self.attempts_max == other.attempts_max
-            && self.mutation_validity == other.mutation_validity
-            && self.cache_entries_max == other.cache_entries_max
-            && self.referral_entries_max == other.referral_entries_max
-            && Arc::ptr_eq(&self.clock, &other.clock)
-    }
-}
-
-impl Eq for ClientConfig {}
-
-impl Default for ClientConfig {
-    fn default() -> ClientConfig {
-        ClientConfig {
-            request_timeout: Duration::from_secs(5),
-            operation_timeout: Duration::from_secs(15),
-            attempts_max: 24,
-            mutation_validity: Duration::from_secs(60),
-            cache_entries_max: 10_000,
-            referral_entries_max: 1_024,
-            clock: clock::system(),
-        }
-    }
-}
-
-impl ClientConfig {
-    fn check(&self) -> Result<(), Error> {
-        let bad = |reason: String| Err(Error::BadConfig { reason });
-        if self.request_timeout.is_zero() || self.operation_timeout.is_zero() {
-            return bad("request_timeout and operation_timeout must be above zero".into());
-        }
-        if self.attempts_max == 0 || self.attempts_max > ATTEMPTS_MAX_LIMIT {
-            let n = self.attempts_max;
-            return bad(format!(
-                "attempts_max is {n}; it must be 1..={ATTEMPTS_MAX_LIMIT}"
-            ));
-        }
-        let validity_ms = self.mutation_validity.as_millis();
-        if validity_ms == 0 || validity_ms > u128::from(MUTATION_VALIDITY_MS_MAX) {
-            return bad(format!(
-                "mutation_validity is {validity_ms} ms; it must be 1..={MUTATION_VALIDITY_MS_MAX} ms"
-            ));
-        }
-        Ok(())
-    }
-}
+pub use crate::config::{ClientConfig, ATTEMPTS_MAX_LIMIT};
 
 /// A handle to the anchors of an Anchorage cluster. Cheap to clone; clones share the
 /// network task, the known scopes and members, and the caches. The network task stops when
@@ -517,7 +458,7 @@ impl Client {
         let body = self.prepare(op);
         let signed = SignedMutation::sign(&body, key).map_err(Error::from_proto)?;
         // Signed here a moment ago: no need to verify our own signature again.
-        self.send_mutation(signed, body).await
+        mutate::send(self.engine(), signed, body, self.inner.cfg.clock.unix_ms()).await
     }
 
     /// Wraps `op` in a [`Mutation`] with a random nonce and `expires_at_ms` set to now plus
@@ -538,81 +479,13 @@ impl Client {
     /// answer for the name.
     pub async fn submit(&self, mutation: SignedMutation) -> Result<u64, Error> {
         let body = mutation.verify().map_err(Error::from_proto)?;
-        self.send_mutation(mutation, body).await
-    }
-
-    async fn send_mutation(&self, mutation: SignedMutation, body: Mutation) -> Result<u64, Error> {
-        let now_ms = self.inner.cfg.clock.unix_ms();
-        if body.expires_at_ms <= now_ms {
-            return Err(Error::Expired {
-                expires_at_ms: body.expires_at_ms,
-                reason: format!("it expired before it was sent (now is {now_ms} ms here)"),
-            });
-        }
-        let validity_left = Duration::from_millis(body.expires_at_ms - now_ms);
-        let deadline = Instant::now() + self.inner.cfg.operation_timeout.min(validity_left);
-        let request = MutateRequest {
+        mutate::send(
+            self.engine(),
             mutation,
-            forwarded: false,
-        };
-        let bytes = codec::encode(&request).map_err(Error::from_proto)?;
-        if bytes.len() > CLIENT_FRAME_BYTES_MAX {
-            let reason = format!(
-                "the mutation request is {} bytes; at most {CLIENT_FRAME_BYTES_MAX}",
-                bytes.len()
-            );
-            return Err(Error::Invalid { reason });
-        }
-        let name = body.op.name();
-        let mut ambiguity = None;
-        let mut committed_by = None;
-        let mut start = self.known().start(name);
-        let result = loop {
-            let judge = |from: &AnchorAddr, reply| {
-                judge_mutate(&mut ambiguity, &mut committed_by, from, reply)
-            };
-            let result = self
-                .engine()
-                .exchange(
-                    Protocol::Mutate,
-                    bytes.clone(),
-                    name,
-                    start.scope,
-                    Route::LEADER_WRITE,
-                    deadline,
-                    judge,
-                )
-                .await;
-            let stale = matches!(
-                &result,
-                Err(Failure::Exhausted(Exhausted {
-                    fallback: Some(Error::NoScope { .. }),
-                    ..
-                }))
-            );
-            if stale && start.cached {
-                // The cached referral's scope no longer governs the name: start over at the
-                // root (the same signed bytes; replays are refused by nonce).
-                self.known().referrals().remove(&start.prefix);
-                start = Start::root();
-                continue;
-            }
-            break result;
-        };
-        self.known().cache().remove(name);
-        if let (Some(info), Ok(answered)) = (committed_by, &result) {
-            if let Ok(leader) = AnchorAddr::from_info(&info) {
-                self.known().learn_leader(&answered.1, leader);
-            }
-        }
-        result
-            .map(|(answered, _)| answered.value)
-            .map_err(|failure| match (failure, ambiguity) {
-                (Failure::Exhausted(x), Some(first)) => Error::Unknown {
-                    reason: format!("{first}; no later attempt settled it: {}", x.summary),
-                },
-                (failure, _) => failure.into_error(),
-            })
+            body,
+            self.inner.cfg.clock.unix_ms(),
+        )
+        .await
     }
 
     /// Sends one operator call to one known anchor (no retries, no redirects). An
@@ -700,39 +573,32 @@ impl Client {
     }
 }
 
-fn parse_trust_anchors(addrs: &[Multiaddr]) -> Result<Vec<AnchorAddr>, Error> {
-    if addrs.is_empty() {
-        return Err(Error::BadConfig {
-            reason: "no trust anchors: give at least one root-scope anchor as \
-                     /…/p2p/<peer id>"
-                .into(),
-        });
-    }
-    let mut anchors: Vec<AnchorAddr> = Vec::new();
-    for addr in addrs {
-        let given = AnchorAddr::from_multiaddr(addr).map_err(|e| Error::BadTrustAnchor {
-            addr: addr.to_string(),
-            reason: e.to_string(),
-        })?;
-        match anchors.iter_mut().find(|a| a.peer == given.peer) {
-            Some(known) => known.merge_addrs(&given.addrs),
-            None => anchors.push(given),
-        }
-    }
-    if anchors.len() > KNOWN_ANCHORS_MAX {
-        return Err(Error::BadConfig {
-            reason: format!(
-                "{} trust anchors; at most {KNOWN_ANCHORS_MAX}",
-                anchors.len()
-            ),
-        });
-    }
-    Ok(anchors)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::ManualClock;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn mutation_expiry_follows_the_configured_clock() {
+        let clock = ManualClock::new(1_000_000);
+        let cfg = ClientConfig {
+            clock: clock.clone(),
+            mutation_validity: Duration::from_secs(60),
+            ..ClientConfig::default()
+        };
+        let anchor = format!("/ip4/127.0.0.1/tcp/1/p2p/{}", PeerId::random());
+        let client = Client::connect_str(&[&anchor], cfg).await.unwrap();
+        let body = client.prepare(Op::Delete {
+            name: Name::parse("/a").unwrap(),
+        });
+        assert_eq!(body.expires_at_ms, 1_060_000);
+        let signed = SignedMutation::sign(&body, &SigningKey::from_bytes(&[7; 32])).unwrap();
+        // Expired by the client's clock: refused before anything is sent.
+        clock.advance(Duration::from_secs(61));
+        let err = client.submit(signed).await.unwrap_err();
+        assert!(matches!(err, Error::Expired { .. }), "{err}");
+    }
 
     #[test]
     fn client_and_its_futures_are_send_and_sync() {
@@ -749,40 +615,6 @@ mod tests {
             assert_send(&s);
         };
         let _ = check;
-    }
-
-    #[test]
-    fn config_bounds_are_checked() {
-        assert!(ClientConfig::default().check().is_ok());
-        let too_long = ClientConfig {
-            mutation_validity: Duration::from_millis(MUTATION_VALIDITY_MS_MAX + 1),
-            ..Default::default()
-        };
-        assert!(matches!(too_long.check(), Err(Error::BadConfig { .. })));
-        let no_attempts = ClientConfig {
-            attempts_max: 0,
-            ..Default::default()
-        };
-        assert!(no_attempts.check().is_err());
-    }
-
-    #[test]
-    fn trust_anchors_are_parsed_and_merged() {
-        let peer = PeerId::random();
-        let a: Multiaddr = format!("/ip4/127.0.0.1/tcp/1/p2p/{peer}").parse().unwrap();
-        let b: Multiaddr = format!("/ip4/127.0.0.2/tcp/1/p2p/{peer}").parse().unwrap();
-        let anchors = parse_trust_anchors(&[a.clone(), b, a]).unwrap();
-        assert_eq!(anchors.len(), 1);
-        assert_eq!(anchors[0].addrs.len(), 2);
-        let bare: Multiaddr = "/ip4/127.0.0.1/tcp/1".parse().unwrap();
-        assert!(matches!(
-            parse_trust_anchors(&[bare]),
-            Err(Error::BadTrustAnchor { .. })
-        ));
-        assert!(matches!(
-            parse_trust_anchors(&[]),
-            Err(Error::BadConfig { .. })
-        ));
     }
 
     #[test]

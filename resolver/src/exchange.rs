@@ -11,16 +11,11 @@
 //!
 //! # Retrying mutations
 //!
-//! A mutation is signed once, with a random nonce and an expiry, and the same signed bytes
-//! are resent on every attempt. That is safe: an anchor refuses a nonce it has seen with
-//! `Replayed`, so a mutation is applied at most once. The price is that a retry cannot
-//! always tell what happened to an earlier attempt: when an attempt may have reached an
-//! anchor (it timed out, the connection dropped mid-request, or the anchor answered
-//! `Unavailable`; [`CallError::maybe_delivered`]) and a later attempt comes back `Replayed`
-//! or `Expired`, or no later attempt gets an answer at all, the call returns
-//! [`Error::Unknown`] rather than claiming the write failed. Resolve the name at
-//! [`ReadLevel::Linearizable`](proto::ReadLevel::Linearizable) to find out. `Delegated` and
-//! `Moving` are refusals before anything was proposed: they never make an outcome unknown.
+//! A mutation is signed once and the same bytes are resent on every attempt (a replay is
+//! refused by nonce, so it is applied at most once). When an attempt may have reached an
+//! anchor ([`CallError::maybe_delivered`], or an `Unavailable` answer) and no later attempt
+//! settles it, the call ends in [`Error::Unknown`]: the mutation judge tracks that, and
+//! the `client` module docs say what it means to a caller.
 
 use std::collections::VecDeque;
 use std::fmt;

@@ -38,9 +38,13 @@
 //!
 //! # Layout
 //! - [`client`] — [`Client`] and [`ClientConfig`]: the public calls.
+//! - `config` — [`ClientConfig`]'s fields, defaults and bounds, and the parsing of the
+//!   trust anchors (re-exported from [`client`]).
 //! - `exchange` — the one retry engine every call goes through (leader first, redirects,
 //!   rotation, delegations, deadlines; why a retried mutation can end in
 //!   [`Error::Unknown`]).
+//! - `mutate` — the path of one signed mutation to the leader of the scope governing its
+//!   name, through delegations, and when its outcome is unknown.
 //! - `judge` — what one reply means, per kind of call (resolve, mutate, watch start,
 //!   admin).
 //! - [`walk`] — the referral walk behind every resolve, its loop guard, and what it reports:
@@ -95,11 +99,13 @@ pub mod addr;
 pub mod cache;
 pub mod client;
 pub mod clock;
+mod config;
 pub mod error;
 mod exchange;
 mod judge;
 mod known;
 mod members;
+mod mutate;
 mod net_owner;
 pub mod verify;
 pub mod walk;

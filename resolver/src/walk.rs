@@ -6,9 +6,9 @@
 //! the name; the walk follows referrals, caching each for its TTL, until a scope answers for
 //! the name itself. A cold walk to a name `d` scopes deep therefore sends `d` resolve
 //! requests; a warm one sends none (the answer is cached), or one when only the referrals are.
-//! Each hop is one run of the retry engine ([`crate::exchange`]) at that scope's members. A
-//! walk that started from a cached referral which no longer works starts over at the root
-//! once.
+//! Each hop is one run of the retry engine (the private `exchange` module) at that scope's
+//! members. A walk that started from a cached referral which no longer works starts over at
+//! the root once.
 //!
 //! `Walk` keeps a walk finite: at most [`REFERRAL_HOPS_MAX`] requests, no scope asked
 //! twice, and every referral strictly deeper than the scope that gave it. [`Trace`] is what

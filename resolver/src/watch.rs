@@ -23,7 +23,7 @@
 //! libp2p connections) and checks every batch (`check_changes`). The task stops when the
 //! [`Watch`] is dropped, even in the middle of a long poll.
 //!
-//! The task does not hold the client: it holds a [`WatchLink`], the network and what the
+//! The task does not hold the client: it holds a `WatchLink`, the network and what the
 //! client knows (members, referrals, cached answers), which keeps the network running while
 //! the watch lives.
 
