@@ -38,7 +38,8 @@ pub struct ClientConfig {
     pub clock: SharedClock,
 }
 
-/// Two configurations are equal when every bound is and they share one clock.
+/// Two configurations are equal when every bound is and they share one clock (every
+/// [`clock::system`] is the same one).
 impl PartialEq for ClientConfig {
     fn eq(&self, other: &ClientConfig) -> bool {
         self.request_timeout == other.request_timeout
@@ -129,6 +130,7 @@ mod tests {
     #[test]
     fn config_bounds_are_checked() {
         assert!(ClientConfig::default().check().is_ok());
+        assert_eq!(ClientConfig::default(), ClientConfig::default());
         let too_long = ClientConfig {
             mutation_validity: Duration::from_millis(MUTATION_VALIDITY_MS_MAX + 1),
             ..Default::default()
