@@ -54,8 +54,11 @@ pub(crate) struct Retry {
 /// reports.
 #[derive(Debug)]
 pub(crate) struct Engine {
+    /// The client's swarm (shared with its watches).
     pub net: Arc<NetOwner>,
+    /// What the client has learned (shared with its watches).
     pub known: Arc<Known>,
+    /// The bounds of every call.
     pub retry: Retry,
     round_trips: AtomicU64,
     rejected: AtomicU64,
@@ -143,6 +146,7 @@ pub(crate) struct Exhausted {
 }
 
 impl Failure {
+    /// The error a caller sees: the final answer, or the most telling failure.
     pub fn into_error(self) -> Error {
         match self {
             Failure::Answered(e) => e,
@@ -211,6 +215,7 @@ impl Attempts {
 }
 
 impl Engine {
+    /// An engine with its counters at zero.
     pub fn new(net: Arc<NetOwner>, known: Arc<Known>, retry: Retry) -> Engine {
         Engine {
             net,

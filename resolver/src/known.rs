@@ -63,14 +63,17 @@ impl Known {
         }
     }
 
+    /// The scopes this client knows, with their members and leaders.
     pub fn directory(&self) -> MutexGuard<'_, Directory> {
         lock(&self.directory)
     }
 
+    /// The answer cache.
     pub fn cache(&self) -> MutexGuard<'_, Cache> {
         lock(&self.cache)
     }
 
+    /// The referral cache.
     pub fn referrals(&self) -> MutexGuard<'_, ReferralCache> {
         lock(&self.referrals)
     }
@@ -96,10 +99,12 @@ impl Known {
         self.directory().is_member(scope, peer)
     }
 
+    /// Runs `f` on the members of `scope`, if the scope is known.
     pub fn with_members<R>(&self, scope: &ScopeId, f: impl FnOnce(&mut Members) -> R) -> Option<R> {
         self.directory().get_mut(scope).map(|s| f(&mut s.members))
     }
 
+    /// Learns `leader` as a member of `scope` and as its leader.
     pub fn learn_leader(&self, scope: &ScopeId, leader: AnchorAddr) {
         self.with_members(scope, |m| {
             let leader = m.learn(leader);
