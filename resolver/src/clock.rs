@@ -9,7 +9,7 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// A source of wall-clock time.
@@ -39,9 +39,11 @@ impl Clock for SystemClock {
     }
 }
 
-/// The machine's clock, shared.
+/// The machine's clock, shared: every call returns the same one, so configurations that
+/// hold it compare equal.
 pub fn system() -> SharedClock {
-    Arc::new(SystemClock)
+    static SYSTEM: LazyLock<SharedClock> = LazyLock::new(|| Arc::new(SystemClock));
+    SYSTEM.clone()
 }
 
 /// A clock that moves only when told to: for tests.
@@ -95,5 +97,6 @@ mod tests {
     #[test]
     fn the_system_clock_is_after_2020() {
         assert!(system().unix_ms() > 1_577_836_800_000);
+        assert!(Arc::ptr_eq(&system(), &system()));
     }
 }

@@ -2,7 +2,7 @@
 //! call can fail, as data a caller can match on, with a message that says what to do next.
 //!
 //! Every [`WireError`] an anchor can send maps to one variant here ([`From<WireError>`]);
-//! the retry loop in [`crate::client`] consumes the retryable ones (`NotLeader`,
+//! the retry engine (`exchange`) consumes the retryable ones (`NotLeader`,
 //! `Unavailable`) and only hands them out when no attempt succeeded.
 
 use std::fmt;

@@ -1,6 +1,6 @@
 //! Anchorage client library: resolve names by walking the scope hierarchy, verify every
 //! answer, write names with signed mutations, watch prefixes, and make operator calls to
-//! anchors, over libp2p (DESIGN.md §6, §7).
+//! anchors, over libp2p.
 //!
 //! A [`Client`] starts from a list of trust anchors: members of the root scope, each given
 //! as a multiaddr ending in `/p2p/<peer id>`. They are the root of trust.
@@ -37,12 +37,23 @@
 //! Every failure is one [`Error`] variant a caller can match on.
 //!
 //! # Layout
-//! - [`client`] — [`Client`] and [`ClientConfig`]: the calls, the walk and the one retry
-//!   loop they all go through (leader first, redirects, rotation, delegations, deadlines;
-//!   why a retried mutation can end in [`Error::Unknown`]).
-//! - [`walk`] — [`Trace`], [`Hop`], [`ScopeRef`] and the walk's loop guard.
+//! - [`client`] — [`Client`] and [`ClientConfig`]: the public calls.
+//! - `config` — [`ClientConfig`]'s fields, defaults and bounds, and the parsing of the
+//!   trust anchors (re-exported from [`client`]).
+//! - `exchange` — the one retry engine every call goes through (leader first, redirects,
+//!   rotation, delegations, deadlines; why a retried mutation can end in
+//!   [`Error::Unknown`]).
+//! - `mutate` — the path of one signed mutation to the leader of the scope governing its
+//!   name, through delegations, and when its outcome is unknown.
+//! - `judge` — what one reply means, per kind of call (resolve, mutate, watch start,
+//!   admin).
+//! - [`walk`] — the referral walk behind every resolve, its loop guard, and what it reports:
+//!   [`Trace`], [`Hop`], [`ScopeRef`].
+//! - `known` — what a client has learned, shared by its clones and watches: members and
+//!   leaders per scope, cached referrals and answers.
 //! - [`verify`] — the checks every signed answer passes.
-//! - [`watch`] — [`Watch`] and [`WatchEvent`]: the long-poll task.
+//! - [`watch`] — [`Watch`] and [`WatchEvent`]: the long-poll task, which holds the network
+//!   and what the client knows, not the client.
 //! - [`addr`] — [`AnchorAddr`]: a remote anchor's peer id and addresses, and the one
 //!   parser of every form they come in.
 //! - [`clock`] — [`clock::Clock`]: the one wall clock, shared with the anchor; tests drive a
@@ -55,7 +66,8 @@
 //! - [`error`] — [`Error`]: every failure, one variant per thing a caller can act on; every
 //!   [`WireError`](proto::WireError) maps to one.
 //! - [`net`] — the libp2p swarm shared with the anchor: five request-response protocols,
-//!   size-checked frames.
+//!   size-checked frames, and the one typed request call.
+//! - `net_owner` — stops the client's swarm when the client and its last watch are gone.
 //!
 //! # Example
 //! ```no_run
@@ -87,8 +99,14 @@ pub mod addr;
 pub mod cache;
 pub mod client;
 pub mod clock;
+mod config;
 pub mod error;
+mod exchange;
+mod judge;
+mod known;
 mod members;
+mod mutate;
+mod net_owner;
 pub mod verify;
 pub mod walk;
 pub mod watch;

@@ -9,7 +9,7 @@
 //!
 //! A rotating cursor points at the member to try first; a failure moves it on, so one dead
 //! member costs one attempt, not one per call. Pure bookkeeping, no IO: the retry loop in
-//! [`crate::client`] drives it.
+//! [`crate::exchange`] drives it.
 
 use std::collections::HashMap;
 

@@ -1,4 +1,4 @@
-//! Verification of signed answers (DESIGN.md §6): the chain of signatures from the trust
+//! Verification of signed answers: the chain of signatures from the trust
 //! anchors to an answer.
 //!
 //! An anchor answers a resolve with a [`SignedAnswer`]: the encoded [`Answer`], its libp2p

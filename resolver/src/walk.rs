@@ -1,4 +1,4 @@
-//! The referral walk (DESIGN.md §6), what it reports, and its loop guard.
+//! The referral walk behind every resolve, what it reports, and its loop guard.
 //!
 //! To resolve a name the client asks the deepest scope it holds an unexpired referral for
 //! (the root scope, whose members are the trust anchors, when it holds none). Each verified
@@ -6,19 +6,29 @@
 //! the name; the walk follows referrals, caching each for its TTL, until a scope answers for
 //! the name itself. A cold walk to a name `d` scopes deep therefore sends `d` resolve
 //! requests; a warm one sends none (the answer is cached), or one when only the referrals are.
+//! Each hop is one run of the retry engine (the private `exchange` module) at that scope's
+//! members. A walk that started from a cached referral which no longer works starts over at
+//! the root once.
 //!
 //! `Walk` keeps a walk finite: at most [`REFERRAL_HOPS_MAX`] requests, no scope asked
 //! twice, and every referral strictly deeper than the scope that gave it. [`Trace`] is what
 //! `resolve --trace` prints: one [`Hop`] per cache hit or request, like `dig +trace`.
 
 use std::fmt;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use libp2p::PeerId;
+use proto::codec;
 use proto::limits::REFERRAL_HOPS_MAX;
-use proto::{AnchorInfo, Name, Referral, ScopeId};
+use proto::msg::{Answer, ResolveRequest};
+use proto::{AnchorInfo, Name, ReadLevel, RecordSet, Referral, ScopeId};
 
+use crate::addr::AnchorAddr;
 use crate::error::Error;
+use crate::exchange::{Answered, Engine, Failure, Route};
+use crate::judge::judge_resolve_at;
+use crate::known::{Known, Start};
+use crate::net::Protocol;
 
 /// A scope and where to reach it: what [`crate::Client::locate`] returns.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -186,6 +196,185 @@ impl Walk {
         self.seen.push(referral.scope);
         self.prefix = referral.prefix.clone();
         Ok(())
+    }
+}
+
+/// Where a walk ended: its result and the last scope asked.
+pub(crate) struct WalkEnd {
+    pub result: Result<RecordSet, Error>,
+    pub scope: ScopeId,
+    pub prefix: Name,
+}
+
+/// The walk behind every resolve, from the deepest cached referral above `name` (or the
+/// cached answer itself, at [`ReadLevel::Cached`]).
+pub(crate) async fn walk(
+    engine: &Engine,
+    name: &Name,
+    level: ReadLevel,
+    trace: &mut Trace,
+) -> WalkEnd {
+    let start = engine.known.start(name);
+    if level == ReadLevel::Cached {
+        if let Some(set) = engine.known.cache().get(name, Instant::now()) {
+            trace.hops.push(Hop {
+                scope: start.scope,
+                prefix: start.prefix.clone(),
+                peer: None,
+                rtt: Duration::ZERO,
+                outcome: HopOutcome::CachedAnswer,
+            });
+            return WalkEnd {
+                result: Ok(set),
+                scope: start.scope,
+                prefix: start.prefix,
+            };
+        }
+    }
+    walk_from(engine, name, level, start, trace).await
+}
+
+/// The walk from `start`: one hop per scope, following referrals until a scope answers for
+/// `name`, within one operation timeout.
+pub(crate) async fn walk_from(
+    engine: &Engine,
+    name: &Name,
+    level: ReadLevel,
+    start: Start,
+    trace: &mut Trace,
+) -> WalkEnd {
+    let deadline = Instant::now() + engine.retry.operation_timeout;
+    let (mut scope, mut prefix, mut from_cache) = (start.scope, start.prefix, start.cached);
+    let mut walk = Walk::new(scope, prefix.clone());
+    let end = |result, scope, prefix| WalkEnd {
+        result,
+        scope,
+        prefix,
+    };
+    loop {
+        if from_cache {
+            trace.hops.push(Hop {
+                scope,
+                prefix: prefix.clone(),
+                peer: None,
+                rtt: Duration::ZERO,
+                outcome: HopOutcome::CachedReferral,
+            });
+        }
+        if let Err(e) = walk.request() {
+            return end(Err(e), scope, prefix);
+        }
+        let started = Instant::now();
+        let hop = |peer, rtt, outcome| Hop {
+            scope,
+            prefix: prefix.clone(),
+            peer,
+            rtt,
+            outcome,
+        };
+        match ask(engine, name, level, scope, &prefix, deadline).await {
+            Ok(Answered { value, peer, rtt }) => match value {
+                Answer::Found { set, .. } => {
+                    let version = set.version;
+                    trace
+                        .hops
+                        .push(hop(Some(peer), rtt, HopOutcome::Found { version }));
+                    engine
+                        .known
+                        .cache()
+                        .insert(name.clone(), set.clone(), Instant::now());
+                    return end(Ok(set), scope, prefix);
+                }
+                Answer::NotFound { name: got, .. } => {
+                    trace.hops.push(hop(Some(peer), rtt, HopOutcome::NotFound));
+                    engine.known.cache().remove(name);
+                    return end(Err(Error::NotFound { name: got }), scope, prefix);
+                }
+                Answer::Referral { referral, .. } => {
+                    let outcome = HopOutcome::Referral(referral.clone());
+                    trace.hops.push(hop(Some(peer), rtt, outcome));
+                    if let Err(e) = walk.follow(&referral) {
+                        return end(Err(e), scope, prefix);
+                    }
+                    engine.known.take_referral(&referral);
+                    scope = referral.scope;
+                    prefix = referral.prefix;
+                    from_cache = false;
+                }
+            },
+            Err(failure) => {
+                let e = failure.into_error();
+                let reason = e.to_string();
+                trace
+                    .hops
+                    .push(hop(None, started.elapsed(), HopOutcome::Failed { reason }));
+                let stale = from_cache && !matches!(e, Error::Invalid { .. });
+                if !stale {
+                    return end(Err(e), scope, prefix);
+                }
+                // The cached referral led nowhere (the scope moved, or its members
+                // changed): forget it and walk again from the root, once.
+                tracing::debug!(%scope, %prefix, error = %e, "cached referral failed; walking from the root");
+                engine.known.referrals().remove(&prefix);
+                scope = ScopeId::root();
+                prefix = Name::root();
+                walk = Walk::new(scope, prefix.clone());
+                from_cache = false;
+            }
+        }
+    }
+}
+
+/// One hop of a walk: asks `scope`'s members for `name` until one gives a verified
+/// answer.
+async fn ask(
+    engine: &Engine,
+    name: &Name,
+    level: ReadLevel,
+    scope: ScopeId,
+    prefix: &Name,
+    deadline: Instant,
+) -> Result<Answered<Answer>, Failure> {
+    let request = ResolveRequest {
+        name: name.clone(),
+        level,
+        scope,
+    };
+    let bytes = codec::encode(&request).map_err(|e| Failure::Answered(Error::from_proto(e)))?;
+    let route = match level {
+        ReadLevel::Linearizable => Route::LEADER_READ,
+        ReadLevel::Cached | ReadLevel::Replica => Route::ANY,
+    };
+    let judge =
+        |from: &AnchorAddr, reply| judge_resolve_at(engine, name, scope, prefix, from, reply);
+    engine
+        .exchange(
+            Protocol::Resolve,
+            bytes,
+            name,
+            scope,
+            route,
+            deadline,
+            judge,
+        )
+        .await
+        .map(|(answered, _)| answered)
+}
+
+/// `scope` and its members as this client knows them, the leader first.
+pub(crate) fn scope_ref(known: &Known, scope: ScopeId, prefix: Name) -> ScopeRef {
+    let members = known
+        .plan(&scope, true)
+        .iter()
+        .map(|a| AnchorInfo {
+            peer_id: a.peer.to_base58(),
+            addrs: a.addrs.iter().map(|x| x.to_string()).collect(),
+        })
+        .collect();
+    ScopeRef {
+        scope,
+        prefix,
+        members,
     }
 }
 

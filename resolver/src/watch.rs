@@ -1,4 +1,4 @@
-//! Watches (DESIGN.md §6): every committed change under a prefix, in version order, pulled
+//! Watches: every committed change under a prefix, in version order, pulled
 //! by long polls on `/anchorage/watch/1`.
 //!
 //! A [`Watch`] owns a background task that sends `WatchRequest { scope, prefix, after,
@@ -22,20 +22,25 @@
 //! Watch answers are not signed: the task only asks members of the scope (authenticated
 //! libp2p connections) and checks every batch (`check_changes`). The task stops when the
 //! [`Watch`] is dropped, even in the middle of a long poll.
+//!
+//! The task does not hold the client: it holds a `WatchLink`, the network and what the
+//! client knows (members, referrals, cached answers), which keeps the network running while
+//! the watch lives.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use proto::codec;
-use proto::limits::{CLIENT_FRAME_BYTES_MAX, WATCH_WAIT_MS_MAX};
+use proto::limits::WATCH_WAIT_MS_MAX;
 use proto::msg::{ChangeEvent, WatchRequest, WatchResponse};
 use proto::{Name, Referral, ScopeId, WireError};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::client::Inner;
+use crate::addr::AnchorAddr;
 use crate::error::Error;
-use crate::net::Protocol;
+use crate::known::Known;
+use crate::net::{CallError, Protocol};
+use crate::net_owner::NetOwner;
 use crate::verify::check_referral;
 
 /// Items buffered between the long-poll task and [`Watch::next`]; the task waits when the
@@ -115,10 +120,20 @@ impl Drop for Watch {
     }
 }
 
+/// What a watch task needs of the client that started it: the network (kept running while
+/// the watch lives), what the client knows of scopes and members (updated as the watch
+/// follows a move, and whose cached answers each change drops), and the request timeout.
+#[derive(Clone, Debug)]
+pub(crate) struct WatchLink {
+    pub net: Arc<NetOwner>,
+    pub known: Arc<Known>,
+    pub request_timeout: Duration,
+}
+
 /// Starts the long-poll task at `scope` (governing `scope_prefix`) for changes under
 /// `prefix` after `after`.
 pub(crate) fn spawn(
-    inner: Arc<Inner>,
+    link: WatchLink,
     scope: ScopeId,
     scope_prefix: Name,
     prefix: Name,
@@ -126,7 +141,7 @@ pub(crate) fn spawn(
 ) -> Watch {
     let (tx, rx) = mpsc::channel(WATCH_BUFFER);
     let poller = Poller {
-        inner,
+        link,
         tx,
         scope,
         scope_prefix,
@@ -204,7 +219,7 @@ enum Polled {
 }
 
 struct Poller {
-    inner: Arc<Inner>,
+    link: WatchLink,
     tx: mpsc::Sender<Item>,
     scope: ScopeId,
     scope_prefix: Name,
@@ -220,11 +235,12 @@ impl Poller {
         let mut backoff = BACKOFF_MIN;
         let mut failures = 0usize;
         loop {
-            let mut plan = self.inner.plan(&self.scope, false);
+            let known = &self.link.known;
+            let mut plan = known.plan(&self.scope, false);
             if plan.is_empty() {
                 if let Some(r) = &self.referral {
-                    self.inner.adopt(r);
-                    plan = self.inner.plan(&self.scope, false);
+                    known.adopt(r);
+                    plan = known.plan(&self.scope, false);
                 }
             }
             let Some(target) = plan.first().cloned() else {
@@ -239,7 +255,7 @@ impl Poller {
                 }
                 Polled::Failed(reason) => {
                     tracing::debug!(peer = %target.peer, scope = %self.scope, %reason, "watch poll failed; trying the next member");
-                    self.inner.failed(&self.scope, &target.peer);
+                    self.link.known.failed(&self.scope, &target.peer);
                     failures += 1;
                     if failures >= plan.len() {
                         failures = 0;
@@ -280,30 +296,30 @@ impl Poller {
         self.tx.send(item).await.is_ok()
     }
 
-    async fn poll(&mut self, target: &crate::addr::AnchorAddr) -> Polled {
-        let wait = wait_for(self.inner.cfg.request_timeout);
+    async fn poll(&mut self, target: &AnchorAddr) -> Polled {
+        let wait = wait_for(self.link.request_timeout);
         let request = WatchRequest {
             scope: self.scope,
             prefix: self.prefix.clone(),
             after: Some(self.after),
             wait_ms: wait.as_millis() as u32,
         };
-        let bytes = match codec::encode(&request) {
+        let bytes = match proto::codec::encode(&request) {
             Ok(b) => b,
             Err(e) => return Polled::Fatal(Error::from_proto(e)),
         };
-        let timeout = wait + self.inner.cfg.request_timeout;
+        let timeout = wait + self.link.request_timeout;
+        let net = &self.link.net;
         let reply = tokio::select! {
-            r = self.inner.send(target, Protocol::Watch, bytes, timeout) => r,
+            r = net.call_encoded::<WatchResponse>(target, Protocol::Watch, bytes, timeout) => r,
             _ = self.tx.closed() => return Polled::Closed,
         };
-        let bytes = match reply {
-            Ok(b) => b,
-            Err(e) => return Polled::Failed(e.to_string()),
-        };
-        let response: WatchResponse = match codec::decode(&bytes, CLIENT_FRAME_BYTES_MAX) {
+        let response = match reply {
             Ok(r) => r,
-            Err(e) => return Polled::Failed(format!("undecodable watch answer: {e}")),
+            Err(CallError::Decode { reason, .. }) => {
+                return Polled::Failed(format!("undecodable watch answer: {reason}"))
+            }
+            Err(e) => return Polled::Failed(e.to_string()),
         };
         match response {
             WatchResponse::Changes {
@@ -319,7 +335,7 @@ impl Poller {
                 }
                 let at = positions(self.after, &events);
                 for (event, position) in events.into_iter().zip(at) {
-                    self.inner.cache().remove(&event.name);
+                    self.link.known.cache().remove(&event.name);
                     if !self
                         .emit_at(position, Some(Ok(WatchEvent::Changed(event))))
                         .await
@@ -356,7 +372,7 @@ impl Poller {
                 if let Err(reason) = check_referral(&referral, &self.scope_prefix, &self.prefix) {
                     return Polled::Failed(format!("unusable watch referral: {reason}"));
                 }
-                self.inner.take_referral(&referral);
+                self.link.known.take_referral(&referral);
                 tracing::debug!(from = %self.scope, to = %referral.scope, prefix = %referral.prefix, "watch follows the prefix to its new scope");
                 self.scope = referral.scope;
                 self.scope_prefix = referral.prefix.clone();
