@@ -40,6 +40,19 @@ pub enum AnchorError {
     /// A policy did not parse.
     #[error("policy: {0}")]
     Policy(#[from] policy::PolicyError),
+    /// A child scope's seed holds a record or nonce outside the child's prefix: the parent
+    /// sent a bad seed, and nothing of it was kept.
+    #[error(
+        "seed {what} {name} is not under the child scope's prefix {prefix}; nothing was seeded"
+    )]
+    SeedOutsidePrefix {
+        /// What it is: "record" or "nonce for".
+        what: &'static str,
+        /// The name outside the prefix.
+        name: proto::Name,
+        /// The child scope's prefix.
+        prefix: proto::Name,
+    },
     /// `init` on an anchor that already hosts the scope.
     #[error("scope {0} already exists on this anchor; init runs once per cluster")]
     AlreadyExists(proto::ScopeId),
