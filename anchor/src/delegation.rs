@@ -782,9 +782,7 @@ impl Anchor {
         };
         log_store::remove_scope(self.db(), &descriptor.id)?;
         sm::seed(self.db(), &seed)?;
-        LogStore::open(self.db(), descriptor.id, self.flusher().clone())?
-            .seed_purged(log_id)
-            .map_err(|e| crate::AnchorError::Raft(e.to_string()))?;
+        LogStore::open(self.db(), descriptor.id, self.flusher().clone())?.seed_purged(log_id)?;
         let replica = self.register_and_open(descriptor).await?;
         tracing::info!(scope = %descriptor.id, prefix = %descriptor.prefix, records = records.len(), at = index, "child scope seeded");
         let first = descriptor.members.first().map(|m| m.peer_id.as_str());
