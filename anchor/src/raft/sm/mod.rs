@@ -2,19 +2,19 @@
 //! openraft [`RaftStateMachine`] (apply, snapshots out and in).
 //!
 //! One scope's state goes by these names, each for one job:
-//! - [`ScopeView`] ([`view`]): the single-valued fields and the delegations, decoded and
+//! - [`ScopeView`] (`view.rs`): the single-valued fields and the delegations, decoded and
 //!   kept in memory, so request handlers read them without touching sled.
-//! - [`ScopeReader`] ([`reader`]): the handle request handlers hold: the view plus reads
+//! - [`ScopeReader`] (`reader.rs`): the handle request handlers hold: the view, plus reads
 //!   of records, watch history and what a delegation moves, and the leader's decision
 //!   before it proposes.
-//! - `Overlay` ([`overlay`]): the writes of one `apply` call, read through before the tree
-//!   and written as one sled batch; decisions at apply read the state through it.
+//! - `Overlay` (`overlay.rs`): the writes of one `apply` call, read through before the
+//!   tree and written as one sled batch; decisions at apply read the state through it.
 //! - [`ScopeRead`](crate::scope::decide::ScopeRead): what a decision needs to read, so the
 //!   decision itself does no IO.
 //!
-//! [`keys`] is the key layout, [`snapshot`] the snapshot format, [`seed`] the writes that
-//! create a child scope or remove one outside its log. Decisions come from
-//! [`crate::scope::decide`].
+//! `keys.rs` is the key layout (the one place that builds and splits keys), `snapshot.rs`
+//! the snapshot format, `seed.rs` the writes that create a child scope or remove a scope
+//! outside its log. Decisions come from [`crate::scope::decide`].
 
 // openraft's StorageError is large and is what its traits return; boxing it here would only
 // move the cost.
