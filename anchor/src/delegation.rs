@@ -6,7 +6,7 @@
 //! 2. [`drive`] on the parent's leader sends every child member the frozen records in chunks
 //!    ([`SeedScope`], with the signed delegation as proof). Each member checks the proof, the
 //!    sender and its own placement labels, then writes the child's state as a snapshot at the
-//!    parent's delegation index ([`state_machine::seed`]) and starts the group; the first
+//!    parent's delegation index ([`sm::seed`]) and starts the group; the first
 //!    listed member calls the election.
 //! 3. Once the child has a leader that applied its first entry, the parent's leader commits
 //!    `DelegationActive`: the parent drops the moved records and answers with a referral.
@@ -35,15 +35,15 @@ use proto::{
     WireError,
 };
 use resolver::net::Protocol;
+use resolver::AnchorAddr;
 use tokio::task::JoinHandle;
 
 use crate::identity;
 use crate::node::Replica;
 use crate::raft::log_store::{self, LogStore};
-use crate::raft::network::parse_anchor;
-use crate::raft::state_machine::{self, Seed};
+use crate::raft::sm::{self, Seed};
 use crate::raft::{NodeId, ScopeCommand};
-use crate::scope::apply;
+use crate::scope::decide;
 use crate::Anchor;
 
 /// How long the parent's leader tries to seed a child before it aborts the delegation.
@@ -362,7 +362,7 @@ async fn admin_call(
     member: &AnchorInfo,
     req: &AdminRequest,
 ) -> Result<AdminResponse, String> {
-    let (Some(peer), addrs) = parse_anchor(member) else {
+    let Ok(AnchorAddr { peer, addrs }) = AnchorAddr::from_info(member) else {
         return Err(format!("bad member peer id {:?}", member.peer_id));
     };
     let bytes = codec::encode(req).map_err(|e| e.to_string())?;
@@ -544,7 +544,7 @@ async fn activate_child(anchor: Anchor, child: Arc<Replica>, parent: ScopeDescri
             return;
         }
         for m in &parent.members {
-            let (Some(peer), addrs) = parse_anchor(m) else {
+            let Ok(AnchorAddr { peer, addrs }) = AnchorAddr::from_info(m) else {
                 continue;
             };
             let Ok(reply) = request(&anchor, peer, addrs, Protocol::Resolve, bytes.clone()).await
@@ -585,7 +585,7 @@ impl Anchor {
         let refused = |reason: String| WireError::Refused { reason };
         let invalid = |reason: String| WireError::Invalid { reason };
         let from = from.to_base58();
-        let m = apply::verify(&s.proof)?;
+        let m = decide::verify(&s.proof)?;
         let Op::Delegate {
             prefix,
             members,
@@ -745,7 +745,7 @@ impl Anchor {
     /// it a snapshot.
     async fn join_child(&self, descriptor: &ScopeDescriptor) -> Result<(), crate::AnchorError> {
         log_store::remove_scope(self.db(), &descriptor.id)?;
-        state_machine::remove_scope(self.db(), &descriptor.id)?;
+        sm::remove_scope(self.db(), &descriptor.id)?;
         self.register_and_open(descriptor).await?;
         tracing::info!(scope = %descriptor.id, prefix = %descriptor.prefix, "joined a child scope empty; catching up by snapshot");
         Ok(())
@@ -781,10 +781,8 @@ impl Anchor {
             proof,
         };
         log_store::remove_scope(self.db(), &descriptor.id)?;
-        state_machine::seed(self.db(), &seed, self.verified())?;
-        LogStore::open(self.db(), descriptor.id, self.flusher().clone())?
-            .seed_purged(log_id)
-            .map_err(|e| crate::AnchorError::Raft(e.to_string()))?;
+        sm::seed(self.db(), &seed)?;
+        LogStore::open(self.db(), descriptor.id, self.flusher().clone())?.seed_purged(log_id)?;
         let replica = self.register_and_open(descriptor).await?;
         tracing::info!(scope = %descriptor.id, prefix = %descriptor.prefix, records = records.len(), at = index, "child scope seeded");
         let first = descriptor.members.first().map(|m| m.peer_id.as_str());

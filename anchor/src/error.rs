@@ -40,7 +40,29 @@ pub enum AnchorError {
     /// A policy did not parse.
     #[error("policy: {0}")]
     Policy(#[from] policy::PolicyError),
+    /// A scope's Raft log or state machine store failed (`u64` is the Raft node id).
+    #[error("raft storage: {0} (check the data directory's disk and permissions)")]
+    RaftStorage(Box<openraft::StorageError<u64>>),
+    /// A child scope's seed holds a record or nonce outside the child's prefix: the parent
+    /// sent a bad seed, and nothing of it was kept.
+    #[error(
+        "seed {what} {name} is not under the child scope's prefix {prefix}; nothing was seeded"
+    )]
+    SeedOutsidePrefix {
+        /// What it is: "record" or "nonce for".
+        what: &'static str,
+        /// The name outside the prefix.
+        name: proto::Name,
+        /// The child scope's prefix.
+        prefix: proto::Name,
+    },
     /// `init` on an anchor that already hosts the scope.
     #[error("scope {0} already exists on this anchor; init runs once per cluster")]
     AlreadyExists(proto::ScopeId),
+}
+
+impl From<openraft::StorageError<u64>> for AnchorError {
+    fn from(e: openraft::StorageError<u64>) -> AnchorError {
+        AnchorError::RaftStorage(Box::new(e))
+    }
 }

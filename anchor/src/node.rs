@@ -16,6 +16,7 @@ use proto::msg::{
 };
 use proto::{codec, AnchorInfo, Name, ReadLevel, ScopeDescriptor, ScopeId, WireError};
 use resolver::net::{self, Inbound, NetConfig, NetHandle, Protocol};
+use resolver::AnchorAddr;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::Semaphore;
@@ -26,12 +27,12 @@ use crate::config::AnchorConfig;
 use crate::identity;
 use crate::metrics::Metrics;
 use crate::raft::log_store::{FlusherHandle, LogStore};
-use crate::raft::network::{parse_anchor, NetworkFactory};
-use crate::raft::state_machine::{ScopeState, StateMachine};
+use crate::raft::network::NetworkFactory;
+use crate::raft::sm::{ScopeReader, StateMachine};
 use crate::raft::{NodeId, ScopeCommand, ScopeRaft};
-use crate::scope::apply;
-use crate::scope::load::LoadMeter;
-use crate::scope::verified::VerifiedCache;
+use crate::scope::decide;
+use crate::scope::rate::RateMeter;
+use crate::scope::sig_cache::SigCache;
 use crate::AnchorError;
 
 /// Inbound requests handled at once; more wait in the network's bounded queue.
@@ -52,9 +53,9 @@ pub struct Replica {
     /// Its Raft group handle.
     pub raft: ScopeRaft,
     /// Read access to its state machine.
-    pub state: ScopeState,
+    pub state: ScopeReader,
     /// Requests served for this scope here, over the last seconds.
-    pub load: LoadMeter,
+    pub load: RateMeter,
     proposals: tokio::sync::mpsc::Sender<Proposal>,
     reads: tokio::sync::mpsc::Sender<ReadWaiter>,
 }
@@ -88,7 +89,7 @@ struct Inner {
     raft_config: Arc<openraft::Config>,
     http_addr: RwLock<Option<SocketAddr>>,
     codec_refused_seen: std::sync::Mutex<[u64; 5]>,
-    verified: Arc<VerifiedCache>,
+    verified: Arc<SigCache>,
     stop: tokio::sync::watch::Sender<bool>,
     /// Child-scope seeds being received, by child id.
     seeds: std::sync::Mutex<BTreeMap<ScopeId, crate::delegation::Staging>>,
@@ -173,7 +174,7 @@ impl Anchor {
             http_addr: RwLock::new(None),
             stop: tokio::sync::watch::channel(false).0,
             codec_refused_seen: std::sync::Mutex::new([0; 5]),
-            verified: Arc::new(VerifiedCache::default()),
+            verified: Arc::new(SigCache::default()),
             seeds: std::sync::Mutex::new(BTreeMap::new()),
             seeding: tokio::sync::Mutex::new(()),
         });
@@ -263,10 +264,6 @@ impl Anchor {
         &self.inner.net
     }
 
-    pub(crate) fn verified(&self) -> Arc<VerifiedCache> {
-        self.inner.verified.clone()
-    }
-
     pub(crate) fn config(&self) -> &AnchorConfig {
         &self.inner.cfg
     }
@@ -303,7 +300,7 @@ impl Anchor {
             descriptor.prefix.clone(),
             self.inner.verified.clone(),
         )?;
-        let state = sm.state();
+        let state = sm.reader();
         let network = NetworkFactory {
             scope: id,
             net: self.inner.net.clone(),
@@ -325,7 +322,7 @@ impl Anchor {
             descriptor,
             raft,
             state,
-            load: LoadMeter::default(),
+            load: RateMeter::default(),
             proposals,
             reads,
         });
@@ -542,7 +539,7 @@ impl Anchor {
         let resp = self.resolve(&req).await;
         let outcome = match &resp {
             ResolveResponse::Signed(_) => "answer",
-            ResolveResponse::Error(e) => apply::refusal_label(e),
+            ResolveResponse::Error(e) => decide::refusal_label(e),
         };
         self.inner
             .metrics
@@ -607,7 +604,7 @@ impl Anchor {
         let referral = replica
             .state
             .with_view(|v| {
-                apply::delegation_over(&v.delegations, &req.name)
+                decide::delegation_over(&v.delegations, &req.name)
                     .filter(|d| d.state == proto::DelegationState::Active)
                     .map(|d| d.referral.clone())
             })
@@ -651,7 +648,7 @@ impl Anchor {
             WatchResponse::Changes { .. } => "changes",
             WatchResponse::Compacted { .. } => "compacted",
             WatchResponse::Referral(_) => "referral",
-            WatchResponse::Error(e) => apply::refusal_label(e),
+            WatchResponse::Error(e) => decide::refusal_label(e),
         };
         self.inner
             .metrics
@@ -686,7 +683,7 @@ impl Anchor {
             })
         };
         let view = replica.state.view();
-        if let Some(d) = apply::delegation_over(&view.delegations, &req.prefix)
+        if let Some(d) = decide::delegation_over(&view.delegations, &req.prefix)
             .filter(|d| d.state == proto::DelegationState::Active)
         {
             if after >= d.index {
@@ -783,7 +780,7 @@ impl Anchor {
         let resp = self.mutate(req).await;
         let outcome = match &resp {
             MutateResponse::Committed { .. } => "committed",
-            MutateResponse::Error(e) => apply::refusal_label(e),
+            MutateResponse::Error(e) => decide::refusal_label(e),
         };
         self.inner
             .metrics
@@ -794,7 +791,7 @@ impl Anchor {
     }
 
     async fn mutate(&self, req: MutateRequest) -> MutateResponse {
-        let m = match apply::verify(&req.mutation) {
+        let m = match decide::verify(&req.mutation) {
             Ok(m) => m,
             Err(e) => return MutateResponse::Error(e),
         };
@@ -810,9 +807,9 @@ impl Anchor {
         let delegated = replica
             .state
             .with_view(|v| {
-                apply::delegation_over(&v.delegations, m.op.name())
+                decide::delegation_over(&v.delegations, m.op.name())
                     .filter(|d| d.state == proto::DelegationState::Active)
-                    .map(|d| apply::refusal_for_delegated(d, m.op.name()))
+                    .map(|d| decide::refusal_for_delegated(d, m.op.name()))
             })
             .flatten();
         if let Some(e) = delegated {
@@ -843,10 +840,7 @@ impl Anchor {
         // chaos campaign, seed 22: a CAS answered `Conflict { current: 174 }` after the name
         // had been deleted at 184.) Refusals that report no state (bad signature, expiry,
         // policy, replay) are safe to return early: the mutation had no effect.
-        match replica
-            .state
-            .with_read(|s| s.decide(m, &req.mutation, now_ms()))
-        {
+        match replica.state.decide(m, &req.mutation, now_ms()) {
             Ok(_) | Err(WireError::Conflict { .. }) => {}
             Err(e) => return MutateResponse::Error(e),
         }
@@ -889,7 +883,7 @@ impl Anchor {
                 reason: format!("scope {} has no known leader; retry shortly", replica.id),
             });
         };
-        let (Some(peer), addrs) = parse_anchor(&info) else {
+        let Ok(AnchorAddr { peer, addrs }) = AnchorAddr::from_info(&info) else {
             return MutateResponse::Error(WireError::NotLeader {
                 scope: replica.id,
                 leader: Some(info),
@@ -943,7 +937,7 @@ impl Anchor {
             AdminRequest::SeedScope(seed) => match self.seed_scope(peer, seed).await {
                 Ok(()) => AdminResponse::Ok,
                 Err(e) => {
-                    self.refuse(Protocol::Admin, apply::refusal_label(&e));
+                    self.refuse(Protocol::Admin, decide::refusal_label(&e));
                     AdminResponse::Error(e)
                 }
             },

@@ -1,4 +1,4 @@
-//! The anchor's snapshot parser, `anchor::raft::state_machine::parse_snapshot`.
+//! The anchor's snapshot parser, `anchor::raft::sm::parse_snapshot`.
 //!
 //! Input: one mode byte, then data. Mode bit 0 clear: the data is parsed as it is (digest
 //! and all), which checks that a wrong digest or short input is refused without a panic.
@@ -9,7 +9,7 @@
 //! format is canonical).
 #![no_main]
 
-use anchor::raft::state_machine::parse_snapshot;
+use anchor::raft::sm::parse_snapshot;
 use anchorage_fuzz::{encode_snapshot, with_digest};
 use libfuzzer_sys::fuzz_target;
 

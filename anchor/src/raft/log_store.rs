@@ -514,7 +514,7 @@ mod tests {
     use prometheus::HistogramOpts;
     use tokio::task::JoinHandle;
 
-    use super::super::state_machine::StateMachine;
+    use super::super::sm::StateMachine;
     use super::*;
 
     fn scope(n: u8) -> ScopeId {

@@ -1,12 +1,14 @@
 //! Raft plumbing shared by every scope: one openraft type configuration, the sled-backed
-//! log store and state machine, and the network adapter that sends RPCs by scope id.
+//! log store ([`log_store`]) and state machine ([`sm`]), and the network adapter that sends
+//! RPCs by scope id ([`network`]).
 //!
 //! Group identity (the [`ScopeId`]) lives in the storage and network instances; the type
 //! configuration is the same for every scope.
 
+// The leader-side proposer (batching writes and read-index rounds) joins these modules.
 pub mod log_store;
 pub mod network;
-pub mod state_machine;
+pub mod sm;
 
 use std::io::Cursor;
 
@@ -57,7 +59,7 @@ pub enum ScopeCommand {
         policy_toml: String,
     },
     /// The child scope of a Frozen delegation is seeded and has a leader: from this entry the
-    /// parent drops the moved records and answers with a referral (DESIGN.md §8 step 3).
+    /// parent drops the moved records and answers with a referral.
     /// A no-op unless the delegation is Frozen.
     DelegationActive {
         /// The child scope.

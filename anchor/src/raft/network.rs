@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use libp2p::{Multiaddr, PeerId};
+use libp2p::PeerId;
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
@@ -23,8 +23,9 @@ use openraft::raft::{
 };
 use proto::limits::{RAFT_BATCH_BYTES_MAX, RAFT_BATCH_RPCS_MAX, RAFT_FRAME_BYTES_MAX};
 use proto::msg::{RaftRequest, RaftResponse, RaftRpc};
-use proto::{codec, AnchorInfo, ScopeId};
-use resolver::net::{NetHandle, Protocol};
+use proto::{codec, AnchorInfo, ScopeId, WireError};
+use resolver::net::{encode_request, CallError, NetHandle, Protocol};
+use resolver::AnchorAddr;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
@@ -46,10 +47,46 @@ pub struct NetworkFactory {
 pub struct ScopeClient {
     scope: ScopeId,
     target: NodeId,
-    peer: Option<PeerId>,
-    addrs: Vec<Multiaddr>,
+    /// `None` when the target's peer id does not parse (every RPC then fails as unreachable).
+    to: Option<AnchorAddr>,
     net: NetHandle,
     coalescer: Arc<Coalescer>,
+}
+
+/// Why a Raft RPC brought no answer. openraft sees every one of these as the target being
+/// unreachable, and retries.
+#[derive(Clone, Debug, thiserror::Error)]
+enum RpcFailure {
+    /// The target's peer id does not parse.
+    #[error("node {target} has no valid peer id")]
+    NoPeerId { target: NodeId },
+    /// The exchange itself failed.
+    #[error("{peer}: {source}")]
+    Call { peer: PeerId, source: CallError },
+    /// The target refused the frame (unknown scope, sender not a member, bad frame).
+    #[error("{peer} refused: {error}")]
+    Refused { peer: PeerId, error: WireError },
+    /// The target refused a coalesced batch.
+    #[error("{peer} refused the batch: {error}")]
+    BatchRefused { peer: PeerId, error: WireError },
+    /// The batch answer does not decode, or does not answer every RPC in it.
+    #[error("{peer} answered the batch badly: {reason}")]
+    BadBatchAnswer { peer: PeerId, reason: String },
+    /// A batch of RPCs did not encode.
+    #[error("the batch to {peer} cannot be encoded: {reason}")]
+    BatchEncode { peer: PeerId, reason: String },
+    /// Too many RPCs wait for this peer already.
+    #[error("too many heartbeats queued for {peer}")]
+    QueueFull { peer: PeerId },
+    /// The batch task went away without answering.
+    #[error("the batch to {peer} was dropped")]
+    BatchDropped { peer: PeerId },
+    /// No answer from the batch in time.
+    #[error("no answer from {peer} within {ttl:?}")]
+    Timeout { peer: PeerId, ttl: Duration },
+    /// A thread panicked holding the coalescer's peer table.
+    #[error("coalescer unavailable")]
+    CoalescerPoisoned,
 }
 
 /// Heartbeats waiting per peer before new ones fail fast.
@@ -59,9 +96,9 @@ const COALESCE_QUEUE_MAX: usize = 8192;
 struct Pending {
     frame: RaftRequest,
     bytes: usize,
-    addrs: Vec<Multiaddr>,
+    to: AnchorAddr,
     ttl: Duration,
-    reply: oneshot::Sender<Result<RaftResponse, String>>,
+    reply: oneshot::Sender<Result<RaftResponse, RpcFailure>>,
 }
 
 /// Coalesces small Raft RPCs to the same anchor into [`RaftRpc::Batch`] frames: one queue and
@@ -88,19 +125,19 @@ impl Coalescer {
         !self.linger.is_zero()
     }
 
-    /// Queues `frame` for `peer` and waits (at most `ttl`) for its own answer.
+    /// Queues `frame` for `to` and waits (at most `ttl`) for its own answer.
     async fn send(
         &self,
-        peer: PeerId,
-        addrs: Vec<Multiaddr>,
+        to: AnchorAddr,
         frame: RaftRequest,
         ttl: Duration,
-    ) -> Result<RaftResponse, String> {
+    ) -> Result<RaftResponse, RpcFailure> {
+        let peer = to.peer;
         let tx = {
             let mut peers = self
                 .peers
                 .lock()
-                .map_err(|_| "coalescer unavailable".to_string())?;
+                .map_err(|_| RpcFailure::CoalescerPoisoned)?;
             let tx = peers.entry(peer).or_insert_with(|| {
                 let (tx, rx) = mpsc::channel(COALESCE_QUEUE_MAX);
                 tokio::spawn(peer_loop(self.net.clone(), peer, rx, self.linger));
@@ -118,15 +155,15 @@ impl Coalescer {
         tx.try_send(Pending {
             frame,
             bytes,
-            addrs,
+            to,
             ttl,
             reply,
         })
-        .map_err(|_| format!("too many heartbeats queued for {peer}"))?;
+        .map_err(|_| RpcFailure::QueueFull { peer })?;
         match tokio::time::timeout(ttl, rx).await {
             Ok(Ok(r)) => r,
-            Ok(Err(_)) => Err(format!("the batch to {peer} was dropped")),
-            Err(_) => Err(format!("no answer from {peer} within {ttl:?}")),
+            Ok(Err(_)) => Err(RpcFailure::BatchDropped { peer }),
+            Err(_) => Err(RpcFailure::Timeout { peer, ttl }),
         }
     }
 }
@@ -168,44 +205,21 @@ async fn peer_loop(
 
 async fn send_batch(net: NetHandle, peer: PeerId, mut batch: Vec<Pending>) {
     let ttl = batch.iter().map(|p| p.ttl).min().unwrap_or_default();
-    let addrs = batch.first().map(|p| p.addrs.clone()).unwrap_or_default();
+    let to = batch.first().map_or_else(
+        || AnchorAddr {
+            peer,
+            addrs: Vec::new(),
+        },
+        |p| p.to.clone(),
+    );
     if batch.len() == 1 {
         if let Some(p) = batch.pop() {
-            let out = exchange(&net, peer, addrs, &p.frame, ttl).await;
+            let out = exchange(&net, &to, &p.frame, ttl).await;
             let _ = p.reply.send(out);
         }
         return;
     }
-    let frames: Vec<&RaftRequest> = batch.iter().map(|p| &p.frame).collect();
-    let outer = codec::encode(&frames).and_then(|payload| {
-        codec::encode(&RaftRequest {
-            scope: ScopeId::default(),
-            rpc: RaftRpc::Batch,
-            payload,
-        })
-    });
-    let result = match outer {
-        Err(e) => Err(e.to_string()),
-        Ok(frame) => match request(&net, peer, addrs, frame, ttl).await {
-            Ok(RaftResponse::Ok(inner)) => {
-                codec::decode::<Vec<RaftResponse>>(&inner, RAFT_FRAME_BYTES_MAX)
-                    .map_err(|e| e.to_string())
-                    .and_then(|rs| {
-                        if rs.len() == batch.len() {
-                            Ok(rs)
-                        } else {
-                            Err(format!(
-                                "{peer} answered {} of {} coalesced RPCs",
-                                rs.len(),
-                                batch.len()
-                            ))
-                        }
-                    })
-            }
-            Ok(RaftResponse::Refused(e)) => Err(format!("{peer} refused the batch: {e}")),
-            Err(e) => Err(e),
-        },
-    };
+    let result = exchange_batch(&net, &to, &batch, ttl).await;
     match result {
         Ok(responses) => {
             for (p, r) in batch.into_iter().zip(responses) {
@@ -220,61 +234,76 @@ async fn send_batch(net: NetHandle, peer: PeerId, mut batch: Vec<Pending>) {
     }
 }
 
-/// One Raft frame to `peer` and its decoded answer.
+/// The RPCs of `batch` to `to` as one [`RaftRpc::Batch`] frame, and their answers in order.
+async fn exchange_batch(
+    net: &NetHandle,
+    to: &AnchorAddr,
+    batch: &[Pending],
+    ttl: Duration,
+) -> Result<Vec<RaftResponse>, RpcFailure> {
+    let peer = to.peer;
+    let frames: Vec<&RaftRequest> = batch.iter().map(|p| &p.frame).collect();
+    let payload = codec::encode(&frames).map_err(|e| RpcFailure::BatchEncode {
+        peer,
+        reason: e.to_string(),
+    })?;
+    let outer = RaftRequest {
+        scope: ScopeId::default(),
+        rpc: RaftRpc::Batch,
+        payload,
+    };
+    match exchange(net, to, &outer, ttl).await? {
+        RaftResponse::Ok(inner) => {
+            let rs =
+                codec::decode::<Vec<RaftResponse>>(&inner, RAFT_FRAME_BYTES_MAX).map_err(|e| {
+                    RpcFailure::BadBatchAnswer {
+                        peer,
+                        reason: e.to_string(),
+                    }
+                })?;
+            if rs.len() == batch.len() {
+                Ok(rs)
+            } else {
+                Err(RpcFailure::BadBatchAnswer {
+                    peer,
+                    reason: format!("it answered {} of {} coalesced RPCs", rs.len(), batch.len()),
+                })
+            }
+        }
+        RaftResponse::Refused(error) => Err(RpcFailure::BatchRefused { peer, error }),
+    }
+}
+
+/// One Raft frame to `to` and its decoded answer.
 async fn exchange(
     net: &NetHandle,
-    peer: PeerId,
-    addrs: Vec<Multiaddr>,
+    to: &AnchorAddr,
     frame: &RaftRequest,
     ttl: Duration,
-) -> Result<RaftResponse, String> {
-    let bytes = codec::encode(frame).map_err(|e| e.to_string())?;
-    request(net, peer, addrs, bytes, ttl).await
-}
-
-async fn request(
-    net: &NetHandle,
-    peer: PeerId,
-    addrs: Vec<Multiaddr>,
-    frame: Vec<u8>,
-    ttl: Duration,
-) -> Result<RaftResponse, String> {
-    let fut = net.request(peer, addrs, Protocol::Raft, frame);
-    let bytes = match tokio::time::timeout(ttl, fut).await {
-        Err(_) => return Err(format!("no answer from {peer} within {ttl:?}")),
-        Ok(Err(e)) => return Err(e.to_string()),
-        Ok(Ok(b)) => b,
+) -> Result<RaftResponse, RpcFailure> {
+    let call = |source| RpcFailure::Call {
+        peer: to.peer,
+        source,
     };
-    codec::decode(&bytes, RAFT_FRAME_BYTES_MAX).map_err(|e| e.to_string())
-}
-
-/// Parses an anchor's peer id and addresses; bad ones are skipped (and the RPC then fails
-/// as unreachable).
-pub fn parse_anchor(node: &AnchorInfo) -> (Option<PeerId>, Vec<Multiaddr>) {
-    let peer = node.peer_id.parse().ok();
-    let addrs = node.addrs.iter().filter_map(|a| a.parse().ok()).collect();
-    (peer, addrs)
+    let bytes = encode_request(Protocol::Raft, frame).map_err(call)?;
+    net.call_encoded(to, Protocol::Raft, bytes, ttl)
+        .await
+        .map_err(call)
 }
 
 impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
     type Network = ScopeClient;
 
     async fn new_client(&mut self, target: NodeId, node: &AnchorInfo) -> ScopeClient {
-        let (peer, addrs) = parse_anchor(node);
         ScopeClient {
             scope: self.scope,
             target,
-            peer,
-            addrs,
+            to: AnchorAddr::from_info(node).ok(),
             net: self.net.clone(),
             coalescer: self.coalescer.clone(),
         }
     }
 }
-
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-struct RpcFailure(String);
 
 impl ScopeClient {
     async fn call<Req, Resp, E>(
@@ -289,12 +318,11 @@ impl ScopeClient {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        let unreachable = |m: String| RPCError::Unreachable(Unreachable::new(&RpcFailure(m)));
-        let Some(peer) = self.peer else {
-            return Err(unreachable(format!(
-                "node {} has no valid peer id",
-                self.target
-            )));
+        let unreachable = |e: RpcFailure| RPCError::Unreachable(Unreachable::new(&e));
+        let Some(to) = &self.to else {
+            return Err(unreachable(RpcFailure::NoPeerId {
+                target: self.target,
+            }));
         };
         let payload = codec::encode(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let frame = RaftRequest {
@@ -303,11 +331,9 @@ impl ScopeClient {
             payload,
         };
         let resp = if coalesce && self.coalescer.enabled() {
-            self.coalescer
-                .send(peer, self.addrs.clone(), frame, ttl)
-                .await
+            self.coalescer.send(to.clone(), frame, ttl).await
         } else {
-            exchange(&self.net, peer, self.addrs.clone(), &frame, ttl).await
+            exchange(&self.net, to, &frame, ttl).await
         };
         match resp.map_err(unreachable)? {
             RaftResponse::Ok(inner) => {
@@ -318,7 +344,10 @@ impl ScopeClient {
                     RPCError::RemoteError(openraft::error::RemoteError::new(self.target, e))
                 })
             }
-            RaftResponse::Refused(e) => Err(unreachable(format!("{peer} refused: {e}"))),
+            RaftResponse::Refused(error) => Err(unreachable(RpcFailure::Refused {
+                peer: to.peer,
+                error,
+            })),
         }
     }
 }

@@ -16,14 +16,14 @@ pub const VERIFIED_ENTRIES_MAX: usize = 65_536;
 
 /// A bounded set of digests of mutations whose signatures verified.
 #[derive(Debug, Default)]
-pub struct VerifiedCache {
+pub struct SigCache {
     inner: Mutex<Digests>,
 }
 
 /// The set, and the order of insertion for eviction.
 type Digests = (HashSet<[u8; 32]>, VecDeque<[u8; 32]>);
 
-impl VerifiedCache {
+impl SigCache {
     /// Remembers that `signed` verified.
     pub fn insert(&self, signed: &SignedMutation) {
         let digest = signed.digest();
@@ -57,7 +57,7 @@ impl VerifiedCache {
                     reason: e.to_string(),
                 });
         }
-        super::apply::verify(signed)
+        super::decide::verify(signed)
     }
 }
 
@@ -86,7 +86,7 @@ mod tests {
 
     #[test]
     fn a_cached_entry_is_used_once_and_tampering_is_still_caught() {
-        let cache = VerifiedCache::default();
+        let cache = SigCache::default();
         let m = signed(1);
         cache.insert(&m);
         assert!(cache.take(&m.digest()));

@@ -1,5 +1,6 @@
-//! Per-scope request counts over a sliding window, for `anchorage scope tree` and, later,
-//! split decisions (DESIGN.md §8). Pure: the caller passes the time in whole seconds.
+//! A rate meter: per-scope request counts over a sliding window, for `anchorage scope tree`
+//! and, later, for deciding when to split a scope. Pure: the caller passes the time in whole
+//! seconds.
 
 use std::sync::Mutex;
 
@@ -16,11 +17,11 @@ struct Bucket {
 
 /// Reads and writes seen in each of the last [`Load::WINDOW_S`] seconds.
 #[derive(Debug, Default)]
-pub struct LoadMeter {
+pub struct RateMeter {
     buckets: Mutex<[Bucket; WINDOW]>,
 }
 
-impl LoadMeter {
+impl RateMeter {
     fn bump(&self, now_s: u64, read: bool) {
         let Ok(mut buckets) = self.buckets.lock() else {
             return;
@@ -70,7 +71,7 @@ mod tests {
 
     #[test]
     fn counts_fall_out_of_the_window() {
-        let m = LoadMeter::default();
+        let m = RateMeter::default();
         m.read(100);
         m.read(100);
         m.write(105);

@@ -1,0 +1,305 @@
+//! [`Overlay`]: the writes of one `apply` call, read through before the tree and written
+//! as one sled batch, so the records, the watch history and the applied index move together.
+//!
+//! It is also what a decision reads ([`ScopeRead`]): the state as it will be after the
+//! entries applied so far in this call.
+
+use std::collections::BTreeMap;
+
+use openraft::{ErrorSubject, ErrorVerb, StorageError};
+use policy::Policy;
+use proto::{codec, Delegation, DelegationState, Name, RecordSet, ScopeDescriptor, ScopeId};
+
+use super::keys::{nonce_value, Keys, Meta, Tag};
+use super::view::ScopeView;
+use crate::raft::{sto_err, NodeId};
+use crate::scope::decide::{Accepted, Effect, ScopeRead};
+
+/// Changes each scope keeps for watches to resume from; older ones are pruned (a few per
+/// applied entry) and a watch resuming before them gets "compacted: resync".
+pub const WATCH_HISTORY_CHANGES: u64 = 50_000;
+/// Changes pruned per applied entry, so pruning never stalls apply.
+const CHANGE_PRUNE_PER_ENTRY_MAX: u64 = 512;
+/// Expired nonces pruned per applied entry, so pruning never stalls apply.
+const NONCE_PRUNE_PER_ENTRY_MAX: usize = 64;
+
+/// A state machine write failure, as openraft wants it.
+pub(super) fn sm_err(e: impl std::fmt::Display) -> StorageError<NodeId> {
+    sto_err(ErrorSubject::StateMachine, ErrorVerb::Write, e)
+}
+
+/// Reads through pending writes of the current apply batch, then the tree.
+pub(super) struct Overlay<'a> {
+    scope: ScopeId,
+    keys: Keys,
+    tree: &'a sled::Tree,
+    /// The view as it will be once the writes land.
+    pub(super) view: ScopeView,
+    writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Changes the watch history keeps.
+    history_max: u64,
+}
+
+impl<'a> Overlay<'a> {
+    /// An overlay with no writes yet over `tree`, starting from `view`.
+    pub(super) fn new(
+        scope: ScopeId,
+        tree: &'a sled::Tree,
+        view: ScopeView,
+        history_max: u64,
+    ) -> Overlay<'a> {
+        Overlay {
+            scope,
+            keys: Keys::new(scope),
+            tree,
+            view,
+            writes: BTreeMap::new(),
+            history_max,
+        }
+    }
+
+    fn read(&self, k: &[u8]) -> Option<Vec<u8>> {
+        match self.writes.get(k) {
+            Some(v) => v.clone(),
+            None => self.tree.get(k).ok().flatten().map(|v| v.to_vec()),
+        }
+    }
+
+    fn put(&mut self, k: Vec<u8>, v: Vec<u8>) {
+        self.writes.insert(k, Some(v));
+    }
+
+    fn del(&mut self, k: Vec<u8>) {
+        self.writes.insert(k, None);
+    }
+
+    pub(super) fn put_meta<T: serde::Serialize>(
+        &mut self,
+        field: Meta,
+        v: &T,
+    ) -> Result<(), StorageError<NodeId>> {
+        let bytes = codec::encode(v).map_err(sm_err)?;
+        self.put(self.keys.meta(field), bytes);
+        Ok(())
+    }
+
+    fn record_change(
+        &mut self,
+        index: u64,
+        name: &Name,
+        set: Option<&RecordSet>,
+    ) -> Result<(), StorageError<NodeId>> {
+        let value = codec::encode(&set).map_err(sm_err)?;
+        self.put(self.keys.change(index, name), value);
+        self.view.changes += 1;
+        Ok(())
+    }
+
+    pub(super) fn apply_effect(
+        &mut self,
+        acc: Accepted,
+        index: u64,
+    ) -> Result<(), StorageError<NodeId>> {
+        let target = match &acc.effect {
+            Effect::Put(name, _) | Effect::Delete(name) => name.clone(),
+            Effect::Delegate(d, _) => d.referral.prefix.clone(),
+            Effect::SetPolicy(..) => self.view.prefix.clone(),
+        };
+        match acc.effect {
+            Effect::Put(name, set) => {
+                let k = self.keys.record(&name);
+                if self.read(&k).is_none() {
+                    self.view.names += 1;
+                }
+                self.record_change(index, &name, Some(&set))?;
+                self.put(k, codec::encode(&set).map_err(sm_err)?);
+            }
+            Effect::Delete(name) => {
+                let k = self.keys.record(&name);
+                if self.read(&k).is_some() {
+                    self.view.names = self.view.names.saturating_sub(1);
+                    self.record_change(index, &name, None)?;
+                }
+                self.del(k);
+            }
+            Effect::Delegate(d, proof) => {
+                let pk = self.keys.proof(&d.referral.scope);
+                self.put(pk, codec::encode(&*proof).map_err(sm_err)?);
+                let k = self.keys.delegation(&d.referral.prefix);
+                self.put(k, codec::encode(&*d).map_err(sm_err)?);
+                self.view.delegations.insert(d.referral.prefix.clone(), *d);
+            }
+            Effect::SetPolicy(policy, toml) => {
+                self.put_meta(Meta::Policy, &toml)?;
+                self.view.policy = Some(*policy);
+                self.view.policy_toml = Some(toml);
+            }
+        }
+        let names = self.view.names;
+        self.put_meta(Meta::Names, &names)?;
+        let changes = self.view.changes;
+        self.put_meta(Meta::Changes, &changes)?;
+        self.remember_nonce(&acc.writer, acc.nonce, acc.expires_at_ms, &target);
+        Ok(())
+    }
+
+    /// Replay protection: `(writer, nonce)` → expiry and the name it changed (so a delegation
+    /// can hand the nonces of moved names to the child), plus an expiry index for pruning.
+    fn remember_nonce(&mut self, writer: &[u8; 32], nonce: u64, expires_at_ms: u64, name: &Name) {
+        self.put(
+            self.keys.nonce(writer, nonce),
+            nonce_value(expires_at_ms, name),
+        );
+        self.put(self.keys.expiry(expires_at_ms, writer, nonce), Vec::new());
+    }
+
+    /// Forgets nonces whose mutation expired before `now_ms`: they can no longer be replayed.
+    pub(super) fn prune_nonces(&mut self, now_ms: u64) {
+        let start = self.keys.all(Tag::Expiry);
+        let end = self.keys.expiry_from(now_ms);
+        let expired: Vec<Vec<u8>> = self
+            .tree
+            .range(start..end)
+            .take(NONCE_PRUNE_PER_ENTRY_MAX)
+            .filter_map(|kv| kv.ok().map(|(k, _)| k.to_vec()))
+            .collect();
+        for ek in expired {
+            if let Some(nk) = self.keys.nonce_of_expiry(&ek) {
+                self.del(nk);
+            }
+            self.del(ek);
+        }
+    }
+
+    /// Forgets the oldest changes of the watch history beyond `history_max`,
+    /// a bounded number per entry, and raises the watch floor past them.
+    pub(super) fn prune_changes(&mut self) -> Result<(), StorageError<NodeId>> {
+        let excess = self.view.changes.saturating_sub(self.history_max);
+        if excess == 0 {
+            return Ok(());
+        }
+        let take = excess.min(CHANGE_PRUNE_PER_ENTRY_MAX) as usize;
+        let oldest: Vec<Vec<u8>> = self
+            .tree
+            .scan_prefix(self.keys.all(Tag::Change))
+            .take(take)
+            .filter_map(|kv| kv.ok().map(|(k, _)| k.to_vec()))
+            .collect();
+        for k in oldest {
+            if let Ok((index, _)) = self.keys.split_change(&k) {
+                self.view.watch_floor = self.view.watch_floor.max(index);
+            }
+            self.del(k);
+            self.view.changes = self.view.changes.saturating_sub(1);
+        }
+        let (floor, changes) = (self.view.watch_floor, self.view.changes);
+        self.put_meta(Meta::WatchFloor, &floor)?;
+        self.put_meta(Meta::Changes, &changes)
+    }
+
+    /// Frozen → Active: drop the moved records (the child has them) and keep the referral.
+    pub(super) fn activate_delegation(
+        &mut self,
+        child: ScopeId,
+    ) -> Result<(), StorageError<NodeId>> {
+        let Some(mut d) = self.frozen(child) else {
+            return Ok(());
+        };
+        let moved: Vec<Vec<u8>> = self
+            .tree
+            .scan_prefix(self.keys.record(&d.referral.prefix))
+            .filter_map(|kv| kv.ok().map(|(k, _)| k.to_vec()))
+            .collect();
+        for k in moved {
+            if self.read(&k).is_some() {
+                self.view.names = self.view.names.saturating_sub(1);
+            }
+            self.del(k);
+        }
+        let names = self.view.names;
+        self.put_meta(Meta::Names, &names)?;
+        d.state = DelegationState::Active;
+        self.store_delegation(d)
+    }
+
+    pub(super) fn abort_delegation(&mut self, child: ScopeId) -> Result<(), StorageError<NodeId>> {
+        let Some(mut d) = self.frozen(child) else {
+            return Ok(());
+        };
+        d.state = DelegationState::Aborted;
+        self.store_delegation(d)
+    }
+
+    fn frozen(&self, child: ScopeId) -> Option<Delegation> {
+        self.view
+            .delegations
+            .values()
+            .find(|d| d.referral.scope == child && d.state == DelegationState::Frozen)
+            .cloned()
+    }
+
+    fn store_delegation(&mut self, d: Delegation) -> Result<(), StorageError<NodeId>> {
+        let k = self.keys.delegation(&d.referral.prefix);
+        self.put(k, codec::encode(&d).map_err(sm_err)?);
+        self.view.delegations.insert(d.referral.prefix.clone(), d);
+        Ok(())
+    }
+
+    pub(super) fn apply_genesis(
+        &mut self,
+        descriptor: ScopeDescriptor,
+        toml: String,
+    ) -> Result<(), StorageError<NodeId>> {
+        if self.view.policy.is_some() {
+            return Ok(());
+        }
+        let policy = Policy::from_toml(&toml).map_err(sm_err)?;
+        self.put_meta(Meta::Policy, &toml)?;
+        self.put_meta(Meta::Descriptor, &descriptor)?;
+        self.view.prefix = descriptor.prefix.clone();
+        self.view.descriptor = Some(descriptor);
+        self.view.policy = Some(policy);
+        self.view.policy_toml = Some(toml);
+        Ok(())
+    }
+
+    /// The writes as one sled batch, and the view they make.
+    pub(super) fn into_batch(self) -> (sled::Batch, ScopeView) {
+        let mut batch = sled::Batch::default();
+        for (k, v) in self.writes {
+            match v {
+                Some(v) => batch.insert(k, v),
+                None => batch.remove(k),
+            }
+        }
+        (batch, self.view)
+    }
+}
+
+impl ScopeRead for Overlay<'_> {
+    fn prefix(&self) -> &Name {
+        &self.view.prefix
+    }
+    fn policy(&self) -> Option<&Policy> {
+        self.view.policy.as_ref()
+    }
+    fn names(&self) -> u64 {
+        self.view.names
+    }
+    fn get(&self, name: &Name) -> Option<RecordSet> {
+        let bytes = self.read(&self.keys.record(name))?;
+        codec::decode(&bytes, proto::limits::RAFT_FRAME_BYTES_MAX).ok()
+    }
+    fn nonce_seen(&self, writer: &[u8; 32], nonce: u64) -> bool {
+        self.read(&self.keys.nonce(writer, nonce)).is_some()
+    }
+    fn scope_id(&self) -> ScopeId {
+        self.scope
+    }
+    fn active(&self) -> bool {
+        self.view.active
+    }
+    fn delegations(&self) -> &BTreeMap<Name, Delegation> {
+        &self.view.delegations
+    }
+}

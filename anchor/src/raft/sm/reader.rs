@@ -1,0 +1,181 @@
+//! [`ScopeReader`]: read access to one scope's applied state, shared by the anchor's request
+//! handlers (records, watch history, what a delegation moves, the leader's check).
+
+use std::sync::{Arc, RwLock};
+
+use proto::msg::{ChangeEvent, SeededNonce};
+use proto::{codec, Name, RecordSet, ScopeId, SignedMutation};
+
+use super::keys::{split_nonce_value, Keys, Tag};
+use super::overlay::{Overlay, WATCH_HISTORY_CHANGES};
+use super::view::ScopeView;
+use crate::scope::decide::{self, Accepted};
+use crate::AnchorError;
+
+/// Read access to a scope's state machine: the sled tree and the [`ScopeView`] the state
+/// machine replaces after every apply. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct ScopeReader {
+    scope: ScopeId,
+    keys: Keys,
+    tree: sled::Tree,
+    view: Arc<RwLock<ScopeView>>,
+}
+
+impl ScopeReader {
+    pub(super) fn new(scope: ScopeId, tree: sled::Tree, view: Arc<RwLock<ScopeView>>) -> Self {
+        ScopeReader {
+            scope,
+            keys: Keys::new(scope),
+            tree,
+            view,
+        }
+    }
+
+    /// The record set of `name`, as last applied on this replica.
+    pub fn get(&self, name: &Name) -> Result<Option<RecordSet>, AnchorError> {
+        let Some(bytes) = self.tree.get(self.keys.record(name))? else {
+            return Ok(None);
+        };
+        Ok(Some(codec::decode(
+            &bytes,
+            proto::limits::RAFT_FRAME_BYTES_MAX,
+        )?))
+    }
+
+    /// A copy of the scope's view.
+    pub fn view(&self) -> ScopeView {
+        self.view.read().map(|v| v.clone()).unwrap_or_default()
+    }
+
+    /// Runs `f` on the view without copying it.
+    pub fn with_view<T>(&self, f: impl FnOnce(&ScopeView) -> T) -> Option<T> {
+        self.view.read().ok().map(|v| f(&v))
+    }
+
+    /// The admin-signed mutation that created the delegation to `child`.
+    pub fn delegation_proof(&self, child: &ScopeId) -> Result<Option<SignedMutation>, AnchorError> {
+        match self.tree.get(self.keys.proof(child))? {
+            Some(b) => Ok(Some(codec::decode(
+                &b,
+                proto::limits::RAFT_FRAME_BYTES_MAX,
+            )?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The remembered (writer, nonce) pairs of mutations to names under `prefix` that have
+    /// not expired by `now_ms` (for seeding a child scope).
+    pub fn nonces_under(
+        &self,
+        prefix: &Name,
+        now_ms: u64,
+    ) -> Result<Vec<SeededNonce>, AnchorError> {
+        let prefix_key = prefix.key();
+        let mut out = Vec::new();
+        for kv in self.tree.scan_prefix(self.keys.all(Tag::Nonce)) {
+            let (k, v) = kv?;
+            let (writer, nonce) = self.keys.split_nonce(&k)?;
+            let (expires_at_ms, name_key) = split_nonce_value(&v)?;
+            if !name_key.starts_with(&prefix_key) || name_key.is_empty() {
+                continue;
+            }
+            if expires_at_ms < now_ms {
+                continue;
+            }
+            out.push(SeededNonce {
+                writer,
+                nonce,
+                expires_at_ms,
+                name: Name::from_key(name_key)?,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Every record under `prefix`, in name order (for seeding a child scope).
+    pub fn records_under(&self, prefix: &Name) -> Result<Vec<(Name, RecordSet)>, AnchorError> {
+        let mut out = Vec::new();
+        for kv in self.tree.scan_prefix(self.keys.record(prefix)) {
+            let (k, v) = kv?;
+            let name = self.keys.split_record(&k)?;
+            out.push((
+                name,
+                codec::decode(&v, proto::limits::RAFT_FRAME_BYTES_MAX)?,
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Changes to names under `prefix` at indexes in `(after, up_to]`, in order, at most
+    /// `events_max` events and about `bytes_max` bytes. Returns the events and the index
+    /// they cover up to (`up_to`, or less when a bound cut the list; never inside an index).
+    pub fn changes(
+        &self,
+        prefix: &Name,
+        after: u64,
+        up_to: u64,
+        events_max: usize,
+        bytes_max: usize,
+    ) -> Result<(Vec<ChangeEvent>, u64), AnchorError> {
+        if up_to <= after {
+            return Ok((Vec::new(), after));
+        }
+        let start = self.keys.change_from(after + 1);
+        let end = self.keys.change_from(up_to.saturating_add(1));
+        let prefix_key = prefix.key();
+        let mut events: Vec<ChangeEvent> = Vec::new();
+        let mut bytes = 0usize;
+        // Changes of one index are delivered together or not at all.
+        let mut pending: Vec<ChangeEvent> = Vec::new();
+        let mut pending_bytes = 0usize;
+        let mut pending_index: Option<u64> = None;
+        let fits = |events: &Vec<ChangeEvent>, n: usize, bytes: usize| {
+            events.is_empty() || (events.len() + n <= events_max && bytes <= bytes_max)
+        };
+        for kv in self.tree.range(start..end) {
+            let (k, v) = kv?;
+            let (index, name_key) = self.keys.split_change(&k)?;
+            if pending_index != Some(index) {
+                if let Some(prev) = pending_index {
+                    if !fits(&events, pending.len(), bytes + pending_bytes) {
+                        return Ok((events, prev - 1));
+                    }
+                    events.append(&mut pending);
+                    bytes += pending_bytes;
+                    pending_bytes = 0;
+                }
+                pending_index = Some(index);
+            }
+            if !name_key.starts_with(&prefix_key) {
+                continue;
+            }
+            let set: Option<RecordSet> = codec::decode(&v, proto::limits::RAFT_FRAME_BYTES_MAX)?;
+            pending_bytes += v.len() + name_key.len();
+            pending.push(ChangeEvent {
+                name: Name::from_key(name_key)?,
+                version: index,
+                set,
+            });
+        }
+        if let Some(last) = pending_index {
+            if !fits(&events, pending.len(), bytes + pending_bytes) {
+                return Ok((events, last - 1));
+            }
+            events.append(&mut pending);
+        }
+        Ok((events, up_to))
+    }
+
+    /// Decides `m` (verified from `signed`) against the current state at time `now_ms`, as
+    /// apply would (the leader's check before proposing; apply decides again in log order).
+    pub fn decide(
+        &self,
+        m: &proto::Mutation,
+        signed: &SignedMutation,
+        now_ms: u64,
+    ) -> Result<Accepted, proto::WireError> {
+        let overlay = Overlay::new(self.scope, &self.tree, self.view(), WATCH_HISTORY_CHANGES);
+        decide::decide(&overlay, m, signed, now_ms, 0)
+    }
+}

@@ -1,0 +1,234 @@
+//! The state machine's tests: apply, watch history, delegation hand-over.
+
+use openraft::{CommittedLeaderId, Entry};
+use policy::Policy;
+use proto::msg::ChangeEvent;
+use proto::{Delegation, DelegationState, Mutation, Op, Record, ScopeDescriptor, SignedMutation};
+
+use super::*;
+use crate::scope::decide::{Accepted, Effect};
+
+fn entry(index: u64, cmd: ScopeCommand) -> Entry<TypeConfig> {
+    Entry {
+        log_id: LogId::new(CommittedLeaderId::new(1, 0), index),
+        payload: EntryPayload::Normal(cmd),
+    }
+}
+
+fn signed(op: Op, nonce: u64) -> SignedMutation {
+    let key = ed25519_dalek::SigningKey::from_bytes(&[3; 32]);
+    let m = Mutation {
+        op,
+        nonce,
+        expires_at_ms: 1_100_000,
+    };
+    SignedMutation::sign(&m, &key).unwrap()
+}
+
+fn put(name: &str, text: &str) -> Op {
+    Op::Put {
+        name: Name::parse(name).unwrap(),
+        records: vec![Record::Text(text.into())],
+        ttl_s: 60,
+    }
+}
+
+fn batch(ops: Vec<Op>, first_nonce: u64) -> ScopeCommand {
+    ScopeCommand::Batch {
+        mutations: ops
+            .into_iter()
+            .enumerate()
+            .map(|(i, op)| signed(op, first_nonce + i as u64))
+            .collect(),
+        proposed_at_ms: 1_000_000,
+    }
+}
+
+async fn scope_with_history() -> (tempfile::TempDir, StateMachine) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = sled::Config::new().path(dir.path()).open().unwrap();
+    let mut sm = StateMachine::open(
+        &db,
+        ScopeId::root(),
+        Name::root(),
+        Arc::new(SigCache::default()),
+    )
+    .unwrap();
+    let genesis = ScopeCommand::Genesis {
+        descriptor: ScopeDescriptor {
+            id: ScopeId::root(),
+            prefix: Name::root(),
+            epoch: 1,
+            members: vec![],
+        },
+        policy_toml: Policy::development(None).to_toml(),
+    };
+    let entries = vec![
+        entry(1, genesis),
+        entry(2, batch(vec![put("/eu/a", "1"), put("/us/b", "1")], 10)),
+        entry(3, batch(vec![put("/eu/a", "2"), put("/eu/c", "1")], 20)),
+        entry(4, batch(vec![put("/us/b", "2")], 30)),
+        entry(
+            5,
+            batch(
+                vec![Op::Delete {
+                    name: Name::parse("/eu/a").unwrap(),
+                }],
+                40,
+            ),
+        ),
+    ];
+    sm.apply(entries).await.unwrap();
+    (dir, sm)
+}
+
+fn names_and_versions(events: &[ChangeEvent]) -> Vec<(String, u64, bool)> {
+    events
+        .iter()
+        .map(|e| (e.name.to_string(), e.version, e.set.is_some()))
+        .collect()
+}
+
+#[tokio::test]
+async fn watch_history_lists_changes_under_a_prefix_in_version_order() {
+    let (_dir, sm) = scope_with_history().await;
+    let st = sm.reader();
+    let eu = Name::parse("/eu").unwrap();
+    let (events, up_to) = st.changes(&eu, 0, 5, 100, 1 << 20).unwrap();
+    assert_eq!(up_to, 5);
+    assert_eq!(
+        names_and_versions(&events),
+        vec![
+            ("/eu/a".into(), 2, true),
+            ("/eu/a".into(), 3, true),
+            ("/eu/c".into(), 3, true),
+            ("/eu/a".into(), 5, false),
+        ]
+    );
+    // Resuming after 3 gives only what came later.
+    let (events, _) = st.changes(&eu, 3, 5, 100, 1 << 20).unwrap();
+    assert_eq!(
+        names_and_versions(&events),
+        vec![("/eu/a".into(), 5, false)]
+    );
+    // Nothing to report is an empty list that still covers the range.
+    let us = Name::parse("/us").unwrap();
+    let (events, up_to) = st.changes(&us, 4, 5, 100, 1 << 20).unwrap();
+    assert!(events.is_empty());
+    assert_eq!(up_to, 5);
+}
+
+#[tokio::test]
+async fn old_watch_history_is_pruned_and_the_floor_says_where_it_ends() {
+    let (_dir, mut sm) = scope_with_history().await;
+    // History: /eu/a@2, /us/b@2, /eu/a@3, /eu/c@3, /us/b@4, /eu/a@5 (deleted). Keep 3.
+    sm.history_max = 3;
+    sm.apply(vec![entry(6, batch(vec![put("/us/d", "1")], 50))])
+        .await
+        .unwrap();
+    let st = sm.reader();
+    let view = st.view();
+    // The batch pruned before it recorded its own change: 6 - 3 = 3 oldest gone
+    // (/eu/a@2, /us/b@2, /eu/a@3), then /us/d@6 was added.
+    assert_eq!(view.changes, 4);
+    assert_eq!(view.watch_floor, 3);
+    let eu = Name::parse("/eu").unwrap();
+    let (events, _) = st.changes(&eu, view.watch_floor, 6, 100, 1 << 20).unwrap();
+    // Index 3 lost /eu/a@3, so the floor is 3: a watch may resume only from after 3
+    // (an older one gets Compacted), and from there the history is complete.
+    assert_eq!(
+        names_and_versions(&events),
+        vec![("/eu/a".into(), 5, false)],
+        "what is left after the floor is complete"
+    );
+    // The floor survives a restart.
+    drop(st);
+    sm.reload_view().unwrap();
+    assert_eq!(sm.reader().view().watch_floor, 3);
+}
+
+#[tokio::test]
+async fn watch_history_never_splits_an_index_when_a_bound_cuts() {
+    let (_dir, sm) = scope_with_history().await;
+    let st = sm.reader();
+    let eu = Name::parse("/eu").unwrap();
+    // Two events max: index 2 (one event) fits, index 3 (two events) would not.
+    let (events, up_to) = st.changes(&eu, 0, 5, 2, 1 << 20).unwrap();
+    assert_eq!(names_and_versions(&events), vec![("/eu/a".into(), 2, true)]);
+    assert_eq!(up_to, 2);
+    // The first index is always delivered whole, even past the bound.
+    let (events, up_to) = st.changes(&eu, 2, 5, 1, 1).unwrap();
+    assert_eq!(events.len(), 2);
+    assert_eq!(up_to, 3);
+}
+
+#[tokio::test]
+async fn an_active_delegation_drops_the_moved_names_and_applying_it_twice_is_harmless() {
+    let (_dir, mut sm) = scope_with_history().await;
+    let child = ScopeId::derive(&[b"child"]);
+    let d = Delegation {
+        referral: proto::Referral {
+            scope: child,
+            prefix: Name::parse("/eu").unwrap(),
+            epoch: 1,
+            members: vec![],
+            ttl_s: 60,
+        },
+        members: vec![],
+        policy_toml: String::new(),
+        index: 6,
+        state: DelegationState::Frozen,
+    };
+    {
+        let mut overlay = Overlay::new(
+            sm.scope,
+            &sm.tree,
+            sm.reader().view(),
+            WATCH_HISTORY_CHANGES,
+        );
+        overlay
+            .apply_effect(
+                Accepted {
+                    effect: Effect::Delegate(Box::new(d), Box::new(signed(put("/x", "p"), 99))),
+                    writer: [0; 32],
+                    nonce: 99,
+                    expires_at_ms: 2_000_000,
+                },
+                6,
+            )
+            .unwrap();
+        let (batch, view) = overlay.into_batch();
+        sm.tree.apply_batch(batch).unwrap();
+        *sm.view.write().unwrap() = view;
+    }
+    let before = sm.reader().view().names;
+    assert_eq!(before, 2, "/eu/c and /us/b");
+    for index in [7, 8] {
+        sm.apply(vec![entry(index, ScopeCommand::DelegationActive { child })])
+            .await
+            .unwrap();
+    }
+    let st = sm.reader();
+    assert_eq!(st.view().names, 1);
+    assert!(st.get(&Name::parse("/eu/c").unwrap()).unwrap().is_none());
+    assert!(st.get(&Name::parse("/us/b").unwrap()).unwrap().is_some());
+    let view = st.view();
+    let d = view.delegations.values().next().unwrap();
+    assert_eq!(d.state, DelegationState::Active);
+    assert!(st.delegation_proof(&child).unwrap().is_some());
+    // Aborting an active delegation changes nothing.
+    sm.apply(vec![entry(
+        9,
+        ScopeCommand::DelegationAborted {
+            child,
+            reason: "late".into(),
+        },
+    )])
+    .await
+    .unwrap();
+    let view = sm.reader().view();
+    assert_eq!(
+        view.delegations.values().next().unwrap().state,
+        DelegationState::Active
+    );
+}

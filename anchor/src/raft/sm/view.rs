@@ -1,0 +1,106 @@
+//! [`ScopeView`]: the part of one scope's state kept decoded in memory, what the rest of
+//! the anchor reads on every request without touching sled.
+
+use std::collections::BTreeMap;
+
+use openraft::LogId;
+use policy::Policy;
+use proto::{codec, Delegation, Name, ScopeDescriptor};
+
+use super::keys::{Keys, Meta, Tag};
+use crate::raft::NodeId;
+use crate::AnchorError;
+
+/// The part of a scope's state the rest of the anchor reads without going through Raft: the
+/// single-valued fields and the delegations, decoded. The state machine replaces it after
+/// every applied batch of entries.
+#[derive(Clone, Debug, Default)]
+pub struct ScopeView {
+    /// The scope's prefix.
+    pub prefix: Name,
+    /// Current policy, once genesis is applied.
+    pub policy: Option<Policy>,
+    /// Current policy as TOML.
+    pub policy_toml: Option<String>,
+    /// Descriptor from genesis.
+    pub descriptor: Option<ScopeDescriptor>,
+    /// Names held.
+    pub names: u64,
+    /// Last applied log id.
+    pub applied: Option<LogId<NodeId>>,
+    /// Delegations by prefix (Aborted ones included).
+    pub delegations: BTreeMap<Name, Delegation>,
+    /// False while a new child scope waits for its parent's hand-over.
+    pub active: bool,
+    /// The parent of a delegated scope.
+    pub parent: Option<ScopeDescriptor>,
+    /// Watches resuming from before this index get "compacted".
+    pub watch_floor: u64,
+    /// Changes kept in the watch history.
+    pub changes: u64,
+    /// For a delegated scope: the parent's log index its log starts after.
+    pub origin: Option<u64>,
+}
+
+impl ScopeView {
+    /// Reads the view of the scope of `keys` from `tree`. `prefix` is kept when the scope
+    /// has no descriptor yet (before genesis).
+    pub(super) fn load(
+        tree: &sled::Tree,
+        keys: &Keys,
+        prefix: Name,
+    ) -> Result<ScopeView, AnchorError> {
+        let policy_toml: Option<String> = read_meta(tree, keys, Meta::Policy)?;
+        let policy = match &policy_toml {
+            Some(t) => Some(Policy::from_toml(t).map_err(|e| AnchorError::Corrupt(e.to_string()))?),
+            None => None,
+        };
+        let descriptor: Option<ScopeDescriptor> = read_meta(tree, keys, Meta::Descriptor)?;
+        let names: u64 = read_meta(tree, keys, Meta::Names)?.unwrap_or(0);
+        let applied: Option<LogId<NodeId>> = read_meta(tree, keys, Meta::Applied)?;
+        let active: bool = read_meta(tree, keys, Meta::Active)?.unwrap_or(true);
+        let parent: Option<ScopeDescriptor> = read_meta(tree, keys, Meta::Parent)?;
+        let watch_floor: u64 = read_meta(tree, keys, Meta::WatchFloor)?.unwrap_or(0);
+        let changes: u64 = read_meta(tree, keys, Meta::Changes)?.unwrap_or(0);
+        let origin: Option<u64> = read_meta(tree, keys, Meta::Origin)?;
+        let mut delegations = BTreeMap::new();
+        for kv in tree.scan_prefix(keys.all(Tag::Delegation)) {
+            let (_, v) = kv?;
+            let d: Delegation = codec::decode(&v, proto::limits::RAFT_FRAME_BYTES_MAX)?;
+            delegations.insert(d.referral.prefix.clone(), d);
+        }
+        let prefix = match &descriptor {
+            Some(d) => d.prefix.clone(),
+            None => prefix,
+        };
+        Ok(ScopeView {
+            prefix,
+            policy,
+            policy_toml,
+            descriptor,
+            names,
+            applied,
+            delegations,
+            active,
+            parent,
+            watch_floor,
+            changes,
+            origin,
+        })
+    }
+}
+
+/// One single-valued field of the scope, decoded.
+pub(super) fn read_meta<T: serde::de::DeserializeOwned>(
+    tree: &sled::Tree,
+    keys: &Keys,
+    field: Meta,
+) -> Result<Option<T>, AnchorError> {
+    match tree.get(keys.meta(field))? {
+        Some(b) => Ok(Some(codec::decode(
+            &b,
+            proto::limits::RAFT_FRAME_BYTES_MAX,
+        )?)),
+        None => Ok(None),
+    }
+}
