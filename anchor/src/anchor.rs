@@ -282,6 +282,17 @@ impl Anchor {
     }
 }
 
+impl crate::http::Probe for Anchor {
+    fn metrics_text(&self) -> String {
+        self.refresh_gauges();
+        self.metrics().render()
+    }
+
+    fn ready(&self) -> bool {
+        Anchor::ready(self)
+    }
+}
+
 fn raft_config(cfg: &AnchorConfig) -> Result<openraft::Config, AnchorError> {
     let r = &cfg.raft;
     let c = openraft::Config {

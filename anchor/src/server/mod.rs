@@ -2,10 +2,10 @@
 //! checked its size), dispatched to the handler of its protocol, answered, timed, and, when
 //! refused, counted once by protocol and reason.
 //!
-//! One file per protocol: [`raft`] (a scope group's RPCs, alone or coalesced), [`resolve`]
-//! (signed answers and referrals), [`mutate`] (propose here or forward to the leader),
-//! [`watch`] (long polls of a prefix's changes), [`admin`] (status, scope creation and
-//! information, child-scope seeds, snapshots). [`host`] gives the delegation driver what it
+//! One file per protocol: `raft` (a scope group's RPCs, alone or coalesced), `resolve`
+//! (signed answers and referrals), `mutate` (propose here or forward to the leader),
+//! `watch` (long polls of a prefix's changes), `admin` (status, scope creation and
+//! information, child-scope seeds, snapshots). `host` gives the delegation code what it
 //! needs of this anchor.
 
 mod admin;
