@@ -312,3 +312,7 @@ fn raft_config(cfg: &AnchorConfig) -> Result<openraft::Config, AnchorError> {
         reason: e.to_string(),
     })
 }
+
+#[cfg(test)]
+#[path = "anchor_tests.rs"]
+mod tests;
