@@ -255,3 +255,7 @@ async fn build_child<H: Host>(
     }
     Ok(())
 }
+
+#[cfg(test)]
+#[path = "receive_tests.rs"]
+mod tests;
