@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use ed25519_dalek::SigningKey;
 use libp2p::identity::Keypair;
@@ -14,7 +15,6 @@ use serde::Serialize;
 
 use super::*;
 use crate::replica::Replica;
-use std::sync::Arc;
 
 #[derive(Clone)]
 struct FakeHost {
