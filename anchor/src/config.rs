@@ -126,40 +126,77 @@ impl AnchorConfig {
             path: path.display().to_string(),
             reason: e.to_string(),
         })?;
-        cfg.validate().map_err(|reason| AnchorError::Config {
+        cfg.validate().map_err(|e| AnchorError::Config {
             path: path.display().to_string(),
-            reason,
+            reason: e.to_string(),
         })?;
         Ok(cfg)
     }
 
     /// Checks values that serde cannot.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), Invalid> {
         self.listen
             .parse::<libp2p::Multiaddr>()
-            .map_err(|e| format!("listen {:?} is not a multiaddr: {e}", self.listen))?;
+            .map_err(|e| Invalid::Listen {
+                value: self.listen.clone(),
+                reason: e.to_string(),
+            })?;
         if let Some(a) = &self.advertise {
             a.parse::<libp2p::Multiaddr>()
-                .map_err(|e| format!("advertise {a:?}: {e}"))?;
+                .map_err(|e| Invalid::Advertise {
+                    value: a.clone(),
+                    reason: e.to_string(),
+                })?;
         }
         let r = &self.raft;
         if r.heartbeat_ms == 0 || r.election_min_ms <= r.heartbeat_ms * 2 {
-            return Err("raft.election_min_ms must be more than twice raft.heartbeat_ms".into());
+            return Err(Invalid::ElectionMin);
         }
         if r.election_max_ms <= r.election_min_ms {
-            return Err("raft.election_max_ms must exceed raft.election_min_ms".into());
+            return Err(Invalid::ElectionMax);
         }
         if r.coalesce_ms * 4 > r.heartbeat_ms {
-            return Err(
-                "raft.coalesce_ms must be at most a quarter of raft.heartbeat_ms (0 turns it off)"
-                    .into(),
-            );
+            return Err(Invalid::Coalesce);
         }
         if self.storage.cache_bytes < 1024 * 1024 {
-            return Err("storage.cache_bytes must be at least 1 MiB".into());
+            return Err(Invalid::Cache);
         }
         Ok(())
     }
+}
+
+/// A value in `anchor.toml` that parses but cannot work; the message says what to set.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Invalid {
+    /// `listen` is not a multiaddr.
+    #[error("listen {value:?} is not a multiaddr: {reason}")]
+    Listen {
+        /// What was given.
+        value: String,
+        /// What the parser said.
+        reason: String,
+    },
+    /// `advertise` is not a multiaddr.
+    #[error("advertise {value:?}: {reason}")]
+    Advertise {
+        /// What was given.
+        value: String,
+        /// What the parser said.
+        reason: String,
+    },
+    /// The election timeout leaves no room for heartbeats.
+    #[error("raft.election_min_ms must be more than twice raft.heartbeat_ms")]
+    ElectionMin,
+    /// The election timeout's range is empty.
+    #[error("raft.election_max_ms must exceed raft.election_min_ms")]
+    ElectionMax,
+    /// Coalescing would delay heartbeats too much.
+    #[error("raft.coalesce_ms must be at most a quarter of raft.heartbeat_ms (0 turns it off)")]
+    Coalesce,
+    /// The cache is too small to work.
+    #[error("storage.cache_bytes must be at least 1 MiB")]
+    Cache,
 }
 
 #[cfg(test)]
@@ -177,7 +214,11 @@ mod tests {
     #[test]
     fn bad_values_are_explained() {
         let cfg: AnchorConfig = toml::from_str("data_dir = \"/x\"\nlisten = \"nope\"").unwrap();
-        assert!(cfg.validate().unwrap_err().contains("multiaddr"));
+        assert!(cfg
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("multiaddr"));
         assert!(toml::from_str::<AnchorConfig>("data_dir = \"/x\"\nbogus = 1").is_err());
     }
 }

@@ -34,9 +34,30 @@ pub enum AnchorError {
     /// The network layer failed.
     #[error("network: {0}")]
     Net(#[from] resolver::net::NetError),
-    /// Raft refused or failed.
+    /// Raft refused or failed (openraft's own errors only).
     #[error("raft: {0}")]
     Raft(String),
+    /// A scope to host here does not list this anchor among its members.
+    #[error("this anchor ({anchor}) is not among the scope's members; add its peer id to the member list")]
+    NotAMember {
+        /// This anchor's peer id.
+        anchor: String,
+    },
+    /// A scope member's peer id does not parse.
+    #[error("bad member peer id {peer_id:?}; give the base58 peer id `anchorage status` shows")]
+    BadMember {
+        /// What was given.
+        peer_id: String,
+    },
+    /// A scope's member list is empty or names an anchor twice.
+    #[error("scope members must be distinct and non-empty")]
+    MembersNotDistinct,
+    /// A new scope's first entry did not commit.
+    #[error("the genesis entry was not committed in {secs} s; check that a majority of the members is running and reachable")]
+    GenesisTimeout {
+        /// How long we tried.
+        secs: u64,
+    },
     /// A policy did not parse.
     #[error("policy: {0}")]
     Policy(#[from] policy::PolicyError),

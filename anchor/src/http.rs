@@ -7,12 +7,21 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
 
-use crate::{Anchor, AnchorError};
+use crate::AnchorError;
+
+/// What the HTTP port shows of a running anchor.
+pub trait Probe: Clone + Send + Sync + 'static {
+    /// The metrics in Prometheus text, gauges refreshed first.
+    fn metrics_text(&self) -> String;
+
+    /// Whether the anchor is ready to serve (every hosted scope knows its leader).
+    fn ready(&self) -> bool;
+}
 
 /// Binds `addr` and serves in the background until `stop` turns true; returns the bound
 /// address.
-pub async fn serve(
-    anchor: Anchor,
+pub async fn serve<P: Probe>(
+    probe: P,
     addr: SocketAddr,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<SocketAddr, AnchorError> {
@@ -27,10 +36,10 @@ pub async fn serve(
         source,
     })?;
     let app = Router::new()
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(metrics::<P>))
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(ready))
-        .with_state(anchor);
+        .route("/readyz", get(ready::<P>))
+        .with_state(probe);
     tokio::spawn(async move {
         let stopped = async move {
             let _ = stop.wait_for(|s| *s).await;
@@ -45,13 +54,12 @@ pub async fn serve(
     Ok(bound)
 }
 
-async fn metrics(State(anchor): State<Anchor>) -> String {
-    anchor.refresh_gauges();
-    anchor.metrics().render()
+async fn metrics<P: Probe>(State(probe): State<P>) -> String {
+    probe.metrics_text()
 }
 
-async fn ready(State(anchor): State<Anchor>) -> (StatusCode, &'static str) {
-    if anchor.ready() {
+async fn ready<P: Probe>(State(probe): State<P>) -> (StatusCode, &'static str) {
+    if probe.ready() {
         (StatusCode::OK, "ready\n")
     } else {
         (

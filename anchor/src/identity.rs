@@ -1,9 +1,11 @@
 //! An anchor's libp2p identity: generated on first start, kept in the data dir (mode 0600).
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use libp2p::identity::Keypair;
 use libp2p::PeerId;
+use proto::AnchorInfo;
 
 use crate::raft::NodeId;
 use crate::AnchorError;
@@ -49,6 +51,20 @@ pub fn node_id(peer: &PeerId) -> NodeId {
 /// Same, from the text form of a peer id.
 pub fn node_id_of_str(peer: &str) -> Option<NodeId> {
     peer.parse::<PeerId>().ok().map(|p| node_id(&p))
+}
+
+/// A scope's members as Raft nodes, by node id.
+pub fn raft_members(members: &[AnchorInfo]) -> Result<BTreeMap<NodeId, AnchorInfo>, AnchorError> {
+    members
+        .iter()
+        .map(|m| {
+            node_id_of_str(&m.peer_id)
+                .map(|id| (id, m.clone()))
+                .ok_or_else(|| AnchorError::BadMember {
+                    peer_id: m.peer_id.clone(),
+                })
+        })
+        .collect()
 }
 
 #[cfg(test)]

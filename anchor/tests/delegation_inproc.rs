@@ -17,6 +17,7 @@ use proto::{
     codec, AnchorInfo, DelegationState, MemberSpec, Mutation, Name, Op, ReadLevel, Record, ScopeId,
     SignedMutation, WireError,
 };
+use resolver::clock;
 use resolver::net::{self, NetConfig, NetHandle, Protocol};
 
 fn free_port() -> u16 {
@@ -24,13 +25,6 @@ fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("a free port")
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
 }
 
 struct Net {
@@ -97,7 +91,7 @@ fn sign(op: Op, keys: &[&SigningKey]) -> SignedMutation {
     let m = Mutation {
         op,
         nonce: rand::random(),
-        expires_at_ms: now_ms() + 60_000,
+        expires_at_ms: clock::system().unix_ms() + 60_000,
     };
     let mut signed = SignedMutation::sign(&m, keys[0]).unwrap();
     for k in &keys[1..] {

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anchor::node::StartOptions;
+use anchor::StartOptions;
 use anchor::{Anchor, AnchorConfig};
 use anyhow::{bail, Context, Result};
 use proto::{ReadLevel, Record};
@@ -105,6 +105,7 @@ async fn start_cluster(faults: &Arc<SeededFaults>) -> Result<Cluster> {
         cfg.raft.logs_kept_after_snapshot = 50;
         let opts = StartOptions {
             faults: Some(faults.clone()),
+            ..StartOptions::default()
         };
         anchors.push(Anchor::start_with(cfg, opts).await?);
     }

@@ -5,9 +5,9 @@
 //! Group identity (the [`ScopeId`]) lives in the storage and network instances; the type
 //! configuration is the same for every scope.
 
-// The leader-side proposer (batching writes and read-index rounds) joins these modules.
 pub mod log_store;
 pub mod network;
+pub mod proposer;
 pub mod sm;
 
 use std::io::Cursor;

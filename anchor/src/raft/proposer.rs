@@ -1,32 +1,37 @@
-//! Leader-side batching, per scope: concurrent writes become one log entry, concurrent
-//! linearizable reads share one read-index round.
+//! The leader's side of a scope's writes and linearizable reads: concurrent writes become one
+//! log entry, concurrent linearizable reads share one read-index round.
 //!
 //! openraft 0.9 appends (and fsyncs) each `client_write` on its own, so one entry per write
-//! caps a scope at one fsync per write. The proposer drains what is queued into a
-//! [`ScopeCommand::Batch`] (bounded in count and bytes, at most one mutation per name so each
-//! name's version stays the log index that changed it), keeps a few batches in flight, and
-//! hands each writer its own outcome. Forming a batch is the pure [`take_batch`].
+//! caps a scope at one fsync per write. The proposer drains what is queued into one
+//! [`ScopeCommand::Batch`] entry (bounded in count and bytes, at most one mutation per name so
+//! each name's version stays the log index that changed it), keeps a few entries in flight,
+//! and hands each writer its own outcome. Choosing an entry's mutations is the pure
+//! [`take_entry`].
+//!
+//! (Not to be confused with the coalescing of Raft RPCs of many scopes into one message,
+//! which the network adapter does.)
 
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use proto::limits::{BATCH_BYTES_MAX, BATCH_MUTATIONS_MAX};
 use proto::{Name, ScopeId, SignedMutation, WireError};
+use resolver::clock::SharedClock;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::raft::{ScopeCommand, ScopeRaft};
 
 /// Proposals queued per scope before writers hear "overloaded".
 pub const PROPOSALS_QUEUED_MAX: usize = 8192;
-/// Batches in flight per scope.
-pub const BATCHES_INFLIGHT_MAX: usize = 2;
+/// Entries of writes in flight (proposed, not yet committed) per scope.
+pub const ENTRIES_INFLIGHT_MAX: usize = 2;
 /// Linearizable reads waiting per scope.
 pub const READS_QUEUED_MAX: usize = 8192;
 /// How long one read-index round may take.
 pub const READ_INDEX_TIMEOUT: Duration = Duration::from_secs(3);
-/// How long one batch may wait for its commit.
+/// How long one entry of writes may wait for its commit.
 pub const COMMIT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// One verified mutation waiting to be proposed.
@@ -46,49 +51,52 @@ impl Proposal {
     }
 }
 
-/// Takes the next batch from the front of `queue`: at most [`BATCH_MUTATIONS_MAX`]
+/// Takes the mutations of the next entry from the front of `queue`: at most [`BATCH_MUTATIONS_MAX`]
 /// mutations and [`BATCH_BYTES_MAX`] bytes (the first is always taken), at most one per name.
 /// Skipped proposals keep their order in the queue.
-pub fn take_batch(queue: &mut VecDeque<Proposal>) -> Vec<Proposal> {
-    let mut batch: Vec<Proposal> = Vec::new();
+pub fn take_entry(queue: &mut VecDeque<Proposal>) -> Vec<Proposal> {
+    let mut entry: Vec<Proposal> = Vec::new();
     let mut names = BTreeSet::new();
     let mut bytes = 0;
     let mut rest = VecDeque::with_capacity(queue.len());
     while let Some(p) = queue.pop_front() {
-        let fits = batch.is_empty()
-            || (batch.len() < BATCH_MUTATIONS_MAX && bytes + p.bytes() <= BATCH_BYTES_MAX);
+        let fits = entry.is_empty()
+            || (entry.len() < BATCH_MUTATIONS_MAX && bytes + p.bytes() <= BATCH_BYTES_MAX);
         if fits && !names.contains(&p.name) {
             bytes += p.bytes();
             names.insert(p.name.clone());
-            batch.push(p);
+            entry.push(p);
         } else {
             rest.push_back(p);
         }
-        if batch.len() >= BATCH_MUTATIONS_MAX {
+        if entry.len() >= BATCH_MUTATIONS_MAX {
             break;
         }
     }
     rest.append(queue);
     *queue = rest;
-    batch
+    entry
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
-/// Starts the proposer of one scope; send it verified proposals.
-pub fn spawn_proposer(raft: ScopeRaft, scope: ScopeId) -> mpsc::Sender<Proposal> {
+/// Starts the proposer of one scope; send it verified proposals. `clock` stamps each entry
+/// with the leader's wall-clock time.
+pub fn spawn_proposer(
+    raft: ScopeRaft,
+    scope: ScopeId,
+    clock: SharedClock,
+) -> mpsc::Sender<Proposal> {
     let (tx, rx) = mpsc::channel(PROPOSALS_QUEUED_MAX);
-    tokio::spawn(run_proposer(raft, scope, rx));
+    tokio::spawn(run_proposer(raft, scope, clock, rx));
     tx
 }
 
-async fn run_proposer(raft: ScopeRaft, scope: ScopeId, mut rx: mpsc::Receiver<Proposal>) {
-    let inflight = Arc::new(Semaphore::new(BATCHES_INFLIGHT_MAX));
+async fn run_proposer(
+    raft: ScopeRaft,
+    scope: ScopeId,
+    clock: SharedClock,
+    mut rx: mpsc::Receiver<Proposal>,
+) {
+    let inflight = Arc::new(Semaphore::new(ENTRIES_INFLIGHT_MAX));
     let mut queue = VecDeque::new();
     loop {
         if queue.is_empty() {
@@ -103,21 +111,22 @@ async fn run_proposer(raft: ScopeRaft, scope: ScopeId, mut rx: mpsc::Receiver<Pr
         while let Ok(p) = rx.try_recv() {
             queue.push_back(p);
         }
-        let batch = take_batch(&mut queue);
+        let entry = take_entry(&mut queue);
         let raft = raft.clone();
+        let clock = clock.clone();
         tokio::spawn(async move {
-            commit_batch(&raft, scope, batch).await;
+            commit_entry(&raft, scope, entry, clock.unix_ms()).await;
             drop(permit);
         });
     }
 }
 
-async fn commit_batch(raft: &ScopeRaft, scope: ScopeId, batch: Vec<Proposal>) {
+async fn commit_entry(raft: &ScopeRaft, scope: ScopeId, entry: Vec<Proposal>, proposed_at_ms: u64) {
     let (mutations, replies): (Vec<_>, Vec<_>) =
-        batch.into_iter().map(|p| (p.mutation, p.reply)).unzip();
+        entry.into_iter().map(|p| (p.mutation, p.reply)).unzip();
     let cmd = ScopeCommand::Batch {
         mutations,
-        proposed_at_ms: now_ms(),
+        proposed_at_ms,
     };
     let outcome = tokio::time::timeout(COMMIT_TIMEOUT, raft.client_write(cmd)).await;
     let results: Vec<Result<u64, WireError>> = match outcome {
@@ -158,16 +167,16 @@ async fn commit_batch(raft: &ScopeRaft, scope: ScopeId, batch: Vec<Proposal>) {
 /// A reader waiting for a read-index round.
 pub type ReadWaiter = oneshot::Sender<Result<(), WireError>>;
 
-/// Starts the read-index batcher of one scope: every waiter queued when a round starts is
+/// Starts the read-index rounds of one scope: every waiter queued when a round starts is
 /// answered by that round (the round starts after each of them arrived, so each read is
 /// linearizable).
-pub fn spawn_read_batcher(raft: ScopeRaft, scope: ScopeId) -> mpsc::Sender<ReadWaiter> {
+pub fn spawn_read_rounds(raft: ScopeRaft, scope: ScopeId) -> mpsc::Sender<ReadWaiter> {
     let (tx, rx) = mpsc::channel(READS_QUEUED_MAX);
-    tokio::spawn(run_read_batcher(raft, scope, rx));
+    tokio::spawn(run_read_rounds(raft, scope, rx));
     tx
 }
 
-async fn run_read_batcher(raft: ScopeRaft, scope: ScopeId, mut rx: mpsc::Receiver<ReadWaiter>) {
+async fn run_read_rounds(raft: ScopeRaft, scope: ScopeId, mut rx: mpsc::Receiver<ReadWaiter>) {
     while let Some(first) = rx.recv().await {
         let mut waiters = vec![first];
         while let Ok(w) = rx.try_recv() {
@@ -233,21 +242,21 @@ mod tests {
             .iter()
             .map(|n| proposal(n, 1))
             .collect();
-        assert_eq!(names(&take_batch(&mut q)), ["/a", "/b", "/c"]);
-        assert_eq!(names(&take_batch(&mut q)), ["/a", "/b"]);
-        assert!(take_batch(&mut q).is_empty());
+        assert_eq!(names(&take_entry(&mut q)), ["/a", "/b", "/c"]);
+        assert_eq!(names(&take_entry(&mut q)), ["/a", "/b"]);
+        assert!(take_entry(&mut q).is_empty());
     }
 
     #[test]
-    fn batches_are_bounded_by_bytes_and_count() {
+    fn entries_are_bounded_by_bytes_and_count() {
         let mut q: VecDeque<_> = (0..4).map(|i| proposal(&format!("/n{i}"), 4000)).collect();
-        let per_batch = BATCH_BYTES_MAX / 4100;
-        let b = take_batch(&mut q);
-        assert!(b.len() <= per_batch.max(1));
+        let per_entry = BATCH_BYTES_MAX / 4100;
+        let b = take_entry(&mut q);
+        assert!(b.len() <= per_entry.max(1));
         let mut q: VecDeque<_> = (0..BATCH_MUTATIONS_MAX + 10)
             .map(|i| proposal(&format!("/m{i}"), 1))
             .collect();
-        assert_eq!(take_batch(&mut q).len(), BATCH_MUTATIONS_MAX);
+        assert_eq!(take_entry(&mut q).len(), BATCH_MUTATIONS_MAX);
         assert_eq!(q.len(), 10);
     }
 }

@@ -1,0 +1,79 @@
+//! One anchor in process, with a clock the test moves.
+
+use std::time::Duration;
+
+use ed25519_dalek::SigningKey;
+use proto::msg::{MutateRequest, MutateResponse};
+use proto::{codec, Mutation, Name, Op, Record, ScopeDescriptor, ScopeId, SignedMutation};
+use resolver::clock::ManualClock;
+use resolver::net::Protocol;
+
+use super::*;
+
+/// 2001-09-09: long before any machine running this test.
+const T0: u64 = 1_000_000_000_000;
+
+async fn mutate(anchor: &Anchor, mutation: SignedMutation) -> MutateResponse {
+    let req = MutateRequest {
+        mutation,
+        forwarded: false,
+    };
+    let peer: PeerId = anchor.info().peer_id.parse().unwrap();
+    let answer = anchor
+        .handle(peer, Protocol::Mutate, codec::encode(&req).unwrap())
+        .await;
+    codec::decode(&answer, 1 << 20).unwrap()
+}
+
+fn put(key: &SigningKey, expires_at_ms: u64) -> SignedMutation {
+    let m = Mutation {
+        op: Op::Put {
+            name: Name::parse("/a").unwrap(),
+            records: vec![Record::Text("x".into())],
+            ttl_s: 60,
+        },
+        nonce: rand::random(),
+        expires_at_ms,
+    };
+    SignedMutation::sign(&m, key).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_anchor_reads_wall_clock_time_from_the_clock_it_is_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = AnchorConfig::new(dir.path());
+    cfg.listen = "/ip4/127.0.0.1/tcp/0".into();
+    cfg.raft.heartbeat_ms = 50;
+    cfg.raft.election_min_ms = 300;
+    cfg.raft.election_max_ms = 600;
+    let clock = ManualClock::new(T0);
+    let opts = StartOptions {
+        clock: clock.clone(),
+        ..StartOptions::default()
+    };
+    let anchor = Anchor::start_with(cfg, opts).await.unwrap();
+    let root = ScopeDescriptor {
+        id: ScopeId::root(),
+        prefix: Name::root(),
+        epoch: 1,
+        members: vec![anchor.info()],
+    };
+    let policy = policy::Policy::development(None).to_toml();
+    anchor.create_scope(root, policy, true).await.unwrap();
+    let key = SigningKey::from_bytes(&[7; 32]);
+
+    // Long expired by the machine's clock, valid by the anchor's.
+    let answer = mutate(&anchor, put(&key, T0 + 30_000)).await;
+    assert!(
+        matches!(answer, MutateResponse::Committed { .. }),
+        "{answer:?}"
+    );
+
+    clock.advance(Duration::from_secs(60));
+    let answer = mutate(&anchor, put(&key, T0 + 30_000)).await;
+    assert!(
+        matches!(answer, MutateResponse::Error(WireError::Expired { .. })),
+        "{answer:?}"
+    );
+    anchor.shutdown().await;
+}

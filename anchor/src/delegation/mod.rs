@@ -1,0 +1,95 @@
+//! Carrying out delegations: the parent's leader seeds the child's members and commits the
+//! hand-over; the child, once its parent refers to it, starts taking writes.
+//!
+//! 1. The parent commits `Op::Delegate` (an admin-signed mutation): the delegation is Frozen
+//!    and writes under its prefix get `Moving`; reads are still served.
+//! 2. [`drive`] on the parent's leader sends every child member the frozen records in chunks
+//!    (`SeedScope`, with the signed delegation as proof). Each member ([`Receiver`]) checks
+//!    the proof, the sender and its own placement labels, then writes the child's state as a
+//!    snapshot at the parent's delegation index and starts the group; the first listed
+//!    member calls the election.
+//! 3. Once the child has a leader that applied its first entry, the parent's leader commits
+//!    `DelegationActive`: the parent drops the moved records and answers with a referral.
+//!    If that cannot happen within [`HAND_OVER_TIMEOUT`], it commits `DelegationAborted`.
+//! 4. The child's leader, while inactive, asks its parent's members about its prefix; when one
+//!    answers with a referral to it, it commits `Activate` and accepts writes.
+//!
+//! Every step is idempotent and re-driven by whoever leads after a leader change. At no
+//! instant does a name resolve to nothing or to two different record sets: until step 3 the
+//! parent answers and the child holds the same frozen records; from step 3 the parent refers
+//! and the child answers; the child changes nothing before step 4.
+//!
+//! Both sides see the anchor only through [`Host`]: its hosted replicas, its identity, a way
+//! to reach other anchors, and the two ways of hosting a child scope.
+
+mod driver;
+mod receive;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use libp2p::PeerId;
+use proto::{ScopeDescriptor, ScopeId};
+use resolver::net::{CallError, Protocol};
+use resolver::AnchorAddr;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::raft::sm::Seed;
+use crate::raft::NodeId;
+use crate::replica::Replica;
+use crate::AnchorError;
+
+pub use driver::{drive, HAND_OVER_TIMEOUT, STRAGGLER_GRACE};
+pub use receive::Receiver;
+
+/// What delegation needs of the anchor it runs on.
+pub trait Host: Clone + Send + Sync + 'static {
+    /// This anchor's Raft node id.
+    fn node_id(&self) -> NodeId;
+
+    /// This anchor's peer id.
+    fn peer_id(&self) -> PeerId;
+
+    /// This anchor's placement labels.
+    fn labels(&self) -> &BTreeMap<String, String>;
+
+    /// Every hosted replica.
+    fn replicas(&self) -> Vec<Arc<Replica>>;
+
+    /// The replica of scope `id`, if hosted here.
+    fn replica(&self, id: &ScopeId) -> Option<Arc<Replica>>;
+
+    /// Wall-clock time, ms since the epoch.
+    fn now_ms(&self) -> u64;
+
+    /// Counts one delegation step by its outcome.
+    fn count(&self, step: &str, outcome: &str);
+
+    /// One request to an anchor, answered within `timeout`; a request to this anchor itself
+    /// (a parent member that is also a child member) is handled in place.
+    fn call<Req, Resp>(
+        &self,
+        to: &AnchorAddr,
+        protocol: Protocol,
+        req: &Req,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<Resp, CallError>> + Send
+    where
+        Req: Serialize + Sync,
+        Resp: DeserializeOwned + Send;
+
+    /// Hosts a child scope from its seed and starts its group.
+    fn host_seeded(
+        &self,
+        seed: &Seed<'_>,
+    ) -> impl Future<Output = Result<Arc<Replica>, AnchorError>> + Send;
+
+    /// Hosts an empty replica of a child scope (it catches up by snapshot).
+    fn host_empty(
+        &self,
+        descriptor: &ScopeDescriptor,
+    ) -> impl Future<Output = Result<Arc<Replica>, AnchorError>> + Send;
+}

@@ -1,0 +1,301 @@
+//! The scope replicas this anchor hosts: the `scopes` tree that lists them, opening each one
+//! (log store, state machine, Raft group, proposer, read-index rounds), creating a new scope,
+//! hosting a seeded or an empty child scope, and finding the replica for an id or a name.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use proto::limits::CLIENT_FRAME_BYTES_MAX;
+use proto::{codec, Name, ScopeDescriptor, ScopeId};
+use resolver::clock::SharedClock;
+use resolver::net::NetHandle;
+
+use crate::identity;
+use crate::raft::log_store::{self, FlusherHandle, LogStore};
+use crate::raft::network::{Coalescer, NetworkFactory};
+use crate::raft::proposer;
+use crate::raft::sm::{self, Seed, StateMachine};
+use crate::raft::{NodeId, ScopeCommand};
+use crate::replica::Replica;
+use crate::scope::sig_cache::SigCache;
+use crate::AnchorError;
+
+/// How long the genesis entry may wait for its commit.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a new scope's first member keeps trying to commit its genesis entry.
+const GENESIS_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// What a replica is opened with: the database and the plumbing every group shares.
+pub(crate) struct Plumbing {
+    /// The anchor's database.
+    pub db: sled::Db,
+    /// Its group-commit flusher.
+    pub flusher: FlusherHandle,
+    /// The swarm, for the groups' Raft RPCs.
+    pub net: NetHandle,
+    /// Coalesces the RPCs of many groups to one peer.
+    pub coalescer: Arc<Coalescer>,
+    /// Signatures already checked, shared by every state machine.
+    pub verified: Arc<SigCache>,
+    /// The Raft configuration of every group.
+    pub raft_config: Arc<openraft::Config>,
+    /// This anchor's Raft node id.
+    pub node_id: NodeId,
+    /// This anchor's peer id, base58.
+    pub peer_id: String,
+    /// Wall-clock time for the proposers.
+    pub clock: SharedClock,
+}
+
+/// The hosted replicas, by scope id.
+pub struct Registry {
+    plumbing: Plumbing,
+    /// The `scopes` tree: every hosted scope's descriptor.
+    listed: sled::Tree,
+    scopes: RwLock<BTreeMap<ScopeId, Arc<Replica>>>,
+}
+
+impl Registry {
+    /// Opens the registry and every scope it lists.
+    pub(crate) async fn open(plumbing: Plumbing) -> Result<Registry, AnchorError> {
+        let listed = plumbing.db.open_tree("scopes")?;
+        let registry = Registry {
+            plumbing,
+            listed,
+            scopes: RwLock::new(BTreeMap::new()),
+        };
+        for kv in registry.listed.iter() {
+            let (_, v) = kv?;
+            let descriptor: ScopeDescriptor = codec::decode(&v, CLIENT_FRAME_BYTES_MAX)?;
+            registry.open_replica(descriptor).await?;
+        }
+        Ok(registry)
+    }
+
+    /// Every hosted replica.
+    pub fn all(&self) -> Vec<Arc<Replica>> {
+        self.scopes
+            .read()
+            .map(|s| s.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// The replica of scope `id`, if hosted here.
+    pub fn get(&self, id: &ScopeId) -> Option<Arc<Replica>> {
+        self.scopes.read().ok().and_then(|s| s.get(id).cloned())
+    }
+
+    /// The hosted scope with the longest prefix that contains `name`.
+    pub fn governing(&self, name: &Name) -> Option<Arc<Replica>> {
+        self.all()
+            .into_iter()
+            .filter(|r| name.is_under(&r.descriptor.prefix))
+            .max_by_key(|r| r.descriptor.prefix.depth())
+    }
+
+    /// This anchor's Raft node id.
+    pub fn node_id(&self) -> NodeId {
+        self.plumbing.node_id
+    }
+
+    /// Stops every group.
+    pub(crate) async fn stop_groups(&self) {
+        for r in self.all() {
+            let _ = r.raft.shutdown().await;
+        }
+    }
+
+    /// Forgets every replica (after [`Registry::stop_groups`]).
+    pub(crate) fn forget_all(&self) {
+        if let Ok(mut s) = self.scopes.write() {
+            s.clear();
+        }
+    }
+
+    async fn open_replica(&self, descriptor: ScopeDescriptor) -> Result<Arc<Replica>, AnchorError> {
+        let p = &self.plumbing;
+        let id = descriptor.id;
+        let log = LogStore::open(&p.db, id, p.flusher.clone())?;
+        let sm = StateMachine::open(&p.db, id, descriptor.prefix.clone(), p.verified.clone())?;
+        let state = sm.reader();
+        let network = NetworkFactory {
+            scope: id,
+            net: p.net.clone(),
+            coalescer: p.coalescer.clone(),
+        };
+        let raft = openraft::Raft::new(p.node_id, p.raft_config.clone(), network, log, sm)
+            .await
+            .map_err(|e| AnchorError::Raft(e.to_string()))?;
+        let proposals = proposer::spawn_proposer(raft.clone(), id, p.clock.clone());
+        let reads = proposer::spawn_read_rounds(raft.clone(), id);
+        let replica = Arc::new(Replica::new(descriptor, raft, state, proposals, reads));
+        if let Ok(mut s) = self.scopes.write() {
+            s.insert(id, replica.clone());
+        }
+        tracing::info!(scope = %id, prefix = %replica.descriptor.prefix, "scope replica opened");
+        Ok(replica)
+    }
+
+    fn flush_error(source: std::io::Error) -> AnchorError {
+        AnchorError::Io {
+            path: "db".into(),
+            source,
+        }
+    }
+
+    /// Records the scope in the registry, makes everything written so far durable, and
+    /// starts its group.
+    async fn register_and_open(
+        &self,
+        descriptor: &ScopeDescriptor,
+    ) -> Result<Arc<Replica>, AnchorError> {
+        self.listed
+            .insert(descriptor.id.0, codec::encode(descriptor)?)?;
+        self.plumbing
+            .flusher
+            .flush()
+            .await
+            .map_err(Registry::flush_error)?;
+        self.open_replica(descriptor.clone()).await
+    }
+
+    /// Hosts a child scope from its seed: its state as a snapshot at the seed's log id (any
+    /// partial earlier attempt replaced), its log starting there, and its group started.
+    pub(crate) async fn host_seeded(&self, seed: &Seed<'_>) -> Result<Arc<Replica>, AnchorError> {
+        let p = &self.plumbing;
+        let id = seed.child.id;
+        log_store::remove_scope(&p.db, &id)?;
+        sm::seed(&p.db, seed)?;
+        LogStore::open(&p.db, id, p.flusher.clone())?.seed_purged(seed.log_id)?;
+        self.register_and_open(seed.child).await
+    }
+
+    /// Hosts an empty replica of a child scope that missed its seeding (its leader sends it a
+    /// snapshot), replacing any partial earlier attempt.
+    pub(crate) async fn host_empty(
+        &self,
+        descriptor: &ScopeDescriptor,
+    ) -> Result<Arc<Replica>, AnchorError> {
+        log_store::remove_scope(&self.plumbing.db, &descriptor.id)?;
+        sm::remove_scope(&self.plumbing.db, &descriptor.id)?;
+        self.register_and_open(descriptor).await
+    }
+
+    /// Hosts a replica of a new scope; with `bootstrap`, initializes the group and commits
+    /// its genesis entry.
+    pub async fn create_scope(
+        &self,
+        descriptor: ScopeDescriptor,
+        policy_toml: String,
+        bootstrap: bool,
+    ) -> Result<(), AnchorError> {
+        policy::Policy::from_toml(&policy_toml)?;
+        let me = &self.plumbing.peer_id;
+        if !descriptor.members.iter().any(|m| &m.peer_id == me) {
+            return Err(AnchorError::NotAMember { anchor: me.clone() });
+        }
+        let members = identity::raft_members(&descriptor.members)?;
+        if members.len() != descriptor.members.len() || members.is_empty() {
+            return Err(AnchorError::MembersNotDistinct);
+        }
+        let replica = match self.get(&descriptor.id) {
+            Some(r) if !bootstrap => return Err(AnchorError::AlreadyExists(r.id)),
+            Some(r) => r,
+            None => {
+                let key = descriptor.id.0;
+                let value = codec::encode(&descriptor)?;
+                if self
+                    .listed
+                    .compare_and_swap(key, None as Option<&[u8]>, Some(value))?
+                    .is_err()
+                {
+                    return Err(AnchorError::AlreadyExists(descriptor.id));
+                }
+                self.plumbing
+                    .flusher
+                    .flush()
+                    .await
+                    .map_err(Registry::flush_error)?;
+                self.open_replica(descriptor.clone()).await?
+            }
+        };
+        if !bootstrap {
+            return Ok(());
+        }
+        if replica
+            .raft
+            .is_initialized()
+            .await
+            .map_err(|e| AnchorError::Raft(e.to_string()))?
+        {
+            return Err(AnchorError::AlreadyExists(replica.id));
+        }
+        replica
+            .raft
+            .initialize(members)
+            .await
+            .map_err(|e| AnchorError::Raft(e.to_string()))?;
+        let genesis = ScopeCommand::Genesis {
+            descriptor,
+            policy_toml,
+        };
+        let deadline = Instant::now() + GENESIS_TIMEOUT;
+        loop {
+            match tokio::time::timeout(WRITE_TIMEOUT, replica.raft.client_write(genesis.clone()))
+                .await
+            {
+                Ok(Ok(_)) => return Ok(()),
+                Ok(Err(e)) if Instant::now() > deadline => {
+                    return Err(AnchorError::Raft(e.to_string()))
+                }
+                Err(_) if Instant::now() > deadline => {
+                    return Err(AnchorError::GenesisTimeout {
+                        secs: GENESIS_TIMEOUT.as_secs(),
+                    })
+                }
+                _ => {
+                    // Not leader yet (the election started by initialize is under way):
+                    // wait for the next metrics change, bounded, then try again.
+                    let mut metrics = replica.raft.metrics();
+                    let _ =
+                        tokio::time::timeout(Duration::from_millis(200), metrics.changed()).await;
+                }
+            }
+        }
+    }
+
+    /// Builds a snapshot of every hosted scope and purges the log up to it.
+    pub async fn snapshot_all(&self) -> Result<(), AnchorError> {
+        for r in self.all() {
+            let applied = r
+                .raft
+                .metrics()
+                .borrow()
+                .last_applied
+                .map_or(0, |l| l.index);
+            r.raft
+                .trigger()
+                .snapshot()
+                .await
+                .map_err(|e| AnchorError::Raft(e.to_string()))?;
+            let waited = r
+                .raft
+                .wait(Some(Duration::from_secs(20)))
+                .metrics(
+                    |m| m.snapshot.is_some_and(|s| s.index >= applied),
+                    "snapshot built",
+                )
+                .await
+                .map_err(|e| AnchorError::Raft(e.to_string()))?;
+            if let Some(s) = waited.snapshot {
+                r.raft
+                    .trigger()
+                    .purge_log(s.index)
+                    .await
+                    .map_err(|e| AnchorError::Raft(e.to_string()))?;
+            }
+        }
+        Ok(())
+    }
+}

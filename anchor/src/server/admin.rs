@@ -1,0 +1,113 @@
+//! The admin protocol: this anchor's status, creating a scope, one scope in detail, a chunk
+//! of a child scope's seed, and building snapshots.
+
+use libp2p::PeerId;
+use proto::msg::{AdminRequest, AdminResponse, AnchorStatus, ScopeInfo, ScopeTarget};
+use proto::{codec, Name, WireError};
+use resolver::net::Protocol;
+
+use super::Server;
+use crate::scope::decide;
+
+/// Bytes of delegations one ScopeInfo answer carries (the policy takes up to 64 KiB more).
+const SCOPE_INFO_DELEGATION_BYTES_MAX: usize = 128 * 1024;
+
+impl Server {
+    pub(super) async fn handle_admin(&self, peer: PeerId, bytes: &[u8]) -> AdminResponse {
+        let req: AdminRequest = match self.decode(Protocol::Admin, bytes) {
+            Ok(r) => r,
+            Err(e) => return AdminResponse::Error(e),
+        };
+        let registry = &self.inner.registry;
+        match req {
+            AdminRequest::Status => AdminResponse::Status(self.status()),
+            AdminRequest::CreateScope {
+                descriptor,
+                policy_toml,
+                bootstrap,
+            } => match registry
+                .create_scope(descriptor, policy_toml, bootstrap)
+                .await
+            {
+                Ok(()) => AdminResponse::Ok,
+                Err(e) => AdminResponse::Error(WireError::Refused {
+                    reason: e.to_string(),
+                }),
+            },
+            AdminRequest::ScopeInfo { target } => match self.scope_info(&target) {
+                Ok(info) => AdminResponse::Scope(Box::new(info)),
+                Err(e) => AdminResponse::Error(e),
+            },
+            AdminRequest::SeedScope(seed) => {
+                match self.inner.receiver.seed_scope(self, peer, seed).await {
+                    Ok(()) => AdminResponse::Ok,
+                    Err(e) => {
+                        self.refuse(Protocol::Admin, decide::refusal_label(&e));
+                        AdminResponse::Error(e)
+                    }
+                }
+            }
+            AdminRequest::Snapshot => match registry.snapshot_all().await {
+                Ok(()) => AdminResponse::Ok,
+                Err(e) => AdminResponse::Error(WireError::Unavailable {
+                    reason: e.to_string(),
+                }),
+            },
+        }
+    }
+
+    /// One hosted scope in detail.
+    pub fn scope_info(&self, target: &ScopeTarget) -> Result<ScopeInfo, WireError> {
+        let replica = match target {
+            ScopeTarget::Id(id) => self.inner.registry.get(id),
+            ScopeTarget::Name(name) => self.inner.registry.governing(name),
+        };
+        let Some(r) = replica else {
+            let name = match target {
+                ScopeTarget::Name(n) => n.clone(),
+                ScopeTarget::Id(_) => Name::root(),
+            };
+            return Err(WireError::NoScope { name });
+        };
+        let view = r.state.view();
+        // Delegations travel without their policy text (ask the child for it), and only as
+        // many as fit one frame.
+        let mut delegations = Vec::new();
+        let mut bytes = 0;
+        for mut d in view.delegations.into_values() {
+            d.policy_toml.clear();
+            bytes += codec::encode(&d).map_or(0, |b| b.len());
+            if bytes > SCOPE_INFO_DELEGATION_BYTES_MAX {
+                break;
+            }
+            delegations.push(d);
+        }
+        Ok(ScopeInfo {
+            status: r.status(),
+            descriptor: view.descriptor.unwrap_or_else(|| r.descriptor.clone()),
+            parent: view.parent,
+            policy_toml: view.policy_toml,
+            delegations,
+            active: view.active,
+            load: r.load.load(self.inner.clock.unix_s()),
+        })
+    }
+
+    /// This anchor's status, as `anchorage status` shows it.
+    pub fn status(&self) -> AnchorStatus {
+        let scopes = self
+            .inner
+            .registry
+            .all()
+            .iter()
+            .map(|r| r.status())
+            .collect();
+        AnchorStatus {
+            peer_id: self.inner.peer_id.to_base58(),
+            node_id: self.inner.registry.node_id(),
+            addrs: self.inner.info.addrs.clone(),
+            labels: self.inner.labels.clone(),
+            scopes,
+        }
+    }
+}

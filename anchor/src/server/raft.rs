@@ -1,0 +1,102 @@
+//! The Raft protocol's inbound side: a scope group's RPC from a member (append, vote,
+//! snapshot) handed to the group, or several groups' RPCs coalesced into one message by the
+//! sender's network adapter, each handled as if it had come alone.
+
+use libp2p::PeerId;
+use proto::limits::RAFT_FRAME_BYTES_MAX;
+use proto::msg::{RaftRequest, RaftResponse, RaftRpc};
+use proto::{codec, WireError};
+use resolver::net::Protocol;
+
+use super::Server;
+
+impl Server {
+    pub(super) async fn handle_raft(&self, peer: PeerId, bytes: &[u8]) -> RaftResponse {
+        let req: RaftRequest = match self.decode(Protocol::Raft, bytes) {
+            Ok(r) => r,
+            Err(e) => return RaftResponse::Refused(e),
+        };
+        if req.rpc == RaftRpc::Batch {
+            return self.handle_raft_coalesced(peer, &req.payload).await;
+        }
+        self.handle_raft_one(peer, req).await
+    }
+
+    /// Coalesced RPCs (heartbeats of many scopes): each is checked and handled as if it had
+    /// come alone, concurrently, and the answers go back in order.
+    async fn handle_raft_coalesced(&self, peer: PeerId, payload: &[u8]) -> RaftResponse {
+        let requests: Vec<RaftRequest> = match self.decode(Protocol::Raft, payload) {
+            Ok(r) => r,
+            Err(e) => return RaftResponse::Refused(e),
+        };
+        let nested = requests.iter().any(|r| r.rpc == RaftRpc::Batch);
+        if requests.len() > proto::limits::RAFT_BATCH_RPCS_MAX || nested {
+            self.refuse(Protocol::Raft, "malformed");
+            return RaftResponse::Refused(WireError::Invalid {
+                reason: format!(
+                    "a batch carries at most {} RPCs, none of them a batch",
+                    proto::limits::RAFT_BATCH_RPCS_MAX
+                ),
+            });
+        }
+        let answers =
+            futures::future::join_all(requests.into_iter().map(|r| self.handle_raft_one(peer, r)))
+                .await;
+        match codec::encode(&answers) {
+            Ok(b) if b.len() <= RAFT_FRAME_BYTES_MAX => RaftResponse::Ok(b),
+            Ok(b) => RaftResponse::Refused(WireError::Refused {
+                reason: format!("batch response of {} bytes is too large", b.len()),
+            }),
+            Err(e) => RaftResponse::Refused(WireError::Refused {
+                reason: e.to_string(),
+            }),
+        }
+    }
+
+    async fn handle_raft_one(&self, peer: PeerId, req: RaftRequest) -> RaftResponse {
+        let Some(replica) = self.inner.registry.get(&req.scope) else {
+            self.refuse(Protocol::Raft, "unknown_scope");
+            return RaftResponse::Refused(WireError::Refused {
+                reason: format!("scope {} is not hosted here", req.scope),
+            });
+        };
+        if !replica.is_member(&peer) {
+            self.refuse(Protocol::Raft, "non_member");
+            tracing::warn!(%peer, scope = %req.scope, "raft message from a non-member refused");
+            return RaftResponse::Refused(WireError::Refused {
+                reason: format!("{peer} is not a member of scope {}", req.scope),
+            });
+        }
+        let raft = &replica.raft;
+        let payload = &req.payload;
+        let out = match req.rpc {
+            RaftRpc::Append => match self.decode(Protocol::Raft, payload) {
+                Ok(r) => codec::encode(&raft.append_entries(r).await),
+                Err(e) => return RaftResponse::Refused(e),
+            },
+            RaftRpc::Vote => match self.decode(Protocol::Raft, payload) {
+                Ok(r) => codec::encode(&raft.vote(r).await),
+                Err(e) => return RaftResponse::Refused(e),
+            },
+            RaftRpc::Snapshot => match self.decode(Protocol::Raft, payload) {
+                Ok(r) => codec::encode(&raft.install_snapshot(r).await),
+                Err(e) => return RaftResponse::Refused(e),
+            },
+            RaftRpc::Batch => {
+                self.refuse(Protocol::Raft, "malformed");
+                return RaftResponse::Refused(WireError::Invalid {
+                    reason: "a batch may not be nested".into(),
+                });
+            }
+        };
+        match out {
+            Ok(b) if b.len() <= RAFT_FRAME_BYTES_MAX => RaftResponse::Ok(b),
+            Ok(b) => RaftResponse::Refused(WireError::Refused {
+                reason: format!("response of {} bytes is too large", b.len()),
+            }),
+            Err(e) => RaftResponse::Refused(WireError::Refused {
+                reason: e.to_string(),
+            }),
+        }
+    }
+}

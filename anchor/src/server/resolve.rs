@@ -1,0 +1,141 @@
+//! The resolve protocol: a name's record set, its absence, or a referral to the child scope
+//! it was delegated to, signed with this anchor's identity key; at the linearizable level
+//! after a read-index round.
+
+use std::sync::Arc;
+
+use proto::msg::{Answer, ResolveRequest, ResolveResponse, SignedAnswer};
+use proto::{codec, Name, ReadLevel, ScopeId, WireError};
+use resolver::net::Protocol;
+
+use super::Server;
+use crate::replica::Replica;
+use crate::scope::decide;
+
+impl Server {
+    pub(super) async fn handle_resolve(&self, bytes: &[u8]) -> ResolveResponse {
+        let req: ResolveRequest = match self.decode(Protocol::Resolve, bytes) {
+            Ok(r) => r,
+            Err(e) => return ResolveResponse::Error(e),
+        };
+        let resp = self.resolve(&req).await;
+        let outcome = match &resp {
+            ResolveResponse::Signed(_) => "answer",
+            ResolveResponse::Error(e) => decide::refusal_label(e),
+        };
+        self.inner
+            .metrics
+            .resolves
+            .with_label_values(&[&req.level.to_string(), outcome])
+            .inc();
+        resp
+    }
+
+    /// The replica of `scope` that may answer about `name`: hosted here, governing the name,
+    /// and holding state (a replica that joined empty has none until its snapshot arrives).
+    pub(super) fn serving(&self, scope: &ScopeId, name: &Name) -> Result<Arc<Replica>, WireError> {
+        let Some(replica) = self.inner.registry.get(scope) else {
+            return Err(WireError::NoScope { name: name.clone() });
+        };
+        if !name.is_under(&replica.descriptor.prefix) {
+            return Err(WireError::Invalid {
+                reason: format!(
+                    "{name} is not under the prefix {} of scope {}",
+                    replica.descriptor.prefix, replica.id
+                ),
+            });
+        }
+        if replica
+            .state
+            .with_view(|v| v.policy.is_none())
+            .unwrap_or(true)
+        {
+            return Err(WireError::Unavailable {
+                reason: format!(
+                    "this replica of scope {} has not caught up yet; ask another member",
+                    replica.id
+                ),
+            });
+        }
+        Ok(replica)
+    }
+
+    async fn resolve(&self, req: &ResolveRequest) -> ResolveResponse {
+        let replica = match self.serving(&req.scope, &req.name) {
+            Ok(r) => r,
+            Err(e) => return ResolveResponse::Error(e),
+        };
+        replica.load.read(self.inner.clock.unix_s());
+        if req.level == ReadLevel::Linearizable {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            if !replica.queue_read(tx) {
+                return ResolveResponse::Error(WireError::Unavailable {
+                    reason: "too many linearizable reads queued; retry".into(),
+                });
+            }
+            match rx.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return ResolveResponse::Error(e),
+                Err(_) => {
+                    return ResolveResponse::Error(WireError::Unavailable {
+                        reason: "the scope is shutting down".into(),
+                    })
+                }
+            }
+        }
+        let referral = replica
+            .state
+            .with_view(|v| {
+                decide::delegation_over(&v.delegations, &req.name)
+                    .filter(|d| d.state == proto::DelegationState::Active)
+                    .map(|d| d.referral.clone())
+            })
+            .flatten();
+        if let Some(referral) = referral {
+            return self.sign_answer(&Answer::Referral {
+                scope: replica.id,
+                name: req.name.clone(),
+                referral,
+            });
+        }
+        let answer = match replica.state.get(&req.name) {
+            Ok(Some(set)) => Answer::Found {
+                scope: replica.id,
+                name: req.name.clone(),
+                set,
+            },
+            Ok(None) => Answer::NotFound {
+                scope: replica.id,
+                name: req.name.clone(),
+            },
+            Err(e) => {
+                return ResolveResponse::Error(WireError::Unavailable {
+                    reason: e.to_string(),
+                })
+            }
+        };
+        self.sign_answer(&answer)
+    }
+
+    /// Signs an answer with this anchor's identity key.
+    fn sign_answer(&self, answer: &Answer) -> ResolveResponse {
+        let body = match codec::encode(answer) {
+            Ok(b) => b,
+            Err(e) => {
+                return ResolveResponse::Error(WireError::Unavailable {
+                    reason: format!("cannot encode the answer: {e}"),
+                })
+            }
+        };
+        match self.inner.keypair.sign(&Answer::signing_bytes(&body)) {
+            Ok(signature) => ResolveResponse::Signed(SignedAnswer {
+                body,
+                public_key: self.inner.keypair.public().encode_protobuf(),
+                signature,
+            }),
+            Err(e) => ResolveResponse::Error(WireError::Unavailable {
+                reason: format!("cannot sign the answer: {e}"),
+            }),
+        }
+    }
+}
