@@ -353,7 +353,7 @@ fn wire(dir: &Path) {
         },
         Entry {
             log_id: log_id(2),
-            payload: EntryPayload::Normal(ScopeCommand::Batch {
+            payload: EntryPayload::Normal(ScopeCommand::Writes {
                 mutations: mutations().iter().map(signed).collect(),
                 proposed_at_ms: 1_700_000_000_000,
             }),

@@ -42,7 +42,7 @@ pub const RAFT_ENTRY_BYTES_MAX: usize = BATCH_BYTES_MAX + MUTATION_BYTES_MAX;
 /// still fits [`RAFT_FRAME_BYTES_MAX`].
 pub const RAFT_ENTRIES_PER_APPEND_MAX: u64 = 48;
 /// Raft RPCs coalesced into one batch frame to one anchor.
-pub const RAFT_BATCH_RPCS_MAX: usize = 1024;
+pub const RAFT_COALESCED_RPCS_MAX: usize = 1024;
 /// Bytes of the RPCs coalesced into one batch frame (only small RPCs are coalesced).
 pub const RAFT_BATCH_BYTES_MAX: usize = 1024 * 1024;
 /// Bytes of one snapshot chunk sent by InstallSnapshot.

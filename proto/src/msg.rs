@@ -488,10 +488,11 @@ pub enum RaftRpc {
     /// One InstallSnapshot chunk.
     Snapshot,
     /// Several small RPCs to one anchor, coalesced: `payload` is `codec(Vec<RaftRequest>)`
-    /// (at most [`crate::limits::RAFT_BATCH_RPCS_MAX`], none of them a batch), the answer
-    /// `RaftResponse::Ok(codec(Vec<RaftResponse>))`, one per request, in order. The outer
-    /// request's `scope` is ignored.
-    Batch,
+    /// (at most [`crate::limits::RAFT_COALESCED_RPCS_MAX`], none of them coalesced itself), the
+    /// answer `RaftResponse::Ok(codec(Vec<RaftResponse>))`, one per request, in order. The
+    /// outer request's `scope` is ignored. (Renaming a variant keeps the wire format: the
+    /// codec encodes a variant by its position.)
+    Coalesced,
 }
 
 /// A Raft RPC for one scope; `payload` is the codec-encoded openraft request.

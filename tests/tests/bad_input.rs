@@ -405,7 +405,7 @@ async fn raft_outsiders(x: &Ctx) -> Result<()> {
     let batch = |requests: Vec<RaftRequest>| -> Result<Vec<u8>> {
         Ok(codec::encode(&RaftRequest {
             scope: ScopeId::default(),
-            rpc: RaftRpc::Batch,
+            rpc: RaftRpc::Coalesced,
             payload: codec::encode(&requests)?,
         })?)
     };
@@ -428,7 +428,7 @@ async fn raft_outsiders(x: &Ctx) -> Result<()> {
     x.counter_above(REFUSED, &labels, before, false).await?;
     let nested = RaftRequest {
         scope: ScopeId::default(),
-        rpc: RaftRpc::Batch,
+        rpc: RaftRpc::Coalesced,
         payload: codec::encode(&vec![inner])?,
     };
     let answer: RaftResponse = codec::decode(

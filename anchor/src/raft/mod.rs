@@ -41,10 +41,10 @@ pub type ScopeRaft = openraft::Raft<TypeConfig>;
 /// pure function of (state, entry).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ScopeCommand {
-    /// Signed mutations from writers, applied in order as one log entry (the leader batches
-    /// concurrent writes; no two in one batch address the same name, so every name's version
-    /// is still the log index of the entry that last changed it).
-    Batch {
+    /// Signed mutations from writers, applied in order as one log entry (the leader's
+    /// proposer gathers concurrent writes; no two in one entry address the same name, so
+    /// every name's version is still the log index of the entry that last changed it).
+    Writes {
         /// The mutations as their writers signed them.
         mutations: Vec<SignedMutation>,
         /// Leader's wall clock when it proposed, ms since the epoch.

@@ -6,7 +6,7 @@
 //!
 //! Heartbeats (AppendEntries without entries) of every scope to one anchor are coalesced by
 //! a [`Coalescer`]: the first waits up to `raft.coalesce_ms` for others, and they travel as
-//! one [`RaftRpc::Batch`]. An anchor with a thousand idle scopes then sends a few messages
+//! one [`RaftRpc::Coalesced`]. An anchor with a thousand idle scopes then sends a few messages
 //! per tick to each peer instead of a thousand. Entries, votes and snapshots go alone, at
 //! once.
 
@@ -21,7 +21,7 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
-use proto::limits::{RAFT_BATCH_BYTES_MAX, RAFT_BATCH_RPCS_MAX, RAFT_FRAME_BYTES_MAX};
+use proto::limits::{RAFT_BATCH_BYTES_MAX, RAFT_COALESCED_RPCS_MAX, RAFT_FRAME_BYTES_MAX};
 use proto::msg::{RaftRequest, RaftResponse, RaftRpc};
 use proto::{codec, AnchorInfo, ScopeId, WireError};
 use resolver::net::{encode_request, CallError, NetHandle, Protocol};
@@ -101,7 +101,7 @@ struct Pending {
     reply: oneshot::Sender<Result<RaftResponse, RpcFailure>>,
 }
 
-/// Coalesces small Raft RPCs to the same anchor into [`RaftRpc::Batch`] frames: one queue and
+/// Coalesces small Raft RPCs to the same anchor into [`RaftRpc::Coalesced`] frames: one queue and
 /// one task per peer. While RPCs to a peer arrive less than `linger` apart, a batch leaves
 /// `linger` after its first RPC, or when full; otherwise an RPC leaves at once with whatever
 /// is already queued.
@@ -185,7 +185,7 @@ async fn peer_loop(
         let deadline = if dense { now + linger } else { now };
         let mut bytes = first.bytes;
         let mut batch = vec![first];
-        while batch.len() < RAFT_BATCH_RPCS_MAX && bytes < RAFT_BATCH_BYTES_MAX {
+        while batch.len() < RAFT_COALESCED_RPCS_MAX && bytes < RAFT_BATCH_BYTES_MAX {
             let next = if dense {
                 tokio::time::timeout_at(deadline, rx.recv())
                     .await
@@ -234,7 +234,7 @@ async fn send_batch(net: NetHandle, peer: PeerId, mut batch: Vec<Pending>) {
     }
 }
 
-/// The RPCs of `batch` to `to` as one [`RaftRpc::Batch`] frame, and their answers in order.
+/// The RPCs of `batch` to `to` as one [`RaftRpc::Coalesced`] frame, and their answers in order.
 async fn exchange_batch(
     net: &NetHandle,
     to: &AnchorAddr,
@@ -249,7 +249,7 @@ async fn exchange_batch(
     })?;
     let outer = RaftRequest {
         scope: ScopeId::default(),
-        rpc: RaftRpc::Batch,
+        rpc: RaftRpc::Coalesced,
         payload,
     };
     match exchange(net, to, &outer, ttl).await? {

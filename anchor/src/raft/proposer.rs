@@ -3,7 +3,7 @@
 //!
 //! openraft 0.9 appends (and fsyncs) each `client_write` on its own, so one entry per write
 //! caps a scope at one fsync per write. The proposer drains what is queued into one
-//! [`ScopeCommand::Batch`] entry (bounded in count and bytes, at most one mutation per name so
+//! [`ScopeCommand::Writes`] entry (bounded in count and bytes, at most one mutation per name so
 //! each name's version stays the log index that changed it), keeps a few entries in flight,
 //! and hands each writer its own outcome. Choosing an entry's mutations is the pure
 //! [`take_entry`].
@@ -124,7 +124,7 @@ async fn run_proposer(
 async fn commit_entry(raft: &ScopeRaft, scope: ScopeId, entry: Vec<Proposal>, proposed_at_ms: u64) {
     let (mutations, replies): (Vec<_>, Vec<_>) =
         entry.into_iter().map(|p| (p.mutation, p.reply)).unzip();
-    let cmd = ScopeCommand::Batch {
+    let cmd = ScopeCommand::Writes {
         mutations,
         proposed_at_ms,
     };

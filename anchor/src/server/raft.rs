@@ -16,7 +16,7 @@ impl Server {
             Ok(r) => r,
             Err(e) => return RaftResponse::Refused(e),
         };
-        if req.rpc == RaftRpc::Batch {
+        if req.rpc == RaftRpc::Coalesced {
             return self.handle_raft_coalesced(peer, &req.payload).await;
         }
         self.handle_raft_one(peer, req).await
@@ -29,13 +29,13 @@ impl Server {
             Ok(r) => r,
             Err(e) => return RaftResponse::Refused(e),
         };
-        let nested = requests.iter().any(|r| r.rpc == RaftRpc::Batch);
-        if requests.len() > proto::limits::RAFT_BATCH_RPCS_MAX || nested {
+        let nested = requests.iter().any(|r| r.rpc == RaftRpc::Coalesced);
+        if requests.len() > proto::limits::RAFT_COALESCED_RPCS_MAX || nested {
             self.refuse(Protocol::Raft, "malformed");
             return RaftResponse::Refused(WireError::Invalid {
                 reason: format!(
                     "a batch carries at most {} RPCs, none of them a batch",
-                    proto::limits::RAFT_BATCH_RPCS_MAX
+                    proto::limits::RAFT_COALESCED_RPCS_MAX
                 ),
             });
         }
@@ -82,7 +82,7 @@ impl Server {
                 Ok(r) => codec::encode(&raft.install_snapshot(r).await),
                 Err(e) => return RaftResponse::Refused(e),
             },
-            RaftRpc::Batch => {
+            RaftRpc::Coalesced => {
                 self.refuse(Protocol::Raft, "malformed");
                 return RaftResponse::Refused(WireError::Invalid {
                     reason: "a batch may not be nested".into(),

@@ -196,7 +196,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         results: vec![Ok(log_id.index)],
                     }
                 }
-                EntryPayload::Normal(ScopeCommand::Batch {
+                EntryPayload::Normal(ScopeCommand::Writes {
                     mutations,
                     proposed_at_ms,
                 }) => {

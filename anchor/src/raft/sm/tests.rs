@@ -34,7 +34,7 @@ fn put(name: &str, text: &str) -> Op {
 }
 
 fn batch(ops: Vec<Op>, first_nonce: u64) -> ScopeCommand {
-    ScopeCommand::Batch {
+    ScopeCommand::Writes {
         mutations: ops
             .into_iter()
             .enumerate()
