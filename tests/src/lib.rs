@@ -51,7 +51,8 @@
 //!   [`check_all`], [`Written`], [`text_of`]).
 //! - [`chaos`]: seeded chaos campaigns against an in-process cluster; [`faults`]: the
 //!   seeded fault injector they use; [`linearizability`]: histories and the checker;
-//!   [`netns`]: Linux network namespaces to cut links between anchor processes.
+//!   [`netns`]: Linux network namespaces to cut links between anchor processes;
+//!   [`recorded`]: the recorded register workload both fault campaigns run.
 
 pub use proto;
 pub use resolver;
@@ -70,6 +71,7 @@ pub mod chaos;
 pub mod faults;
 pub mod linearizability;
 pub mod netns;
+pub mod recorded;
 
 pub use binary::{anchorage_bin, bench_main, workspace_root};
 pub use bounded::bounded;
