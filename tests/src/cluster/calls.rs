@@ -4,29 +4,34 @@
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Result};
-use proto::codec;
 use proto::msg::{AdminRequest, AdminResponse, AnchorStatus, MutateRequest, MutateResponse};
 use proto::SignedMutation;
 use resolver::net::{NetHandle, Protocol};
-use resolver::{Client, ClientConfig};
+use resolver::{AnchorAddr, Client, ClientConfig};
 
 use super::{Cluster, STATUS_TIMEOUT};
 use crate::http::{http_get, metric_value};
 
 impl Cluster {
-    /// The status of anchor `i` over the admin protocol.
-    pub async fn status(&self, i: usize) -> Result<AnchorStatus> {
+    /// Anchor `i` as the harness dials it: its peer id and its base address.
+    fn anchor_addr(&self, i: usize) -> Result<AnchorAddr> {
         let a = &self.anchors[i];
         let peer = a.peer.ok_or_else(|| anyhow!("anchor {i} never started"))?;
-        let bytes = codec::encode(&AdminRequest::Status)?;
-        let call = self
+        Ok(AnchorAddr {
+            peer,
+            addrs: vec![a.base_addr()],
+        })
+    }
+
+    /// The status of anchor `i` over the admin protocol.
+    pub async fn status(&self, i: usize) -> Result<AnchorStatus> {
+        let to = self.anchor_addr(i)?;
+        let answer = self
             .net
-            .request(peer, vec![a.base_addr()], Protocol::Admin, bytes);
-        let answer = tokio::time::timeout(STATUS_TIMEOUT, call)
+            .call(&to, Protocol::Admin, &AdminRequest::Status, STATUS_TIMEOUT)
             .await
-            .map_err(|_| anyhow!("anchor {i} did not answer status within {STATUS_TIMEOUT:?}"))?
-            .map_err(|e| anyhow!("anchor {i}: {e}"))?;
-        match codec::decode(&answer, proto::limits::CLIENT_FRAME_BYTES_MAX)? {
+            .map_err(|e| anyhow!("anchor {i}: status: {e}"))?;
+        match answer {
             AdminResponse::Status(s) => Ok(s),
             other => bail!("anchor {i} answered status with {other:?}"),
         }
@@ -34,41 +39,24 @@ impl Cluster {
 
     /// One admin call to anchor `i` over the harness's own client swarm.
     pub async fn admin(&self, i: usize, req: &AdminRequest) -> Result<AdminResponse> {
-        let a = &self.anchors[i];
-        let peer = a.peer.ok_or_else(|| anyhow!("anchor {i} never started"))?;
-        let bytes = codec::encode(req)?;
-        let call = self
-            .net
-            .request(peer, vec![a.base_addr()], Protocol::Admin, bytes);
-        let answer = tokio::time::timeout(STATUS_TIMEOUT, call)
+        let to = self.anchor_addr(i)?;
+        self.net
+            .call(&to, Protocol::Admin, req, STATUS_TIMEOUT)
             .await
-            .map_err(|_| anyhow!("anchor {i} did not answer within {STATUS_TIMEOUT:?}"))?
-            .map_err(|e| anyhow!("anchor {i}: {e}"))?;
-        Ok(codec::decode(
-            &answer,
-            proto::limits::CLIENT_FRAME_BYTES_MAX,
-        )?)
+            .map_err(|e| anyhow!("anchor {i}: {e}"))
     }
 
     /// Sends one signed mutation to anchor `i` directly (no routing, no retries).
     pub async fn mutate_at(&self, i: usize, mutation: SignedMutation) -> Result<MutateResponse> {
-        let a = &self.anchors[i];
-        let peer = a.peer.ok_or_else(|| anyhow!("anchor {i} never started"))?;
-        let bytes = codec::encode(&MutateRequest {
+        let to = self.anchor_addr(i)?;
+        let req = MutateRequest {
             mutation,
             forwarded: false,
-        })?;
-        let call = self
-            .net
-            .request(peer, vec![a.base_addr()], Protocol::Mutate, bytes);
-        let answer = tokio::time::timeout(Duration::from_secs(10), call)
+        };
+        self.net
+            .call(&to, Protocol::Mutate, &req, Duration::from_secs(10))
             .await
-            .map_err(|_| anyhow!("anchor {i} did not answer the mutation within 10 s"))?
-            .map_err(|e| anyhow!("anchor {i}: {e}"))?;
-        Ok(codec::decode(
-            &answer,
-            proto::limits::CLIENT_FRAME_BYTES_MAX,
-        )?)
+            .map_err(|e| anyhow!("anchor {i}: mutation: {e}"))
     }
 
     /// Sends one raw frame to anchor `i` on `protocol` from `net` (a client swarm of the
