@@ -30,7 +30,7 @@ pub struct AnchorProc {
     pub netns: Option<String>,
     /// Labels written into its config besides `test_index` (placement policy reads them).
     pub labels: BTreeMap<String, String>,
-    /// True while it is stopped by [`Cluster::pause`].
+    /// True while it is stopped by [`Cluster::pause`](crate::Cluster::pause).
     pub paused: bool,
     pub(crate) child: Option<Child>,
     pub(crate) starts: usize,
