@@ -13,17 +13,17 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anchor::StartOptions;
-use anchor::{Anchor, AnchorConfig};
+use anchor::{Anchor, AnchorConfig, StartOptions};
 use anyhow::{bail, Context, Result};
-use proto::{ReadLevel, Record};
+use proto::Record;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use resolver::net::NetConfig;
-use resolver::{Client, ClientConfig, Error, Multiaddr, PeerId};
+use resolver::{Client, ClientConfig, Multiaddr, PeerId};
 
 use crate::faults::{Noise, SeededFaults};
-use crate::linearizability::{Budget, Input, Outcome, Output, Recorder};
+use crate::linearizability::{Budget, Outcome, Recorder};
+use crate::recorded::{lost_acknowledged, record_read, run_client, Mix, FINAL_READER};
 
 /// What one campaign does.
 #[derive(Clone, Debug)]
@@ -75,9 +75,6 @@ pub struct Report {
     /// With `delegate_at`: the log index of the delegation, once it was active.
     pub delegated_at_index: Option<u64>,
 }
-
-/// The client id of the reads made after healing.
-const FINAL_READER: u32 = u32::MAX;
 
 fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
@@ -167,8 +164,22 @@ pub async fn campaign(seed: u64, cfg: &CampaignConfig) -> Result<Report> {
         let client = Client::connect_with_net(&cluster.addrs, client_config(), net).await?;
         let (recorder, key, names) = (recorder.clone(), key.clone(), cfg.names);
         let rng = StdRng::seed_from_u64(seed.wrapping_mul(1000).wrapping_add(c as u64));
+        let mix = Mix {
+            names,
+            name,
+            cas_below: 90,
+            pause_on_failure: false,
+        };
+        let keep_going = move || Instant::now() < deadline;
         tasks.spawn(run_client(
-            c as u32, client, key, recorder, rng, names, deadline,
+            c as u32,
+            client,
+            key,
+            recorder,
+            rng,
+            mix,
+            keep_going,
+            |_, _| {},
         ));
     }
     let delegation = match cfg.delegate_at {
@@ -213,7 +224,7 @@ pub async fn campaign(seed: u64, cfg: &CampaignConfig) -> Result<Report> {
     let injected = faults.injected();
     cluster.shutdown().await;
     let history = recorder.history();
-    let lost_acked = lost_acknowledged(&history);
+    let lost_acked = lost_acknowledged(&history).len();
     let outcome = history.check(Budget {
         max_states: 5_000_000,
         max_time: Some(Duration::from_secs(120)),
@@ -330,97 +341,6 @@ async fn settle(client: &Client, key: &ed25519_dalek::SigningKey) -> Result<()> 
     }
 }
 
-fn text_of(set: &proto::RecordSet) -> String {
-    match set.records.first() {
-        Some(Record::Text(t)) => t.clone(),
-        other => format!("{other:?}"),
-    }
-}
-
-async fn record_read(client: &Client, recorder: &Recorder, c: u32, name: &str) {
-    let id = recorder.invoke(c, name, Input::Read);
-    match client.resolve(name, ReadLevel::Linearizable).await {
-        Ok(set) => recorder.complete(
-            id,
-            Output::Value {
-                version: set.version,
-                value: text_of(&set),
-            },
-        ),
-        Err(Error::NotFound { .. }) => recorder.complete(id, Output::NotFound),
-        Err(_) => recorder.unknown(id),
-    }
-}
-
-fn write_output(r: Result<u64, Error>) -> Option<Output> {
-    match r {
-        Ok(version) => Some(Output::Written { version }),
-        Err(Error::Conflict { current }) => Some(Output::Conflict { current }),
-        Err(Error::Denied { .. } | Error::Invalid { .. } | Error::InvalidName { .. }) => {
-            Some(Output::Failed)
-        }
-        Err(_) => None,
-    }
-}
-
-async fn run_client(
-    c: u32,
-    client: Client,
-    key: ed25519_dalek::SigningKey,
-    recorder: Recorder,
-    mut rng: StdRng,
-    names: usize,
-    deadline: Instant,
-) {
-    let mut seq = 0u64;
-    let mut seen: BTreeMap<String, u64> = BTreeMap::new();
-    while Instant::now() < deadline {
-        let n = name(rng.gen_range(0..names));
-        let roll = rng.gen_range(0..100);
-        seq += 1;
-        let value = format!("c{c}-{seq}");
-        let records = || vec![Record::Text(value.clone())];
-        if roll < 30 {
-            record_read(&client, &recorder, c, &n).await;
-            continue;
-        }
-        let (input, result) = if roll < 65 {
-            let id = recorder.invoke(
-                c,
-                n.as_str(),
-                Input::Put {
-                    value: value.clone(),
-                },
-            );
-            (id, client.put(&n, records(), 60, &key).await)
-        } else if roll < 90 {
-            let expected = *seen.get(&n).unwrap_or(&0);
-            let input = Input::Cas {
-                expected_version: expected,
-                value: value.clone(),
-            };
-            let id = recorder.invoke(c, n.as_str(), input);
-            (id, client.cas(&n, expected, records(), 60, &key).await)
-        } else {
-            let id = recorder.invoke(c, n.as_str(), Input::Delete);
-            (id, client.delete(&n, &key).await)
-        };
-        match &result {
-            Ok(v) => {
-                seen.insert(n.clone(), *v);
-            }
-            Err(Error::Conflict { current }) => {
-                seen.insert(n.clone(), *current);
-            }
-            _ => {}
-        }
-        match write_output(result) {
-            Some(out) => recorder.complete(input, out),
-            None => recorder.unknown(input),
-        }
-    }
-}
-
 async fn run_nemesis(
     cluster: &Cluster,
     faults: &SeededFaults,
@@ -484,45 +404,4 @@ async fn run_nemesis(
         *done.entry(kind).or_insert(0) += 1;
     }
     done
-}
-
-/// Acknowledged puts and compare-and-sets whose version is above the version the final
-/// read found for their name: writes the cluster lost. A name read as absent at the end
-/// counts as being at its highest acknowledged delete's version; if a delete of unknown
-/// outcome could explain the absence, that name is left to the linearizability checker.
-fn lost_acknowledged(history: &crate::linearizability::History) -> usize {
-    let ops = &history.ops;
-    let acked = |o: &&crate::linearizability::Operation| o.complete_ns.is_some();
-    let mut lost = 0;
-    for o in ops.iter().filter(|o| o.client == FINAL_READER) {
-        let fin = match &o.output {
-            Output::Value { version, .. } => *version,
-            Output::NotFound => {
-                let deletes = ops
-                    .iter()
-                    .filter(|d| d.name == o.name && matches!(d.input, Input::Delete));
-                if deletes
-                    .clone()
-                    .any(|d| d.complete_ns.is_none() || d.output == Output::Unknown)
-                {
-                    continue;
-                }
-                deletes
-                    .filter_map(|d| match d.output {
-                        Output::Written { version } => Some(version),
-                        _ => None,
-                    })
-                    .max()
-                    .unwrap_or(0)
-            }
-            _ => continue,
-        };
-        lost += ops
-            .iter()
-            .filter(acked)
-            .filter(|w| w.name == o.name && !matches!(w.input, Input::Delete | Input::Read))
-            .filter(|w| matches!(w.output, Output::Written { version } if version > fin))
-            .count();
-    }
-    lost
 }

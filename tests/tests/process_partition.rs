@@ -25,9 +25,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anchorage_tests::linearizability::{Budget, History, Input, Operation, Output, Recorder};
+use anchorage_tests::linearizability::{Budget, Input, Output, Recorder};
+use anchorage_tests::recorded::{
+    lost_acknowledged, record_read, run_client, write_output, Mix, FINAL_READER,
+};
 use anchorage_tests::{anchorage_bin, bounded, random_key, wait_for, Cluster, Options};
-use proto::{ReadLevel, Record};
+use proto::Record;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use resolver::{Client, ClientConfig, Error};
@@ -46,8 +49,6 @@ const NAMES: usize = 4;
 const PROBE: &str = "/pp/probe-old-leader";
 /// Client id of the probe write.
 const PROBE_CLIENT: u32 = 1_000;
-/// Client id of the final reads.
-const FINAL_READER: u32 = u32::MAX;
 
 fn name(n: usize) -> String {
     format!("/pp/k{n}")
@@ -70,6 +71,22 @@ struct Progress {
 }
 
 impl Progress {
+    /// Counts the result of a write invoked at `invoked_ns`.
+    fn count(&self, result: &Result<u64, Error>, invoked_ns: u64) {
+        match result {
+            Ok(_) => self.acked_invoked_ns.lock().unwrap().push(invoked_ns),
+            Err(Error::Conflict { .. }) => {}
+            Err(e) => {
+                *self
+                    .errors
+                    .lock()
+                    .unwrap()
+                    .entry(error_kind(e))
+                    .or_insert(0) += 1
+            }
+        }
+    }
+
     fn acked_after(&self, t_ns: u64) -> usize {
         self.acked_invoked_ns
             .lock()
@@ -98,119 +115,6 @@ impl Timeline {
 fn error_kind(e: &Error) -> String {
     let s = format!("{e:?}");
     s.split([' ', '{', '(']).next().unwrap_or("?").to_string()
-}
-
-fn text_of(set: &proto::RecordSet) -> String {
-    match set.records.first() {
-        Some(Record::Text(t)) => t.clone(),
-        other => format!("{other:?}"),
-    }
-}
-
-/// A definite answer to a write, or `None` when its outcome is unknown.
-fn write_output(r: &Result<u64, Error>) -> Option<Output> {
-    match r {
-        Ok(version) => Some(Output::Written { version: *version }),
-        Err(Error::Conflict { current }) => Some(Output::Conflict { current: *current }),
-        Err(Error::Denied { .. } | Error::Invalid { .. } | Error::InvalidName { .. }) => {
-            Some(Output::Failed)
-        }
-        Err(_) => None,
-    }
-}
-
-/// A recorded linearizable read; returns the output if definite.
-async fn record_read(client: &Client, recorder: &Recorder, c: u32, name: &str) -> Option<Output> {
-    let id = recorder.invoke(c, name, Input::Read);
-    let out = match client.resolve(name, ReadLevel::Linearizable).await {
-        Ok(set) => Output::Value {
-            version: set.version,
-            value: text_of(&set),
-        },
-        Err(Error::NotFound { .. }) => Output::NotFound,
-        Err(_) => {
-            recorder.unknown(id);
-            return None;
-        }
-    };
-    recorder.complete(id, out.clone());
-    Some(out)
-}
-
-async fn run_client(
-    c: u32,
-    client: Client,
-    key: ed25519_dalek::SigningKey,
-    recorder: Recorder,
-    progress: Arc<Progress>,
-    stop: Arc<AtomicBool>,
-    mut rng: StdRng,
-) {
-    let mut seq = 0u64;
-    let mut seen: BTreeMap<String, u64> = BTreeMap::new();
-    while !stop.load(Ordering::Relaxed) {
-        let n = name(rng.gen_range(0..NAMES));
-        let roll = rng.gen_range(0..100);
-        seq += 1;
-        let value = format!("c{c}-{seq}");
-        let records = || vec![Record::Text(value.clone())];
-        let started = Instant::now();
-        // Taken just before the invoke: "acknowledged and invoked after t" errs safe.
-        let invoked = recorder.now_ns();
-        if roll < 30 {
-            if record_read(&client, &recorder, c, &n).await.is_none() {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            continue;
-        }
-        let (id, result) = if roll < 65 {
-            let input = Input::Put {
-                value: value.clone(),
-            };
-            let id = recorder.invoke(c, n.as_str(), input);
-            (id, client.put(&n, records(), 60, &key).await)
-        } else if roll < 92 {
-            let expected = *seen.get(&n).unwrap_or(&0);
-            let input = Input::Cas {
-                expected_version: expected,
-                value: value.clone(),
-            };
-            let id = recorder.invoke(c, n.as_str(), input);
-            (id, client.cas(&n, expected, records(), 60, &key).await)
-        } else {
-            let id = recorder.invoke(c, n.as_str(), Input::Delete);
-            (id, client.delete(&n, &key).await)
-        };
-        match &result {
-            Ok(v) => {
-                seen.insert(n.clone(), *v);
-            }
-            Err(Error::Conflict { current }) => {
-                seen.insert(n.clone(), *current);
-            }
-            Err(e) => {
-                *progress
-                    .errors
-                    .lock()
-                    .unwrap()
-                    .entry(error_kind(e))
-                    .or_insert(0) += 1;
-            }
-        }
-        match write_output(&result) {
-            Some(out) => {
-                if matches!(out, Output::Written { .. }) {
-                    progress.acked_invoked_ns.lock().unwrap().push(invoked);
-                }
-                recorder.complete(id, out);
-            }
-            None => recorder.unknown(id),
-        }
-        if result.is_err() && started.elapsed() < Duration::from_millis(5) {
-            // An instant failure: do not spin.
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
 }
 
 /// Waits until, among `among`, one anchor leads at a term above `above` and the others
@@ -280,49 +184,6 @@ fn check_anchor_process(c: &mut Cluster, i: usize) -> anyhow::Result<u32> {
     Ok(pid)
 }
 
-/// Acknowledged puts and compare-and-sets whose version is above the version the final
-/// read of their name found (the chaos campaign's rule; see `anchorage_tests::chaos`).
-fn lost_acknowledged(history: &History) -> Vec<String> {
-    let ops = &history.ops;
-    let mut lost = Vec::new();
-    for o in ops.iter().filter(|o| o.client == FINAL_READER) {
-        let fin = match &o.output {
-            Output::Value { version, .. } => *version,
-            Output::NotFound => {
-                let deletes = ops
-                    .iter()
-                    .filter(|d| d.name == o.name && matches!(d.input, Input::Delete));
-                if deletes.clone().any(Operation::is_unknown) {
-                    continue;
-                }
-                deletes
-                    .filter_map(|d| match d.output {
-                        Output::Written { version } => Some(version),
-                        _ => None,
-                    })
-                    .max()
-                    .unwrap_or(0)
-            }
-            _ => continue,
-        };
-        for w in ops.iter().filter(|w| {
-            w.name == o.name
-                && w.complete_ns.is_some()
-                && !matches!(w.input, Input::Delete | Input::Read)
-        }) {
-            if let Output::Written { version } = w.output {
-                if version > fin {
-                    lost.push(format!(
-                        "{} {:?} acknowledged at v{version}, final read at v{fin}",
-                        w.name, w.input
-                    ));
-                }
-            }
-        }
-    }
-    lost
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn process_partition() {
     // Build the binary outside the time bound (the target dir may be busy).
@@ -368,14 +229,22 @@ async fn process_partition() {
         let mut clients = tokio::task::JoinSet::new();
         for k in 0..CLIENTS {
             let client = Client::connect(&addrs, client_config()).await?;
+            let mix = Mix {
+                names: NAMES,
+                name,
+                cas_below: 92,
+                pause_on_failure: true,
+            };
+            let (progress, stop) = (progress.clone(), stop.clone());
             clients.spawn(run_client(
                 k as u32,
                 client,
                 key.clone(),
                 recorder.clone(),
-                progress.clone(),
-                stop.clone(),
                 StdRng::seed_from_u64(seed.wrapping_mul(1000).wrapping_add(k as u64)),
+                mix,
+                move || !stop.load(Ordering::Relaxed),
+                move |result, invoked| progress.count(result, invoked),
             ));
         }
         let pr = &*progress;

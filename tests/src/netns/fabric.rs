@@ -1,151 +1,27 @@
-//! Process-level network faults: every anchor process in its own Linux network namespace,
-//! so the harness can cut and heal the network between anchor *processes*. See
-//! docs/reliability-netns.md.
-//!
-//! # Topology
-//!
-//! One [`Fabric`] owns a *slot* `X` (1..=250) and with it the subnet `10.200.X.0/24`:
-//!
-//! ```text
-//!   root namespace (the test process, the resolver clients, the CLI)
-//!     anch<X>r 10.200.X.254/24 ──veth── up0 ┐
-//!                                          │ namespace anch<X>h: bridge br0
-//!     namespace anch<X>a0: eth0 10.200.X.1 ──veth── a0 ┤
-//!     namespace anch<X>a1: eth0 10.200.X.2 ──veth── a1 ┤
-//!     ...                                              ┘
-//! ```
-//!
-//! The bridge lives in a namespace of its own (the hub), not in the root namespace: with
-//! `br_netfilter` loaded (Docker loads it) bridged frames go through the root namespace's
-//! iptables `FORWARD` chain, whose policy Docker sets to `DROP`, so anchors on a
-//! root-namespace bridge could not reach each other. A fresh namespace has its own,
-//! empty, accepting firewall.
-//!
-//! Anchors are started with `ip netns exec anch<X>a<i> anchorage start ...`; `ip netns exec`
-//! execs the command, so the child's pid is the anchor itself and `kill -9` kills it.
-//!
-//! # Faults
-//!
-//! [`Fabric::cut`] drops every packet between two anchors (iptables `DROP` in both anchors'
-//! namespaces, `INPUT` from and `OUTPUT` to the other's address: packets vanish, TCP
-//! connections hang as in a real partition); [`Fabric::cut_host`] does the same between an
-//! anchor and the root namespace. Each namespace's rule set is replaced atomically with
-//! `iptables-restore`. [`Fabric::heal_all`] removes every rule.
-//!
-//! # Slots, leftovers, cleanup
-//!
-//! A slot is claimed with an exclusive `flock` on `<tmp>/anchorage-netns/slot-X.lock`,
-//! held for the fabric's lifetime (the kernel releases it if the test process dies). So
-//! namespaces or links named after a slot we hold are leftovers of a crashed run: they are
-//! removed (their processes killed) before the slot is set up. Dropping the fabric kills
-//! every process left in its namespaces and deletes the namespaces and the root link.
-//!
-//! Everything needs root (`CAP_SYS_ADMIN`, `CAP_NET_ADMIN`), `ip` (iproute2) and
-//! `iptables-restore`; [`Fabric::create`] fails saying which is missing.
+//! The [`Fabric`]: one slot's namespaces (a hub with a bridge, one namespace per anchor, a
+//! link to the root namespace), the commands that run an anchor inside its namespace, and
+//! the firewall rules that cut and heal links between endpoints.
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{anyhow, bail, Context, Result};
 
-/// Highest slot number (the third byte of `10.200.X.0/24`).
-const SLOTS: u32 = 250;
+use super::slots::{lock_dir, ours, remove_leftovers, remove_slot, try_lock, PREFIX, SLOTS};
+use super::tools::{requirements, run, run_quiet, Tools};
+
 /// Host byte of the root namespace's address on every slot's subnet.
 const HOST_BYTE: u8 = 254;
+
 /// Most anchors one fabric holds (host bytes 1..=ANCHORS_MAX).
 pub const ANCHORS_MAX: usize = 32;
 
 static NEXT_FABRIC: AtomicU64 = AtomicU64::new(0);
-
-/// Where the external tools live.
-#[derive(Clone, Debug)]
-struct Tools {
-    ip: PathBuf,
-    iptables_restore: PathBuf,
-}
-
-/// Finds `name` on `PATH`, then in the sbin directories (which a non-login `PATH` may lack).
-fn find_tool(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from))
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-}
-
-/// Checks what network namespaces need and says precisely what is missing.
-fn requirements() -> Result<Tools> {
-    let mut missing = Vec::new();
-    if !cfg!(target_os = "linux") {
-        bail!("process-level partitions need Linux network namespaces; this is not Linux");
-    }
-    #[cfg(target_os = "linux")]
-    {
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        let euid = unsafe { libc::geteuid() };
-        if euid != 0 {
-            missing.push(format!(
-                "root (creating network namespaces, veths and iptables rules needs \
-                 CAP_SYS_ADMIN and CAP_NET_ADMIN; this test runs as uid {euid})"
-            ));
-        }
-    }
-    let ip = find_tool("ip");
-    if ip.is_none() {
-        missing.push("the `ip` command (iproute2) on PATH or in /usr/sbin, /sbin".into());
-    }
-    let iptables_restore = find_tool("iptables-restore");
-    if iptables_restore.is_none() {
-        missing.push(
-            "the `iptables-restore` command (iptables) on PATH or in /usr/sbin, /sbin".into(),
-        );
-    }
-    if !missing.is_empty() {
-        bail!(
-            "cannot build the network-namespace fabric for process-level partitions; \
-             missing: {}. Run the test as root on Linux with iproute2 and iptables \
-             installed (see docs/reliability-netns.md)",
-            missing.join("; ")
-        );
-    }
-    Ok(Tools {
-        ip: ip.expect("checked"),
-        iptables_restore: iptables_restore.expect("checked"),
-    })
-}
-
-/// Runs a command; fails with its stderr.
-fn run(cmd: &mut Command) -> Result<String> {
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("running {cmd:?}"))?;
-    if !out.status.success() {
-        bail!(
-            "{cmd:?} failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// Runs a command, ignoring failure (cleanup of things that may not exist).
-fn run_quiet(cmd: &mut Command) -> Option<String> {
-    let out = cmd
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
-}
 
 /// A set of network namespaces, one per anchor, joined by a bridge; see the module docs.
 pub struct Fabric {
@@ -161,145 +37,6 @@ pub struct Fabric {
 
 /// The root namespace (the test process) as an endpoint of a cut.
 pub const HOST: usize = usize::MAX;
-
-/// Every name this module creates starts with this, then the slot number.
-const PREFIX: &str = "anch";
-
-/// The slot a namespace or link name of ours belongs to: `anch<X>h` (hub),
-/// `anch<X>a<i>` (anchor), `anch<X>r` (root link).
-fn owner_slot(name: &str) -> Option<u32> {
-    let rest = name.strip_prefix(PREFIX)?;
-    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-    let slot: u32 = rest[..digits].parse().ok()?;
-    let tail = &rest[digits..];
-    let ours = tail == "h"
-        || tail == "r"
-        || tail
-            .strip_prefix('a')
-            .is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()));
-    (ours && (1..=SLOTS).contains(&slot)).then_some(slot)
-}
-
-/// Our namespaces by slot, from `ip netns list`, and the slots of our root links.
-fn ours(tools: &Tools) -> (Vec<(u32, String)>, BTreeSet<u32>) {
-    let list = run_quiet(Command::new(&tools.ip).args(["netns", "list"])).unwrap_or_default();
-    let namespaces = list
-        .lines()
-        .filter_map(|l| l.split_whitespace().next())
-        .filter_map(|n| owner_slot(n).map(|s| (s, n.to_string())))
-        .collect();
-    let links = run_quiet(Command::new(&tools.ip).args(["-o", "link", "show"])).unwrap_or_default();
-    let links = links
-        .lines()
-        .filter_map(|l| l.split(':').nth(1))
-        .map(|n| n.trim().split('@').next().unwrap_or(""))
-        .filter(|n| n.ends_with('r'))
-        .filter_map(owner_slot)
-        .collect();
-    (namespaces, links)
-}
-
-/// Kills every process in namespace `ns` (SIGKILL) and waits briefly for them to go.
-fn kill_in(tools: &Tools, ns: &str) {
-    for _ in 0..50 {
-        let pids: Vec<i32> = run_quiet(Command::new(&tools.ip).args(["netns", "pids", ns]))
-            .unwrap_or_default()
-            .split_whitespace()
-            .filter_map(|p| p.parse().ok())
-            .collect();
-        if pids.is_empty() {
-            return;
-        }
-        #[cfg(target_os = "linux")]
-        for p in pids {
-            // SAFETY: kill with a pid read from the namespace; at worst ESRCH.
-            unsafe {
-                libc::kill(p, libc::SIGKILL);
-            }
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-}
-
-/// Kills the processes in `namespaces`, deletes slot `slot`'s root link (which deletes its
-/// peer in the hub) and the namespaces (which deletes the veths in them).
-fn remove_slot(tools: &Tools, slot: u32, namespaces: &[String]) {
-    for ns in namespaces {
-        kill_in(tools, ns);
-    }
-    let root = format!("{PREFIX}{slot}r");
-    let _ = run_quiet(Command::new(&tools.ip).args(["link", "del", &root]));
-    for ns in namespaces {
-        let _ = run_quiet(Command::new(&tools.ip).args(["netns", "del", ns]));
-    }
-}
-
-/// Removes what crashed runs left in slots nobody holds (and in `mine`, which we hold).
-fn remove_leftovers(tools: &Tools, dir: &Path, mine: u32) {
-    let (namespaces, links) = ours(tools);
-    let slots: BTreeSet<u32> = namespaces
-        .iter()
-        .map(|(s, _)| *s)
-        .chain(links.iter().copied())
-        .collect();
-    for slot in slots {
-        // A slot whose lock we can take has no live owner: whatever it holds is left over.
-        let lock = if slot == mine {
-            None
-        } else {
-            match try_lock(dir, slot) {
-                Ok(Some(lock)) => Some(lock),
-                _ => continue,
-            }
-        };
-        let found: Vec<String> = namespaces
-            .iter()
-            .filter(|(s, _)| *s == slot)
-            .map(|(_, n)| n.clone())
-            .collect();
-        eprintln!(
-            "netns: removing leftovers of an earlier run in slot {slot}: namespaces {found:?}{}",
-            if links.contains(&slot) {
-                format!(", link {PREFIX}{slot}r")
-            } else {
-                String::new()
-            }
-        );
-        remove_slot(tools, slot, &found);
-        drop(lock);
-    }
-}
-
-fn lock_dir() -> PathBuf {
-    std::env::temp_dir().join("anchorage-netns")
-}
-
-/// Tries to take slot `x`'s lock without waiting.
-fn try_lock(dir: &Path, x: u32) -> Result<Option<std::fs::File>> {
-    let path = dir.join(format!("slot-{x}.lock"));
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .with_context(|| format!("opening {}", path.display()))?;
-    #[cfg(target_os = "linux")]
-    {
-        use std::os::unix::io::AsRawFd;
-        // SAFETY: flock on a file descriptor we own; LOCK_NB makes it return at once.
-        let r = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        if r != 0 {
-            let e = std::io::Error::last_os_error();
-            if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
-                return Ok(None);
-            }
-            return Err(e).with_context(|| format!("flock {}", path.display()));
-        }
-    }
-    let mut file = file;
-    let _ = writeln!(file, "{}", std::process::id());
-    Ok(Some(file))
-}
 
 impl Fabric {
     /// Claims a free slot, removes leftovers of an earlier run in it, and creates the hub,
@@ -645,17 +382,5 @@ mod tests {
         assert_eq!(f.namespace(2), "anch7a2");
         assert_eq!(f.hub(), "anch7h");
         assert_eq!(f.root_link(), "anch7r");
-    }
-
-    #[test]
-    fn only_our_names_belong_to_a_slot() {
-        assert_eq!(owner_slot("anch7a2"), Some(7));
-        assert_eq!(owner_slot("anch250h"), Some(250));
-        assert_eq!(owner_slot("anch12r"), Some(12));
-        for other in [
-            "anch7", "anch7x", "anch7a", "anch0h", "anch251h", "docker0", "anchx1h",
-        ] {
-            assert_eq!(owner_slot(other), None, "{other}");
-        }
     }
 }

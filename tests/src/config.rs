@@ -1,0 +1,93 @@
+//! Anchor configuration: the Raft and storage [`Options`] of a cluster and the
+//! `anchor.toml` written for each anchor (with its TOML escaping).
+
+use crate::process::AnchorProc;
+
+/// Raft and storage settings written into every anchor's config.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// `raft.heartbeat_ms`.
+    pub heartbeat_ms: u64,
+    /// `raft.election_min_ms`.
+    pub election_min_ms: u64,
+    /// `raft.election_max_ms`.
+    pub election_max_ms: u64,
+    /// `raft.snapshot_logs`.
+    pub snapshot_logs: u64,
+    /// `raft.logs_kept_after_snapshot`.
+    pub logs_kept_after_snapshot: u64,
+    /// `storage.cache_bytes`.
+    pub cache_bytes: u64,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            heartbeat_ms: 50,
+            election_min_ms: 300,
+            election_max_ms: 600,
+            snapshot_logs: 100_000,
+            logs_kept_after_snapshot: 1_000,
+            cache_bytes: 8 * 1024 * 1024,
+        }
+    }
+}
+
+pub(crate) fn config_toml(a: &AnchorProc, o: &Options) -> String {
+    // TOML basic strings: escape backslashes and quotes of the path.
+    let data_dir = a
+        .data_dir
+        .display()
+        .to_string()
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"");
+    format!(
+        "data_dir = \"{data_dir}\"\n\
+         listen = \"/ip4/{ip}/tcp/{p2p}\"\n\
+         http = \"{ip}:{http}\"\n\
+         \n\
+         [labels]\n\
+         test_index = \"{index}\"\n\
+         {labels}\
+         \n\
+         [raft]\n\
+         heartbeat_ms = {hb}\n\
+         election_min_ms = {emin}\n\
+         election_max_ms = {emax}\n\
+         snapshot_logs = {snap}\n\
+         logs_kept_after_snapshot = {kept}\n\
+         \n\
+         [storage]\n\
+         cache_bytes = {cache}\n",
+        ip = a.ip,
+        p2p = a.p2p_port,
+        http = a.http_port,
+        index = a.index,
+        labels = a
+            .labels
+            .iter()
+            .map(|(k, v)| format!("{} = \"{}\"\n", toml_key(k), toml_escape(v)))
+            .collect::<String>(),
+        hb = o.heartbeat_ms,
+        emin = o.election_min_ms,
+        emax = o.election_max_ms,
+        snap = o.snapshot_logs,
+        kept = o.logs_kept_after_snapshot,
+        cache = o.cache_bytes,
+    )
+}
+
+pub(crate) fn toml_escape(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"")
+}
+
+pub(crate) fn toml_key(k: &str) -> String {
+    if !k.is_empty()
+        && k.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        k.to_string()
+    } else {
+        format!("\"{}\"", toml_escape(k))
+    }
+}
