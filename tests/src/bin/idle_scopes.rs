@@ -26,8 +26,9 @@ use std::time::{Duration, Instant};
 
 use anchor::config::{RaftSettings, StorageSettings};
 use anchorage_tests::proto::msg::{AdminRequest, AdminResponse};
-use anchorage_tests::proto::{codec, AnchorInfo, Name, ScopeDescriptor, ScopeId};
+use anchorage_tests::proto::{AnchorInfo, Name, ScopeDescriptor, ScopeId};
 use anchorage_tests::resolver::net::{self, NetConfig, NetHandle, Protocol};
+use anchorage_tests::resolver::AnchorAddr;
 use anchorage_tests::{metric_value, Cluster, Options};
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Parser;
@@ -250,16 +251,14 @@ async fn measure(
     Ok(total_cpu)
 }
 
+/// How long one admin call may take (creating a scope waits for its first election).
+const ADMIN_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
 async fn admin(net: &NetHandle, info: &AnchorInfo, req: &AdminRequest) -> Result<AdminResponse> {
-    let peer = info.peer_id.parse()?;
-    let addrs = info.addrs.iter().filter_map(|a| a.parse().ok()).collect();
-    let bytes = net
-        .request(peer, addrs, Protocol::Admin, codec::encode(req)?)
-        .await?;
-    Ok(codec::decode(
-        &bytes,
-        anchorage_tests::proto::limits::CLIENT_FRAME_BYTES_MAX,
-    )?)
+    let to = AnchorAddr::from_info(info)?;
+    Ok(net
+        .call(&to, Protocol::Admin, req, ADMIN_CALL_TIMEOUT)
+        .await?)
 }
 
 async fn create_one(
