@@ -141,7 +141,7 @@ fn a_uniform_hot_load_yields_a_key_near_the_middle() {
         }
     }
     let f = load.figures(1_022 * S);
-    let KeyFinding::Found(c) = f.key else {
+    let KeyFinding::Found { key: c, .. } = f.key else {
         panic!("no key: {:?}", f.key);
     };
     assert!(

@@ -69,11 +69,16 @@ impl Candidate {
 pub enum KeyFinding {
     /// Nothing sampled (the scope is under its load limits, or idle).
     NotSampled,
-    /// The best qualifying candidate (lowest imbalance).
-    Found(Candidate),
+    /// A candidate qualifies.
+    Found {
+        /// The best qualifying candidate (lowest imbalance).
+        key: Candidate,
+        /// The name requested most, as the reservoir sees it (see [`KeyFinding::NoKey`]).
+        hottest: Option<Candidate>,
+    },
     /// No candidate qualifies. `best` is the one closest to qualifying (most counts among
     /// the least imbalanced with enough counts, else the one with most counts); `hottest`
-    /// the candidate most requests hit exactly, when it has [`COUNTS_MIN`] counts.
+    /// the candidate with enough counts whose own name took the largest share of them.
     NoKey {
         /// The nearest miss.
         best: Option<Candidate>,
@@ -146,27 +151,11 @@ impl Sampler {
                 .then(b.counts().cmp(&a.counts()))
                 .then(a.at.cmp(&b.at))
         };
-        if let Some(found) = self
-            .candidates
-            .iter()
-            .filter(|c| c.qualifies())
-            .min_by(by_imbalance)
-        {
-            return KeyFinding::Found(found.clone());
-        }
         let counted: Vec<&Candidate> = self
             .candidates
             .iter()
             .filter(|c| c.counts() >= COUNTS_MIN)
             .collect();
-        let best = match counted.iter().copied().min_by(by_imbalance) {
-            Some(c) => Some(c.clone()),
-            None => self
-                .candidates
-                .iter()
-                .max_by(|a, b| a.counts().cmp(&b.counts()).then(b.at.cmp(&a.at)))
-                .cloned(),
-        };
         let hottest = counted
             .iter()
             .max_by(|a, b| {
@@ -175,6 +164,25 @@ impl Sampler {
                     .then(b.at.cmp(&a.at))
             })
             .map(|c| (*c).clone());
+        if let Some(found) = self
+            .candidates
+            .iter()
+            .filter(|c| c.qualifies())
+            .min_by(by_imbalance)
+        {
+            return KeyFinding::Found {
+                key: found.clone(),
+                hottest,
+            };
+        }
+        let best = match counted.iter().copied().min_by(by_imbalance) {
+            Some(c) => Some(c.clone()),
+            None => self
+                .candidates
+                .iter()
+                .max_by(|a, b| a.counts().cmp(&b.counts()).then(b.at.cmp(&a.at)))
+                .cloned(),
+        };
         KeyFinding::NoKey { best, hottest }
     }
 }

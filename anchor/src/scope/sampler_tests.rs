@@ -44,7 +44,7 @@ fn a_uniform_spread_yields_a_key_near_the_middle() {
     for _ in 0..20_000 {
         s.offer(&user(rng.gen_range(0..10_000)), rng.gen());
     }
-    let KeyFinding::Found(c) = s.finding() else {
+    let KeyFinding::Found { key: c, .. } = s.finding() else {
         panic!("expected a key: {:?}", s.finding());
     };
     assert!(c.qualifies());

@@ -18,9 +18,10 @@
 //!   of the last `window_s` seconds exceeded it (TiKV: 10 one-second rounds; CockroachDB:
 //!   more than 10 s of sampling). One child label carrying at least
 //!   [`SUBTREE_SHARE_MIN_PERCENT`] of the requests becomes a subtree scope; otherwise the
-//!   range is cut at the sampler's qualifying key. No qualifying key, no load split; one
-//!   name taking at least [`HOT_NAME_SHARE_PERCENT`] of the requests blocks both kinds, as
-//!   moving it elsewhere would not spread its load.
+//!   range is cut at the sampler's qualifying key. No qualifying key, no load split. One
+//!   name taking at least [`HOT_NAME_SHARE_PERCENT`] of the requests never becomes a
+//!   subtree scope of its own, as moving it would not spread its load; a qualifying key
+//!   may still cut the range next to it, which does.
 //! - Two splits of one scope are at least `interval_s_min` apart (CockroachDB: at most
 //!   once a minute), and nothing splits with `auto = false`: the decider still says what it
 //!   would do.
@@ -246,12 +247,14 @@ fn load_plan(
             hold_ms,
         });
     }
-    let (best, hottest) = match &load.key {
+    let (found, best, hottest) = match &load.key {
         KeyFinding::NotSampled => return Err(Reason::NotSampled { trigger }),
-        KeyFinding::Found(c) => (Some(c), None),
-        KeyFinding::NoKey { best, hottest } => (best.as_ref(), hottest.as_ref()),
+        KeyFinding::Found { key, hottest } => (Some(key), Some(key), hottest.as_ref()),
+        KeyFinding::NoKey { best, hottest } => (None, best.as_ref(), hottest.as_ref()),
     };
-    if let Some(h) = hottest.filter(|h| h.on * 100 >= h.counts() * HOT_NAME_SHARE_PERCENT) {
+    let found = found.filter(|k| inside(bounds, &k.at));
+    let hot = hottest.filter(|h| h.on * 100 >= h.counts() * HOT_NAME_SHARE_PERCENT);
+    if let (Some(h), None) = (hot, found) {
         return Err(Reason::HotName {
             trigger,
             hottest: h.clone(),
@@ -259,7 +262,16 @@ fn load_plan(
     }
     let shares = &load.children;
     if let Some((label, n)) = shares.labels.first() {
-        if !bounds.is_range() && shares.total >= COUNTS_MIN && dominant(*n, shares.total) {
+        // Moving one hot name into a scope of its own would not spread its load.
+        let hot_inside = hot.is_some_and(|h| {
+            let child = bounds.prefix.child(label);
+            child.is_ok_and(|c| h.at.is_under(&c))
+        });
+        if !bounds.is_range()
+            && !hot_inside
+            && shares.total >= COUNTS_MIN
+            && dominant(*n, shares.total)
+        {
             let plan = SplitPlan::Subtree {
                 label: label.clone(),
                 basis: Basis::Load,
@@ -269,17 +281,17 @@ fn load_plan(
             return Ok((trigger, plan));
         }
     }
-    match &load.key {
-        KeyFinding::Found(c) if inside(bounds, &c.at) => Ok((
+    match found {
+        Some(k) => Ok((
             trigger,
             SplitPlan::Range {
-                at: c.at.clone(),
+                at: k.at.clone(),
                 basis: Basis::Load,
-                left: c.left,
-                right: c.right,
+                left: k.left,
+                right: k.right,
             },
         )),
-        _ => Err(Reason::NoKey {
+        None => Err(Reason::NoKey {
             trigger,
             best: best.cloned(),
         }),

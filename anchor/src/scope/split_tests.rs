@@ -95,12 +95,16 @@ fn split(d: Decision) -> SplitEvidence {
     }
 }
 
+fn found(key: Candidate) -> KeyFinding {
+    KeyFinding::Found { key, hottest: None }
+}
+
 fn held(names: u64) -> Held {
     Held { names, bytes: None }
 }
 
 fn balanced() -> KeyFinding {
-    KeyFinding::Found(candidate("/users/u5", 2100, 2000, 3))
+    found(candidate("/users/u5", 2100, 2000, 3))
 }
 
 #[test]
@@ -251,6 +255,40 @@ fn a_dominant_child_label_splits_as_a_subtree() {
     justify(&e, &bounds, held(12), &policy(), NOW, None).unwrap();
 }
 
+/// A name with half the requests: a qualifying key next to it may cut the range, but its
+/// child label never becomes a scope of its own.
+#[test]
+fn a_hot_name_never_becomes_a_subtree_of_its_own() {
+    let hot_one = candidate("/shop/eu/api", 1000, 1000, 1000);
+    let mut load = hot(
+        20,
+        KeyFinding::Found {
+            key: hot_one.clone(),
+            hottest: Some(hot_one),
+        },
+    );
+    load.children.labels = vec![("eu".into(), 4000)];
+    let shop = ScopeBounds::subtree(name("/shop"));
+    let e = split(decide(&load, &small(), &policy(), &shop, NOW, None));
+    assert!(
+        matches!(&e.plan, SplitPlan::Range { at, .. } if *at == name("/shop/eu/api")),
+        "{}",
+        e.plan
+    );
+    // A hot name outside the dominant child does not stop its subtree split.
+    let elsewhere = candidate("/shop/us", 1000, 1000, 1000);
+    load.key = KeyFinding::Found {
+        key: candidate("/shop/eu/m", 1000, 1000, 0),
+        hottest: Some(elsewhere),
+    };
+    let e = split(decide(&load, &small(), &policy(), &shop, NOW, None));
+    assert!(
+        matches!(&e.plan, SplitPlan::Subtree { label, .. } if label == "eu"),
+        "{}",
+        e.plan
+    );
+}
+
 #[test]
 fn a_spread_load_splits_at_the_sampled_key() {
     let e = split(decide(
@@ -285,7 +323,7 @@ fn a_spread_load_splits_at_the_sampled_key() {
 
 #[test]
 fn a_range_scope_never_splits_by_subtree() {
-    let mut load = hot(20, KeyFinding::Found(candidate("/users/u7", 2100, 2000, 0)));
+    let mut load = hot(20, found(candidate("/users/u7", 2100, 2000, 0)));
     load.children.labels = vec![("u7".into(), 4000)];
     let bounds = ScopeBounds {
         prefix: name("/users"),
@@ -295,7 +333,7 @@ fn a_range_scope_never_splits_by_subtree() {
     let e = split(decide(&load, &small(), &policy(), &bounds, NOW, None));
     assert!(matches!(e.plan, SplitPlan::Range { .. }));
     // A key before the range's start is not inside it.
-    let load = hot(20, KeyFinding::Found(candidate("/users/u1", 2100, 2000, 0)));
+    let load = hot(20, found(candidate("/users/u1", 2100, 2000, 0)));
     let r = stay(decide(&load, &small(), &policy(), &bounds, NOW, None));
     assert!(matches!(r, Reason::NoKey { .. }));
 }
