@@ -115,6 +115,24 @@ pub enum PolicyError {
         /// The limit.
         max: usize,
     },
+    /// A `[merge]` minimum above half the matching `[split]` maximum: two scopes merged at
+    /// the minimum would need to split again at once.
+    #[error(
+        "{field} is {value} but {split_field} is {split_value}; two scopes merged just under \
+         {field} could hold twice it and split again at once: set {field} to at most half of \
+         {split_field} ({half}), or omit it for a quarter",
+        half = split_value / 2
+    )]
+    MergeAboveSplit {
+        /// The merge field, e.g. `merge.names_min`.
+        field: String,
+        /// Its value.
+        value: u64,
+        /// The split field it is checked against, e.g. `split.names_max`.
+        split_field: String,
+        /// That field's value.
+        split_value: u64,
+    },
     /// A placement label key or value that breaks the label rules.
     #[error("placement label {text:?}: {reason}")]
     BadLabel {

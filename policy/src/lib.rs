@@ -6,7 +6,7 @@
 //!
 //! # Layout
 //! - [`model`] — [`Policy`] and its sections ([`WriterRule`], [`Admin`], [`Limits`],
-//!   [`Reads`], [`Split`], [`Placement`]); [`Policy::from_toml`], [`Policy::to_toml`],
+//!   [`Reads`], [`Split`], [`Merge`], [`Placement`]); [`Policy::from_toml`], [`Policy::to_toml`],
 //!   [`Policy::validate`], [`Policy::development`]. The module docs show a full TOML policy.
 //! - [`pattern`] — [`Pattern`], name patterns with `*` and a trailing `**`.
 //! - [`key`] — [`PublicKey`] (validated ed25519 key, hex in TOML) and [`KeySet`] (`*` or keys).
@@ -44,5 +44,7 @@ pub mod pattern;
 pub use error::PolicyError;
 pub use eval::{evaluate, may_read, placement_allows, Decision, DenyReason, Request};
 pub use key::{KeySet, PublicKey};
-pub use model::{Admin, Limits, Placement, Policy, ReadAccess, Reads, Split, WriteOp, WriterRule};
+pub use model::{
+    Admin, Limits, Merge, Placement, Policy, ReadAccess, Reads, Split, WriteOp, WriterRule,
+};
 pub use pattern::Pattern;

@@ -23,17 +23,44 @@
 //! access = "anonymous"         # or "keyed"
 //! keys = []                    # readers admitted when access = "keyed"
 //!
-//! [split]
+//! [split]                      # when a scope splits itself (see below)
+//! auto = false                 # automatic splits allowed; false: the thresholds are shown only
 //! names_max = 100000
 //! bytes_max = 268435456
 //! writes_per_s_max = 1000
 //! reads_per_s_max = 20000
-//! window_s = 60                # how long a threshold must be exceeded before a split
+//! window_s = 60                # how long a load threshold must stay exceeded before a split
+//! interval_s_min = 60          # least time between two splits of one scope
+//!
+//! [merge]                      # when two adjacent scopes merge back into one
+//! auto = false                 # automatic merges allowed
+//! names_min = 25000            # default: a quarter of split.names_max
+//! bytes_min = 67108864         # default: a quarter of split.bytes_max
+//! age_s_min = 3600             # least age of the split before its halves may merge
 //!
 //! [placement]
 //! replicas = 3
 //! labels = { jurisdiction = "eu" }
 //! ```
+//!
+//! # Splits and merges
+//!
+//! `[split]` and `[merge]` are read by the scope's own decider (`anchor/src/scope/split.rs`),
+//! which every member of the scope also runs at apply. The rules follow CockroachDB's
+//! load-based splitter and merge queue and TiKV's region sizes:
+//!
+//! - A size limit (`names_max`, `bytes_max`) splits as soon as it is exceeded; a load limit
+//!   (`reads_per_s_max`, `writes_per_s_max`) only once every second of the last `window_s`
+//!   seconds exceeded it, so a burst does not split a scope.
+//! - `interval_s_min` keeps two splits of one scope apart (CockroachDB: at most one load
+//!   split a minute).
+//! - Two adjacent scopes merge only when both hold fewer than `names_min` names and
+//!   `bytes_min` bytes, their summed peak load over a full window stays under **half** the
+//!   split limits, and the split is at least `age_s_min` old (TiKV waits an hour). The gap
+//!   between the merge and split limits is what keeps a scope from flapping, so
+//!   `names_min` and `bytes_min` may be at most half of `names_max` and `bytes_max`.
+//! - `auto = false` (the default in both sections) keeps every existing scope's shape: the
+//!   decider still reports what it would do, but nothing happens on its own.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -58,6 +85,10 @@ pub const PLACEMENT_LABEL_BYTES_MAX: usize = 63;
 pub const SPLIT_WINDOW_S_MAX: u32 = 24 * 3600;
 /// Largest `split.bytes_max` (1 TiB).
 pub const SPLIT_BYTES_MAX: u64 = 1 << 40;
+/// Longest `split.interval_s_min` (one week).
+pub const SPLIT_INTERVAL_S_MAX: u32 = 7 * 24 * 3600;
+/// Longest `merge.age_s_min` (thirty days).
+pub const MERGE_AGE_S_MAX: u32 = 30 * 24 * 3600;
 
 /// A scope's policy: who may write what, who may change the policy, record limits, reads,
 /// split thresholds and placement. Build one with [`Policy::from_toml`] or
@@ -83,6 +114,9 @@ pub struct Policy {
     /// Where the scope's replicas may live.
     #[serde(default)]
     pub placement: Placement,
+    /// When two adjacent scopes merge back into one.
+    #[serde(default)]
+    pub merge: Merge,
 }
 
 /// A write operation a rule can allow.
@@ -209,10 +243,13 @@ pub struct Reads {
     pub keys: BTreeSet<PublicKey>,
 }
 
-/// `[split]`: load and size thresholds that, held for `window_s`, make the scope split.
+/// `[split]`: size thresholds, and load thresholds that, held for `window_s`, make the
+/// scope split; whether it may split on its own, and how often.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Split {
+    /// Automatic splits allowed (default false: the thresholds are reported only).
+    pub auto: bool,
     /// Names.
     pub names_max: u32,
     /// Bytes of record sets.
@@ -222,19 +259,66 @@ pub struct Split {
     pub writes_per_s_max: u32,
     /// Reads per second, summed over members.
     pub reads_per_s_max: u32,
-    /// Seconds a threshold must stay exceeded.
+    /// Seconds a load threshold must stay exceeded, every second of them, before a split
+    /// (the hold). Size thresholds act at once.
     pub window_s: u32,
+    /// Least seconds between two splits of one scope.
+    pub interval_s_min: u32,
 }
 
 impl Default for Split {
     fn default() -> Self {
         Split {
+            auto: false,
             names_max: 100_000,
             bytes_max: 256 * 1024 * 1024,
             writes_per_s_max: 1_000,
             reads_per_s_max: 20_000,
             window_s: 60,
+            interval_s_min: 60,
         }
+    }
+}
+
+/// `[merge]`: when two adjacent scopes (two ranges of one prefix, or a child and its
+/// parent) merge back into one.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Merge {
+    /// Automatic merges allowed (default false).
+    pub auto: bool,
+    /// Each side must hold fewer names (default: a quarter of `split.names_max`, see
+    /// [`Merge::names_min_for`]).
+    pub names_min: Option<u32>,
+    /// Each side must hold fewer bytes (default: a quarter of `split.bytes_max`, see
+    /// [`Merge::bytes_min_for`]).
+    #[serde(serialize_with = "saturating_i64_opt")]
+    pub bytes_min: Option<u64>,
+    /// Least seconds between a split and the merge of its halves.
+    pub age_s_min: u32,
+}
+
+impl Default for Merge {
+    fn default() -> Self {
+        Merge {
+            auto: false,
+            names_min: None,
+            bytes_min: None,
+            age_s_min: 3600,
+        }
+    }
+}
+
+impl Merge {
+    /// The names minimum in force: `names_min`, or a quarter of `split.names_max`.
+    pub fn names_min_for(&self, split: &Split) -> u64 {
+        self.names_min
+            .map_or(u64::from(split.names_max) / 4, u64::from)
+    }
+
+    /// The bytes minimum in force: `bytes_min`, or a quarter of `split.bytes_max`.
+    pub fn bytes_min_for(&self, split: &Split) -> u64 {
+        self.bytes_min.unwrap_or(split.bytes_max / 4)
     }
 }
 
@@ -264,6 +348,15 @@ fn saturating_i64<S: Serializer>(value: &u64, s: S) -> Result<S::Ok, S::Error> {
         return s.serialize_u64(*value);
     }
     s.serialize_i64(i64::try_from(*value).unwrap_or(i64::MAX))
+}
+
+/// [`saturating_i64`] for an optional value.
+fn saturating_i64_opt<S: Serializer>(value: &Option<u64>, s: S) -> Result<S::Ok, S::Error> {
+    match value {
+        None => s.serialize_none(),
+        Some(v) if !s.is_human_readable() => s.serialize_some(v),
+        Some(v) => s.serialize_some(&i64::try_from(*v).unwrap_or(i64::MAX)),
+    }
 }
 
 impl Policy {
@@ -317,7 +410,8 @@ impl Policy {
         self.limits.validate()?;
         self.reads.validate()?;
         self.split.validate()?;
-        self.placement.validate()
+        self.placement.validate()?;
+        self.merge.validate(&self.split)
     }
 
     fn validate_writers(&self) -> Result<(), PolicyError> {
@@ -417,8 +511,54 @@ impl Split {
         )?;
         in_range("split.reads_per_s_max", self.reads_per_s_max.into(), 1, max)?;
         let window_max = SPLIT_WINDOW_S_MAX.into();
-        in_range("split.window_s", self.window_s.into(), 1, window_max)
+        in_range("split.window_s", self.window_s.into(), 1, window_max)?;
+        let interval_max = SPLIT_INTERVAL_S_MAX.into();
+        in_range(
+            "split.interval_s_min",
+            self.interval_s_min.into(),
+            1,
+            interval_max,
+        )
     }
+}
+
+impl Merge {
+    fn validate(&self, split: &Split) -> Result<(), PolicyError> {
+        if let Some(names) = self.names_min {
+            in_range("merge.names_min", names.into(), 1, u32::MAX.into())?;
+            below_half(
+                "merge.names_min",
+                names.into(),
+                "split.names_max",
+                split.names_max.into(),
+            )?;
+        }
+        if let Some(bytes) = self.bytes_min {
+            in_range("merge.bytes_min", bytes, 1, SPLIT_BYTES_MAX)?;
+            below_half("merge.bytes_min", bytes, "split.bytes_max", split.bytes_max)?;
+        }
+        let age_max = MERGE_AGE_S_MAX.into();
+        in_range("merge.age_s_min", self.age_s_min.into(), 1, age_max)
+    }
+}
+
+/// A merge minimum must be at most half the split maximum: two scopes merged at the
+/// minimum then cannot need a split at once.
+fn below_half(
+    field: &str,
+    value: u64,
+    split_field: &str,
+    split_value: u64,
+) -> Result<(), PolicyError> {
+    if value <= split_value / 2 {
+        return Ok(());
+    }
+    Err(PolicyError::MergeAboveSplit {
+        field: field.to_string(),
+        value,
+        split_field: split_field.to_string(),
+        split_value,
+    })
 }
 
 impl Placement {
@@ -748,5 +888,94 @@ labels = {{ jurisdiction = "eu", tier = "gold" }}
         p.limits.names_max = Some(u32::MAX);
         let text = p.to_toml();
         assert!(text.contains(&i64::MAX.to_string()), "{text}");
+    }
+
+    /// The `[split]` form written before `auto`, `interval_s_min` and `[merge]` existed
+    /// still parses, and changes nothing: automatic splits and merges stay off.
+    #[test]
+    fn split_and_merge_defaults_keep_old_policies_as_they_were() {
+        let p = Policy::from_toml(&full_toml()).unwrap();
+        assert!(!p.split.auto);
+        assert_eq!(p.split.interval_s_min, 60);
+        assert_eq!(p.merge, Merge::default());
+        assert!(!p.merge.auto);
+        assert_eq!(p.merge.age_s_min, 3600);
+        assert_eq!(p.merge.names_min_for(&p.split), 1250);
+        assert_eq!(p.merge.bytes_min_for(&p.split), 250_000);
+        // A tiny split limit is still valid with the default merge minimum.
+        let tiny = Policy::from_toml(
+            "[split]
+names_max = 1
+",
+        )
+        .unwrap();
+        assert_eq!(tiny.merge.names_min_for(&tiny.split), 0);
+    }
+
+    #[test]
+    fn split_and_merge_keys_parse_and_round_trip() {
+        let text = "[split]\nauto = true\nnames_max = 1000\nwindow_s = 10\ninterval_s_min = 30\n\n\
+                    [merge]\nauto = true\nnames_min = 200\nbytes_min = 1000\nage_s_min = 600\n";
+        let p = Policy::from_toml(text).unwrap();
+        assert!(p.split.auto && p.merge.auto);
+        assert_eq!((p.split.window_s, p.split.interval_s_min), (10, 30));
+        assert_eq!(p.merge.names_min_for(&p.split), 200);
+        assert_eq!(p.merge.bytes_min_for(&p.split), 1000);
+        assert_eq!(p.merge.age_s_min, 600);
+        let back = Policy::from_toml(&p.to_toml()).unwrap();
+        assert_eq!(back, p);
+        let bytes = proto::codec::encode(&p).unwrap();
+        assert_eq!(
+            proto::codec::decode::<Policy>(&bytes, bytes.len()).unwrap(),
+            p
+        );
+    }
+
+    #[test]
+    fn split_and_merge_errors_name_the_field() {
+        for (text, field) in [
+            ("[split]\ninterval_s_min = 0", "split.interval_s_min"),
+            ("[split]\ninterval_s_min = 99999999", "split.interval_s_min"),
+            ("[merge]\nage_s_min = 0", "merge.age_s_min"),
+            ("[merge]\nnames_min = 0", "merge.names_min"),
+            ("[merge]\nbytes_min = 0", "merge.bytes_min"),
+            ("[merge]\nsize_min = 5", "size_min"),
+        ] {
+            let e = err(text);
+            assert!(e.to_string().contains(field), "{text}: {e}");
+        }
+        let e = err("[split]\nnames_max = 1000\n[merge]\nnames_min = 501\n");
+        assert_eq!(
+            e,
+            PolicyError::MergeAboveSplit {
+                field: "merge.names_min".into(),
+                value: 501,
+                split_field: "split.names_max".into(),
+                split_value: 1000
+            }
+        );
+        assert!(
+            e.to_string()
+                .contains("at most half of split.names_max (500)"),
+            "{e}"
+        );
+        Policy::from_toml("[split]\nnames_max = 1000\n[merge]\nnames_min = 500\n").unwrap();
+        let e = err("[split]\nbytes_max = 100\n[merge]\nbytes_min = 51\n");
+        assert!(
+            matches!(e, PolicyError::MergeAboveSplit { value: 51, .. }),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn extreme_merge_bytes_still_serialize() {
+        let mut p = Policy::default();
+        p.merge.bytes_min = Some(u64::MAX);
+        assert!(p.to_toml().contains(&i64::MAX.to_string()));
+        let bytes = proto::codec::encode(&p).unwrap();
+        assert_eq!(
+            proto::codec::decode::<Policy>(&bytes, bytes.len()).unwrap(),
+            p
+        );
     }
 }

@@ -10,6 +10,9 @@
 //! - [`mutation`] — [`Mutation`], [`SignedMutation`]: signing and verification.
 //! - [`scope`] — [`ScopeId`], [`ScopeDescriptor`], [`AnchorInfo`].
 //! - [`msg`] — the request and response of every protocol.
+//! - [`load`] — [`load::FollowerReport`], a follower's request counts for its leader.
+//! - [`split`] — [`split::SplitEvidence`] and [`split::MergeEvidence`], the figures a scope
+//!   proposes when it reshapes itself, checked by every member at apply.
 //! - [`codec`] — bincode 2 encode/decode with size checks before decoding.
 //! - [`error`] — [`ProtoError`].
 #![deny(missing_docs)]
@@ -17,11 +20,13 @@
 pub mod codec;
 pub mod error;
 pub mod limits;
+pub mod load;
 pub mod msg;
 pub mod mutation;
 pub mod name;
 pub mod record;
 pub mod scope;
+pub mod split;
 
 pub use error::ProtoError;
 pub use msg::{ReadLevel, WireError};

@@ -1,11 +1,33 @@
-//! Scope logic that does no IO: deciding what a command does to a scope's state.
+//! Scope logic that does no IO: deciding what a command does to a scope's state, and
+//! deciding when a scope should change its shape.
 //!
 //! The state machine (`crate::raft::sm`) reads state through [`decide::ScopeRead`] and
 //! writes the [`decide::Effect`] it is given; the leader runs the same decision before it
 //! proposes, so a mutation is checked against policy twice (once before proposing, once in
 //! log order at apply). Delegation decisions (`Moving`, `Delegated`) live in [`decide`] too.
-//! [`rate`] counts requests per scope; [`sig_cache`] remembers signatures already checked.
+//!
+//! # Layout
+//! - [`decide`] — the decision for one mutation or delegation step.
+//! - [`rate`] — the request-rate meter behind `scope tree`'s load column.
+//! - [`sig_cache`] — signatures already checked.
+//! - [`load`] — a scope's load and size accounting for splits: 1 s rates, the retained
+//!   peak, the hold, follower reports, child-label shares.
+//! - [`sampler`] — the split-key sampler (reservoir of candidate keys, left/right counts).
+//! - [`split`] — the split decider ([`split::decide`]) and the apply-time check
+//!   ([`split::justify`]).
+//! - [`verdict`] — the deciders' verdicts in words: [`verdict::Reason`] (why not now) and
+//!   [`verdict::Refusal`] (why a member refuses at apply).
+//! - [`merge`] — the merge decider ([`merge::decide_merge`]) and its apply-time check
+//!   ([`merge::justify_merge`]).
+//!
+//! [`load`], [`sampler`], [`split`], [`verdict`] and [`merge`] are built and unit-tested but not wired
+//! into the daemon yet: nothing records load into them and nothing proposes a split.
 
 pub mod decide;
+pub mod load;
+pub mod merge;
 pub mod rate;
+pub mod sampler;
 pub mod sig_cache;
+pub mod split;
+pub mod verdict;
