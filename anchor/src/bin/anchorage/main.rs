@@ -8,6 +8,10 @@
 //! [`target`]; key files in [`keys`]; everything that turns answers into text or JSON, as
 //! pure functions, in [`render`].
 
+// The doc comments of the clap argument types are the `--help` text users read
+// (`NAME:PORT[:WEIGHT]`, `/p2p/<peer id>`), not rustdoc markup.
+#![allow(rustdoc::broken_intra_doc_links, rustdoc::invalid_html_tags)]
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
