@@ -82,6 +82,7 @@ impl Server {
             }
             delegations.push(d);
         }
+        let now_ms = self.inner.clock.unix_ms();
         Ok(ScopeInfo {
             status: r.status(),
             descriptor: view.descriptor.unwrap_or_else(|| r.descriptor.clone()),
@@ -89,7 +90,8 @@ impl Server {
             policy_toml: view.policy_toml,
             delegations,
             active: view.active,
-            load: r.load.load(self.inner.clock.unix_s()),
+            load: r.load.window(now_ms / 1000),
+            split: r.split_view(now_ms),
         })
     }
 
