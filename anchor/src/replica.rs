@@ -92,21 +92,28 @@ impl Replica {
             .write(name, now_ms, self.load_limits(), !forwarded);
     }
 
-    /// A bounded scan of the scope's records ([`SIZE_SCAN_NAMES_MAX`] names at most),
-    /// reused for [`SIZE_SCAN_REUSE_MS`].
-    pub fn size_scan(&self, now_ms: u64) -> Option<SizeScan> {
-        if let Ok(cache) = self.size_scan.lock() {
-            if let Some((at, scan)) = cache.as_ref() {
-                if now_ms.saturating_sub(*at) < SIZE_SCAN_REUSE_MS {
-                    return Some(scan.clone());
-                }
-            }
-        }
+    /// The last size scan, if it was made less than [`SIZE_SCAN_REUSE_MS`] before `now_ms`.
+    pub fn fresh_size_scan(&self, now_ms: u64) -> Option<SizeScan> {
+        let cache = self.size_scan.lock().ok()?;
+        let (at, scan) = cache.as_ref()?;
+        (now_ms.saturating_sub(*at) < SIZE_SCAN_REUSE_MS).then(|| scan.clone())
+    }
+
+    /// Scans the scope's records now ([`SIZE_SCAN_NAMES_MAX`] names at most) and keeps the
+    /// result for [`SIZE_SCAN_REUSE_MS`]. Reads up to that many records from disk: call it
+    /// off the async workers (`spawn_blocking`).
+    pub fn refresh_size_scan(&self, now_ms: u64) -> Option<SizeScan> {
         let scan = self.state.size_scan(SIZE_SCAN_NAMES_MAX).ok()?;
         if let Ok(mut cache) = self.size_scan.lock() {
             *cache = Some((now_ms, scan.clone()));
         }
         Some(scan)
+    }
+
+    /// The fresh size scan, or a new one.
+    pub fn size_scan(&self, now_ms: u64) -> Option<SizeScan> {
+        self.fresh_size_scan(now_ms)
+            .or_else(|| self.refresh_size_scan(now_ms))
     }
 
     /// What the split decider sees and would do at `now_ms`; `None` before the replica has
