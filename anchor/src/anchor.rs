@@ -231,6 +231,7 @@ impl Anchor {
             }
         }
         let me = self.inner.registry.node_id();
+        let now_ms = self.inner.server.clock().unix_ms();
         for r in self.replicas() {
             let m = r.raft.metrics().borrow().clone();
             let id = r.id.to_hex();
@@ -244,6 +245,20 @@ impl Anchor {
             g.scope_applied
                 .with_label_values(&[&id])
                 .set(m.last_applied.map_or(0, |l| l.index) as i64);
+            if let Some(f) = r.load.figures(now_ms, r.load_limits()) {
+                let set = |gauge: &prometheus::IntGaugeVec, v: u64| {
+                    gauge
+                        .with_label_values(&[&id])
+                        .set(i64::try_from(v).unwrap_or(i64::MAX));
+                };
+                set(&g.scope_reads_per_s, f.reads_per_s);
+                set(&g.scope_writes_per_s, f.writes_per_s);
+                set(&g.scope_reads_per_s_peak, f.reads_peak);
+                set(&g.scope_writes_per_s_peak, f.writes_peak);
+            }
+            g.scope_names.with_label_values(&[&id]).set(
+                i64::try_from(r.state.with_view(|v| v.names).unwrap_or(0)).unwrap_or(i64::MAX),
+            );
         }
     }
 

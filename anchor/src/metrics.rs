@@ -15,6 +15,16 @@ pub struct Metrics {
     pub scope_leader: IntGaugeVec,
     /// Last applied index per scope.
     pub scope_applied: IntGaugeVec,
+    /// Reads/s per scope in the last settled second (requests this anchor served).
+    pub scope_reads_per_s: IntGaugeVec,
+    /// Writes/s per scope in the last settled second (requests this anchor received).
+    pub scope_writes_per_s: IntGaugeVec,
+    /// Highest reads/s per scope over the retained window.
+    pub scope_reads_per_s_peak: IntGaugeVec,
+    /// Highest writes/s per scope over the retained window.
+    pub scope_writes_per_s_peak: IntGaugeVec,
+    /// Names held per scope.
+    pub scope_names: IntGaugeVec,
     /// Mutations by outcome (`committed`, or the refusal reason).
     pub mutations: IntCounterVec,
     /// Resolves by level and outcome.
@@ -55,6 +65,23 @@ impl Metrics {
             "scope_applied_index",
             "Last applied log index of each scope",
         );
+        let scope_reads_per_s = gauge(
+            "scope_reads_per_second",
+            "Reads of each scope this anchor answered in the last settled second",
+        );
+        let scope_writes_per_s = gauge(
+            "scope_writes_per_second",
+            "Writes to each scope this anchor received in the last settled second",
+        );
+        let scope_reads_per_s_peak = gauge(
+            "scope_reads_per_second_peak",
+            "Highest reads/s of each scope on this anchor over the retained window (5 min)",
+        );
+        let scope_writes_per_s_peak = gauge(
+            "scope_writes_per_second_peak",
+            "Highest writes/s of each scope on this anchor over the retained window (5 min)",
+        );
+        let scope_names = gauge("scope_names", "Names held by each hosted scope");
         let mutations = counter("mutations_total", "Mutations by outcome", &["outcome"]);
         let resolves = counter(
             "resolves_total",
@@ -94,6 +121,11 @@ impl Metrics {
             scope_term,
             scope_leader,
             scope_applied,
+            scope_reads_per_s,
+            scope_writes_per_s,
+            scope_reads_per_s_peak,
+            scope_writes_per_s_peak,
+            scope_names,
             mutations,
             resolves,
             refused,

@@ -1,16 +1,26 @@
 //! One scope replica hosted by this anchor: its Raft group, read access to its state, its
-//! request meter, and the queues of its leader-side proposer and read-index rounds; with the
+//! load meters and split view, and the queues of its leader-side proposer and read-index rounds; with the
 //! questions about its group that the handlers and the delegation driver ask.
 
+use std::sync::Mutex;
+
 use libp2p::PeerId;
-use proto::msg::ScopeStatus;
-use proto::{AnchorInfo, ScopeDescriptor, ScopeId};
+use proto::msg::{ScopeStatus, SplitView};
+use proto::{AnchorInfo, Name, ScopeDescriptor, ScopeId};
 use tokio::sync::mpsc;
 
 use crate::raft::proposer::{Proposal, ReadWaiter};
-use crate::raft::sm::ScopeReader;
+use crate::raft::sm::{ScopeReader, SizeScan};
 use crate::raft::{NodeId, ScopeRaft};
-use crate::scope::rate::RateMeter;
+use crate::scope::load::LoadLimits;
+use crate::scope::meter::ReplicaLoad;
+use crate::scope::show::{split_view, Coverage};
+
+/// Most names one size scan reads.
+pub const SIZE_SCAN_NAMES_MAX: u64 = 100_000;
+/// How long a size scan's result is reused, ms (so repeated `scope show`/`scope tree`
+/// calls cost at most one scan per scope in this time).
+pub const SIZE_SCAN_REUSE_MS: u64 = 5_000;
 
 /// One hosted scope replica.
 pub struct Replica {
@@ -22,8 +32,10 @@ pub struct Replica {
     pub raft: ScopeRaft,
     /// Read access to its state machine.
     pub state: ScopeReader,
-    /// Requests served for this scope here, over the last seconds.
-    pub load: RateMeter,
+    /// Requests served for this scope here: the rate meter and the split accounting.
+    pub load: ReplicaLoad,
+    /// The last size scan and when it was made, ms.
+    size_scan: Mutex<Option<(u64, SizeScan)>>,
     proposals: mpsc::Sender<Proposal>,
     reads: mpsc::Sender<ReadWaiter>,
 }
@@ -37,12 +49,14 @@ impl Replica {
         proposals: mpsc::Sender<Proposal>,
         reads: mpsc::Sender<ReadWaiter>,
     ) -> Replica {
+        let seed = u64::from_le_bytes(descriptor.id.0[..8].try_into().unwrap_or_default());
         Replica {
             id: descriptor.id,
+            load: ReplicaLoad::new(descriptor.prefix.clone(), seed),
+            size_scan: Mutex::new(None),
             descriptor,
             raft,
             state,
-            load: RateMeter::default(),
             proposals,
             reads,
         }
@@ -56,6 +70,70 @@ impl Replica {
     /// Queues a linearizable read for the next read-index round; false when its queue is full.
     pub(crate) fn queue_read(&self, waiter: ReadWaiter) -> bool {
         self.reads.try_send(waiter).is_ok()
+    }
+
+    /// The load limits of the scope's current policy (none before genesis is applied).
+    pub fn load_limits(&self) -> LoadLimits {
+        self.state
+            .with_view(|v| v.policy.as_ref().map(|p| LoadLimits::of(&p.split)))
+            .flatten()
+            .unwrap_or(LoadLimits::NONE)
+    }
+
+    /// Counts one resolve of `name` answered here at `now_ms`.
+    pub fn record_read(&self, name: &Name, now_ms: u64) {
+        self.load.read(name, now_ms, self.load_limits());
+    }
+
+    /// Counts one mutation of `name` received here at `now_ms`; a `forwarded` one (sent on
+    /// by a member that received it) is left out of `scope tree`'s window.
+    pub fn record_write(&self, name: &Name, now_ms: u64, forwarded: bool) {
+        self.load
+            .write(name, now_ms, self.load_limits(), !forwarded);
+    }
+
+    /// The last size scan, if it was made less than [`SIZE_SCAN_REUSE_MS`] before `now_ms`.
+    pub fn fresh_size_scan(&self, now_ms: u64) -> Option<SizeScan> {
+        let cache = self.size_scan.lock().ok()?;
+        let (at, scan) = cache.as_ref()?;
+        (now_ms.saturating_sub(*at) < SIZE_SCAN_REUSE_MS).then(|| scan.clone())
+    }
+
+    /// Scans the scope's records now ([`SIZE_SCAN_NAMES_MAX`] names at most) and keeps the
+    /// result for [`SIZE_SCAN_REUSE_MS`]. Reads up to that many records from disk: call it
+    /// off the async workers (`spawn_blocking`).
+    pub fn refresh_size_scan(&self, now_ms: u64) -> Option<SizeScan> {
+        let scan = self.state.size_scan(SIZE_SCAN_NAMES_MAX).ok()?;
+        if let Ok(mut cache) = self.size_scan.lock() {
+            *cache = Some((now_ms, scan.clone()));
+        }
+        Some(scan)
+    }
+
+    /// The fresh size scan, or a new one.
+    pub fn size_scan(&self, now_ms: u64) -> Option<SizeScan> {
+        self.fresh_size_scan(now_ms)
+            .or_else(|| self.refresh_size_scan(now_ms))
+    }
+
+    /// What the split decider sees and would do at `now_ms`; `None` before the replica has
+    /// applied its scope's policy.
+    pub fn split_view(&self, now_ms: u64) -> Option<SplitView> {
+        let policy = self.state.with_view(|v| v.policy.clone()).flatten()?;
+        let load = self.load.figures(now_ms, LoadLimits::of(&policy.split))?;
+        let scan = self.size_scan(now_ms)?;
+        let coverage = Coverage {
+            scanned: scan.scanned,
+            complete: scan.complete,
+        };
+        Some(split_view(
+            &self.descriptor.prefix,
+            &load,
+            &scan.figures,
+            coverage,
+            &policy,
+            now_ms,
+        ))
     }
 
     /// Whether `node` leads this scope, as far as this replica knows.

@@ -333,6 +333,7 @@ fn wire(dir: &Path) {
             reads: 10,
             writes: 2,
         },
+        split: None,
     };
     for a in [
         AdminResponse::Status(status),

@@ -403,6 +403,9 @@ pub struct ScopeInfo {
     pub active: bool,
     /// Load seen on the answering anchor.
     pub load: Load,
+    /// The split decider's view on the answering anchor; `None` before the replica has
+    /// applied its scope's policy.
+    pub split: Option<SplitView>,
 }
 
 /// Requests one anchor served for one scope in the last [`Load::WINDOW_S`] seconds.
@@ -417,6 +420,50 @@ pub struct Load {
 impl Load {
     /// The window the counts cover, seconds.
     pub const WINDOW_S: u64 = 10;
+}
+
+/// A scope's load and size as its split decider sees them on one anchor, and what the
+/// decider would do now and why (`anchorage scope show`).
+///
+/// Load covers the requests this anchor served for the scope (reads it answered, writes it
+/// received); size comes from the anchor's copy of the scope's state.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SplitView {
+    /// Reads in the last settled second.
+    pub reads_per_s: u64,
+    /// Writes in the last settled second.
+    pub writes_per_s: u64,
+    /// Highest reads/s over the retained window.
+    pub reads_peak: u64,
+    /// Highest writes/s over the retained window.
+    pub writes_peak: u64,
+    /// The retained window of the peaks, seconds.
+    pub peak_window_s: u64,
+    /// True once a full retained window has been observed, so the peaks can be trusted.
+    pub peak_reliable: bool,
+    /// Names held.
+    pub names: u64,
+    /// Bytes of record sets, from the scan; `None` when the scan stopped before the end.
+    pub bytes: Option<u64>,
+    /// Names the size scan read (it reads at most a bounded number).
+    pub scanned: u64,
+    /// True when the scan read every name, so the child-label sizes are exact; false: they
+    /// cover the first `scanned` names in name order only.
+    pub complete: bool,
+    /// The child labels holding the most names, most first: (label, names, bytes).
+    pub children: Vec<(String, u64, u64)>,
+    /// The median name, when the scan reached it.
+    pub median: Option<Name>,
+    /// The sampler's best split key, if a candidate qualifies.
+    pub key: Option<Name>,
+    /// The sampler's finding in words: the key and its counts, or why there is none.
+    pub key_text: String,
+    /// True when the decider would split the scope now (with `auto = true`).
+    pub would_split: bool,
+    /// What the decider would do now and why, in words.
+    pub decision: String,
+    /// The policy's `[split] auto`.
+    pub auto: bool,
 }
 
 // ---- /anchorage/watch/1 ----

@@ -17,17 +17,23 @@
 //!   ([`split::justify`]).
 //! - [`verdict`] — the deciders' verdicts in words: [`verdict::Reason`] (why not now) and
 //!   [`verdict::Refusal`] (why a member refuses at apply).
+//! - [`meter`] — a hosted replica's load meters (the rate meter and the split accounting)
+//!   behind one lock, fed by the request handlers.
+//! - [`show`] — the split view `scope show` prints: load, size, split key, decision.
 //! - [`merge`] — the merge decider ([`merge::decide_merge`]) and its apply-time check
 //!   ([`merge::justify_merge`]).
 //!
-//! [`load`], [`sampler`], [`split`], [`verdict`] and [`merge`] are built and unit-tested but not wired
-//! into the daemon yet: nothing records load into them and nothing proposes a split.
+//! Every resolve and mutation a replica serves is recorded into its [`meter`], and
+//! `scope show` and the per-scope load gauges read it through [`show`]; nothing proposes a
+//! split or a merge yet.
 
 pub mod decide;
 pub mod load;
 pub mod merge;
+pub mod meter;
 pub mod rate;
 pub mod sampler;
+pub mod show;
 pub mod sig_cache;
 pub mod split;
 pub mod verdict;

@@ -1,12 +1,15 @@
 //! The admin protocol: this anchor's status, creating a scope, one scope in detail, a chunk
 //! of a child scope's seed, and building snapshots.
 
+use std::sync::Arc;
+
 use libp2p::PeerId;
 use proto::msg::{AdminRequest, AdminResponse, AnchorStatus, ScopeInfo, ScopeTarget};
 use proto::{codec, Name, WireError};
 use resolver::net::Protocol;
 
 use super::Server;
+use crate::replica::Replica;
 use crate::scope::decide;
 
 /// Bytes of delegations one ScopeInfo answer carries (the policy takes up to 64 KiB more).
@@ -34,10 +37,13 @@ impl Server {
                     reason: e.to_string(),
                 }),
             },
-            AdminRequest::ScopeInfo { target } => match self.scope_info(&target) {
-                Ok(info) => AdminResponse::Scope(Box::new(info)),
-                Err(e) => AdminResponse::Error(e),
-            },
+            AdminRequest::ScopeInfo { target } => {
+                self.scan_size(&target).await;
+                match self.scope_info(&target) {
+                    Ok(info) => AdminResponse::Scope(Box::new(info)),
+                    Err(e) => AdminResponse::Error(e),
+                }
+            }
             AdminRequest::SeedScope(seed) => {
                 match self.inner.receiver.seed_scope(self, peer, seed).await {
                     Ok(()) => AdminResponse::Ok,
@@ -56,13 +62,31 @@ impl Server {
         }
     }
 
-    /// One hosted scope in detail.
-    pub fn scope_info(&self, target: &ScopeTarget) -> Result<ScopeInfo, WireError> {
-        let replica = match target {
+    /// The replica a target names, if hosted here.
+    fn target_replica(&self, target: &ScopeTarget) -> Option<Arc<Replica>> {
+        match target {
             ScopeTarget::Id(id) => self.inner.registry.get(id),
             ScopeTarget::Name(name) => self.inner.registry.governing(name),
+        }
+    }
+
+    /// Makes the target replica's size scan fresh on a blocking thread (it reads up to
+    /// [`crate::replica::SIZE_SCAN_NAMES_MAX`] records), so [`Server::scope_info`] finds it
+    /// without reading them on an async worker.
+    async fn scan_size(&self, target: &ScopeTarget) {
+        let Some(r) = self.target_replica(target) else {
+            return;
         };
-        let Some(r) = replica else {
+        let now_ms = self.inner.clock.unix_ms();
+        if r.fresh_size_scan(now_ms).is_none() {
+            let _ = tokio::task::spawn_blocking(move || r.refresh_size_scan(now_ms)).await;
+        }
+    }
+
+    /// One hosted scope in detail (with its split view; the size scan is made here when
+    /// none is fresh).
+    pub fn scope_info(&self, target: &ScopeTarget) -> Result<ScopeInfo, WireError> {
+        let Some(r) = self.target_replica(target) else {
             let name = match target {
                 ScopeTarget::Name(n) => n.clone(),
                 ScopeTarget::Id(_) => Name::root(),
@@ -82,6 +106,7 @@ impl Server {
             }
             delegations.push(d);
         }
+        let now_ms = self.inner.clock.unix_ms();
         Ok(ScopeInfo {
             status: r.status(),
             descriptor: view.descriptor.unwrap_or_else(|| r.descriptor.clone()),
@@ -89,7 +114,8 @@ impl Server {
             policy_toml: view.policy_toml,
             delegations,
             active: view.active,
-            load: r.load.load(self.inner.clock.unix_s()),
+            load: r.load.window(now_ms / 1000),
+            split: r.split_view(now_ms),
         })
     }
 

@@ -100,6 +100,11 @@ impl Server {
         }
     }
 
+    /// The wall clock the handlers use.
+    pub(crate) fn clock(&self) -> &SharedClock {
+        &self.inner.clock
+    }
+
     /// Answers inbound requests until the swarm stops, at most [`HANDLERS_MAX`] at once.
     pub(crate) async fn serve(self, mut rx: tokio::sync::mpsc::Receiver<Inbound>) {
         let permits = Arc::new(Semaphore::new(HANDLERS_MAX));

@@ -46,9 +46,9 @@ impl Server {
                 name: m.op.name().clone(),
             });
         };
-        if !req.forwarded {
-            replica.load.write(self.inner.clock.unix_s());
-        }
+        // `scope tree`'s window counts a write where it arrived; the split accounting also
+        // counts writes forwarded to this leader, so the leader's figures hold every write.
+        replica.record_write(m.op.name(), self.inner.clock.unix_ms(), req.forwarded);
         // Names under an active delegation are the child's: say where it is, whoever leads.
         let delegated = replica
             .state

@@ -65,7 +65,7 @@ impl Server {
             Ok(r) => r,
             Err(e) => return ResolveResponse::Error(e),
         };
-        replica.load.read(self.inner.clock.unix_s());
+        replica.record_read(&req.name, self.inner.clock.unix_ms());
         if req.level == ReadLevel::Linearizable {
             let (tx, rx) = tokio::sync::oneshot::channel();
             if !replica.queue_read(tx) {

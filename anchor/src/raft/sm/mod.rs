@@ -45,7 +45,7 @@ use overlay::{sm_err, Overlay};
 use snapshot::StoredMem;
 
 pub use overlay::WATCH_HISTORY_CHANGES;
-pub use reader::ScopeReader;
+pub use reader::{ScopeReader, SizeScan};
 pub use seed::{remove_scope, seed, Seed};
 pub use snapshot::{parse_snapshot, Kvs, SnapshotError};
 pub use view::ScopeView;

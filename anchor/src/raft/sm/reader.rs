@@ -10,7 +10,20 @@ use super::keys::{split_nonce_value, Keys, Tag};
 use super::overlay::{Overlay, WATCH_HISTORY_CHANGES};
 use super::view::ScopeView;
 use crate::scope::decide::{self, Accepted};
+use crate::scope::load::{ChildSize, Median, SizeFigures, CHILD_LABELS_MAX};
 use crate::AnchorError;
+
+/// What a bounded scan of a scope's records found ([`ScopeReader::size_scan`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SizeScan {
+    /// Names from the view; bytes, child labels (the [`CHILD_LABELS_MAX`] largest by names)
+    /// and the median name from the scan.
+    pub figures: SizeFigures,
+    /// Names the scan read.
+    pub scanned: u64,
+    /// True when the scan read every record, so bytes and child labels are exact.
+    pub complete: bool,
+}
 
 /// Read access to a scope's state machine: the sled tree and the [`ScopeView`] the state
 /// machine replaces after every apply. Cheap to clone.
@@ -105,6 +118,65 @@ impl ScopeReader {
             ));
         }
         Ok(out)
+    }
+
+    /// Reads at most `names_max` records in name order and sums their sizes: bytes and
+    /// names per child label (the first label below the scope's prefix) and the median
+    /// name (reached when the scope holds fewer than `2 × names_max` names). When the scan
+    /// stops early, bytes and child labels cover the names it read.
+    pub fn size_scan(&self, names_max: u64) -> Result<SizeScan, AnchorError> {
+        let (prefix, names) = self
+            .with_view(|v| (v.prefix.clone(), v.names))
+            .unwrap_or_default();
+        let depth = prefix.depth();
+        let median_at = names / 2;
+        let mut children: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
+        let mut bytes = 0u64;
+        let mut scanned = 0u64;
+        let mut median = None;
+        let mut complete = true;
+        for kv in self.tree.scan_prefix(self.keys.all(Tag::Record)) {
+            if scanned >= names_max {
+                complete = false;
+                break;
+            }
+            let (k, v) = kv?;
+            let name = self.keys.split_record(&k)?;
+            let len = v.len() as u64;
+            bytes += len;
+            if let Some(label) = name.labels().get(depth) {
+                let c = children.entry(label.clone()).or_default();
+                c.0 += 1;
+                c.1 += len;
+            }
+            if scanned == median_at && names > 0 {
+                median = Some(Median {
+                    at: name,
+                    left: scanned,
+                });
+            }
+            scanned += 1;
+        }
+        let mut children: Vec<ChildSize> = children
+            .into_iter()
+            .map(|(label, (names, bytes))| ChildSize {
+                label,
+                names,
+                bytes,
+            })
+            .collect();
+        children.sort_by(|a, b| b.names.cmp(&a.names).then_with(|| a.label.cmp(&b.label)));
+        children.truncate(CHILD_LABELS_MAX);
+        Ok(SizeScan {
+            figures: SizeFigures {
+                names,
+                bytes,
+                children,
+                median,
+            },
+            scanned,
+            complete,
+        })
     }
 
     /// Changes to names under `prefix` at indexes in `(after, up_to]`, in order, at most

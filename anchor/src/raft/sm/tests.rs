@@ -232,3 +232,31 @@ async fn an_active_delegation_drops_the_moved_names_and_applying_it_twice_is_har
         DelegationState::Active
     );
 }
+
+#[tokio::test]
+async fn the_size_scan_counts_children_and_finds_the_median_within_its_bound() {
+    let (_dir, sm) = scope_with_history().await;
+    let st = sm.reader();
+    let full = st.size_scan(100).unwrap();
+    assert!(full.complete);
+    assert_eq!(full.scanned, 2);
+    assert_eq!(full.figures.names, 2);
+    assert!(full.figures.bytes > 0);
+    let labels: Vec<(String, u64)> = full
+        .figures
+        .children
+        .iter()
+        .map(|c| (c.label.clone(), c.names))
+        .collect();
+    assert_eq!(labels, vec![("eu".into(), 1), ("us".into(), 1)]);
+    let median = full.figures.median.unwrap();
+    assert_eq!(median.at, Name::parse("/us/b").unwrap());
+    assert_eq!(median.left, 1);
+    // A bound under the name count stops early: no median, children from what was read.
+    let part = st.size_scan(1).unwrap();
+    assert!(!part.complete);
+    assert_eq!(part.scanned, 1);
+    assert_eq!(part.figures.names, 2);
+    assert_eq!(part.figures.median, None);
+    assert_eq!(part.figures.children.len(), 1);
+}

@@ -1,7 +1,7 @@
 //! `scope show`: one scope (or a delegation known only from its parent) as text lines or
 //! JSON, and a one-line summary of a policy.
 
-use proto::msg::{Load, ScopeInfo};
+use proto::msg::{Load, ScopeInfo, SplitView};
 use proto::Delegation;
 use serde_json::{json, Value};
 
@@ -51,7 +51,88 @@ pub fn info_json(info: &ScopeInfo) -> Value {
         },
         "delegations": info.delegations.iter().map(delegation_json).collect::<Vec<_>>(),
         "policy_toml": info.policy_toml,
+        "split": info.split.as_ref().map(split_json),
     })
+}
+
+/// The split view as JSON.
+pub fn split_json(v: &SplitView) -> Value {
+    json!({
+        "auto": v.auto,
+        "would_split": v.would_split,
+        "decision": v.decision,
+        "load": {
+            "reads_per_s": v.reads_per_s,
+            "writes_per_s": v.writes_per_s,
+            "reads_peak": v.reads_peak,
+            "writes_peak": v.writes_peak,
+            "peak_window_s": v.peak_window_s,
+            "peak_reliable": v.peak_reliable,
+        },
+        "size": {
+            "names": v.names,
+            "bytes": v.bytes,
+            "scanned": v.scanned,
+            "complete": v.complete,
+            "median": v.median.as_ref().map(|m| m.to_string()),
+            "children": v.children.iter().map(|(label, names, bytes)| json!({
+                "label": label, "names": names, "bytes": bytes,
+            })).collect::<Vec<_>>(),
+        },
+        "key": v.key.as_ref().map(|k| k.to_string()),
+        "key_text": v.key_text,
+    })
+}
+
+/// The split view as text lines (under `scope show`'s other lines).
+pub fn split_lines(v: &SplitView) -> Vec<String> {
+    let mut out = vec![format!(
+        "  split load   reads {}/s (peak {}/s), writes {}/s (peak {}/s); peaks over {} s, {} (answering anchor)",
+        v.reads_per_s,
+        v.reads_peak,
+        v.writes_per_s,
+        v.writes_peak,
+        v.peak_window_s,
+        if v.peak_reliable {
+            "reliable"
+        } else {
+            "not reliable yet (window not full)"
+        }
+    )];
+    let bytes = match v.bytes {
+        Some(b) => format!("{b} bytes"),
+        None => "bytes unknown".into(),
+    };
+    let scan = if v.complete {
+        format!("scan of all {} names", v.scanned)
+    } else {
+        format!(
+            "scan stopped after {} names: children are a sample (the first names in order)",
+            v.scanned
+        )
+    };
+    out.push(format!(
+        "  split size   {} names, {bytes}; median {} ({scan})",
+        v.names,
+        v.median.as_ref().map_or("-".to_string(), |m| m.to_string())
+    ));
+    if !v.children.is_empty() {
+        out.push(format!(
+            "  children     {}",
+            v.children
+                .iter()
+                .map(|(label, names, bytes)| format!("{label} {names} names/{bytes} B"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    out.push(format!("  split key    {}", v.key_text));
+    out.push(format!(
+        "  split        {} (auto {})",
+        v.decision,
+        if v.auto { "on" } else { "off" }
+    ));
+    out
 }
 
 /// One line summing up a policy TOML (admins, writers, reads, limits, placement, split).
@@ -130,6 +211,12 @@ pub fn show_lines(info: &ScopeInfo) -> Vec<String> {
         info.load.writes,
         Load::WINDOW_S
     ));
+    match &info.split {
+        Some(v) => out.extend(split_lines(v)),
+        None => {
+            out.push("  split        not known (the answering replica has no policy yet)".into())
+        }
+    }
     out.push(format!(
         "  policy       {}",
         info.policy_toml

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use proto::msg::{AnchorStatus, ChangeEvent, Load, ScopeInfo, ScopeStatus};
+use proto::msg::{AnchorStatus, ChangeEvent, Load, ScopeInfo, ScopeStatus, SplitView};
 use proto::{
     AnchorInfo, Delegation, DelegationState, MemberSpec, Name, Record, RecordSet, Referral,
     ScopeDescriptor, ScopeId,
@@ -13,7 +13,7 @@ use resolver::{Hop, HopOutcome, Trace, WatchEvent};
 
 use super::answer::{answer_json, answer_lines, version_json, version_line};
 use super::delegated::Delegated;
-use super::scope::{delegation_lines, policy_summary, show_lines};
+use super::scope::{delegation_lines, info_json, policy_summary, show_lines};
 use super::status::status_lines;
 use super::trace::{hop_json, trace_lines};
 use super::tree::{build_tree, find_in_tree, render_tree, tree_json, ChildNode, Found};
@@ -64,6 +64,7 @@ fn info(id: ScopeId, prefix: &str, members: &[&str], names: u64) -> ScopeInfo {
             reads: 12,
             writes: 3,
         },
+        split: None,
     }
 }
 
@@ -245,6 +246,62 @@ fn show_prints_descriptor_policy_and_delegations() {
     assert!(text.contains("policy       frozen (no admin)"), "{text}");
     assert!(text.contains("/eu/payments  frozen"), "{text}");
     assert!(text.contains("[jurisdiction=eu]"), "{text}");
+}
+
+#[test]
+fn show_prints_the_split_view() {
+    let (_, fetched) = sample();
+    let mut eu = fetched.values().next().unwrap().as_ref().unwrap().clone();
+    assert!(show_lines(&eu)
+        .join("\n")
+        .contains("split        not known"));
+    eu.split = Some(SplitView {
+        reads_per_s: 200,
+        writes_per_s: 1,
+        reads_peak: 210,
+        writes_peak: 2,
+        peak_window_s: 300,
+        peak_reliable: false,
+        names: 3,
+        bytes: None,
+        scanned: 2,
+        complete: false,
+        children: vec![("hot".into(), 2, 40)],
+        median: Some(name("/eu/hot")),
+        key: None,
+        key_text: "none qualifies: the best candidate /eu/hot (0 left, 300 right, imbalance 1.00)"
+            .into(),
+        would_split: false,
+        decision: "stay: no qualifying split key: one hot name /eu/hot carries 100% of reads"
+            .into(),
+        auto: true,
+    });
+    let text = show_lines(&eu).join("\n");
+    assert!(
+        text.contains("split load   reads 200/s (peak 210/s), writes 1/s (peak 2/s); peaks over 300 s, not reliable yet"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "split size   3 names, bytes unknown; median /eu/hot (scan stopped after 2 names"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("children     hot 2 names/40 B"), "{text}");
+    assert!(text.contains("split key    none qualifies"), "{text}");
+    assert!(
+        text.contains("split        stay: no qualifying split key: one hot name /eu/hot carries 100% of reads (auto on)"),
+        "{text}"
+    );
+    let j = info_json(&eu);
+    assert_eq!(j["split"]["load"]["reads_peak"], 210);
+    assert_eq!(j["split"]["size"]["bytes"], serde_json::Value::Null);
+    assert_eq!(j["split"]["size"]["children"][0]["label"], "hot");
+    assert_eq!(j["split"]["would_split"], false);
+    assert!(j["split"]["decision"]
+        .as_str()
+        .unwrap()
+        .contains("one hot name"));
 }
 
 #[test]

@@ -1,0 +1,120 @@
+//! A replica's load meters behind one lock: the [`RateMeter`] behind `scope tree`'s load
+//! column and the [`ScopeLoad`] the split decider reads, fed by the request handlers with
+//! the anchor's clock and a cheap per-replica random stream for the split-key sampler.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use proto::msg::Load;
+use proto::Name;
+
+use super::load::{LoadConfig, LoadFigures, LoadLimits, ScopeLoad};
+use super::rate::RateMeter;
+
+/// The load meters of one hosted replica. Shared by the handlers (`&self`).
+#[derive(Debug)]
+pub struct ReplicaLoad {
+    rate: RateMeter,
+    split: Mutex<ScopeLoad>,
+    random: AtomicU64,
+}
+
+impl ReplicaLoad {
+    /// Meters for the scope at `prefix`; `seed` starts the sampler's random stream.
+    pub fn new(prefix: Name, seed: u64) -> ReplicaLoad {
+        ReplicaLoad {
+            rate: RateMeter::default(),
+            split: Mutex::new(ScopeLoad::new(prefix, LoadConfig::default())),
+            random: AtomicU64::new(seed),
+        }
+    }
+
+    /// The next number of the random stream (splitmix64: one atomic add and a few
+    /// multiplications).
+    fn next_random(&self) -> u64 {
+        let mut z = self
+            .random
+            .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed)
+            .wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Counts one resolve answered for `name` at `now_ms`, under the policy's `limits`.
+    pub fn read(&self, name: &Name, now_ms: u64, limits: LoadLimits) {
+        self.rate.read(now_ms / 1000);
+        let random = self.next_random();
+        if let Ok(mut l) = self.split.lock() {
+            l.set_limits(limits);
+            l.record_read(name, now_ms, random);
+        }
+    }
+
+    /// Counts one mutation received for `name` at `now_ms`, under the policy's `limits`;
+    /// `in_window` false leaves it out of the [`RateMeter`] (`scope tree`'s window).
+    pub fn write(&self, name: &Name, now_ms: u64, limits: LoadLimits, in_window: bool) {
+        if in_window {
+            self.rate.write(now_ms / 1000);
+        }
+        let random = self.next_random();
+        if let Ok(mut l) = self.split.lock() {
+            l.set_limits(limits);
+            l.record_write(name, now_ms, random);
+        }
+    }
+
+    /// What `scope tree` shows: requests over the last [`Load::WINDOW_S`] seconds.
+    pub fn window(&self, now_s: u64) -> Load {
+        self.rate.load(now_s)
+    }
+
+    /// The split decider's load figures at `now_ms`, under the policy's `limits`; `None`
+    /// if the lock is poisoned.
+    pub fn figures(&self, now_ms: u64, limits: LoadLimits) -> Option<LoadFigures> {
+        let mut l = self.split.lock().ok()?;
+        l.set_limits(limits);
+        Some(l.figures(now_ms))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name(s: &str) -> Name {
+        Name::parse(s).unwrap()
+    }
+
+    #[test]
+    fn both_meters_count_and_the_random_stream_moves() {
+        let m = ReplicaLoad::new(name("/shop"), 7);
+        let a = m.next_random();
+        let b = m.next_random();
+        assert_ne!(a, b);
+        let limits = LoadLimits {
+            reads_per_s: 10,
+            writes_per_s: 10,
+        };
+        for s in 0..5u64 {
+            for i in 0..20 {
+                m.read(&name(&format!("/shop/n{i}")), s * 1000 + 10, limits);
+            }
+            m.write(&name("/shop/x"), s * 1000 + 20, limits, true);
+            m.write(&name("/shop/y"), s * 1000 + 30, limits, false);
+        }
+        assert_eq!(
+            m.window(4),
+            Load {
+                reads: 100,
+                writes: 5
+            }
+        );
+        let f = m.figures(5_000, limits).unwrap();
+        assert_eq!(f.reads_per_s, 20);
+        assert_eq!(f.writes_per_s, 2);
+        assert_eq!(f.reads_peak, 20);
+        assert!(f.reads_over.is_some());
+        assert!(f.writes_over.is_none());
+    }
+}
