@@ -83,28 +83,28 @@ impl Server {
                 }
             }
         }
-        let referral = replica
-            .state
-            .with_view(|v| {
-                decide::delegation_over(&v.delegations, &req.name)
-                    .filter(|d| d.state == proto::DelegationState::Active)
-                    .map(|d| d.referral.clone())
-            })
-            .flatten();
-        if let Some(referral) = referral {
-            return self.sign_answer(&Answer::Referral {
+        // The record and the delegations are read from one state: a name whose records an
+        // entry has just handed to a child is answered with the referral, never not-found.
+        let looked = replica.state.lookup(&req.name, |view, set| {
+            match decide::delegation_over(&view.delegations, &req.name)
+                .filter(|d| d.state == proto::DelegationState::Active)
+            {
+                Some(d) => Err(d.referral.clone()),
+                None => Ok(set),
+            }
+        });
+        let answer = match looked {
+            Ok(Err(referral)) => Answer::Referral {
                 scope: replica.id,
                 name: req.name.clone(),
                 referral,
-            });
-        }
-        let answer = match replica.state.get(&req.name) {
-            Ok(Some(set)) => Answer::Found {
+            },
+            Ok(Ok(Some(set))) => Answer::Found {
                 scope: replica.id,
                 name: req.name.clone(),
                 set,
             },
-            Ok(None) => Answer::NotFound {
+            Ok(Ok(None)) => Answer::NotFound {
                 scope: replica.id,
                 name: req.name.clone(),
             },

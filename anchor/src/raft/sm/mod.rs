@@ -28,7 +28,7 @@ mod snapshot;
 mod view;
 
 use std::io::Cursor;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
@@ -91,6 +91,7 @@ impl StateMachine {
     }
 
     /// Reads the view again from the tree (after a snapshot replaced the state).
+    #[cfg(test)]
     fn reload_view(&self) -> Result<(), AnchorError> {
         let prefix = self
             .view
@@ -223,10 +224,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             outcomes.push(outcome);
         }
         let (batch, view) = overlay.into_batch();
+        // The view's lock is held while the batch lands, so a reader that holds it (see
+        // `ScopeReader::lookup`) sees the records and the view of one state: never the
+        // records a delegation turning Active drops, gone, with the view still Frozen.
+        let mut current = self.view.write().unwrap_or_else(PoisonError::into_inner);
         self.tree.apply_batch(batch).map_err(sm_err)?;
-        if let Ok(mut v) = self.view.write() {
-            *v = view;
-        }
+        *current = view;
         Ok(outcomes)
     }
 
@@ -284,9 +287,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             self.keys.meta(Meta::Membership),
             codec::encode(&meta.last_membership).map_err(sm_err)?,
         );
+        // As in apply: readers holding the view's lock see the old state or the new one.
+        let mut current = self.view.write().unwrap_or_else(PoisonError::into_inner);
+        let prefix = current.prefix.clone();
         self.tree.apply_batch(batch).map_err(sm_err)?;
         snapshot::store(&self.snapshots, &self.keys, meta, &data).map_err(snap_write_err)?;
-        self.reload_view().map_err(sm_err)?;
+        *current = ScopeView::load(&self.tree, &self.keys, prefix).map_err(sm_err)?;
         Ok(())
     }
 

@@ -1,7 +1,7 @@
 //! [`ScopeReader`]: read access to one scope's applied state, shared by the anchor's request
 //! handlers (records, watch history, what a delegation moves, the leader's check).
 
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 
 use proto::msg::{ChangeEvent, SeededNonce};
 use proto::{codec, Name, RecordSet, ScopeId, SignedMutation};
@@ -54,6 +54,20 @@ impl ScopeReader {
             &bytes,
             proto::limits::RAFT_FRAME_BYTES_MAX,
         )?))
+    }
+
+    /// Reads `name`'s record set and hands it to `f` with the view, both of one state: the
+    /// view's lock is held across the read, and apply holds it while its batch lands. A
+    /// handler that must not answer "not found" for a name whose records an entry has just
+    /// moved away (a delegation turning Active) decides with both here.
+    pub fn lookup<T>(
+        &self,
+        name: &Name,
+        f: impl FnOnce(&ScopeView, Option<RecordSet>) -> T,
+    ) -> Result<T, AnchorError> {
+        let view = self.view.read().unwrap_or_else(PoisonError::into_inner);
+        let set = self.get(name)?;
+        Ok(f(&view, set))
     }
 
     /// A copy of the scope's view.

@@ -1,5 +1,7 @@
 //! The state machine's tests: apply, watch history, delegation hand-over.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use openraft::{CommittedLeaderId, Entry};
 use policy::Policy;
 use proto::msg::ChangeEvent;
@@ -162,9 +164,8 @@ async fn watch_history_never_splits_an_index_when_a_bound_cuts() {
     assert_eq!(up_to, 3);
 }
 
-#[tokio::test]
-async fn an_active_delegation_drops_the_moved_names_and_applying_it_twice_is_harmless() {
-    let (_dir, mut sm) = scope_with_history().await;
+/// Commits (by hand, at index 6) a Frozen delegation of `/eu` to a child scope; returns its id.
+fn freeze_eu(sm: &mut StateMachine) -> ScopeId {
     let child = ScopeId::derive(&[b"child"]);
     let d = Delegation {
         referral: proto::Referral {
@@ -201,6 +202,13 @@ async fn an_active_delegation_drops_the_moved_names_and_applying_it_twice_is_har
         sm.tree.apply_batch(batch).unwrap();
         *sm.view.write().unwrap() = view;
     }
+    child
+}
+
+#[tokio::test]
+async fn an_active_delegation_drops_the_moved_names_and_applying_it_twice_is_harmless() {
+    let (_dir, mut sm) = scope_with_history().await;
+    let child = freeze_eu(&mut sm);
     let before = sm.reader().view().names;
     assert_eq!(before, 2, "/eu/c and /us/b");
     for index in [7, 8] {
@@ -259,4 +267,46 @@ async fn the_size_scan_counts_children_and_finds_the_median_within_its_bound() {
     assert_eq!(part.figures.names, 2);
     assert_eq!(part.figures.median, None);
     assert_eq!(part.figures.children.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_never_sees_moved_names_gone_while_the_view_still_says_frozen() {
+    // Regression: apply wrote the batch that drops the moved names, then swapped the view;
+    // a resolve between the two found neither the record nor an Active delegation, and
+    // answered not-found for an acknowledged name (seen once in the hierarchy test).
+    let (_dir, mut sm) = scope_with_history().await;
+    let child = freeze_eu(&mut sm);
+    let reader = sm.reader();
+    let done = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let name = Name::parse("/eu/c").unwrap();
+            let mut looks = 0u64;
+            while !done.load(Ordering::SeqCst) || looks == 0 {
+                let torn = reader
+                    .lookup(&name, |view, set| {
+                        let active = view
+                            .delegations
+                            .values()
+                            .any(|d| d.state == DelegationState::Active);
+                        !active && set.is_none()
+                    })
+                    .unwrap();
+                assert!(
+                    !torn,
+                    "the record was gone while the view still said Frozen"
+                );
+                looks += 1;
+            }
+            looks
+        })
+    };
+    sm.apply(vec![entry(7, ScopeCommand::DelegationActive { child })])
+        .await
+        .unwrap();
+    done.store(true, Ordering::SeqCst);
+    assert!(watcher.join().unwrap() > 0);
+    let st = sm.reader();
+    assert!(st.get(&Name::parse("/eu/c").unwrap()).unwrap().is_none());
 }
