@@ -56,6 +56,8 @@ enum Job {
     HandOver,
     /// Wait for the parent's referral and activate (on the child's leader).
     Activate,
+    /// Host a scope split off a parent this anchor is a member of (on every member).
+    HostSplit,
 }
 
 /// Why one attempt at a hand-over step failed (the driver retries; the last one is the
@@ -65,9 +67,6 @@ enum StepError {
     /// The parent's state could not be read.
     #[error(transparent)]
     State(#[from] AnchorError),
-    /// The signed delegation is not in the parent's state.
-    #[error("the delegation's proof is missing from the parent's state")]
-    ProofMissing,
     /// A child member's peer id does not parse.
     #[error("bad member peer id {peer_id:?}")]
     BadMember {
@@ -166,6 +165,18 @@ pub async fn drive<H: Host>(host: H, mut stop: tokio::sync::watch::Receiver<bool
         let me = host.node_id();
         let mut wanted = BTreeSet::new();
         for r in host.replicas() {
+            for child in super::split::unhosted(&host, &r) {
+                wanted.insert(child);
+                if let std::collections::btree_map::Entry::Vacant(slot) =
+                    jobs.entry((Job::HostSplit, child))
+                {
+                    slot.insert(tokio::spawn(super::split::host_child(
+                        host.clone(),
+                        r.clone(),
+                        child,
+                    )));
+                }
+            }
             if !r.led_by(me) {
                 continue;
             }
@@ -297,10 +308,17 @@ async fn try_hand_over<H: Host>(
     majority_will_do: bool,
 ) -> Result<(), StepError> {
     let child = d.referral.scope;
-    let proof = parent
-        .state
-        .delegation_proof(&child)?
-        .ok_or(StepError::ProofMissing)?;
+    // A delegation without an admin-signed proof is the scope's own split: every member
+    // builds the child from its own replica (`split.rs`); only the hand-over is left.
+    let Some(proof) = parent.state.delegation_proof(&child)? else {
+        child_ready(host, &d.referral.members, child, d.index).await?;
+        return propose(parent, ScopeCommand::DelegationActive { child })
+            .await
+            .map_err(|source| StepError::Commit {
+                what: "DelegationActive",
+                source,
+            });
+    };
     let records = parent.state.records_under(&d.referral.prefix)?;
     // The child must refuse a replay of any mutation the parent applied to a moved name
     // while it could still be valid. (Without this a client's retry, routed to the child,

@@ -24,6 +24,8 @@
 
 mod driver;
 mod receive;
+mod split;
+mod splitter;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -44,6 +46,7 @@ use crate::AnchorError;
 
 pub use driver::{drive, HAND_OVER_TIMEOUT, STRAGGLER_GRACE};
 pub use receive::Receiver;
+pub use splitter::{propose_splits, SPLIT_EVERY};
 
 /// What delegation needs of the anchor it runs on.
 pub trait Host: Clone + Send + Sync + 'static {
@@ -67,6 +70,11 @@ pub trait Host: Clone + Send + Sync + 'static {
 
     /// Counts one delegation step by its outcome.
     fn count(&self, step: &str, outcome: &str);
+
+    /// Counts one split this anchor proposed, by kind, reason and outcome.
+    fn count_split(&self, kind: &str, reason: &str, outcome: &str) {
+        let _ = (kind, reason, outcome);
+    }
 
     /// One request to an anchor, answered within `timeout`; a request to this anchor itself
     /// (a parent member that is also a child member) is handled in place.

@@ -45,7 +45,7 @@ use overlay::{sm_err, Overlay};
 use snapshot::StoredMem;
 
 pub use overlay::WATCH_HISTORY_CHANGES;
-pub use reader::{ScopeReader, SizeScan};
+pub use reader::{ScopeReader, SizeScan, SplitChild};
 pub use seed::{remove_scope, seed, Seed};
 pub use snapshot::{parse_snapshot, Kvs, SnapshotError};
 pub use view::ScopeView;
@@ -90,16 +90,20 @@ impl StateMachine {
         ScopeReader::new(self.scope, self.tree.clone(), self.view.clone())
     }
 
-    /// Reads the view again from the tree (after a snapshot replaced the state).
-    fn reload_view(&self) -> Result<(), AnchorError> {
+    /// Writes a snapshot's `batch` and reads the view again from the tree, under the view's
+    /// lock (so a reader holding it sees the tree and the view agree).
+    fn replace_state(&self, batch: sled::Batch) -> Result<(), AnchorError> {
         let prefix = self
             .view
             .read()
             .map(|v| v.prefix.clone())
             .unwrap_or_default();
-        let view = ScopeView::load(&self.tree, &self.keys, prefix)?;
-        if let Ok(mut v) = self.view.write() {
-            *v = view;
+        match self.view.write() {
+            Ok(mut v) => {
+                self.tree.apply_batch(batch)?;
+                *v = ScopeView::load(&self.tree, &self.keys, prefix)?;
+            }
+            Err(_) => self.tree.apply_batch(batch)?,
         }
         Ok(())
     }
@@ -196,6 +200,23 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         results: vec![Ok(log_id.index)],
                     }
                 }
+                EntryPayload::Normal(ScopeCommand::Split {
+                    evidence,
+                    proposed_at_ms,
+                }) => match overlay.apply_split(&evidence, proposed_at_ms, log_id.index)? {
+                    Ok(child) => {
+                        tracing::info!(scope = %self.scope, %child, plan = %evidence.plan, "split: the subtree moves to a child scope on the same members");
+                        ApplyOutcome {
+                            results: vec![Ok(log_id.index)],
+                        }
+                    }
+                    Err(reason) => {
+                        tracing::info!(scope = %self.scope, plan = %evidence.plan, %reason, "split refused at apply");
+                        ApplyOutcome {
+                            results: vec![Err(proto::WireError::Refused { reason })],
+                        }
+                    }
+                },
                 EntryPayload::Normal(ScopeCommand::Writes {
                     mutations,
                     proposed_at_ms,
@@ -223,9 +244,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             outcomes.push(outcome);
         }
         let (batch, view) = overlay.into_batch();
-        self.tree.apply_batch(batch).map_err(sm_err)?;
-        if let Ok(mut v) = self.view.write() {
-            *v = view;
+        // The view's lock is held while the batch lands, so a reader holding it sees the
+        // tree and the view agree (a split's member builds the child from the tree).
+        match self.view.write() {
+            Ok(mut v) => {
+                self.tree.apply_batch(batch).map_err(sm_err)?;
+                *v = view;
+            }
+            Err(_) => self.tree.apply_batch(batch).map_err(sm_err)?,
         }
         Ok(outcomes)
     }
@@ -284,9 +310,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             self.keys.meta(Meta::Membership),
             codec::encode(&meta.last_membership).map_err(sm_err)?,
         );
-        self.tree.apply_batch(batch).map_err(sm_err)?;
+        self.replace_state(batch).map_err(sm_err)?;
         snapshot::store(&self.snapshots, &self.keys, meta, &data).map_err(snap_write_err)?;
-        self.reload_view().map_err(sm_err)?;
         Ok(())
     }
 
