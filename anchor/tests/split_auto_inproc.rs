@@ -165,6 +165,31 @@ async fn run() {
     for (name, expected) in &acked {
         check(&client, name, expected).await;
     }
+    // Every member of /shop/eu ends with the same records, every acknowledged one among them.
+    let under_eu = acked.keys().filter(|n| n.starts_with("/shop/eu/")).count();
+    let prefix = info.descriptor.prefix.clone();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let held: Vec<Vec<(Name, proto::RecordSet)>> = anchors
+            .iter()
+            .filter_map(|a| {
+                a.replicas()
+                    .into_iter()
+                    .find(|r| r.id == info.descriptor.id)
+            })
+            .map(|r| r.state.records_under(&prefix).unwrap())
+            .collect();
+        let same = held.len() == 3 && held.iter().all(|h| h == &held[0]);
+        if same && held[0].len() >= under_eu {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the members of /shop/eu differ: {:?}",
+            held.iter().map(Vec::len).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     eprintln!(
         "{} writes in {wrote_s:.1} s, two splits, all read back; total {:.1} s",
         acked.len(),

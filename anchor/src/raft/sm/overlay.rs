@@ -162,7 +162,13 @@ impl<'a> Overlay<'a> {
     }
 
     /// Forgets nonces whose mutation expired before `now_ms`: they can no longer be replayed.
+    /// Not while a split is in flight: each member copies the split-off prefix's nonces from
+    /// its own replica whenever it gets to it, so they must stay as they were at the split
+    /// (pruning resumes after the hand-over, a bounded number per entry).
     pub(super) fn prune_nonces(&mut self, now_ms: u64) {
+        if self.split_in_flight() {
+            return;
+        }
         let start = self.keys.all(Tag::Expiry);
         let end = self.keys.expiry_from(now_ms);
         let expired: Vec<Vec<u8>> = self
@@ -177,6 +183,14 @@ impl<'a> Overlay<'a> {
             }
             self.del(ek);
         }
+    }
+
+    /// True while a split (a Frozen delegation with no admin-signed proof) is in flight.
+    fn split_in_flight(&self) -> bool {
+        self.view.delegations.values().any(|d| {
+            d.state == DelegationState::Frozen
+                && self.read(&self.keys.proof(&d.referral.scope)).is_none()
+        })
     }
 
     /// Forgets the oldest changes of the watch history beyond `history_max`,

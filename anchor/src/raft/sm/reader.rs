@@ -159,7 +159,8 @@ impl ScopeReader {
                 delegation: d.clone(),
                 parent,
                 records: self.records_under(&d.referral.prefix)?,
-                // Every remembered nonce, expired or not, so every member seeds the same.
+                // Every remembered nonce, expired or not: none is pruned while a split is in
+                // flight, so every member seeds the same.
                 nonces: self.nonces_under(&d.referral.prefix, 0)?,
                 split_at_ms: view.last_split_ms,
             }),

@@ -343,6 +343,18 @@ async fn a_justified_split_entry_freezes_the_subtree_for_the_same_members_and_a_
     assert_eq!(d.state, DelegationState::Frozen);
     assert_eq!(d.referral.members, vec![member]);
     assert_eq!(d.index, 3);
+    // While the split is in flight no nonce is pruned, expired or not: every member copies
+    // the same ones whenever it gets to it.
+    let later = |index, at_ms| {
+        entry(
+            index,
+            ScopeCommand::Writes {
+                mutations: vec![],
+                proposed_at_ms: at_ms,
+            },
+        )
+    };
+    sm.apply(vec![later(5, 1_200_000)]).await.unwrap();
     let st = sm.reader();
     assert!(
         st.delegation_proof(&child).unwrap().is_none(),
@@ -351,21 +363,28 @@ async fn a_justified_split_entry_freezes_the_subtree_for_the_same_members_and_a_
     match st.split_child(&child).unwrap() {
         Some(SplitChild::Frozen {
             records,
+            nonces,
             split_at_ms,
             ..
         }) => {
             let names: Vec<String> = records.iter().map(|(n, _)| n.to_string()).collect();
             assert_eq!(names, vec!["/eu/a", "/eu/c"]);
+            assert_eq!(nonces.len(), 2);
             assert_eq!(split_at_ms, Some(1_000_000));
         }
         other => panic!("{other:?}"),
     }
+    // Handed over: pruning resumes.
+    sm.apply(vec![
+        entry(6, ScopeCommand::DelegationActive { child }),
+        later(7, 1_200_000),
+    ])
+    .await
+    .unwrap();
+    assert!(sm.reader().nonces_under(&eu, 0).unwrap().is_empty());
     // Under the limit at apply (the member's own count decides): a no-op.
-    sm.apply(vec![entry(5, ScopeCommand::DelegationActive { child })])
-        .await
-        .unwrap();
     let out = sm
-        .apply(vec![entry(6, subtree_split("us", 1, 3, 2_000_000))])
+        .apply(vec![entry(8, subtree_split("us", 1, 3, 2_000_000))])
         .await
         .unwrap();
     assert!(
