@@ -1,7 +1,8 @@
 //! The driving side of delegations, on whichever anchor leads: seeding a Frozen delegation's
 //! child and committing the hand-over (on the parent's leader), offering a member that missed
 //! its seeding to join empty, and activating a new child once its parent refers to it (on the
-//! child's leader).
+//! child's leader). On every anchor it also starts hosting the scopes its parents split off
+//! (`split.rs`); for those the parent's leader seeds nothing and only hands over.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -56,8 +57,6 @@ enum Job {
     HandOver,
     /// Wait for the parent's referral and activate (on the child's leader).
     Activate,
-    /// Host a scope split off a parent this anchor is a member of (on every member).
-    HostSplit,
 }
 
 /// Why one attempt at a hand-over step failed (the driver retries; the last one is the
@@ -149,6 +148,8 @@ pub async fn drive<H: Host>(host: H, mut stop: tokio::sync::watch::Receiver<bool
     // over) and the child (waiting to activate). (A shared key once kept the hand-over from
     // ever starting while the child waited for it: found by a chaos campaign, seed 707.)
     let mut jobs: BTreeMap<(Job, ScopeId), JoinHandle<()>> = BTreeMap::new();
+    // Split-off children being hosted here, on any member (`split.rs`).
+    let mut hosting: BTreeMap<ScopeId, JoinHandle<()>> = BTreeMap::new();
     let mut first_seen: BTreeMap<ScopeId, Instant> = BTreeMap::new();
     let mut joins: BTreeMap<(ScopeId, NodeId), Instant> = BTreeMap::new();
     let mut tick = tokio::time::interval(TICK);
@@ -162,21 +163,11 @@ pub async fn drive<H: Host>(host: H, mut stop: tokio::sync::watch::Receiver<bool
             break;
         }
         jobs.retain(|_, j| !j.is_finished());
+        hosting.retain(|_, j| !j.is_finished());
         let me = host.node_id();
         let mut wanted = BTreeSet::new();
         for r in host.replicas() {
-            for child in super::split::unhosted(&host, &r) {
-                wanted.insert(child);
-                if let std::collections::btree_map::Entry::Vacant(slot) =
-                    jobs.entry((Job::HostSplit, child))
-                {
-                    slot.insert(tokio::spawn(super::split::host_child(
-                        host.clone(),
-                        r.clone(),
-                        child,
-                    )));
-                }
-            }
+            super::split::start_hosting(&host, &r, &mut hosting);
             if !r.led_by(me) {
                 continue;
             }
@@ -226,7 +217,7 @@ pub async fn drive<H: Host>(host: H, mut stop: tokio::sync::watch::Receiver<bool
         joins.retain(|_, at| at.elapsed() < JOIN_EVERY * 4);
         first_seen.retain(|id, _| wanted.contains(id));
     }
-    for (_, j) in jobs {
+    for j in jobs.into_values().chain(hosting.into_values()) {
         j.abort();
     }
 }

@@ -19,6 +19,11 @@
 //! parent answers and the child holds the same frozen records; from step 3 the parent refers
 //! and the child answers; the child changes nothing before step 4.
 //!
+//! A scope's own subtree split is a delegation too, to its own members and without a proof:
+//! the leader's splitter ([`propose_splits`]) proposes it as one log entry, each member
+//! builds the child from its own replica of the parent instead of step 2, and steps 3 and 4
+//! are the same.
+//!
 //! Both sides see the anchor only through [`Host`]: its hosted replicas, its identity, a way
 //! to reach other anchors, and the two ways of hosting a child scope.
 

@@ -6,9 +6,12 @@
 //! leader. The parent's leader does the rest as for any delegation (`driver.rs`): it waits
 //! for the child's leader, commits the hand-over, and the child activates.
 
+use std::collections::btree_map::Entry;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use proto::ScopeId;
+use tokio::task::JoinHandle;
 
 use super::receive::{build_child, join_child, Born};
 use super::Host;
@@ -16,8 +19,27 @@ use crate::raft::sm::SplitChild;
 use crate::replica::Replica;
 use crate::AnchorError;
 
+/// Starts hosting, one task per child, each split-off child of `parent` this anchor is a
+/// member of and hosts no replica of yet; `running` holds the tasks (the caller drops the
+/// finished ones).
+pub(super) fn start_hosting<H: Host>(
+    host: &H,
+    parent: &Arc<Replica>,
+    running: &mut BTreeMap<ScopeId, JoinHandle<()>>,
+) {
+    for child in unhosted(host, parent) {
+        if let Entry::Vacant(slot) = running.entry(child) {
+            slot.insert(tokio::spawn(host_child(
+                host.clone(),
+                parent.clone(),
+                child,
+            )));
+        }
+    }
+}
+
 /// The split-off children of `parent` this anchor is a member of and hosts no replica of.
-pub(super) fn unhosted<H: Host>(host: &H, parent: &Replica) -> Vec<ScopeId> {
+fn unhosted<H: Host>(host: &H, parent: &Replica) -> Vec<ScopeId> {
     let me = host.peer_id().to_base58();
     let wanted: Vec<ScopeId> = parent
         .state
@@ -39,7 +61,7 @@ pub(super) fn unhosted<H: Host>(host: &H, parent: &Replica) -> Vec<ScopeId> {
 /// Hosts the split-off `child` of `parent` here, from this anchor's own parent replica.
 /// Does nothing for an operator's delegation (its parent's leader seeds it) or an aborted
 /// split. A failure is logged and counted; the driver tries again on its next tick.
-pub(super) async fn host_child<H: Host>(host: H, parent: Arc<Replica>, child: ScopeId) {
+async fn host_child<H: Host>(host: H, parent: Arc<Replica>, child: ScopeId) {
     if let Err(e) = try_host_child(&host, parent, child).await {
         tracing::warn!(%child, error = %e, "hosting a split-off scope failed; retrying");
         host.count("split_host", "error");
