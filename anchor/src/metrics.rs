@@ -35,6 +35,8 @@ pub struct Metrics {
     pub watches: IntCounterVec,
     /// Delegation steps driven by this anchor, by step and outcome.
     pub delegations: IntCounterVec,
+    /// Splits this anchor proposed as a scope's leader, by kind, reason and outcome.
+    pub splits: IntCounterVec,
     /// Group-commit flush latency.
     pub flush_seconds: prometheus::Histogram,
     /// Request handling latency by protocol.
@@ -99,6 +101,11 @@ impl Metrics {
             "Delegation steps driven by this anchor (seed, activate, abort, child_activate), by outcome",
             &["step", "outcome"],
         );
+        let splits = counter(
+            "splits_total",
+            "Splits proposed by this anchor as a scope's leader, by kind (subtree), reason (size, load) and outcome (split, refused at apply, error)",
+            &["kind", "reason", "outcome"],
+        );
         let buckets = prometheus::exponential_buckets(0.000_05, 2.0, 16).expect("static buckets");
         let flush_seconds = prometheus::Histogram::with_opts(
             HistogramOpts::new("flush_seconds", "Group-commit fsync latency")
@@ -131,6 +138,7 @@ impl Metrics {
             refused,
             watches,
             delegations,
+            splits,
             flush_seconds,
             request_seconds,
         }

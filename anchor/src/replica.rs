@@ -119,7 +119,10 @@ impl Replica {
     /// What the split decider sees and would do at `now_ms`; `None` before the replica has
     /// applied its scope's policy.
     pub fn split_view(&self, now_ms: u64) -> Option<SplitView> {
-        let policy = self.state.with_view(|v| v.policy.clone()).flatten()?;
+        let (policy, last_split_ms) = self
+            .state
+            .with_view(|v| v.policy.clone().map(|p| (p, v.last_split_ms)))
+            .flatten()?;
         let load = self.load.figures(now_ms, LoadLimits::of(&policy.split))?;
         let scan = self.size_scan(now_ms)?;
         let coverage = Coverage {
@@ -133,6 +136,7 @@ impl Replica {
             coverage,
             &policy,
             now_ms,
+            last_split_ms,
         ))
     }
 

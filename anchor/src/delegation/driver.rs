@@ -1,7 +1,8 @@
 //! The driving side of delegations, on whichever anchor leads: seeding a Frozen delegation's
 //! child and committing the hand-over (on the parent's leader), offering a member that missed
 //! its seeding to join empty, and activating a new child once its parent refers to it (on the
-//! child's leader).
+//! child's leader). On every anchor it also starts hosting the scopes its parents split off
+//! (`split.rs`); for those the parent's leader seeds nothing and only hands over.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -65,9 +66,6 @@ enum StepError {
     /// The parent's state could not be read.
     #[error(transparent)]
     State(#[from] AnchorError),
-    /// The signed delegation is not in the parent's state.
-    #[error("the delegation's proof is missing from the parent's state")]
-    ProofMissing,
     /// A child member's peer id does not parse.
     #[error("bad member peer id {peer_id:?}")]
     BadMember {
@@ -150,6 +148,8 @@ pub async fn drive<H: Host>(host: H, mut stop: tokio::sync::watch::Receiver<bool
     // over) and the child (waiting to activate). (A shared key once kept the hand-over from
     // ever starting while the child waited for it: found by a chaos campaign, seed 707.)
     let mut jobs: BTreeMap<(Job, ScopeId), JoinHandle<()>> = BTreeMap::new();
+    // Split-off children being hosted here, on any member (`split.rs`).
+    let mut hosting: BTreeMap<ScopeId, JoinHandle<()>> = BTreeMap::new();
     let mut first_seen: BTreeMap<ScopeId, Instant> = BTreeMap::new();
     let mut joins: BTreeMap<(ScopeId, NodeId), Instant> = BTreeMap::new();
     let mut tick = tokio::time::interval(TICK);
@@ -163,9 +163,11 @@ pub async fn drive<H: Host>(host: H, mut stop: tokio::sync::watch::Receiver<bool
             break;
         }
         jobs.retain(|_, j| !j.is_finished());
+        hosting.retain(|_, j| !j.is_finished());
         let me = host.node_id();
         let mut wanted = BTreeSet::new();
         for r in host.replicas() {
+            super::split::start_hosting(&host, &r, &mut hosting);
             if !r.led_by(me) {
                 continue;
             }
@@ -215,7 +217,7 @@ pub async fn drive<H: Host>(host: H, mut stop: tokio::sync::watch::Receiver<bool
         joins.retain(|_, at| at.elapsed() < JOIN_EVERY * 4);
         first_seen.retain(|id, _| wanted.contains(id));
     }
-    for (_, j) in jobs {
+    for j in jobs.into_values().chain(hosting.into_values()) {
         j.abort();
     }
 }
@@ -297,10 +299,17 @@ async fn try_hand_over<H: Host>(
     majority_will_do: bool,
 ) -> Result<(), StepError> {
     let child = d.referral.scope;
-    let proof = parent
-        .state
-        .delegation_proof(&child)?
-        .ok_or(StepError::ProofMissing)?;
+    // A delegation without an admin-signed proof is the scope's own split: every member
+    // builds the child from its own replica (`split.rs`); only the hand-over is left.
+    let Some(proof) = parent.state.delegation_proof(&child)? else {
+        child_ready(host, &d.referral.members, child, d.index).await?;
+        return propose(parent, ScopeCommand::DelegationActive { child })
+            .await
+            .map_err(|source| StepError::Commit {
+                what: "DelegationActive",
+                source,
+            });
+    };
     let records = parent.state.records_under(&d.referral.prefix)?;
     // The child must refuse a replay of any mutation the parent applied to a moved name
     // while it could still be valid. (Without this a client's retry, routed to the child,

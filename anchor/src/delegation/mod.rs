@@ -19,11 +19,18 @@
 //! parent answers and the child holds the same frozen records; from step 3 the parent refers
 //! and the child answers; the child changes nothing before step 4.
 //!
+//! A scope's own subtree split is a delegation too, to its own members and without a proof:
+//! the leader's splitter ([`propose_splits`]) proposes it as one log entry, each member
+//! builds the child from its own replica of the parent instead of step 2, and steps 3 and 4
+//! are the same.
+//!
 //! Both sides see the anchor only through [`Host`]: its hosted replicas, its identity, a way
 //! to reach other anchors, and the two ways of hosting a child scope.
 
 mod driver;
 mod receive;
+mod split;
+mod splitter;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -44,6 +51,7 @@ use crate::AnchorError;
 
 pub use driver::{drive, HAND_OVER_TIMEOUT, STRAGGLER_GRACE};
 pub use receive::Receiver;
+pub use splitter::{propose_splits, SPLIT_EVERY};
 
 /// What delegation needs of the anchor it runs on.
 pub trait Host: Clone + Send + Sync + 'static {
@@ -67,6 +75,11 @@ pub trait Host: Clone + Send + Sync + 'static {
 
     /// Counts one delegation step by its outcome.
     fn count(&self, step: &str, outcome: &str);
+
+    /// Counts one split this anchor proposed, by kind, reason and outcome.
+    fn count_split(&self, kind: &str, reason: &str, outcome: &str) {
+        let _ = (kind, reason, outcome);
+    }
 
     /// One request to an anchor, answered within `timeout`; a request to this anchor itself
     /// (a parent member that is also a child member) is handled in place.

@@ -184,9 +184,9 @@ impl Receiver {
             &descriptor,
             &s.parent,
             &policy_toml,
-            &staged,
+            (&staged.records, &staged.nonces),
             s.index,
-            &s.proof,
+            Born::Delegated(&s.proof),
         )
         .await
         .map_err(|e| WireError::Unavailable {
@@ -198,23 +198,42 @@ impl Receiver {
 
 /// An empty replica of a child scope that missed its seeding; the child's leader sends it a
 /// snapshot.
-async fn join_child<H: Host>(host: &H, descriptor: &ScopeDescriptor) -> Result<(), AnchorError> {
+pub(super) async fn join_child<H: Host>(
+    host: &H,
+    descriptor: &ScopeDescriptor,
+) -> Result<(), AnchorError> {
     host.host_empty(descriptor).await?;
     tracing::info!(scope = %descriptor.id, prefix = %descriptor.prefix, "joined a child scope empty; catching up by snapshot");
     Ok(())
 }
 
-/// Hosts the child from its staged seed; its first listed member calls the election.
-async fn build_child<H: Host>(
+/// How a child scope came to be.
+pub(super) enum Born<'a> {
+    /// By an operator's delegation, with its admin-signed proof.
+    Delegated(&'a proto::SignedMutation),
+    /// By its parent's own split, at this time of the parent's split entry.
+    Split {
+        /// The carried proposal time of the split entry, ms.
+        at_ms: Option<u64>,
+    },
+}
+
+/// Hosts the child from its seed (`moved`: its records and nonces); its first listed member
+/// calls the election.
+pub(super) async fn build_child<H: Host>(
     host: &H,
     descriptor: &ScopeDescriptor,
     parent: &ScopeDescriptor,
     policy_toml: &str,
-    staged: &Staging,
+    moved: (&[(Name, RecordSet)], &[SeededNonce]),
     index: u64,
-    proof: &proto::SignedMutation,
+    born: Born<'_>,
 ) -> Result<(), AnchorError> {
-    let records = &staged.records;
+    let (proof, split_at_ms) = match born {
+        Born::Delegated(proof) => (Some(proof), None),
+        Born::Split { at_ms } => (None, at_ms),
+    };
+    let (records, nonces) = moved;
     let nodes = raft_members(&descriptor.members)?;
     let voters: BTreeSet<NodeId> = nodes.keys().copied().collect();
     let log_id = LogId::new(CommittedLeaderId::new(0, 0), index);
@@ -223,10 +242,11 @@ async fn build_child<H: Host>(
         parent,
         policy_toml,
         records,
-        nonces: &staged.nonces,
+        nonces,
         log_id,
         membership: Membership::new(vec![voters], nodes),
         proof,
+        split_at_ms,
     };
     let replica = host.host_seeded(&seed).await?;
     tracing::info!(scope = %descriptor.id, prefix = %descriptor.prefix, records = records.len(), at = index, "child scope seeded");

@@ -75,6 +75,18 @@ pub enum ScopeCommand {
     },
     /// A new child scope whose parent now refers to it starts accepting writes. Idempotent.
     Activate,
+    /// The scope's own decision to split a subtree off onto the same members, with the
+    /// evidence the leader decided on. Every member checks it at apply with
+    /// [`crate::scope::split::justify`] against `proposed_at_ms` (never its own clock); if it
+    /// holds, the entry acts as a committed delegation of the child prefix to the same members
+    /// (Frozen, no admin-signed proof); if not, it is a no-op. (Appended last: a variant's
+    /// position is its encoding.)
+    Split {
+        /// The plan and the figures that justify it.
+        evidence: proto::split::SplitEvidence,
+        /// Leader's wall clock when it proposed, ms since the epoch.
+        proposed_at_ms: u64,
+    },
 }
 
 /// What applying one entry produced; returned to the proposer.

@@ -24,8 +24,9 @@
 //!   ([`merge::justify_merge`]).
 //!
 //! Every resolve and mutation a replica serves is recorded into its [`meter`], and
-//! `scope show` and the per-scope load gauges read it through [`show`]; nothing proposes a
-//! split or a merge yet.
+//! `scope show` and the per-scope load gauges read it through [`show`]. Subtree splits are
+//! proposed by the delegation code's splitter and executed as delegations to the same
+//! members; range splits and merges are decided and shown only.
 
 pub mod decide;
 pub mod load;

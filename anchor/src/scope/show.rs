@@ -22,8 +22,8 @@ pub struct Coverage {
     pub complete: bool,
 }
 
-/// The split view of the scope at `prefix` (its whole subtree) at `now_ms`. No split has
-/// happened before (`decide` is asked with no last split).
+/// The split view of the scope at `prefix` (its whole subtree) at `now_ms`, when the scope
+/// last split at `last_split_ms` (if ever), as the leader's splitter would ask `decide`.
 pub fn split_view(
     prefix: &Name,
     load: &LoadFigures,
@@ -31,9 +31,11 @@ pub fn split_view(
     coverage: Coverage,
     policy: &policy::Policy,
     now_ms: u64,
+    last_split_ms: Option<u64>,
 ) -> SplitView {
     let bounds = ScopeBounds::subtree(prefix.clone());
-    let (would_split, decision) = match decide(load, size, policy, &bounds, now_ms, None) {
+    let verdict = decide(load, size, policy, &bounds, now_ms, last_split_ms);
+    let (would_split, decision) = match verdict {
         Decision::Split(e) => (
             true,
             format!("split due: {} ({} over the limit)", e.plan, e.trigger),
@@ -165,7 +167,7 @@ mod tests {
         let (mut l, now) = drive(|_| "/shop/hot".into(), 200, 15);
         let f = l.figures(now);
         let (s, c) = size(3);
-        let v = split_view(&name("/shop"), &f, &s, c, &policy(true), now);
+        let v = split_view(&name("/shop"), &f, &s, c, &policy(true), now, None);
         assert!(!v.would_split, "{v:?}");
         assert_eq!(v.key, None);
         assert!(
@@ -187,7 +189,7 @@ mod tests {
         let (mut l, now) = drive(|i| format!("/shop/n{:03}", (i * 37) % 400), 200, 15);
         let f = l.figures(now);
         let (s, c) = size(400);
-        let v = split_view(&name("/shop"), &f, &s, c, &policy(true), now);
+        let v = split_view(&name("/shop"), &f, &s, c, &policy(true), now, None);
         assert!(v.would_split, "{v:?}");
         assert!(
             v.decision.starts_with("split due: range split at"),
@@ -195,7 +197,15 @@ mod tests {
             v.decision
         );
         assert!(v.key.is_some());
-        let off = split_view(&name("/shop"), &f, &s, c, &policy(false), now);
+        // Just after a split, the view says when the next one may come.
+        let soon = split_view(&name("/shop"), &f, &s, c, &policy(true), now, Some(now - 1));
+        assert!(!soon.would_split);
+        assert!(
+            soon.decision.contains("last split 0 s ago"),
+            "{}",
+            soon.decision
+        );
+        let off = split_view(&name("/shop"), &f, &s, c, &policy(false), now, None);
         assert!(!off.would_split);
         assert!(
             off.decision.contains("automatic splits are off"),
@@ -218,7 +228,7 @@ mod tests {
             scanned: 4,
             complete: false,
         };
-        let v = split_view(&name("/shop"), &f, &s, c, &policy(false), 5_000);
+        let v = split_view(&name("/shop"), &f, &s, c, &policy(false), 5_000, None);
         assert!(
             v.decision.starts_with("stay: under every limit"),
             "{}",

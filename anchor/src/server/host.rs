@@ -54,6 +54,14 @@ impl Host for Server {
             .inc();
     }
 
+    fn count_split(&self, kind: &str, reason: &str, outcome: &str) {
+        self.inner
+            .metrics
+            .splits
+            .with_label_values(&[kind, reason, outcome])
+            .inc();
+    }
+
     fn call<Req, Resp>(
         &self,
         to: &AnchorAddr,

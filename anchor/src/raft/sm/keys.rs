@@ -71,6 +71,8 @@ pub(super) enum Meta {
     Changes,
     /// The parent's log index a delegated scope's log starts after.
     Origin,
+    /// When the scope last split (the carried proposal time of the split entry), ms.
+    LastSplit,
 }
 
 impl Meta {
@@ -86,6 +88,7 @@ impl Meta {
             Meta::WatchFloor => b"watch_floor",
             Meta::Changes => b"changes",
             Meta::Origin => b"origin",
+            Meta::LastSplit => b"last_split",
         }
     }
 }

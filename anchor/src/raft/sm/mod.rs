@@ -45,7 +45,7 @@ use overlay::{sm_err, Overlay};
 use snapshot::StoredMem;
 
 pub use overlay::WATCH_HISTORY_CHANGES;
-pub use reader::{ScopeReader, SizeScan};
+pub use reader::{ScopeReader, SizeScan, SplitChild};
 pub use seed::{remove_scope, seed, Seed};
 pub use snapshot::{parse_snapshot, Kvs, SnapshotError};
 pub use view::ScopeView;
@@ -99,9 +99,7 @@ impl StateMachine {
             .map(|v| v.prefix.clone())
             .unwrap_or_default();
         let view = ScopeView::load(&self.tree, &self.keys, prefix)?;
-        if let Ok(mut v) = self.view.write() {
-            *v = view;
-        }
+        *self.view.write().unwrap_or_else(PoisonError::into_inner) = view;
         Ok(())
     }
 }
@@ -197,6 +195,23 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         results: vec![Ok(log_id.index)],
                     }
                 }
+                EntryPayload::Normal(ScopeCommand::Split {
+                    evidence,
+                    proposed_at_ms,
+                }) => match overlay.apply_split(&evidence, proposed_at_ms, log_id.index)? {
+                    Ok(child) => {
+                        tracing::info!(scope = %self.scope, %child, plan = %evidence.plan, "split: the subtree moves to a child scope on the same members");
+                        ApplyOutcome {
+                            results: vec![Ok(log_id.index)],
+                        }
+                    }
+                    Err(reason) => {
+                        tracing::info!(scope = %self.scope, plan = %evidence.plan, %reason, "split refused at apply");
+                        ApplyOutcome {
+                            results: vec![Err(proto::WireError::Refused { reason })],
+                        }
+                    }
+                },
                 EntryPayload::Normal(ScopeCommand::Writes {
                     mutations,
                     proposed_at_ms,

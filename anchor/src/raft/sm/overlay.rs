@@ -8,12 +8,17 @@ use std::collections::BTreeMap;
 
 use openraft::{ErrorSubject, ErrorVerb, StorageError};
 use policy::Policy;
-use proto::{codec, Delegation, DelegationState, Name, RecordSet, ScopeDescriptor, ScopeId};
+use proto::split::{SplitEvidence, SplitPlan};
+use proto::{
+    codec, Delegation, DelegationState, MemberSpec, Name, RecordSet, Referral, ScopeDescriptor,
+    ScopeId,
+};
 
 use super::keys::{nonce_value, Keys, Meta, Tag};
 use super::view::ScopeView;
 use crate::raft::{sto_err, NodeId};
-use crate::scope::decide::{Accepted, Effect, ScopeRead};
+use crate::scope::decide::{delegation_over, Accepted, Effect, ScopeRead};
+use crate::scope::split::{justify, Held, ScopeBounds};
 
 /// Changes each scope keeps for watches to resume from; older ones are pruned (a few per
 /// applied entry) and a watch resuming before them gets "compacted: resync".
@@ -22,6 +27,9 @@ pub const WATCH_HISTORY_CHANGES: u64 = 50_000;
 const CHANGE_PRUNE_PER_ENTRY_MAX: u64 = 512;
 /// Expired nonces pruned per applied entry, so pruning never stalls apply.
 const NONCE_PRUNE_PER_ENTRY_MAX: usize = 64;
+
+/// How long resolvers keep the referral to a scope split off automatically, seconds.
+pub const SPLIT_REFERRAL_TTL_S: u32 = 600;
 
 /// A state machine write failure, as openraft wants it.
 pub(super) fn sm_err(e: impl std::fmt::Display) -> StorageError<NodeId> {
@@ -154,7 +162,13 @@ impl<'a> Overlay<'a> {
     }
 
     /// Forgets nonces whose mutation expired before `now_ms`: they can no longer be replayed.
+    /// Not while a split is in flight: each member copies the split-off prefix's nonces from
+    /// its own replica whenever it gets to it, so they must stay as they were at the split
+    /// (pruning resumes after the hand-over, a bounded number per entry).
     pub(super) fn prune_nonces(&mut self, now_ms: u64) {
+        if self.split_in_flight() {
+            return;
+        }
         let start = self.keys.all(Tag::Expiry);
         let end = self.keys.expiry_from(now_ms);
         let expired: Vec<Vec<u8>> = self
@@ -169,6 +183,14 @@ impl<'a> Overlay<'a> {
             }
             self.del(ek);
         }
+    }
+
+    /// True while a split (a Frozen delegation with no admin-signed proof) is in flight.
+    fn split_in_flight(&self) -> bool {
+        self.view.delegations.values().any(|d| {
+            d.state == DelegationState::Frozen
+                && self.read(&self.keys.proof(&d.referral.scope)).is_none()
+        })
     }
 
     /// Forgets the oldest changes of the watch history beyond `history_max`,
@@ -243,6 +265,89 @@ impl<'a> Overlay<'a> {
         self.put(k, codec::encode(&d).map_err(sm_err)?);
         self.view.delegations.insert(d.referral.prefix.clone(), d);
         Ok(())
+    }
+
+    /// A split entry at `index`: if [`justify`] holds at the carried `proposed_at_ms`, the
+    /// child prefix becomes a Frozen delegation to this scope's own members (no admin-signed
+    /// proof is stored: that is how a split is told from an operator's delegation) and the
+    /// split time is kept. `Ok(Err(why))` when the entry is a no-op.
+    pub(super) fn apply_split(
+        &mut self,
+        evidence: &SplitEvidence,
+        proposed_at_ms: u64,
+        index: u64,
+    ) -> Result<Result<ScopeId, String>, StorageError<NodeId>> {
+        let (Some(policy), Some(policy_toml), Some(descriptor)) = (
+            self.view.policy.as_ref(),
+            self.view.policy_toml.clone(),
+            self.view.descriptor.clone(),
+        ) else {
+            return Ok(Err("the scope has no policy yet".into()));
+        };
+        if !self.view.active {
+            return Ok(Err("the scope is not active yet".into()));
+        }
+        let bounds = ScopeBounds::subtree(self.view.prefix.clone());
+        let held = Held {
+            names: self.view.names,
+            bytes: None,
+        };
+        let last = self.view.last_split_ms;
+        if let Err(refusal) = justify(evidence, &bounds, held, policy, proposed_at_ms, last) {
+            return Ok(Err(refusal.to_string()));
+        }
+        let SplitPlan::Subtree { label, .. } = &evidence.plan else {
+            return Ok(Err("range splits are not executed".into()));
+        };
+        let Ok(prefix) = self.view.prefix.child(label) else {
+            return Ok(Err(format!("{label:?} is not a valid label")));
+        };
+        if let Some(d) = delegation_over(&self.view.delegations, &prefix) {
+            return Ok(Err(format!(
+                "{prefix} is already delegated ({})",
+                d.referral.prefix
+            )));
+        }
+        let live = |d: &&Delegation| d.state != DelegationState::Aborted;
+        let nested = self
+            .view
+            .delegations
+            .values()
+            .filter(live)
+            .any(|d| d.referral.prefix.is_under(&prefix) || d.state == DelegationState::Frozen);
+        if nested {
+            return Ok(Err(format!(
+                "{prefix} contains a delegated scope, or another delegation is in flight"
+            )));
+        }
+        if self.view.delegations.len() >= proto::limits::DELEGATIONS_MAX {
+            return Ok(Err("the scope holds too many delegations".into()));
+        }
+        let child = ScopeId::child(&self.scope, &prefix, index);
+        let d = Delegation {
+            referral: Referral {
+                scope: child,
+                prefix,
+                epoch: 1,
+                members: descriptor.members.clone(),
+                ttl_s: SPLIT_REFERRAL_TTL_S,
+            },
+            members: descriptor
+                .members
+                .iter()
+                .map(|a| MemberSpec {
+                    anchor: a.clone(),
+                    labels: BTreeMap::new(),
+                })
+                .collect(),
+            policy_toml,
+            index,
+            state: DelegationState::Frozen,
+        };
+        self.view.last_split_ms = Some(proposed_at_ms);
+        self.put_meta(Meta::LastSplit, &proposed_at_ms)?;
+        self.store_delegation(d)?;
+        Ok(Ok(child))
     }
 
     pub(super) fn apply_genesis(

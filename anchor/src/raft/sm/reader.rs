@@ -4,7 +4,9 @@
 use std::sync::{Arc, PoisonError, RwLock};
 
 use proto::msg::{ChangeEvent, SeededNonce};
-use proto::{codec, Name, RecordSet, ScopeId, SignedMutation};
+use proto::{
+    codec, Delegation, DelegationState, Name, RecordSet, ScopeDescriptor, ScopeId, SignedMutation,
+};
 
 use super::keys::{split_nonce_value, Keys, Tag};
 use super::overlay::{Overlay, WATCH_HISTORY_CHANGES};
@@ -23,6 +25,28 @@ pub struct SizeScan {
     pub scanned: u64,
     /// True when the scan read every record, so bytes and child labels are exact.
     pub complete: bool,
+}
+
+/// A scope split off by its parent's own decision, as one parent member sees it.
+#[derive(Clone, Debug)]
+pub enum SplitChild {
+    /// Not handed over yet: the parent still holds what moves, and this is it.
+    Frozen {
+        /// The split's delegation.
+        delegation: Delegation,
+        /// The parent.
+        parent: ScopeDescriptor,
+        /// The records that move.
+        records: Vec<(Name, RecordSet)>,
+        /// The replay protection that moves with them.
+        nonces: Vec<SeededNonce>,
+        /// When the parent split (its last split, which no other split follows while this
+        /// one is Frozen).
+        split_at_ms: Option<u64>,
+    },
+    /// Handed over: the parent dropped the records; a member that hosts no replica yet joins
+    /// empty and catches up from the child's leader.
+    Active(Delegation),
 }
 
 /// Read access to a scope's state machine: the sled tree and the [`ScopeView`] the state
@@ -118,6 +142,43 @@ impl ScopeReader {
             });
         }
         Ok(out)
+    }
+
+    /// Where the split-off child `child` stands on this replica, and for a Frozen one what
+    /// moves to it: read under the view's lock, so the records are those of the state the
+    /// view shows (the hand-over, which drops them, cannot land in between). `None` when
+    /// `child` is not a split of this scope (an operator's delegation has a stored proof)
+    /// or it was aborted.
+    pub fn split_child(&self, child: &ScopeId) -> Result<Option<SplitChild>, AnchorError> {
+        let Ok(view) = self.view.read() else {
+            return Ok(None);
+        };
+        let Some(d) = view
+            .delegations
+            .values()
+            .find(|d| d.referral.scope == *child)
+        else {
+            return Ok(None);
+        };
+        if self.delegation_proof(child)?.is_some() {
+            return Ok(None);
+        }
+        let Some(parent) = view.descriptor.clone() else {
+            return Ok(None);
+        };
+        Ok(match d.state {
+            DelegationState::Aborted => None,
+            DelegationState::Active => Some(SplitChild::Active(d.clone())),
+            DelegationState::Frozen => Some(SplitChild::Frozen {
+                delegation: d.clone(),
+                parent,
+                records: self.records_under(&d.referral.prefix)?,
+                // Every remembered nonce, expired or not: none is pruned while a split is in
+                // flight, so every member seeds the same.
+                nonces: self.nonces_under(&d.referral.prefix, 0)?,
+                split_at_ms: view.last_split_ms,
+            }),
+        })
     }
 
     /// Every record under `prefix`, in name order (for seeding a child scope).

@@ -28,8 +28,11 @@ pub struct Seed<'a> {
     /// The child's members as a Raft membership.
     pub membership: Membership<NodeId, AnchorInfo>,
     /// The admin-signed delegation (kept so the child's leader can bring in a member that
-    /// missed the seeding).
-    pub proof: &'a SignedMutation,
+    /// missed the seeding); `None` for a scope split off by its parent's own decision.
+    pub proof: Option<&'a SignedMutation>,
+    /// For a scope split off by its parent: when the parent split (the child counts it as its
+    /// own last split, so it waits `interval_s_min` before it splits in turn).
+    pub split_at_ms: Option<u64>,
 }
 
 /// Writes a child scope's initial state and a snapshot of it at `seed.log_id`, replacing any
@@ -80,7 +83,12 @@ pub fn seed(db: &sled::Db, seed: &Seed<'_>) -> Result<(), AnchorError> {
     );
     batch.insert(keys.meta(Meta::Changes), codec::encode(&0u64)?);
     batch.insert(keys.meta(Meta::Origin), codec::encode(&seed.log_id.index)?);
-    batch.insert(keys.proof(&scope), codec::encode(seed.proof)?);
+    if let Some(proof) = seed.proof {
+        batch.insert(keys.proof(&scope), codec::encode(proof)?);
+    }
+    if let Some(at) = seed.split_at_ms {
+        batch.insert(keys.meta(Meta::LastSplit), codec::encode(&at)?);
+    }
     batch.insert(keys.meta(Meta::Applied), codec::encode(&seed.log_id)?);
     batch.insert(keys.meta(Meta::Membership), codec::encode(&membership)?);
     tree.apply_batch(batch)?;

@@ -5,7 +5,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use openraft::{CommittedLeaderId, Entry};
 use policy::Policy;
 use proto::msg::ChangeEvent;
-use proto::{Delegation, DelegationState, Mutation, Op, Record, ScopeDescriptor, SignedMutation};
+use proto::{
+    Delegation, DelegationState, Mutation, Op, Record, ScopeDescriptor, SignedMutation, WireError,
+};
 
 use super::*;
 use crate::scope::decide::{Accepted, Effect};
@@ -309,4 +311,138 @@ async fn a_reader_never_sees_moved_names_gone_while_the_view_still_says_frozen()
     assert!(watcher.join().unwrap() > 0);
     let st = sm.reader();
     assert!(st.get(&Name::parse("/eu/c").unwrap()).unwrap().is_none());
+}
+
+fn subtree_split(label: &str, part: u64, whole: u64, at_ms: u64) -> ScopeCommand {
+    use proto::split::{Basis, LoadEvidence, SplitEvidence, SplitPlan, Trigger};
+    ScopeCommand::Split {
+        evidence: SplitEvidence {
+            plan: SplitPlan::Subtree {
+                label: label.into(),
+                basis: Basis::Size,
+                part,
+                whole,
+            },
+            trigger: Trigger::Names,
+            decided_at_ms: at_ms,
+            names: whole,
+            bytes: 0,
+            load: LoadEvidence::default(),
+        },
+        proposed_at_ms: at_ms,
+    }
+}
+
+#[tokio::test]
+async fn a_justified_split_entry_freezes_the_subtree_for_the_same_members_and_a_refused_one_is_a_no_op(
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = sled::Config::new().path(dir.path()).open().unwrap();
+    let mut sm = StateMachine::open(
+        &db,
+        ScopeId::root(),
+        Name::root(),
+        Arc::new(SigCache::default()),
+    )
+    .unwrap();
+    let mut policy = Policy::development(None);
+    policy.split.auto = true;
+    policy.split.names_max = 2;
+    policy.split.interval_s_min = 60;
+    let member = proto::AnchorInfo {
+        peer_id: "12D3KooWexample".into(),
+        addrs: vec![],
+    };
+    let genesis = ScopeCommand::Genesis {
+        descriptor: ScopeDescriptor {
+            id: ScopeId::root(),
+            prefix: Name::root(),
+            epoch: 1,
+            members: vec![member.clone()],
+        },
+        policy_toml: policy.to_toml(),
+    };
+    let writes = batch(
+        vec![put("/eu/a", "1"), put("/eu/c", "1"), put("/us/b", "1")],
+        10,
+    );
+    sm.apply(vec![entry(1, genesis), entry(2, writes)])
+        .await
+        .unwrap();
+    let eu = Name::parse("/eu").unwrap();
+    let out = sm
+        .apply(vec![entry(3, subtree_split("eu", 2, 3, 1_000_000))])
+        .await
+        .unwrap();
+    assert!(matches!(out[0].results[0], Ok(3)), "{out:?}");
+    let child = ScopeId::child(&ScopeId::root(), &eu, 3);
+    // A second split while the first is in flight (and too soon after it) is a no-op.
+    let out = sm
+        .apply(vec![entry(4, subtree_split("us", 1, 3, 1_000_500))])
+        .await
+        .unwrap();
+    assert!(
+        matches!(out[0].results[0], Err(WireError::Refused { .. })),
+        "{out:?}"
+    );
+    let view = sm.reader().view();
+    assert_eq!(view.last_split_ms, Some(1_000_000));
+    assert_eq!(view.delegations.len(), 1);
+    let d = &view.delegations[&eu];
+    assert_eq!(d.referral.scope, child);
+    assert_eq!(d.state, DelegationState::Frozen);
+    assert_eq!(d.referral.members, vec![member]);
+    assert_eq!(d.index, 3);
+    // While the split is in flight no nonce is pruned, expired or not: every member copies
+    // the same ones whenever it gets to it.
+    let later = |index, at_ms| {
+        entry(
+            index,
+            ScopeCommand::Writes {
+                mutations: vec![],
+                proposed_at_ms: at_ms,
+            },
+        )
+    };
+    sm.apply(vec![later(5, 1_200_000)]).await.unwrap();
+    let st = sm.reader();
+    assert!(
+        st.delegation_proof(&child).unwrap().is_none(),
+        "a split has no proof"
+    );
+    match st.split_child(&child).unwrap() {
+        Some(SplitChild::Frozen {
+            records,
+            nonces,
+            split_at_ms,
+            ..
+        }) => {
+            let names: Vec<String> = records.iter().map(|(n, _)| n.to_string()).collect();
+            assert_eq!(names, vec!["/eu/a", "/eu/c"]);
+            assert_eq!(nonces.len(), 2);
+            assert_eq!(split_at_ms, Some(1_000_000));
+        }
+        other => panic!("{other:?}"),
+    }
+    // Handed over: pruning resumes.
+    sm.apply(vec![
+        entry(6, ScopeCommand::DelegationActive { child }),
+        later(7, 1_200_000),
+    ])
+    .await
+    .unwrap();
+    assert!(sm.reader().nonces_under(&eu, 0).unwrap().is_empty());
+    // Under the limit at apply (the member's own count decides): a no-op.
+    let out = sm
+        .apply(vec![entry(8, subtree_split("us", 1, 3, 2_000_000))])
+        .await
+        .unwrap();
+    assert!(
+        matches!(out[0].results[0], Err(WireError::Refused { .. })),
+        "{out:?}"
+    );
+    assert!(matches!(
+        sm.reader().split_child(&child).unwrap(),
+        Some(SplitChild::Active(_))
+    ));
 }

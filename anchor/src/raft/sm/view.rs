@@ -40,6 +40,8 @@ pub struct ScopeView {
     pub changes: u64,
     /// For a delegated scope: the parent's log index its log starts after.
     pub origin: Option<u64>,
+    /// When this scope last split, ms since the epoch (the split entry's carried time).
+    pub last_split_ms: Option<u64>,
 }
 
 impl ScopeView {
@@ -63,6 +65,7 @@ impl ScopeView {
         let watch_floor: u64 = read_meta(tree, keys, Meta::WatchFloor)?.unwrap_or(0);
         let changes: u64 = read_meta(tree, keys, Meta::Changes)?.unwrap_or(0);
         let origin: Option<u64> = read_meta(tree, keys, Meta::Origin)?;
+        let last_split_ms: Option<u64> = read_meta(tree, keys, Meta::LastSplit)?;
         let mut delegations = BTreeMap::new();
         for kv in tree.scan_prefix(keys.all(Tag::Delegation)) {
             let (_, v) = kv?;
@@ -86,6 +89,7 @@ impl ScopeView {
             watch_floor,
             changes,
             origin,
+            last_split_ms,
         })
     }
 }

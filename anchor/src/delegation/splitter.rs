@@ -1,0 +1,112 @@
+//! Automatic splits, on the leader of each scope: every [`SPLIT_EVERY`] it asks the split
+//! decider ([`crate::scope::split::decide`]) about every scope it leads whose policy has
+//! `[split] auto = true`, and proposes a subtree split as a `ScopeCommand::Split` entry
+//! carrying the evidence and its own clock. Never two splits of one scope in flight: a scope
+//! with a Frozen delegation is left alone until it is handed over. Range splits are decided
+//! and shown but not executed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use proto::split::{Basis, SplitPlan};
+use proto::DelegationState;
+
+use super::Host;
+use crate::raft::ScopeCommand;
+use crate::replica::Replica;
+use crate::scope::decide::delegation_over;
+use crate::scope::load::LoadLimits;
+use crate::scope::split::{decide, Decision, ScopeBounds};
+
+/// How often the leader of a scope asks the decider.
+pub const SPLIT_EVERY: Duration = Duration::from_secs(1);
+/// How long a split entry may take to commit.
+const PROPOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Runs until `stop`: proposes the splits the decider calls for in the scopes this anchor
+/// leads.
+pub async fn propose_splits<H: Host>(host: H, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(SPLIT_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => {}
+        }
+        if *stop.borrow() {
+            break;
+        }
+        for r in host.replicas() {
+            if r.led_by(host.node_id()) {
+                consider(&host, &r).await;
+            }
+        }
+    }
+}
+
+/// Asks the decider about one scope this anchor leads and proposes what it calls for.
+async fn consider<H: Host>(host: &H, r: &Arc<Replica>) {
+    let ready = r
+        .state
+        .with_view(|v| {
+            let in_flight = v
+                .delegations
+                .values()
+                .any(|d| d.state == DelegationState::Frozen);
+            let policy = v.policy.as_ref().filter(|p| p.split.auto)?;
+            (v.active && !in_flight).then(|| (policy.clone(), v.prefix.clone(), v.last_split_ms))
+        })
+        .flatten();
+    let Some((policy, prefix, last_split_ms)) = ready else {
+        return;
+    };
+    let now = host.now_ms();
+    let Some(load) = r.load.figures(now, LoadLimits::of(&policy.split)) else {
+        return;
+    };
+    // The size scan reads records (reused for a few seconds): off the async workers.
+    let scanned = r.clone();
+    let Ok(Some(scan)) = tokio::task::spawn_blocking(move || scanned.size_scan(now)).await else {
+        return;
+    };
+    let bounds = ScopeBounds::subtree(prefix.clone());
+    let evidence = match decide(&load, &scan.figures, &policy, &bounds, now, last_split_ms) {
+        Decision::Split(e) => e,
+        Decision::Stay(_) => return,
+    };
+    let SplitPlan::Subtree { label, basis, .. } = &evidence.plan else {
+        return;
+    };
+    let reason = match basis {
+        Basis::Size => "size",
+        Basis::Load => "load",
+    };
+    // A child already split off (or delegated) still counts in the parent's load: not again.
+    let taken = match prefix.child(label) {
+        Ok(child) => r
+            .state
+            .with_view(|v| delegation_over(&v.delegations, &child).is_some())
+            .unwrap_or(true),
+        Err(_) => true,
+    };
+    if taken {
+        return;
+    }
+    tracing::info!(scope = %r.id, plan = %evidence.plan, trigger = %evidence.trigger, "proposing a split");
+    let cmd = ScopeCommand::Split {
+        evidence,
+        proposed_at_ms: now,
+    };
+    let outcome = match tokio::time::timeout(PROPOSE_TIMEOUT, r.raft.client_write(cmd)).await {
+        Ok(Ok(resp)) => match resp.data.results.first() {
+            Some(Ok(_)) => "split",
+            _ => "refused",
+        },
+        Ok(Err(e)) => {
+            tracing::debug!(scope = %r.id, error = %e, "split not committed");
+            "error"
+        }
+        Err(_) => "error",
+    };
+    host.count_split("subtree", reason, outcome);
+}
