@@ -3,10 +3,12 @@
 //! delegation index, and a watch follows the prefix across the move. Talks raw frames (no
 //! resolver client) so it checks the anchor's side of the protocol alone.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use anchor::{Anchor, AnchorConfig};
+use anchor::Anchor;
 use ed25519_dalek::SigningKey;
 use libp2p::{Multiaddr, PeerId};
 use proto::msg::{
@@ -19,13 +21,6 @@ use proto::{
 };
 use resolver::clock;
 use resolver::net::{self, NetConfig, NetHandle, Protocol};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
 
 struct Net {
     net: NetHandle,
@@ -128,18 +123,11 @@ async fn delegation_moves_a_prefix_to_a_child_scope() {
 }
 
 async fn run() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
+    common::init_tracing();
     let dir = tempfile::tempdir().unwrap();
     let mut anchors = Vec::new();
     for i in 0..5 {
-        let mut cfg = AnchorConfig::new(dir.path().join(format!("a{i}")));
-        cfg.listen = format!("/ip4/127.0.0.1/tcp/{}", free_port());
-        cfg.raft.heartbeat_ms = 50;
-        cfg.raft.election_min_ms = 300;
-        cfg.raft.election_max_ms = 600;
+        let mut cfg = common::fast_config(dir.path(), i);
         if i >= 2 {
             cfg.labels = BTreeMap::from([("jurisdiction".into(), "eu".into())]);
         }
@@ -364,11 +352,7 @@ async fn run_straggler() {
     let mut cfgs = Vec::new();
     let mut anchors = Vec::new();
     for i in 0..4 {
-        let mut cfg = AnchorConfig::new(dir.path().join(format!("a{i}")));
-        cfg.listen = format!("/ip4/127.0.0.1/tcp/{}", free_port());
-        cfg.raft.heartbeat_ms = 50;
-        cfg.raft.election_min_ms = 300;
-        cfg.raft.election_max_ms = 600;
+        let cfg = common::fast_config(dir.path(), i);
         anchors.push(Anchor::start(cfg.clone()).await.unwrap());
         cfgs.push(cfg);
     }

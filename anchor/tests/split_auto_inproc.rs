@@ -4,10 +4,12 @@
 //! acknowledged write reads back linearizably through a resolver client whose walk reaches
 //! the new scopes, during the splits and after.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use anchor::{Anchor, AnchorConfig};
+use anchor::Anchor;
 use ed25519_dalek::SigningKey;
 use libp2p::Multiaddr;
 use proto::{Name, ReadLevel, Record};
@@ -18,13 +20,6 @@ const NAMES_MAX: u32 = 24;
 /// Names written under `/shop/eu`.
 const NAMES: usize = 3 * NAMES_MAX as usize;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scope_splits_a_subtree_off_by_itself_and_loses_no_write() {
     tokio::time::timeout(Duration::from_secs(120), run())
@@ -33,18 +28,11 @@ async fn a_scope_splits_a_subtree_off_by_itself_and_loses_no_write() {
 }
 
 async fn run() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
+    common::init_tracing();
     let dir = tempfile::tempdir().unwrap();
     let mut anchors = Vec::new();
     for i in 0..3 {
-        let mut cfg = AnchorConfig::new(dir.path().join(format!("a{i}")));
-        cfg.listen = format!("/ip4/127.0.0.1/tcp/{}", free_port());
-        cfg.raft.heartbeat_ms = 50;
-        cfg.raft.election_min_ms = 300;
-        cfg.raft.election_max_ms = 600;
+        let cfg = common::fast_config(dir.path(), i);
         anchors.push(Anchor::start(cfg).await.unwrap());
     }
     let addrs: Vec<String> = anchors.iter().map(|a| a.dial_addr()).collect();

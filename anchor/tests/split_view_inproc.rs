@@ -4,9 +4,11 @@
 //! figures, and the decider's verdict reads right — one hot name has no qualifying split
 //! key, load spread over many names finds one.
 
+mod common;
+
 use std::time::Duration;
 
-use anchor::{Anchor, AnchorConfig, StartOptions};
+use anchor::{Anchor, StartOptions};
 use ed25519_dalek::SigningKey;
 use libp2p::{Multiaddr, PeerId};
 use proto::msg::{
@@ -18,13 +20,6 @@ use resolver::net::Protocol;
 
 const READS_PER_S_MAX: u32 = 50;
 const HOLD_S: u32 = 3;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
 
 fn name(s: &str) -> Name {
     Name::parse(s).unwrap()
@@ -109,11 +104,7 @@ async fn run() {
     // Whole seconds, so each driven second lands in one bucket.
     let start_ms = clock::system().unix_ms() / 1000 * 1000;
     let manual = ManualClock::new(start_ms);
-    let mut cfg = AnchorConfig::new(dir.path().join("a0"));
-    cfg.listen = format!("/ip4/127.0.0.1/tcp/{}", free_port());
-    cfg.raft.heartbeat_ms = 50;
-    cfg.raft.election_min_ms = 300;
-    cfg.raft.election_max_ms = 600;
+    let cfg = common::fast_config(dir.path(), 0);
     let opts = StartOptions {
         clock: manual.clone(),
         ..StartOptions::default()
