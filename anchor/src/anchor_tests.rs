@@ -57,6 +57,7 @@ async fn the_anchor_reads_wall_clock_time_from_the_clock_it_is_given() {
         prefix: Name::root(),
         epoch: 1,
         members: vec![anchor.info()],
+        range: proto::KeyRange::all(),
     };
     let policy = policy::Policy::development(None).to_toml();
     anchor.create_scope(root, policy, true).await.unwrap();

@@ -150,6 +150,7 @@ impl Operator {
             prefix: Name::root(),
             epoch: 1,
             members,
+            range: proto::KeyRange::all(),
         };
         for (i, a) in anchors.iter().enumerate().rev() {
             let req = AdminRequest::CreateScope {

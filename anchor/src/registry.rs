@@ -86,12 +86,21 @@ impl Registry {
         self.scopes.read().ok().and_then(|s| s.get(id).cloned())
     }
 
-    /// The hosted scope with the longest prefix that contains `name`.
+    /// The hosted scope with the longest prefix whose range holds `name` (of two ranges of
+    /// one prefix, the one that starts later: it was split off the other).
     pub fn governing(&self, name: &Name) -> Option<Arc<Replica>> {
         self.all()
             .into_iter()
-            .filter(|r| name.is_under(&r.descriptor.prefix))
-            .max_by_key(|r| r.descriptor.prefix.depth())
+            .filter(|r| r.descriptor.covers(name))
+            .max_by(|a, b| {
+                let key = |r: &Replica| {
+                    (
+                        r.descriptor.prefix.depth(),
+                        r.descriptor.range.start.clone(),
+                    )
+                };
+                key(a).cmp(&key(b))
+            })
     }
 
     /// This anchor's Raft node id.

@@ -119,9 +119,9 @@ impl Replica {
     /// What the split decider sees and would do at `now_ms`; `None` before the replica has
     /// applied its scope's policy.
     pub fn split_view(&self, now_ms: u64) -> Option<SplitView> {
-        let (policy, last_split_ms) = self
+        let (policy, last_split_ms, bounds) = self
             .state
-            .with_view(|v| v.policy.clone().map(|p| (p, v.last_split_ms)))
+            .with_view(|v| v.policy.clone().map(|p| (p, v.last_split_ms, v.bounds())))
             .flatten()?;
         let load = self.load.figures(now_ms, LoadLimits::of(&policy.split))?;
         let scan = self.size_scan(now_ms)?;
@@ -130,7 +130,7 @@ impl Replica {
             complete: scan.complete,
         };
         Some(split_view(
-            &self.descriptor.prefix,
+            &bounds,
             &load,
             &scan.figures,
             coverage,

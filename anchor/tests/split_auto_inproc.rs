@@ -153,28 +153,41 @@ async fn run() {
     for (name, expected) in &acked {
         check(&client, name, expected).await;
     }
-    // Every member of /shop/eu ends with the same records, every acknowledged one among them.
-    let under_eu = acked.keys().filter(|n| n.starts_with("/shop/eu/")).count();
-    let prefix = info.descriptor.prefix.clone();
+    // Every member of each scope under /shop/eu (it may have split again by range: no
+    // child label dominates it) ends with the same records, and together they hold every
+    // acknowledged name under /shop/eu once.
+    let under_eu: Vec<&String> = acked
+        .keys()
+        .filter(|n| n.starts_with("/shop/eu/"))
+        .collect();
+    let mut scopes = BTreeMap::new();
+    for name in &under_eu {
+        let info = client
+            .scope_info(&Name::parse(name).unwrap())
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        scopes.insert(info.descriptor.id, info.descriptor);
+    }
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let held: Vec<Vec<(Name, proto::RecordSet)>> = anchors
-            .iter()
-            .filter_map(|a| {
-                a.replicas()
-                    .into_iter()
-                    .find(|r| r.id == info.descriptor.id)
-            })
-            .map(|r| r.state.records_under(&prefix).unwrap())
-            .collect();
-        let same = held.len() == 3 && held.iter().all(|h| h == &held[0]);
-        if same && held[0].len() >= under_eu {
+        let mut agreed = true;
+        let mut held = 0;
+        for d in scopes.values() {
+            let copies: Vec<Vec<(Name, proto::RecordSet)>> = anchors
+                .iter()
+                .filter_map(|a| a.replicas().into_iter().find(|r| r.id == d.id))
+                .map(|r| r.state.records_in(&d.prefix, &d.range).unwrap())
+                .collect();
+            agreed &= copies.len() == 3 && copies.iter().all(|c| c == &copies[0]);
+            held += copies.first().map_or(0, Vec::len);
+        }
+        if agreed && held == under_eu.len() {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "the members of /shop/eu differ: {:?}",
-            held.iter().map(Vec::len).collect::<Vec<_>>()
+            "the members of the scopes under /shop/eu differ, or hold {held} of {} names",
+            under_eu.len()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

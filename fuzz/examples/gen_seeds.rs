@@ -14,8 +14,8 @@ use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, SnapshotMeta, Vote};
 use proto::msg::*;
 use proto::{
-    AnchorInfo, Delegation, DelegationState, MemberSpec, Mutation, Name, Op, Record, RecordSet,
-    Referral, ScopeDescriptor, ScopeId,
+    AnchorInfo, Delegation, DelegationState, KeyRange, MemberSpec, Mutation, Name, Op, Record,
+    RecordSet, Referral, ScopeDescriptor, ScopeId,
 };
 use proto::{SignedMutation, WireError};
 
@@ -147,6 +147,7 @@ fn referral() -> Referral {
         epoch: 1,
         members: descriptor().members,
         ttl_s: 600,
+        range: KeyRange::all(),
     }
 }
 
@@ -196,6 +197,7 @@ fn descriptor() -> ScopeDescriptor {
             peer_id: "12D3KooWExample".into(),
             addrs: vec!["/ip4/127.0.0.1/tcp/4001".into()],
         }],
+        range: KeyRange::all(),
     }
 }
 
@@ -255,7 +257,7 @@ fn wire(dir: &Path) {
         }),
         MutateResponse::Error(WireError::Delegated {
             name: n("/eu/payments/api"),
-            referral: referral(),
+            referral: Box::new(referral()),
         }),
         MutateResponse::Error(WireError::Moving {
             prefix: n("/eu/payments"),

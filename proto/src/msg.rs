@@ -127,8 +127,8 @@ pub enum WireError {
     Delegated {
         /// The name.
         name: Name,
-        /// Where to go.
-        referral: Referral,
+        /// Where to go (boxed to keep the error small; encoded as the referral itself).
+        referral: Box<Referral>,
     },
 }
 

@@ -103,6 +103,104 @@ pub struct Referral {
     pub members: Vec<AnchorInfo>,
     /// How long a resolver may cache this referral, seconds.
     pub ttl_s: u32,
+    /// The part of `prefix`'s subtree the child governs: all of it for a delegated subtree, a
+    /// key range for a scope born from a range split. (Appended last: a field's position is
+    /// its encoding.)
+    pub range: KeyRange,
+}
+
+impl Referral {
+    /// True if the child governs `name`: under the prefix and inside the range.
+    pub fn covers(&self, name: &Name) -> bool {
+        self.range.covers(&self.prefix, name)
+    }
+
+    /// The first name the child can govern: the range's start, or the prefix. Delegations
+    /// and cached referrals are keyed by it.
+    pub fn first(&self) -> &Name {
+        self.range.start.as_ref().unwrap_or(&self.prefix)
+    }
+
+    /// True when the referral leads from a scope at (`prefix`, `start`) to one strictly
+    /// nearer a name: a deeper prefix below it, or the same prefix with a later range start
+    /// (a range split off to the right). Every hop of a walk must make such progress.
+    pub fn narrower_than(&self, prefix: &Name, start: Option<&Name>) -> bool {
+        if self.prefix == *prefix {
+            return match (&self.range.start, start) {
+                (Some(mine), Some(theirs)) => mine > theirs,
+                (Some(_), None) => true,
+                (None, _) => false,
+            };
+        }
+        self.prefix.is_under(prefix) && self.prefix.depth() > prefix.depth()
+    }
+}
+
+/// A range of a prefix's subtree, by the first label below the prefix: the names from
+/// `start` (inclusive) to `end` (exclusive) in name order, where `start` and `end` are
+/// children of the prefix (`/users/m`), so a subtree is never cut. Unbounded by default: the
+/// whole subtree, the prefix itself included.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct KeyRange {
+    /// The first name of the range; `None`: from the prefix itself.
+    pub start: Option<Name>,
+    /// The first name after the range; `None`: to the end of the subtree.
+    pub end: Option<Name>,
+}
+
+impl KeyRange {
+    /// The whole subtree.
+    pub fn all() -> KeyRange {
+        KeyRange::default()
+    }
+
+    /// True if `name` lies under `prefix` and inside the range.
+    pub fn covers(&self, prefix: &Name, name: &Name) -> bool {
+        name.is_under(prefix)
+            && self.start.as_ref().is_none_or(|s| name >= s)
+            && self.end.as_ref().is_none_or(|e| name < e)
+    }
+
+    /// True for a part of the subtree rather than all of it.
+    pub fn is_bounded(&self) -> bool {
+        self.start.is_some() || self.end.is_some()
+    }
+
+    /// True if both ends are children of `prefix` and `start < end`: the form every range of
+    /// a scope takes.
+    pub fn is_valid_for(&self, prefix: &Name) -> bool {
+        let child = |n: &Name| n.is_under(prefix) && n.depth() == prefix.depth() + 1;
+        self.start.as_ref().is_none_or(child)
+            && self.end.as_ref().is_none_or(child)
+            && match (&self.start, &self.end) {
+                (Some(s), Some(e)) => s < e,
+                _ => true,
+            }
+    }
+
+    /// The boundary a cut at `name` makes under `prefix`: `name` shortened to its label
+    /// right below the prefix (`/users/m/x` → `/users/m`), so the subtree of that label goes
+    /// to the right-hand side whole. `None` when `name` is not strictly below `prefix`.
+    pub fn boundary(prefix: &Name, name: &Name) -> Option<Name> {
+        if !name.is_under(prefix) || name.depth() <= prefix.depth() {
+            return None;
+        }
+        Name::from_labels(&name.labels()[..=prefix.depth()]).ok()
+    }
+}
+
+impl fmt::Display for KeyRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.start, &self.end) {
+            (None, None) => f.write_str("[all]"),
+            (s, e) => write!(
+                f,
+                "[{}, {})",
+                s.as_ref().map_or("-".to_string(), |n| n.to_string()),
+                e.as_ref().map_or("-".to_string(), |n| n.to_string())
+            ),
+        }
+    }
 }
 
 /// The state of a delegation in the parent (`docs/design.md`, "Delegation").
@@ -143,6 +241,16 @@ pub struct ScopeDescriptor {
     pub epoch: u64,
     /// Member anchors.
     pub members: Vec<AnchorInfo>,
+    /// The part of the prefix's subtree the scope governs (all of it unless the scope was
+    /// born from a range split). (Appended last: a field's position is its encoding.)
+    pub range: KeyRange,
+}
+
+impl ScopeDescriptor {
+    /// True if the scope's prefix and range hold `name` (delegations aside).
+    pub fn covers(&self, name: &Name) -> bool {
+        self.range.covers(&self.prefix, name)
+    }
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@
 //! Neither reads a clock: every method that needs the time takes `now` from the caller, so
 //! expiry is tested by passing instants, not by waiting. Both are built on [`Lru`].
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::Hash;
 use std::time::{Duration, Instant};
 
@@ -94,6 +94,11 @@ impl<K: Clone + Eq + Hash, V: Clone> Lru<K, V> {
     pub fn clear(&mut self) {
         self.entries.clear();
         self.recency.clear();
+    }
+
+    /// True if `key` has an entry (expired or not), without making it recently used.
+    pub fn holds(&self, key: &K) -> bool {
+        self.entries.contains_key(key)
     }
 
     /// Drops every entry whose TTL has run out at `now`.
@@ -198,10 +203,17 @@ impl Cache {
     }
 }
 
-/// A bounded TTL cache of referrals, keyed by the child scope's prefix.
+/// A bounded TTL cache of referrals, keyed by the child scope's prefix and, for a scope born
+/// from a range split, its range's start: a prefix may have a referral for its whole subtree
+/// and others for ranges of it.
 #[derive(Debug)]
 pub struct ReferralCache {
-    lru: Lru<Name, Referral>,
+    lru: Lru<(Name, Option<Name>), Referral>,
+    /// The range starts cached per prefix, to find the range that holds a name. Entries whose
+    /// referral expired or was evicted are dropped when a lookup meets them, and all of them
+    /// when the index outgrows the cache.
+    ranges: BTreeMap<Name, BTreeSet<Name>>,
+    entries_max: usize,
 }
 
 impl ReferralCache {
@@ -210,18 +222,25 @@ impl ReferralCache {
     pub fn new(entries_max: usize) -> ReferralCache {
         ReferralCache {
             lru: Lru::new(entries_max),
+            ranges: BTreeMap::new(),
+            entries_max,
         }
     }
 
-    /// The unexpired referral with the longest prefix that is an ancestor of `name` or
-    /// `name` itself: the deepest scope known to lie on the way to `name`.
+    /// The unexpired referral that lies deepest on the way to `name`: the longest prefix that
+    /// is an ancestor of `name` or `name` itself, and at one prefix a range that holds `name`
+    /// before the whole subtree (the range was split off the scope the subtree referral
+    /// leads to, so it is nearer).
     pub fn deepest(&mut self, name: &Name, now: Instant) -> Option<Referral> {
         let mut at = Some(name.clone());
         while let Some(prefix) = at {
+            if let Some(r) = self.range_holding(&prefix, name, now) {
+                return Some(r);
+            }
             if prefix.is_root() {
                 return None;
             }
-            if let Some(r) = self.lru.get(&prefix, now) {
+            if let Some(r) = self.lru.get(&(prefix.clone(), None), now) {
                 return Some(r);
             }
             at = prefix.parent();
@@ -229,25 +248,72 @@ impl ReferralCache {
         None
     }
 
-    /// The referral for exactly `prefix`, if cached and unexpired.
+    /// The cached range referral of `prefix` that holds `name`.
+    fn range_holding(&mut self, prefix: &Name, name: &Name, now: Instant) -> Option<Referral> {
+        let boundary = proto::KeyRange::boundary(prefix, name)?;
+        let starts = self.ranges.get(prefix)?;
+        // Ranges of one prefix are disjoint: the one holding `name` starts at the greatest
+        // start not after it. A stale entry (expired, evicted) is dropped and the next tried.
+        let candidates: Vec<Name> = starts.range(..=boundary).rev().take(4).cloned().collect();
+        for start in candidates {
+            match self.lru.get(&(prefix.clone(), Some(start.clone())), now) {
+                Some(r) if r.covers(name) => return Some(r),
+                Some(_) => return None,
+                None => self.forget_range(prefix, &start),
+            }
+        }
+        None
+    }
+
+    fn forget_range(&mut self, prefix: &Name, start: &Name) {
+        if let Some(starts) = self.ranges.get_mut(prefix) {
+            starts.remove(start);
+            if starts.is_empty() {
+                self.ranges.remove(prefix);
+            }
+        }
+    }
+
+    /// The referral for exactly `prefix` (its whole subtree), if cached and unexpired.
     pub fn get(&mut self, prefix: &Name, now: Instant) -> Option<Referral> {
-        self.lru.get(prefix, now)
+        self.lru.get(&(prefix.clone(), None), now)
     }
 
     /// Caches `referral` until `now + referral.ttl_s` (a TTL of 0 caches nothing).
     pub fn insert(&mut self, referral: Referral, now: Instant) {
         let ttl = Duration::from_secs(u64::from(referral.ttl_s));
-        self.lru.insert(referral.prefix.clone(), referral, ttl, now);
+        let key = (referral.prefix.clone(), referral.range.start.clone());
+        if let Some(start) = &referral.range.start {
+            if !ttl.is_zero() && self.entries_max > 0 {
+                self.ranges
+                    .entry(referral.prefix.clone())
+                    .or_default()
+                    .insert(start.clone());
+            }
+        }
+        self.lru.insert(key, referral, ttl, now);
+        let indexed: usize = self.ranges.values().map(BTreeSet::len).sum();
+        if indexed > 2 * self.entries_max + 16 {
+            let lru = &self.lru;
+            self.ranges.retain(|prefix, starts| {
+                starts.retain(|s| lru.holds(&(prefix.clone(), Some(s.clone()))));
+                !starts.is_empty()
+            });
+        }
     }
 
-    /// Drops the referral for `prefix`, if any.
-    pub fn remove(&mut self, prefix: &Name) {
-        self.lru.remove(prefix);
+    /// Drops `referral`'s entry (the subtree or range it names), if any.
+    pub fn remove(&mut self, referral_prefix: &Name, start: Option<&Name>) {
+        self.lru.remove(&(referral_prefix.clone(), start.cloned()));
+        if let Some(s) = start {
+            self.forget_range(referral_prefix, s);
+        }
     }
 
     /// Drops every referral.
     pub fn clear(&mut self) {
         self.lru.clear();
+        self.ranges.clear();
     }
 
     /// Referrals held.
@@ -357,7 +423,73 @@ mod tests {
             epoch: 1,
             members: vec![],
             ttl_s,
+            range: proto::KeyRange::all(),
         }
+    }
+
+    fn range_referral(prefix: &str, start: Option<&str>, end: Option<&str>) -> Referral {
+        let mut r = referral(prefix, 60);
+        r.scope = proto::ScopeId::derive(&[prefix.as_bytes(), start.unwrap_or("").as_bytes()]);
+        r.range = proto::KeyRange {
+            start: start.map(name),
+            end: end.map(name),
+        };
+        r
+    }
+
+    #[test]
+    fn a_range_that_holds_the_name_is_nearer_than_its_prefix() {
+        let t0 = Instant::now();
+        let mut refs = ReferralCache::new(8);
+        refs.insert(referral("/users", 60), t0);
+        refs.insert(
+            range_referral("/users", Some("/users/m"), Some("/users/t")),
+            t0,
+        );
+        refs.insert(range_referral("/users", Some("/users/t"), None), t0);
+        refs.insert(referral("/users/n/deep", 60), t0);
+        let at = |s: &str, refs: &mut ReferralCache| {
+            let r = refs.deepest(&name(s), t0).unwrap();
+            (r.prefix.to_string(), r.range.start.map(|n| n.to_string()))
+        };
+        assert_eq!(at("/users/a", &mut refs), ("/users".into(), None));
+        assert_eq!(at("/users", &mut refs), ("/users".into(), None));
+        assert_eq!(
+            at("/users/m", &mut refs),
+            ("/users".into(), Some("/users/m".into()))
+        );
+        assert_eq!(
+            at("/users/q/x", &mut refs),
+            ("/users".into(), Some("/users/m".into()))
+        );
+        assert_eq!(
+            at("/users/z", &mut refs),
+            ("/users".into(), Some("/users/t".into()))
+        );
+        assert_eq!(
+            at("/users/n/deep/x", &mut refs),
+            ("/users/n/deep".into(), None),
+            "a deeper subtree beats a range of a shallower prefix"
+        );
+        refs.remove(&name("/users"), Some(&name("/users/t")));
+        assert_eq!(at("/users/z", &mut refs), ("/users".into(), None));
+        // The root's ranges count too (the root's own referral is never cached).
+        refs.insert(range_referral("/", Some("/k"), None), t0);
+        assert_eq!(at("/zz", &mut refs), ("/".into(), Some("/k".into())));
+        assert!(refs.deepest(&name("/a"), t0).is_none());
+    }
+
+    #[test]
+    fn the_range_index_stays_bounded() {
+        let t0 = Instant::now();
+        let mut refs = ReferralCache::new(2);
+        for i in 0..100 {
+            let start = format!("/r/k{i:03}");
+            refs.insert(range_referral("/r", Some(&start), None), t0);
+        }
+        assert_eq!(refs.len(), 2);
+        let indexed: usize = refs.ranges.values().map(BTreeSet::len).sum();
+        assert!(indexed <= 2 * 2 + 16, "{indexed} range starts indexed");
     }
 
     #[test]
@@ -407,7 +539,7 @@ mod tests {
             refs.get(&name("/b"), t0).is_none(),
             "/b was least recently used"
         );
-        refs.remove(&name("/a"));
+        refs.remove(&name("/a"), None);
         refs.clear();
         assert!(refs.is_empty());
     }

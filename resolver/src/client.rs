@@ -300,6 +300,7 @@ impl Client {
                 let start = Start {
                     scope: referral.scope,
                     prefix: referral.prefix.clone(),
+                    range_start: referral.range.start.clone(),
                     cached: false,
                 };
                 walk::walk_from(self.engine(), name, level, start, &mut trace)

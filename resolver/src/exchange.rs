@@ -258,9 +258,9 @@ impl Engine {
         mut judge: impl FnMut(&AnchorAddr, Result<R, CallError>) -> Step<T>,
     ) -> Result<(Answered<T>, ScopeId), Failure> {
         let known = &self.known;
-        let mut prefix = match known.directory().get(&scope) {
-            Some(s) => s.prefix.clone(),
-            None => Name::root(),
+        let (mut prefix, mut range) = match known.directory().get(&scope) {
+            Some(s) => (s.prefix.clone(), s.range.clone()),
+            None => (Name::root(), proto::KeyRange::all()),
         };
         let mut queue: VecDeque<AnchorAddr> = known.plan(&scope, route.leader_first).into();
         let mut attempts = Attempts::new();
@@ -311,7 +311,7 @@ impl Engine {
                 }
                 Step::Refer(referral) => {
                     let checked = if known.is_member(&scope, &target.peer) {
-                        check_referral(&referral, &prefix, name)
+                        check_referral(&referral, &prefix, &range, name)
                     } else {
                         Err(format!("{} is not a member of scope {scope}", target.peer))
                     };
@@ -326,6 +326,7 @@ impl Engine {
                             attempts.note(target.peer, reason, None);
                             scope = referral.scope;
                             prefix = referral.prefix;
+                            range = referral.range;
                             queue = known.plan(&scope, route.leader_first).into();
                             attempts.settled.clear();
                             backoff = BACKOFF_MIN;

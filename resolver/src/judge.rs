@@ -51,10 +51,17 @@ pub(crate) fn judge_resolve_at(
     from: &AnchorAddr,
     reply: Result<ResolveResponse, CallError>,
 ) -> Step<Answer> {
+    let range = engine
+        .known
+        .directory()
+        .get(&scope)
+        .map(|s| s.range.clone())
+        .unwrap_or_default();
     let asked = Asked {
         peer: from.peer,
         scope,
         prefix,
+        range: &range,
         name,
     };
     let is_member = |p: &PeerId| engine.known.is_member(&scope, p);
@@ -168,7 +175,7 @@ pub(crate) fn judge_mutate(
             None => judge_wire_error(w),
         },
         // Refused before anything was proposed: not ambiguous.
-        MutateResponse::Error(WireError::Delegated { referral, .. }) => Step::Refer(referral),
+        MutateResponse::Error(WireError::Delegated { referral, .. }) => Step::Refer(*referral),
         MutateResponse::Error(WireError::Moving { prefix }) => Step::Wait(Error::Moving { prefix }),
         MutateResponse::Error(w) => judge_wire_error(w),
     }

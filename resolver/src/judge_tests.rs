@@ -146,6 +146,7 @@ fn resolve_answers_are_verified_before_they_count() {
     let asked_name = Name::parse("/a").unwrap();
     let root = Name::root();
     let asked = Asked {
+        range: &proto::KeyRange::all(),
         peer: a.peer,
         scope: ScopeId::root(),
         prefix: &root,
@@ -205,11 +206,12 @@ fn delegated_and_moving_are_not_ambiguous() {
         epoch: 1,
         members: vec![],
         ttl_s: 60,
+        range: proto::KeyRange::all(),
     };
     let mut ambiguity = None;
     let delegated = WireError::Delegated {
         name: Name::parse("/eu/a").unwrap(),
-        referral: referral.clone(),
+        referral: Box::new(referral.clone()),
     };
     let step = judge_mutate(&mut ambiguity, &mut None, &a, mutate_reply(delegated));
     assert!(matches!(step, Step::Refer(r) if r == referral));

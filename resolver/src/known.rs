@@ -28,6 +28,8 @@ pub(crate) struct Known {
 pub(crate) struct Start {
     pub scope: ScopeId,
     pub prefix: Name,
+    /// The start of its range, for a scope born from a range split.
+    pub range_start: Option<Name>,
     /// It came from the referral cache (and may be stale).
     pub cached: bool,
 }
@@ -38,6 +40,7 @@ impl Start {
         Start {
             scope: ScopeId::root(),
             prefix: Name::root(),
+            range_start: None,
             cached: false,
         }
     }
@@ -133,6 +136,7 @@ impl Known {
                 Start {
                     scope: r.scope,
                     prefix: r.prefix,
+                    range_start: r.range.start,
                     cached: true,
                 }
             }

@@ -112,6 +112,8 @@ impl Members {
 #[derive(Debug)]
 pub(crate) struct KnownScope {
     pub prefix: Name,
+    /// The part of the prefix's subtree it governs (all of it unless born from a range split).
+    pub range: proto::KeyRange,
     pub epoch: u64,
     pub members: Members,
 }
@@ -128,6 +130,7 @@ impl Directory {
     pub fn new(trust: Vec<AnchorAddr>) -> Directory {
         let root = KnownScope {
             prefix: Name::root(),
+            range: proto::KeyRange::all(),
             epoch: 0,
             members: Members::new(trust),
         };
@@ -193,6 +196,7 @@ impl Directory {
                 }
                 let known = KnownScope {
                     prefix: referral.prefix.clone(),
+                    range: referral.range.clone(),
                     epoch: referral.epoch,
                     members: Members::new(anchors),
                 };
@@ -299,6 +303,7 @@ mod tests {
             epoch,
             members: members.iter().map(|a| info(a)).collect(),
             ttl_s: 60,
+            range: proto::KeyRange::all(),
         }
     }
 

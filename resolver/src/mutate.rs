@@ -76,7 +76,10 @@ pub(crate) async fn send(
         if stale && start.cached {
             // The cached referral's scope no longer governs the name: start over at the
             // root (the same signed bytes; replays are refused by nonce).
-            engine.known.referrals().remove(&start.prefix);
+            engine
+                .known
+                .referrals()
+                .remove(&start.prefix, start.range_start.as_ref());
             start = Start::root();
             continue;
         }

@@ -24,7 +24,7 @@ use libp2p::PeerId;
 use proto::codec;
 use proto::limits::CLIENT_FRAME_BYTES_MAX;
 use proto::msg::{Answer, SignedAnswer};
-use proto::{Name, Referral, ScopeId};
+use proto::{KeyRange, Name, Referral, ScopeId};
 
 use crate::error::Error;
 
@@ -37,6 +37,8 @@ pub(crate) struct Asked<'a> {
     pub scope: ScopeId,
     /// That scope's prefix.
     pub prefix: &'a Name,
+    /// The part of the prefix's subtree that scope governs.
+    pub range: &'a KeyRange,
     /// The name asked for.
     pub name: &'a Name,
 }
@@ -84,26 +86,58 @@ pub(crate) fn verify_answer(
         )));
     }
     if let Answer::Referral { referral, .. } = &answer {
-        check_referral(referral, asked.prefix, asked.name).map_err(unverified)?;
+        check_referral(referral, asked.prefix, asked.range, asked.name).map_err(unverified)?;
     }
     Ok(answer)
 }
 
-/// A referral handed out by the scope at `scope_prefix` for `name` must lead strictly
-/// deeper, and towards `name`.
+/// A referral handed out by the scope at `scope_prefix` (governing `scope_range` of it) for
+/// `name` must lead strictly nearer, and towards `name`: to a deeper prefix inside the
+/// referring scope's range, or to a range of the same prefix that starts later and lies
+/// inside the referring scope's range (a range split off it).
 pub(crate) fn check_referral(
     referral: &Referral,
     scope_prefix: &Name,
+    scope_range: &KeyRange,
     name: &Name,
 ) -> Result<(), String> {
     let prefix = &referral.prefix;
-    if !(prefix.is_under(scope_prefix) && prefix.depth() > scope_prefix.depth()) {
+    if !referral.narrower_than(scope_prefix, scope_range.start.as_ref()) {
         return Err(format!(
-            "referral to {prefix} is not below the referring scope's prefix {scope_prefix}"
+            "referral to {prefix} {} is not below the referring scope {scope_prefix} {scope_range}",
+            referral.range
         ));
     }
-    if !name.is_under(prefix) {
-        return Err(format!("referral to {prefix} does not lead to {name}"));
+    if !referral.range.is_valid_for(prefix) {
+        return Err(format!(
+            "referral to {prefix} has a malformed range {}",
+            referral.range
+        ));
+    }
+    if !scope_range.covers(scope_prefix, referral.first()) {
+        return Err(format!(
+            "referral to {prefix} {} lies outside the referring scope's range {scope_range}",
+            referral.range
+        ));
+    }
+    if *prefix == *scope_prefix {
+        let beyond = match (&referral.range.end, &scope_range.end) {
+            (_, None) => false,
+            (None, Some(_)) => true,
+            (Some(mine), Some(theirs)) => mine > theirs,
+        };
+        if beyond {
+            return Err(format!(
+                "referral to the range {} of {prefix} reaches past the referring scope's range {scope_range}",
+                referral.range
+            ));
+        }
+    }
+    if !referral.covers(name) {
+        return Err(format!(
+            "referral to {prefix} {} does not lead to {name}",
+            referral.range
+        ));
     }
     if referral.scope == ScopeId::root() {
         return Err("referral to the root scope".into());
@@ -150,6 +184,7 @@ mod tests {
             epoch: 1,
             members: vec![AnchorInfo::default()],
             ttl_s: 60,
+            range: KeyRange::all(),
         }
     }
 
@@ -177,6 +212,7 @@ mod tests {
                 peer: self.peer(),
                 scope: ScopeId::root(),
                 prefix: &self.prefix,
+                range: &ALL,
                 name: &self.name,
             }
         }
@@ -186,6 +222,11 @@ mod tests {
             verify_answer(signed, self.asked(), |p| *p == me)
         }
     }
+
+    static ALL: KeyRange = KeyRange {
+        start: None,
+        end: None,
+    };
 
     fn reason(r: Result<Answer, Error>) -> String {
         match r {
@@ -270,12 +311,57 @@ mod tests {
         let eu = n("/eu");
         let name = n("/eu/payments/api");
         let r = referral_to("/eu");
-        assert!(check_referral(&r, &eu, &name)
+        assert!(check_referral(&r, &eu, &ALL, &name)
             .unwrap_err()
             .contains("not below"));
-        assert!(check_referral(&referral_to("/eu/payments"), &eu, &name).is_ok());
+        assert!(check_referral(&referral_to("/eu/payments"), &eu, &ALL, &name).is_ok());
         let mut to_root = referral_to("/eu/payments");
         to_root.scope = ScopeId::root();
-        assert!(check_referral(&to_root, &eu, &name).is_err());
+        assert!(check_referral(&to_root, &eu, &ALL, &name).is_err());
+    }
+
+    fn range(start: Option<&str>, end: Option<&str>) -> KeyRange {
+        KeyRange {
+            start: start.map(n),
+            end: end.map(n),
+        }
+    }
+
+    #[test]
+    fn a_range_referral_must_split_off_the_referring_range_towards_the_name() {
+        let users = n("/users");
+        let to = |start: Option<&str>, end: Option<&str>| {
+            let mut r = referral_to("/users");
+            r.range = range(start, end);
+            r
+        };
+        let name = n("/users/q");
+        // From the whole /users scope to the range [/users/m, -): nearer.
+        assert!(check_referral(&to(Some("/users/m"), None), &users, &ALL, &name).is_ok());
+        // A range that does not hold the name.
+        let r = check_referral(&to(Some("/users/r"), None), &users, &ALL, &name).unwrap_err();
+        assert!(r.contains("does not lead"), "{r}");
+        // The same prefix without a later start is no progress.
+        let from_m = range(Some("/users/m"), None);
+        let r = check_referral(&to(Some("/users/m"), None), &users, &from_m, &name).unwrap_err();
+        assert!(r.contains("not below"), "{r}");
+        let r = check_referral(&to(None, None), &users, &from_m, &name).unwrap_err();
+        assert!(r.contains("not below"), "{r}");
+        // Further split off the right: nearer.
+        let name_z = n("/users/z");
+        assert!(check_referral(&to(Some("/users/t"), None), &users, &from_m, &name_z).is_ok());
+        // Reaching past the referring scope's own end.
+        let m_to_t = range(Some("/users/m"), Some("/users/t"));
+        let r = check_referral(&to(Some("/users/p"), None), &users, &m_to_t, &name).unwrap_err();
+        assert!(r.contains("reaches past"), "{r}");
+        // A deeper prefix outside the referring range.
+        let mut deep = referral_to("/users/a");
+        deep.scope = ScopeId::derive(&[b"a"]);
+        let r = check_referral(&deep, &users, &from_m, &n("/users/a/x")).unwrap_err();
+        assert!(r.contains("outside"), "{r}");
+        // Ends that are not children of the prefix.
+        let r = check_referral(&to(Some("/users/m/x"), None), &users, &ALL, &n("/users/n"))
+            .unwrap_err();
+        assert!(r.contains("malformed"), "{r}");
     }
 }

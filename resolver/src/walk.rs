@@ -149,15 +149,18 @@ pub(crate) struct Walk {
     requests: usize,
     seen: Vec<ScopeId>,
     prefix: Name,
+    range_start: Option<Name>,
 }
 
 impl Walk {
-    /// A walk starting at `scope`, which governs `prefix`.
-    pub fn new(scope: ScopeId, prefix: Name) -> Walk {
+    /// A walk starting at `scope`, which governs `prefix` (from `range_start` on, for a
+    /// scope born from a range split).
+    pub fn new(scope: ScopeId, prefix: Name, range_start: Option<Name>) -> Walk {
         Walk {
             requests: 0,
             seen: vec![scope],
             prefix,
+            range_start,
         }
     }
 
@@ -173,7 +176,8 @@ impl Walk {
     }
 
     /// Takes a referral as the next scope to ask: refused when the scope was already asked
-    /// in this walk, or when its prefix is not deeper than the current one.
+    /// in this walk, or when it does not lead nearer than the current one (a deeper prefix,
+    /// or a range of the same prefix that starts later).
     pub fn follow(&mut self, referral: &Referral) -> Result<(), Error> {
         if self.seen.contains(&referral.scope) {
             return Err(Error::ReferralLoop {
@@ -183,9 +187,7 @@ impl Walk {
                 ),
             });
         }
-        let deeper =
-            referral.prefix.is_under(&self.prefix) && referral.prefix.depth() > self.prefix.depth();
-        if !deeper {
+        if !referral.narrower_than(&self.prefix, self.range_start.as_ref()) {
             return Err(Error::ReferralLoop {
                 reason: format!(
                     "referral to {} does not lead below {}",
@@ -195,6 +197,7 @@ impl Walk {
         }
         self.seen.push(referral.scope);
         self.prefix = referral.prefix.clone();
+        self.range_start = referral.range.start.clone();
         Ok(())
     }
 }
@@ -245,7 +248,8 @@ pub(crate) async fn walk_from(
 ) -> WalkEnd {
     let deadline = Instant::now() + engine.retry.operation_timeout;
     let (mut scope, mut prefix, mut from_cache) = (start.scope, start.prefix, start.cached);
-    let mut walk = Walk::new(scope, prefix.clone());
+    let mut range_start = start.range_start;
+    let mut walk = Walk::new(scope, prefix.clone(), range_start.clone());
     let end = |result, scope, prefix| WalkEnd {
         result,
         scope,
@@ -299,6 +303,7 @@ pub(crate) async fn walk_from(
                     engine.known.take_referral(&referral);
                     scope = referral.scope;
                     prefix = referral.prefix;
+                    range_start = referral.range.start;
                     from_cache = false;
                 }
             },
@@ -315,10 +320,14 @@ pub(crate) async fn walk_from(
                 // The cached referral led nowhere (the scope moved, or its members
                 // changed): forget it and walk again from the root, once.
                 tracing::debug!(%scope, %prefix, error = %e, "cached referral failed; walking from the root");
-                engine.known.referrals().remove(&prefix);
+                engine
+                    .known
+                    .referrals()
+                    .remove(&prefix, range_start.as_ref());
                 scope = ScopeId::root();
                 prefix = Name::root();
-                walk = Walk::new(scope, prefix.clone());
+                range_start = None;
+                walk = Walk::new(scope, prefix.clone(), None);
                 from_cache = false;
             }
         }
@@ -393,12 +402,13 @@ mod tests {
             epoch: 1,
             members: vec![],
             ttl_s: 60,
+            range: proto::KeyRange::all(),
         }
     }
 
     #[test]
     fn walk_follows_deeper_referrals() {
-        let mut w = Walk::new(ScopeId::root(), Name::root());
+        let mut w = Walk::new(ScopeId::root(), Name::root(), None);
         w.request().unwrap();
         w.follow(&referral(b"eu", "/eu")).unwrap();
         w.request().unwrap();
@@ -407,7 +417,7 @@ mod tests {
 
     #[test]
     fn a_scope_seen_twice_is_a_loop() {
-        let mut w = Walk::new(ScopeId::root(), Name::root());
+        let mut w = Walk::new(ScopeId::root(), Name::root(), None);
         w.follow(&referral(b"eu", "/eu")).unwrap();
         let again = referral(b"eu", "/eu/payments");
         assert!(matches!(w.follow(&again), Err(Error::ReferralLoop { .. })));
@@ -421,7 +431,7 @@ mod tests {
 
     #[test]
     fn a_referral_not_deeper_is_a_loop() {
-        let mut w = Walk::new(ScopeId::root(), Name::root());
+        let mut w = Walk::new(ScopeId::root(), Name::root(), None);
         w.follow(&referral(b"eu", "/eu")).unwrap();
         for (id, prefix) in [(b"a", "/eu"), (b"b", "/us/x")] {
             let r = referral(id, prefix);
@@ -434,7 +444,7 @@ mod tests {
 
     #[test]
     fn requests_are_bounded() {
-        let mut w = Walk::new(ScopeId::root(), Name::root());
+        let mut w = Walk::new(ScopeId::root(), Name::root(), None);
         for _ in 0..REFERRAL_HOPS_MAX {
             w.request().unwrap();
         }

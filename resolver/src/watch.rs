@@ -369,7 +369,12 @@ impl Poller {
                 Polled::Progress
             }
             WatchResponse::Referral(referral) => {
-                if let Err(reason) = check_referral(&referral, &self.scope_prefix, &self.prefix) {
+                let range = (self.link.known.directory().get(&self.scope))
+                    .map(|s| s.range.clone())
+                    .unwrap_or_default();
+                if let Err(reason) =
+                    check_referral(&referral, &self.scope_prefix, &range, &self.prefix)
+                {
                     return Polled::Failed(format!("unusable watch referral: {reason}"));
                 }
                 self.link.known.take_referral(&referral);

@@ -582,6 +582,7 @@ fn referral(scope: ScopeId, prefix: &str, members: &[AnchorInfo]) -> Referral {
         epoch: 1,
         members: members.to_vec(),
         ttl_s: 60,
+        range: proto::KeyRange::all(),
     }
 }
 
@@ -760,7 +761,7 @@ async fn mutations_follow_delegations_and_wait_out_moves() {
                 let m = mutation(bytes);
                 mutate_error(WireError::Delegated {
                     name: m.op.name().clone(),
-                    referral: delegated.clone(),
+                    referral: Box::new(delegated.clone()),
                 })
             })
         }))

@@ -260,6 +260,7 @@ async fn rogue_anchor_rejected() {
                     prefix: name(prefix),
                     epoch: 1,
                     members: vec![me.clone()],
+                    range: proto::KeyRange::all(),
                 },
                 policy_toml: dev.clone(),
                 bootstrap: true,

@@ -310,13 +310,15 @@ async fn try_hand_over<H: Host>(
                 source,
             });
     };
-    let records = parent.state.records_under(&d.referral.prefix)?;
+    let records = parent
+        .state
+        .records_in(&d.referral.prefix, &d.referral.range)?;
     // The child must refuse a replay of any mutation the parent applied to a moved name
     // while it could still be valid. (Without this a client's retry, routed to the child,
     // applied again: found by a chaos campaign, seed 820.)
     let nonces = parent
         .state
-        .nonces_under(&d.referral.prefix, host.now_ms())?;
+        .nonces_in(&d.referral.prefix, &d.referral.range, host.now_ms())?;
     let chunks = chunk(records, nonces);
     let todo: Vec<&AnchorInfo> = d
         .referral
@@ -541,8 +543,10 @@ fn offer_joins<H: Host>(
 async fn activate_child<H: Host>(host: H, child: Arc<Replica>, parent: ScopeDescriptor) {
     let started = Instant::now();
     let prefix = child.descriptor.prefix.clone();
+    // The first name the child governs: its prefix, or the start of its range.
+    let first = child.descriptor.range.start.clone();
     let req = ResolveRequest {
-        name: prefix.clone(),
+        name: first.unwrap_or_else(|| prefix.clone()),
         level: ReadLevel::Replica,
         scope: parent.id,
     };

@@ -118,6 +118,7 @@ impl Receiver {
             prefix: prefix.clone(),
             epoch: 1,
             members: anchors,
+            range: proto::KeyRange::all(),
         };
         if s.join_only {
             let _building = self.building.lock().await;

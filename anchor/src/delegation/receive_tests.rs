@@ -113,6 +113,7 @@ fn seed(parent: PeerId, children: &[PeerId], chunk_no: u32, last: bool) -> SeedS
             prefix: Name::root(),
             epoch: 1,
             members: vec![info(parent)],
+            range: proto::KeyRange::all(),
         },
         index: 7,
         proof,

@@ -113,5 +113,6 @@ fn descriptor_of(d: &proto::Delegation) -> proto::ScopeDescriptor {
         prefix: d.referral.prefix.clone(),
         epoch: 1,
         members: d.referral.members.clone(),
+        range: d.referral.range.clone(),
     }
 }

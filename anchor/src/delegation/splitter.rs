@@ -1,9 +1,9 @@
 //! Automatic splits, on the leader of each scope: every [`SPLIT_EVERY`] it asks the split
 //! decider ([`crate::scope::split::decide`]) about every scope it leads whose policy has
-//! `[split] auto = true`, and proposes a subtree split as a `ScopeCommand::Split` entry
-//! carrying the evidence and its own clock. Never two splits of one scope in flight: a scope
-//! with a Frozen delegation is left alone until it is handed over. Range splits are decided
-//! and shown but not executed.
+//! `[split] auto = true`, and proposes the subtree or range split it calls for as a
+//! `ScopeCommand::Split` entry carrying the evidence and its own clock. Never two splits of
+//! one scope in flight: a scope with a Frozen delegation is left alone until it is handed
+//! over.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +16,7 @@ use crate::raft::ScopeCommand;
 use crate::replica::Replica;
 use crate::scope::decide::delegation_over;
 use crate::scope::load::LoadLimits;
-use crate::scope::split::{decide, Decision, ScopeBounds};
+use crate::scope::split::{decide, Decision};
 
 /// How often the leader of a scope asks the decider.
 pub const SPLIT_EVERY: Duration = Duration::from_secs(1);
@@ -54,10 +54,10 @@ async fn consider<H: Host>(host: &H, r: &Arc<Replica>) {
                 .values()
                 .any(|d| d.state == DelegationState::Frozen);
             let policy = v.policy.as_ref().filter(|p| p.split.auto)?;
-            (v.active && !in_flight).then(|| (policy.clone(), v.prefix.clone(), v.last_split_ms))
+            (v.active && !in_flight).then(|| (policy.clone(), v.bounds(), v.last_split_ms))
         })
         .flatten();
-    let Some((policy, prefix, last_split_ms)) = ready else {
+    let Some((policy, bounds, last_split_ms)) = ready else {
         return;
     };
     let now = host.now_ms();
@@ -69,29 +69,34 @@ async fn consider<H: Host>(host: &H, r: &Arc<Replica>) {
     let Ok(Some(scan)) = tokio::task::spawn_blocking(move || scanned.size_scan(now)).await else {
         return;
     };
-    let bounds = ScopeBounds::subtree(prefix.clone());
     let evidence = match decide(&load, &scan.figures, &policy, &bounds, now, last_split_ms) {
         Decision::Split(e) => e,
         Decision::Stay(_) => return,
     };
-    let SplitPlan::Subtree { label, basis, .. } = &evidence.plan else {
-        return;
-    };
-    let reason = match basis {
+    let reason = match evidence.plan.basis() {
         Basis::Size => "size",
         Basis::Load => "load",
     };
-    // A child already split off (or delegated) still counts in the parent's load: not again.
-    let taken = match prefix.child(label) {
-        Ok(child) => r
+    // A part already split off (or delegated) still counts in the scope's load for a
+    // while: not again.
+    let first = match &evidence.plan {
+        SplitPlan::Subtree { label, .. } => bounds.prefix.child(label).ok(),
+        SplitPlan::Range { at, .. } => proto::KeyRange::boundary(&bounds.prefix, at),
+    };
+    let taken = match first {
+        Some(first) => r
             .state
-            .with_view(|v| delegation_over(&v.delegations, &child).is_some())
+            .with_view(|v| delegation_over(&v.delegations, &first).is_some())
             .unwrap_or(true),
-        Err(_) => true,
+        None => true,
     };
     if taken {
         return;
     }
+    let kind = match evidence.plan {
+        SplitPlan::Subtree { .. } => "subtree",
+        SplitPlan::Range { .. } => "range",
+    };
     tracing::info!(scope = %r.id, plan = %evidence.plan, trigger = %evidence.trigger, "proposing a split");
     let cmd = ScopeCommand::Split {
         evidence,
@@ -108,5 +113,5 @@ async fn consider<H: Host>(host: &H, r: &Arc<Replica>) {
         }
         Err(_) => "error",
     };
-    host.count_split("subtree", reason, outcome);
+    host.count_split(kind, reason, outcome);
 }

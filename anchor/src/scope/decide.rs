@@ -26,27 +26,42 @@ pub trait ScopeRead {
     fn scope_id(&self) -> ScopeId;
     /// False while a new child scope waits for its parent's hand-over.
     fn active(&self) -> bool;
-    /// The delegations the scope holds (Aborted ones included), by prefix.
+    /// The delegations the scope holds (Aborted ones included), by first name.
     fn delegations(&self) -> &std::collections::BTreeMap<Name, Delegation>;
+    /// True if `name` is the scope's: under its prefix and inside its range (a scope born
+    /// from a range split governs a range of its prefix only).
+    fn covers(&self, name: &Name) -> bool {
+        name.is_under(self.prefix())
+    }
 }
 
-/// The live (not aborted) delegation whose prefix is `name` or an ancestor of it.
+/// The live (not aborted) delegation that governs `name`: a delegated subtree whose prefix
+/// is `name` or an ancestor of it, or a range split off this scope that holds `name`.
+/// Delegations are keyed by their first name ([`proto::Referral::first`]).
 pub fn delegation_over<'a>(
     delegations: &'a std::collections::BTreeMap<Name, Delegation>,
     name: &Name,
 ) -> Option<&'a Delegation> {
     // At most one live delegation covers a name: a new one may not contain or lie under
-    // another live one.
+    // another live one, and a range is split off only with no live delegation inside it.
+    let live = |d: &&Delegation| d.state != DelegationState::Aborted;
     let mut prefix = Some(name.clone());
     while let Some(p) = prefix {
-        if let Some(d) = delegations.get(&p) {
-            if d.state != DelegationState::Aborted {
+        if let Some(d) = delegations.get(&p).filter(live) {
+            if !d.referral.range.is_bounded() {
                 return Some(d);
             }
         }
         prefix = p.parent();
     }
-    None
+    // The ranges of one prefix are disjoint: the one holding `name` is the first range met
+    // going down from `name` in key order (subtree delegations in between are skipped).
+    delegations
+        .range(..=name.clone())
+        .rev()
+        .map(|(_, d)| d)
+        .find(|d| d.referral.range.is_bounded() && d.state != DelegationState::Aborted)
+        .filter(|d| d.referral.covers(name))
 }
 
 /// Where a name governed by a delegation goes: `Moving` while frozen, `Delegated` once active.
@@ -54,7 +69,7 @@ pub fn refusal_for_delegated(d: &Delegation, name: &Name) -> WireError {
     match d.state {
         DelegationState::Active => WireError::Delegated {
             name: name.clone(),
-            referral: d.referral.clone(),
+            referral: Box::new(d.referral.clone()),
         },
         DelegationState::Frozen | DelegationState::Aborted => WireError::Moving {
             prefix: d.referral.prefix.clone(),
@@ -139,7 +154,7 @@ pub fn decide(
         reason: "the scope has no policy yet (its genesis entry is not applied)".into(),
     })?;
     let name = m.op.name();
-    if !name.is_under(state.prefix()) {
+    if !state.covers(name) {
         return Err(WireError::NoScope { name: name.clone() });
     }
     if !state.active() {
@@ -272,6 +287,7 @@ fn effect_of(
                 epoch: 1,
                 members: members.iter().map(|m| m.anchor.clone()).collect(),
                 ttl_s: referral_ttl_s,
+                range: proto::KeyRange::all(),
             };
             Ok(Effect::Delegate(
                 Box::new(Delegation {
@@ -528,7 +544,7 @@ mod tests {
             panic!("not a delegation")
         };
         d.state = state;
-        s.delegations.insert(d.referral.prefix.clone(), *d);
+        s.delegations.insert(d.referral.first().clone(), *d);
         s
     }
 

@@ -4,7 +4,6 @@
 
 use proto::msg::SplitView;
 use proto::split::percent;
-use proto::Name;
 
 use super::load::{LoadFigures, SizeFigures, PEAK_WINDOW_MS_DEFAULT};
 use super::sampler::{Candidate, KeyFinding, COUNTS_MIN};
@@ -22,10 +21,10 @@ pub struct Coverage {
     pub complete: bool,
 }
 
-/// The split view of the scope at `prefix` (its whole subtree) at `now_ms`, when the scope
+/// The split view of the scope holding the names in `bounds` at `now_ms`, when the scope
 /// last split at `last_split_ms` (if ever), as the leader's splitter would ask `decide`.
 pub fn split_view(
-    prefix: &Name,
+    bounds: &ScopeBounds,
     load: &LoadFigures,
     size: &SizeFigures,
     coverage: Coverage,
@@ -33,8 +32,7 @@ pub fn split_view(
     now_ms: u64,
     last_split_ms: Option<u64>,
 ) -> SplitView {
-    let bounds = ScopeBounds::subtree(prefix.clone());
-    let verdict = decide(load, size, policy, &bounds, now_ms, last_split_ms);
+    let verdict = decide(load, size, policy, bounds, now_ms, last_split_ms);
     let (would_split, decision) = match verdict {
         Decision::Split(e) => (
             true,
@@ -118,6 +116,7 @@ fn counts(c: &Candidate) -> String {
 mod tests {
     use super::*;
     use crate::scope::load::{LoadConfig, LoadLimits, ScopeLoad};
+    use proto::Name;
 
     fn name(s: &str) -> Name {
         Name::parse(s).unwrap()
@@ -167,7 +166,15 @@ mod tests {
         let (mut l, now) = drive(|_| "/shop/hot".into(), 200, 15);
         let f = l.figures(now);
         let (s, c) = size(3);
-        let v = split_view(&name("/shop"), &f, &s, c, &policy(true), now, None);
+        let v = split_view(
+            &ScopeBounds::subtree(name("/shop")),
+            &f,
+            &s,
+            c,
+            &policy(true),
+            now,
+            None,
+        );
         assert!(!v.would_split, "{v:?}");
         assert_eq!(v.key, None);
         assert!(
@@ -189,7 +196,15 @@ mod tests {
         let (mut l, now) = drive(|i| format!("/shop/n{:03}", (i * 37) % 400), 200, 15);
         let f = l.figures(now);
         let (s, c) = size(400);
-        let v = split_view(&name("/shop"), &f, &s, c, &policy(true), now, None);
+        let v = split_view(
+            &ScopeBounds::subtree(name("/shop")),
+            &f,
+            &s,
+            c,
+            &policy(true),
+            now,
+            None,
+        );
         assert!(v.would_split, "{v:?}");
         assert!(
             v.decision.starts_with("split due: range split at"),
@@ -198,14 +213,30 @@ mod tests {
         );
         assert!(v.key.is_some());
         // Just after a split, the view says when the next one may come.
-        let soon = split_view(&name("/shop"), &f, &s, c, &policy(true), now, Some(now - 1));
+        let soon = split_view(
+            &ScopeBounds::subtree(name("/shop")),
+            &f,
+            &s,
+            c,
+            &policy(true),
+            now,
+            Some(now - 1),
+        );
         assert!(!soon.would_split);
         assert!(
             soon.decision.contains("last split 0 s ago"),
             "{}",
             soon.decision
         );
-        let off = split_view(&name("/shop"), &f, &s, c, &policy(false), now, None);
+        let off = split_view(
+            &ScopeBounds::subtree(name("/shop")),
+            &f,
+            &s,
+            c,
+            &policy(false),
+            now,
+            None,
+        );
         assert!(!off.would_split);
         assert!(
             off.decision.contains("automatic splits are off"),
@@ -228,7 +259,15 @@ mod tests {
             scanned: 4,
             complete: false,
         };
-        let v = split_view(&name("/shop"), &f, &s, c, &policy(false), 5_000, None);
+        let v = split_view(
+            &ScopeBounds::subtree(name("/shop")),
+            &f,
+            &s,
+            c,
+            &policy(false),
+            5_000,
+            None,
+        );
         assert!(
             v.decision.starts_with("stay: under every limit"),
             "{}",

@@ -184,7 +184,7 @@ fn size_plan(
         .children
         .iter()
         .max_by(|a, b| of(a).cmp(&of(b)).then(b.label.cmp(&a.label)));
-    if let Some(child) = top.filter(|c| !bounds.is_range() && dominant(of(c), whole)) {
+    if let Some(child) = top.filter(|c| holds_label(bounds, &c.label) && dominant(of(c), whole)) {
         let plan = SplitPlan::Subtree {
             label: child.label.clone(),
             basis: Basis::Size,
@@ -267,7 +267,7 @@ fn load_plan(
             let child = bounds.prefix.child(label);
             child.is_ok_and(|c| h.at.is_under(&c))
         });
-        if !bounds.is_range()
+        if holds_label(bounds, label)
             && !hot_inside
             && shares.total >= COUNTS_MIN
             && dominant(*n, shares.total)
@@ -298,6 +298,15 @@ fn load_plan(
     }
 }
 
+/// True if the subtree of the child label `label` lies inside the scope's range (a range
+/// scope may split off a subtree of its own, as the whole prefix may).
+fn holds_label(bounds: &ScopeBounds, label: &str) -> bool {
+    bounds
+        .prefix
+        .child(label)
+        .is_ok_and(|child| bounds.contains(&child))
+}
+
 /// At least [`SUBTREE_SHARE_MIN_PERCENT`] of a non-empty whole.
 fn dominant(part: u64, whole: u64) -> bool {
     whole > 0
@@ -308,7 +317,9 @@ fn dominant(part: u64, whole: u64) -> bool {
 /// True if `at` is inside the scope and not its first name (which would leave the left
 /// side empty).
 fn inside(bounds: &ScopeBounds, at: &Name) -> bool {
-    bounds.contains(at) && at != bounds.first()
+    // The cut is carried out at the label right below the prefix (no subtree is cut).
+    proto::KeyRange::boundary(&bounds.prefix, at)
+        .is_some_and(|cut| bounds.contains(&cut) && &cut != bounds.first())
 }
 
 /// The check every member runs at apply on a proposed split: the evidence must exceed a
@@ -387,11 +398,11 @@ fn justify_plan(plan: &SplitPlan, bounds: &ScopeBounds) -> Result<(), Refusal> {
                 name: format!("{}/{label}", bounds.prefix),
                 why,
             };
-            if bounds.is_range() {
-                return Err(outside("a range scope splits by range only"));
-            }
             if bounds.prefix.child(label).is_err() {
                 return Err(outside("not a valid label"));
+            }
+            if !holds_label(bounds, label) {
+                return Err(outside("outside the scope's range"));
             }
             if !dominant(*part, *whole) {
                 return Err(Refusal::Unbalanced {

@@ -322,7 +322,7 @@ fn a_spread_load_splits_at_the_sampled_key() {
 }
 
 #[test]
-fn a_range_scope_never_splits_by_subtree() {
+fn a_range_scope_splits_off_subtrees_inside_its_range_only() {
     let mut load = hot(20, found(candidate("/users/u7", 2100, 2000, 0)));
     load.children.labels = vec![("u7".into(), 4000)];
     let bounds = ScopeBounds {
@@ -330,6 +330,10 @@ fn a_range_scope_never_splits_by_subtree() {
         start: Some(name("/users/u5")),
         end: None,
     };
+    let e = split(decide(&load, &small(), &policy(), &bounds, NOW, None));
+    assert!(matches!(&e.plan, SplitPlan::Subtree { label, .. } if label == "u7"));
+    // A dominant child label outside the range is not this scope's: the key cuts instead.
+    load.children.labels = vec![("u1".into(), 4000)];
     let e = split(decide(&load, &small(), &policy(), &bounds, NOW, None));
     assert!(matches!(e.plan, SplitPlan::Range { .. }));
     // A key before the range's start is not inside it.
@@ -682,8 +686,10 @@ fn keys_outside_the_scope_or_unbalanced_are_refused() {
         check(&subtree("Bad/Label", 60, 100), &users()),
         Err(Refusal::OutsideScope { .. })
     ));
+    // A range scope splits off subtrees inside its range only.
+    check(&subtree("eu", 60, 100), &left_half).unwrap();
     assert!(matches!(
-        check(&subtree("eu", 60, 100), &left_half),
+        check(&subtree("zz", 60, 100), &left_half),
         Err(Refusal::OutsideScope { .. })
     ));
 }

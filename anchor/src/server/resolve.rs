@@ -45,6 +45,11 @@ impl Server {
                 ),
             });
         }
+        // Under the prefix but outside the range of a scope born from a range split: the
+        // asker's referral is stale (no referral leads here for that name); it walks again.
+        if !replica.descriptor.covers(name) {
+            return Err(WireError::NoScope { name: name.clone() });
+        }
         if replica
             .state
             .with_view(|v| v.policy.is_none())
@@ -89,7 +94,7 @@ impl Server {
             match decide::delegation_over(&view.delegations, &req.name)
                 .filter(|d| d.state == proto::DelegationState::Active)
             {
-                Some(d) => Err(d.referral.clone()),
+                Some(d) => Err(Box::new(d.referral.clone())),
                 None => Ok(set),
             }
         });
@@ -97,7 +102,7 @@ impl Server {
             Ok(Err(referral)) => Answer::Referral {
                 scope: replica.id,
                 name: req.name.clone(),
-                referral,
+                referral: *referral,
             },
             Ok(Ok(Some(set))) => Answer::Found {
                 scope: replica.id,

@@ -274,6 +274,7 @@ async fn create_one(
         prefix: Name::parse(&prefix)?,
         epoch: 1,
         members: members.to_vec(),
+        range: proto::KeyRange::all(),
     };
     let order: Vec<usize> = (0..members.len())
         .filter(|&i| i != bootstrap_on)

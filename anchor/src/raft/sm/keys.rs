@@ -99,6 +99,34 @@ pub(super) struct Keys {
     scope: ScopeId,
 }
 
+/// The record keys of a prefix's subtree or a range of it: from `from` (inclusive), while
+/// under `subtree` and before `until`. Names sort as their keys, so the span is contiguous.
+#[derive(Clone, Debug)]
+pub(super) struct RecordSpan {
+    pub from: Vec<u8>,
+    subtree: Vec<u8>,
+    until: Option<Vec<u8>>,
+}
+
+impl RecordSpan {
+    /// True if the record key `k` lies in the span.
+    pub fn holds(&self, k: &[u8]) -> bool {
+        k >= self.from.as_slice()
+            && k.starts_with(&self.subtree)
+            && self.until.as_ref().is_none_or(|u| k < u.as_slice())
+    }
+
+    /// The span's entries of `tree`, in key order (an error ends the walk after it is
+    /// yielded).
+    pub fn scan<'t>(
+        &'t self,
+        tree: &'t sled::Tree,
+    ) -> impl Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>> + 't {
+        tree.range(self.from.clone()..)
+            .take_while(move |kv| kv.as_ref().map_or(true, |(k, _)| self.holds(k)))
+    }
+}
+
 impl Keys {
     pub(super) fn new(scope: ScopeId) -> Keys {
         Keys { scope }
@@ -125,6 +153,15 @@ impl Keys {
     /// The record set of `name`; with a prefix name, also the start of its subtree.
     pub(super) fn record(&self, name: &Name) -> Vec<u8> {
         self.key(Tag::Record, &name.key())
+    }
+
+    /// The record keys of the names under `prefix` inside `range`, for a scan.
+    pub(super) fn record_span(&self, prefix: &Name, range: &proto::KeyRange) -> RecordSpan {
+        RecordSpan {
+            from: self.record(range.start.as_ref().unwrap_or(prefix)),
+            subtree: self.record(prefix),
+            until: range.end.as_ref().map(|e| self.record(e)),
+        }
     }
 
     pub(super) fn meta(&self, field: Meta) -> Vec<u8> {

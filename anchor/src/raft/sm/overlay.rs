@@ -10,8 +10,8 @@ use openraft::{ErrorSubject, ErrorVerb, StorageError};
 use policy::Policy;
 use proto::split::{SplitEvidence, SplitPlan};
 use proto::{
-    codec, Delegation, DelegationState, MemberSpec, Name, RecordSet, Referral, ScopeDescriptor,
-    ScopeId,
+    codec, Delegation, DelegationState, KeyRange, MemberSpec, Name, RecordSet, Referral,
+    ScopeDescriptor, ScopeId,
 };
 
 use super::keys::{nonce_value, Keys, Meta, Tag};
@@ -133,9 +133,9 @@ impl<'a> Overlay<'a> {
             Effect::Delegate(d, proof) => {
                 let pk = self.keys.proof(&d.referral.scope);
                 self.put(pk, codec::encode(&*proof).map_err(sm_err)?);
-                let k = self.keys.delegation(&d.referral.prefix);
+                let k = self.keys.delegation(d.referral.first());
                 self.put(k, codec::encode(&*d).map_err(sm_err)?);
-                self.view.delegations.insert(d.referral.prefix.clone(), *d);
+                self.view.delegations.insert(d.referral.first().clone(), *d);
             }
             Effect::SetPolicy(policy, toml) => {
                 self.put_meta(Meta::Policy, &toml)?;
@@ -227,9 +227,9 @@ impl<'a> Overlay<'a> {
         let Some(mut d) = self.frozen(child) else {
             return Ok(());
         };
-        let moved: Vec<Vec<u8>> = self
-            .tree
-            .scan_prefix(self.keys.record(&d.referral.prefix))
+        let span = self.keys.record_span(&d.referral.prefix, &d.referral.range);
+        let moved: Vec<Vec<u8>> = span
+            .scan(self.tree)
             .filter_map(|kv| kv.ok().map(|(k, _)| k.to_vec()))
             .collect();
         for k in moved {
@@ -261,16 +261,17 @@ impl<'a> Overlay<'a> {
     }
 
     fn store_delegation(&mut self, d: Delegation) -> Result<(), StorageError<NodeId>> {
-        let k = self.keys.delegation(&d.referral.prefix);
+        let k = self.keys.delegation(d.referral.first());
         self.put(k, codec::encode(&d).map_err(sm_err)?);
-        self.view.delegations.insert(d.referral.prefix.clone(), d);
+        self.view.delegations.insert(d.referral.first().clone(), d);
         Ok(())
     }
 
     /// A split entry at `index`: if [`justify`] holds at the carried `proposed_at_ms`, the
-    /// child prefix becomes a Frozen delegation to this scope's own members (no admin-signed
-    /// proof is stored: that is how a split is told from an operator's delegation) and the
-    /// split time is kept. `Ok(Err(why))` when the entry is a no-op.
+    /// child prefix (subtree split) or the range from the cut to the scope's end (range
+    /// split) becomes a Frozen delegation to this scope's own members (no admin-signed proof
+    /// is stored: that is how a split is told from an operator's delegation) and the split
+    /// time is kept. `Ok(Err(why))` when the entry is a no-op.
     pub(super) fn apply_split(
         &mut self,
         evidence: &SplitEvidence,
@@ -287,7 +288,7 @@ impl<'a> Overlay<'a> {
         if !self.view.active {
             return Ok(Err("the scope is not active yet".into()));
         }
-        let bounds = ScopeBounds::subtree(self.view.prefix.clone());
+        let bounds = self.view.bounds();
         let held = Held {
             names: self.view.names,
             bytes: None,
@@ -296,34 +297,30 @@ impl<'a> Overlay<'a> {
         if let Err(refusal) = justify(evidence, &bounds, held, policy, proposed_at_ms, last) {
             return Ok(Err(refusal.to_string()));
         }
-        let SplitPlan::Subtree { label, .. } = &evidence.plan else {
-            return Ok(Err("range splits are not executed".into()));
+        let (prefix, range) = match split_region(&evidence.plan, &bounds) {
+            Ok(region) => region,
+            Err(why) => return Ok(Err(why)),
         };
-        let Ok(prefix) = self.view.prefix.child(label) else {
-            return Ok(Err(format!("{label:?} is not a valid label")));
-        };
-        if let Some(d) = delegation_over(&self.view.delegations, &prefix) {
+        let first = range.start.clone().unwrap_or_else(|| prefix.clone());
+        if let Some(d) = delegation_over(&self.view.delegations, &first) {
             return Ok(Err(format!(
-                "{prefix} is already delegated ({})",
-                d.referral.prefix
+                "{first} is already delegated ({} {})",
+                d.referral.prefix, d.referral.range
             )));
         }
         let live = |d: &&Delegation| d.state != DelegationState::Aborted;
-        let nested = self
-            .view
-            .delegations
-            .values()
-            .filter(live)
-            .any(|d| d.referral.prefix.is_under(&prefix) || d.state == DelegationState::Frozen);
+        let nested = self.view.delegations.values().filter(live).any(|d| {
+            range.covers(&prefix, d.referral.first()) || d.state == DelegationState::Frozen
+        });
         if nested {
             return Ok(Err(format!(
-                "{prefix} contains a delegated scope, or another delegation is in flight"
+                "{prefix} {range} holds a delegated scope, or another delegation is in flight"
             )));
         }
         if self.view.delegations.len() >= proto::limits::DELEGATIONS_MAX {
             return Ok(Err("the scope holds too many delegations".into()));
         }
-        let child = ScopeId::child(&self.scope, &prefix, index);
+        let child = ScopeId::child(&self.scope, &first, index);
         let d = Delegation {
             referral: Referral {
                 scope: child,
@@ -331,6 +328,7 @@ impl<'a> Overlay<'a> {
                 epoch: 1,
                 members: descriptor.members.clone(),
                 ttl_s: SPLIT_REFERRAL_TTL_S,
+                range,
             },
             members: descriptor
                 .members
@@ -406,5 +404,43 @@ impl ScopeRead for Overlay<'_> {
     }
     fn delegations(&self) -> &BTreeMap<Name, Delegation> {
         &self.view.delegations
+    }
+    fn covers(&self, name: &Name) -> bool {
+        match &self.view.descriptor {
+            Some(d) => d.covers(name),
+            None => name.is_under(&self.view.prefix),
+        }
+    }
+}
+
+/// What a split plan moves out of a scope with `bounds`: a child label's subtree, or the
+/// names from the plan's cut (brought up to the label right below the prefix, so no subtree
+/// is cut) to the scope's end. `Err(why)` when the plan cannot be carried out here.
+fn split_region(plan: &SplitPlan, bounds: &ScopeBounds) -> Result<(Name, KeyRange), String> {
+    match plan {
+        SplitPlan::Subtree { label, .. } => {
+            let prefix = bounds
+                .prefix
+                .child(label)
+                .map_err(|_| format!("{label:?} is not a valid label"))?;
+            if !bounds.contains(&prefix) {
+                return Err(format!("{prefix} lies outside the scope's range"));
+            }
+            Ok((prefix, KeyRange::all()))
+        }
+        SplitPlan::Range { at, .. } => {
+            let start = KeyRange::boundary(&bounds.prefix, at)
+                .ok_or_else(|| format!("the cut {at} is not below the prefix {}", bounds.prefix))?;
+            if !bounds.contains(&start) || bounds.start.as_ref() == Some(&start) {
+                return Err(format!(
+                    "the cut {start} lies outside the scope's names or at its first name"
+                ));
+            }
+            let range = KeyRange {
+                start: Some(start),
+                end: bounds.end.clone(),
+            };
+            Ok((bounds.prefix.clone(), range))
+        }
     }
 }

@@ -5,7 +5,8 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use proto::msg::{ChangeEvent, SeededNonce};
 use proto::{
-    codec, Delegation, DelegationState, Name, RecordSet, ScopeDescriptor, ScopeId, SignedMutation,
+    codec, Delegation, DelegationState, KeyRange, Name, RecordSet, ScopeDescriptor, ScopeId,
+    SignedMutation,
 };
 
 use super::keys::{split_nonce_value, Keys, Tag};
@@ -47,6 +48,30 @@ pub enum SplitChild {
     /// Handed over: the parent dropped the records; a member that hosts no replica yet joins
     /// empty and catches up from the child's leader.
     Active(Delegation),
+}
+
+/// The cut nearest the middle of `names` around the child label run `held` (its label and
+/// the index of its first name): before it, or before the `next` label's run. A cut that
+/// leaves a side empty is no cut.
+fn median_cut(
+    prefix: &Name,
+    held: (&str, u64),
+    next: Option<(&String, u64)>,
+    names: u64,
+) -> Option<Median> {
+    let half = names / 2;
+    let candidates = [Some(held), next.map(|(l, i)| (l.as_str(), i))];
+    candidates
+        .into_iter()
+        .flatten()
+        .filter(|(_, left)| *left > 0 && *left < names)
+        .min_by_key(|(_, left)| left.abs_diff(half))
+        .and_then(|(label, left)| {
+            Some(Median {
+                at: prefix.child(label).ok()?,
+                left,
+            })
+        })
 }
 
 /// Read access to a scope's state machine: the sled tree and the [`ScopeView`] the state
@@ -115,11 +140,12 @@ impl ScopeReader {
         }
     }
 
-    /// The remembered (writer, nonce) pairs of mutations to names under `prefix` that have
-    /// not expired by `now_ms` (for seeding a child scope).
-    pub fn nonces_under(
+    /// The remembered (writer, nonce) pairs of mutations to names under `prefix` inside
+    /// `range` that have not expired by `now_ms` (for seeding a child scope).
+    pub fn nonces_in(
         &self,
         prefix: &Name,
+        range: &KeyRange,
         now_ms: u64,
     ) -> Result<Vec<SeededNonce>, AnchorError> {
         let prefix_key = prefix.key();
@@ -134,11 +160,15 @@ impl ScopeReader {
             if expires_at_ms < now_ms {
                 continue;
             }
+            let name = Name::from_key(name_key)?;
+            if !range.covers(prefix, &name) {
+                continue;
+            }
             out.push(SeededNonce {
                 writer,
                 nonce,
                 expires_at_ms,
-                name: Name::from_key(name_key)?,
+                name,
             });
         }
         Ok(out)
@@ -172,19 +202,24 @@ impl ScopeReader {
             DelegationState::Frozen => Some(SplitChild::Frozen {
                 delegation: d.clone(),
                 parent,
-                records: self.records_under(&d.referral.prefix)?,
+                records: self.records_in(&d.referral.prefix, &d.referral.range)?,
                 // Every remembered nonce, expired or not: none is pruned while a split is in
                 // flight, so every member seeds the same.
-                nonces: self.nonces_under(&d.referral.prefix, 0)?,
+                nonces: self.nonces_in(&d.referral.prefix, &d.referral.range, 0)?,
                 split_at_ms: view.last_split_ms,
             }),
         })
     }
 
-    /// Every record under `prefix`, in name order (for seeding a child scope).
-    pub fn records_under(&self, prefix: &Name) -> Result<Vec<(Name, RecordSet)>, AnchorError> {
+    /// Every record under `prefix` inside `range`, in name order (for seeding a child scope).
+    pub fn records_in(
+        &self,
+        prefix: &Name,
+        range: &KeyRange,
+    ) -> Result<Vec<(Name, RecordSet)>, AnchorError> {
         let mut out = Vec::new();
-        for kv in self.tree.scan_prefix(self.keys.record(prefix)) {
+        let span = self.keys.record_span(prefix, range);
+        for kv in span.scan(&self.tree) {
             let (k, v) = kv?;
             let name = self.keys.split_record(&k)?;
             out.push((
@@ -196,8 +231,9 @@ impl ScopeReader {
     }
 
     /// Reads at most `names_max` records in name order and sums their sizes: bytes and
-    /// names per child label (the first label below the scope's prefix) and the median
-    /// name (reached when the scope holds fewer than `2 × names_max` names). When the scan
+    /// names per child label (the first label below the scope's prefix) and the median cut
+    /// (reached when the scope holds fewer than `2 × names_max` names): the child label
+    /// boundary nearest the median name, as a range split cuts there. When the scan
     /// stops early, bytes and child labels cover the names it read.
     pub fn size_scan(&self, names_max: u64) -> Result<SizeScan, AnchorError> {
         let (prefix, names) = self
@@ -210,6 +246,10 @@ impl ScopeReader {
         let mut scanned = 0u64;
         let mut median = None;
         let mut complete = true;
+        // The child label whose run of names is being read, and the index it began at; the
+        // run holding the median name, while its end is not reached yet.
+        let mut run: Option<(String, u64)> = None;
+        let mut median_run: Option<(String, u64)> = None;
         for kv in self.tree.scan_prefix(self.keys.all(Tag::Record)) {
             if scanned >= names_max {
                 complete = false;
@@ -223,14 +263,23 @@ impl ScopeReader {
                 let c = children.entry(label.clone()).or_default();
                 c.0 += 1;
                 c.1 += len;
+                if run.as_ref().is_none_or(|(l, _)| l != label) {
+                    if let Some((held, began)) = median_run.take() {
+                        // The median's run ended here: cut before it or after it.
+                        median = median_cut(&prefix, (&held, began), Some((label, scanned)), names);
+                    }
+                    run = Some((label.clone(), scanned));
+                }
             }
             if scanned == median_at && names > 0 {
-                median = Some(Median {
-                    at: name,
-                    left: scanned,
-                });
+                median_run = run.clone();
             }
             scanned += 1;
+        }
+        if let Some((held, began)) = median_run.take() {
+            if complete {
+                median = median_cut(&prefix, (&held, began), None, names);
+            }
         }
         let mut children: Vec<ChildSize> = children
             .into_iter()

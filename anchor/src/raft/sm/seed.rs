@@ -50,13 +50,13 @@ pub fn seed(db: &sled::Db, seed: &Seed<'_>) -> Result<(), AnchorError> {
         prefix: seed.child.prefix.clone(),
     };
     for (name, set) in seed.records {
-        if !name.is_under(&seed.child.prefix) {
+        if !seed.child.covers(name) {
             return Err(outside("record", name));
         }
         batch.insert(keys.record(name), codec::encode(set)?);
     }
     for n in seed.nonces {
-        if !n.name.is_under(&seed.child.prefix) {
+        if !seed.child.covers(&n.name) {
             return Err(outside("nonce for", &n.name));
         }
         batch.insert(

@@ -64,6 +64,7 @@ async fn scope_with_history() -> (tempfile::TempDir, StateMachine) {
             prefix: Name::root(),
             epoch: 1,
             members: vec![],
+            range: proto::KeyRange::all(),
         },
         policy_toml: Policy::development(None).to_toml(),
     };
@@ -176,6 +177,7 @@ fn freeze_eu(sm: &mut StateMachine) -> ScopeId {
             epoch: 1,
             members: vec![],
             ttl_s: 60,
+            range: proto::KeyRange::all(),
         },
         members: vec![],
         policy_toml: String::new(),
@@ -259,8 +261,10 @@ async fn the_size_scan_counts_children_and_finds_the_median_within_its_bound() {
         .map(|c| (c.label.clone(), c.names))
         .collect();
     assert_eq!(labels, vec![("eu".into(), 1), ("us".into(), 1)]);
+    // The median name is /us/b; a range split cuts at its child label, so /us's subtree
+    // stays whole.
     let median = full.figures.median.unwrap();
-    assert_eq!(median.at, Name::parse("/us/b").unwrap());
+    assert_eq!(median.at, Name::parse("/us").unwrap());
     assert_eq!(median.left, 1);
     // A bound under the name count stops early: no median, children from what was read.
     let part = st.size_scan(1).unwrap();
@@ -359,6 +363,7 @@ async fn a_justified_split_entry_freezes_the_subtree_for_the_same_members_and_a_
             prefix: Name::root(),
             epoch: 1,
             members: vec![member.clone()],
+            range: proto::KeyRange::all(),
         },
         policy_toml: policy.to_toml(),
     };
@@ -431,7 +436,11 @@ async fn a_justified_split_entry_freezes_the_subtree_for_the_same_members_and_a_
     ])
     .await
     .unwrap();
-    assert!(sm.reader().nonces_under(&eu, 0).unwrap().is_empty());
+    assert!(sm
+        .reader()
+        .nonces_in(&eu, &proto::KeyRange::all(), 0)
+        .unwrap()
+        .is_empty());
     // Under the limit at apply (the member's own count decides): a no-op.
     let out = sm
         .apply(vec![entry(8, subtree_split("us", 1, 3, 2_000_000))])
@@ -445,4 +454,135 @@ async fn a_justified_split_entry_freezes_the_subtree_for_the_same_members_and_a_
         sm.reader().split_child(&child).unwrap(),
         Some(SplitChild::Active(_))
     ));
+}
+
+fn range_split(at: &str, left: u64, right: u64, at_ms: u64) -> ScopeCommand {
+    use proto::split::{Basis, LoadEvidence, SplitEvidence, SplitPlan, Trigger};
+    ScopeCommand::Split {
+        evidence: SplitEvidence {
+            plan: SplitPlan::Range {
+                at: Name::parse(at).unwrap(),
+                basis: Basis::Size,
+                left,
+                right,
+            },
+            trigger: Trigger::Names,
+            decided_at_ms: at_ms,
+            names: left + right,
+            bytes: 0,
+            load: LoadEvidence::default(),
+        },
+        proposed_at_ms: at_ms,
+    }
+}
+
+#[tokio::test]
+async fn a_range_split_moves_the_names_from_the_cut_to_the_end_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = sled::Config::new().path(dir.path()).open().unwrap();
+    let mut sm = StateMachine::open(
+        &db,
+        ScopeId::root(),
+        Name::root(),
+        Arc::new(SigCache::default()),
+    )
+    .unwrap();
+    let mut policy = Policy::development(None);
+    policy.split.auto = true;
+    policy.split.names_max = 2;
+    policy.split.interval_s_min = 1;
+    let genesis = ScopeCommand::Genesis {
+        descriptor: ScopeDescriptor {
+            id: ScopeId::root(),
+            prefix: Name::root(),
+            epoch: 1,
+            members: vec![],
+            range: proto::KeyRange::all(),
+        },
+        policy_toml: policy.to_toml(),
+    };
+    let names = ["/a/1", "/b/1", "/c/1", "/d/1", "/d/2/x", "/e/1", "/f/1"];
+    let writes = batch(names.iter().map(|n| put(n, "1")).collect(), 10);
+    sm.apply(vec![entry(1, genesis), entry(2, writes)])
+        .await
+        .unwrap();
+    let n = |s: &str| Name::parse(s).unwrap();
+    // The cut at /d/2/x is carried out at /d: /d's subtree moves whole.
+    let out = sm
+        .apply(vec![entry(3, range_split("/d/2/x", 3, 4, 1_000_000))])
+        .await
+        .unwrap();
+    assert!(matches!(out[0].results[0], Ok(3)), "{out:?}");
+    let right = ScopeId::child(&ScopeId::root(), &n("/d"), 3);
+    let view = sm.reader().view();
+    let d = &view.delegations[&n("/d")];
+    assert_eq!(d.referral.scope, right);
+    assert_eq!(d.referral.prefix, Name::root());
+    assert_eq!(d.referral.range.start, Some(n("/d")));
+    assert_eq!(d.referral.range.end, None);
+    assert_eq!(d.state, DelegationState::Frozen);
+    assert_eq!(view.bounds().end, Some(n("/d")));
+    let over = |view: &ScopeView, s: &str| {
+        crate::scope::decide::delegation_over(&view.delegations, &n(s)).map(|d| d.referral.scope)
+    };
+    assert_eq!(over(&view, "/e/1"), Some(right));
+    assert_eq!(over(&view, "/d"), Some(right));
+    assert_eq!(over(&view, "/c/1"), None);
+    assert_eq!(over(&view, "/"), None);
+    // Frozen: a write to a moving name is refused (retryable), one to the left half lands.
+    let out = sm
+        .apply(vec![entry(
+            4,
+            batch(vec![put("/e/1", "2"), put("/a/1", "2")], 30),
+        )])
+        .await
+        .unwrap();
+    assert!(
+        matches!(out[0].results[0], Err(WireError::Moving { .. })),
+        "{out:?}"
+    );
+    assert!(matches!(out[0].results[1], Ok(4)), "{out:?}");
+    match sm.reader().split_child(&right).unwrap() {
+        Some(SplitChild::Frozen {
+            records, nonces, ..
+        }) => {
+            let moved: Vec<String> = records.iter().map(|(n, _)| n.to_string()).collect();
+            assert_eq!(moved, vec!["/d/1", "/d/2/x", "/e/1", "/f/1"]);
+            assert!(nonces.iter().all(|x| x.name >= n("/d")), "{nonces:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+    sm.apply(vec![entry(
+        5,
+        ScopeCommand::DelegationActive { child: right },
+    )])
+    .await
+    .unwrap();
+    let st = sm.reader();
+    assert!(st.get(&n("/f/1")).unwrap().is_none());
+    assert!(st.get(&n("/d/2/x")).unwrap().is_none());
+    assert!(st.get(&n("/c/1")).unwrap().is_some());
+    assert_eq!(st.view().names, 3);
+    // A subtree inside the moved range is not this scope's to split off any more.
+    let out = sm
+        .apply(vec![entry(6, subtree_split("e", 2, 3, 1_002_000))])
+        .await
+        .unwrap();
+    assert!(
+        matches!(out[0].results[0], Err(WireError::Refused { .. })),
+        "{out:?}"
+    );
+    // The left half splits again, left of the first cut: [/b, /d).
+    let out = sm
+        .apply(vec![entry(7, range_split("/b", 1, 2, 1_003_000))])
+        .await
+        .unwrap();
+    assert!(matches!(out[0].results[0], Ok(7)), "{out:?}");
+    let view = sm.reader().view();
+    let middle = &view.delegations[&n("/b")];
+    assert_eq!(middle.referral.range.end, Some(n("/d")));
+    assert_eq!(view.bounds().end, Some(n("/b")));
+    assert_eq!(over(&view, "/c/1"), Some(middle.referral.scope));
+    assert_eq!(over(&view, "/e/1"), Some(right));
+    assert_eq!(over(&view, "/a/1"), None);
 }

@@ -5,10 +5,11 @@ use std::collections::BTreeMap;
 
 use openraft::LogId;
 use policy::Policy;
-use proto::{codec, Delegation, Name, ScopeDescriptor};
+use proto::{codec, Delegation, DelegationState, Name, ScopeDescriptor};
 
 use super::keys::{Keys, Meta, Tag};
 use crate::raft::NodeId;
+use crate::scope::split::ScopeBounds;
 use crate::AnchorError;
 
 /// The part of a scope's state the rest of the anchor reads without going through Raft: the
@@ -45,6 +46,32 @@ pub struct ScopeView {
 }
 
 impl ScopeView {
+    /// The names this scope holds itself, for its split decisions: its prefix and range,
+    /// with the end brought down to the first range it split off (a range split always
+    /// moves the right-hand part away). Delegated subtrees inside are not taken out.
+    pub fn bounds(&self) -> ScopeBounds {
+        let range = self
+            .descriptor
+            .as_ref()
+            .map(|d| d.range.clone())
+            .unwrap_or_default();
+        let split_off = self
+            .delegations
+            .values()
+            .filter(|d| d.state != DelegationState::Aborted)
+            .filter_map(|d| d.referral.range.start.clone())
+            .min();
+        let end = match (range.end, split_off) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        ScopeBounds {
+            prefix: self.prefix.clone(),
+            start: range.start,
+            end,
+        }
+    }
+
     /// Reads the view of the scope of `keys` from `tree`. `prefix` is kept when the scope
     /// has no descriptor yet (before genesis).
     pub(super) fn load(
@@ -70,7 +97,7 @@ impl ScopeView {
         for kv in tree.scan_prefix(keys.all(Tag::Delegation)) {
             let (_, v) = kv?;
             let d: Delegation = codec::decode(&v, proto::limits::RAFT_FRAME_BYTES_MAX)?;
-            delegations.insert(d.referral.prefix.clone(), d);
+            delegations.insert(d.referral.first().clone(), d);
         }
         let prefix = match &descriptor {
             Some(d) => d.prefix.clone(),

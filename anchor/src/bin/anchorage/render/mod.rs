@@ -18,6 +18,27 @@ pub mod watch;
 mod tests;
 
 /// The first 12 hex digits of a scope id, as `scope tree` and `status` print it.
+/// Where a scope sits: its prefix, and its range when it governs only a range of it
+/// (`/users [/users/m, -)`).
+pub fn where_text(prefix: &proto::Name, range: &proto::KeyRange) -> String {
+    if range.is_bounded() {
+        format!("{prefix} {range}")
+    } else {
+        prefix.to_string()
+    }
+}
+
+/// A range as JSON: `null` for a whole subtree, else its ends (`null` for an open end).
+pub fn range_json(range: &proto::KeyRange) -> serde_json::Value {
+    if !range.is_bounded() {
+        return serde_json::Value::Null;
+    }
+    serde_json::json!({
+        "start": range.start.as_ref().map(|n| n.to_string()),
+        "end": range.end.as_ref().map(|n| n.to_string()),
+    })
+}
+
 pub fn short_id(id: &ScopeId) -> String {
     id.to_hex()[..12].to_string()
 }

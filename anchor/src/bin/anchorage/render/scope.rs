@@ -5,11 +5,14 @@ use proto::msg::{Load, ScopeInfo, SplitView};
 use proto::Delegation;
 use serde_json::{json, Value};
 
-use super::{labels_text, opt_text, short_id, short_members, short_peer, state_text};
+use super::{
+    labels_text, opt_text, range_json, short_id, short_members, short_peer, state_text, where_text,
+};
 
 pub fn delegation_json(d: &Delegation) -> Value {
     json!({
         "prefix": d.referral.prefix.to_string(),
+        "range": range_json(&d.referral.range),
         "scope": d.referral.scope.to_hex(),
         "state": state_text(d.state),
         "index": d.index,
@@ -28,12 +31,14 @@ pub fn info_json(info: &ScopeInfo) -> Value {
     json!({
         "scope": info.descriptor.id.to_hex(),
         "prefix": info.descriptor.prefix.to_string(),
+        "range": range_json(&info.descriptor.range),
         "epoch": info.descriptor.epoch,
         "members": info.descriptor.members.iter().map(|m| json!({
             "peer_id": m.peer_id, "addrs": m.addrs,
         })).collect::<Vec<_>>(),
         "parent": info.parent.as_ref().map(|p| json!({
-            "scope": p.id.to_hex(), "prefix": p.prefix.to_string(), "epoch": p.epoch,
+            "scope": p.id.to_hex(), "prefix": p.prefix.to_string(),
+            "range": range_json(&p.range), "epoch": p.epoch,
             "members": p.members.iter().map(|m| m.peer_id.clone()).collect::<Vec<_>>(),
         })),
         "active": info.active,
@@ -169,7 +174,7 @@ pub fn show_lines(info: &ScopeInfo) -> Vec<String> {
     let mut out = vec![format!(
         "scope {}  prefix {}  epoch {}  {}",
         d.id,
-        d.prefix,
+        where_text(&d.prefix, &d.range),
         d.epoch,
         if info.active {
             "active"
@@ -179,10 +184,15 @@ pub fn show_lines(info: &ScopeInfo) -> Vec<String> {
     )];
     out.push(match &info.parent {
         Some(p) => format!(
-            "  parent       {} ({})  members {}",
-            p.prefix,
+            "  parent       {} ({})  members {}{}",
+            where_text(&p.prefix, &p.range),
             short_id(&p.id),
-            short_members(&p.members)
+            short_members(&p.members),
+            if p.prefix == d.prefix {
+                "  (this scope is a range split off it)"
+            } else {
+                ""
+            }
         ),
         None => "  parent       - (root scope)".into(),
     });
@@ -230,7 +240,7 @@ pub fn show_lines(info: &ScopeInfo) -> Vec<String> {
         for del in &info.delegations {
             out.push(format!(
                 "    {}  {}  scope {}  v{}  ttl {}s  members {}",
-                del.referral.prefix,
+                where_text(&del.referral.prefix, &del.referral.range),
                 state_text(del.state),
                 short_id(&del.referral.scope),
                 del.index,
@@ -255,7 +265,7 @@ pub fn delegation_lines(parent: &ScopeInfo, d: &Delegation) -> Vec<String> {
         format!(
             "scope {}  prefix {}  {} delegation of {} ({}) at v{}",
             d.referral.scope,
-            d.referral.prefix,
+            where_text(&d.referral.prefix, &d.referral.range),
             state_text(d.state),
             parent.descriptor.prefix,
             short_id(&parent.descriptor.id),

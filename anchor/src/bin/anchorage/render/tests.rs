@@ -55,6 +55,7 @@ fn info(id: ScopeId, prefix: &str, members: &[&str], names: u64) -> ScopeInfo {
             prefix: name(prefix),
             epoch: 1,
             members,
+            range: proto::KeyRange::all(),
         },
         parent: None,
         policy_toml: Some(policy::Policy::development(None).to_toml()),
@@ -76,6 +77,7 @@ fn delegation(child: &ScopeInfo, index: u64, state: DelegationState) -> Delegati
             epoch: 1,
             members: child.descriptor.members.clone(),
             ttl_s: 600,
+            range: proto::KeyRange::all(),
         },
         members: child
             .descriptor
@@ -384,6 +386,7 @@ fn watch_lines_and_json() {
         epoch: 1,
         members: vec![anchor(P1)],
         ttl_s: 60,
+        range: proto::KeyRange::all(),
     };
     let moved = WatchEvent::Moved(r);
     assert!(
@@ -419,6 +422,7 @@ fn trace_lines_like_dig() {
                     epoch: 1,
                     members: vec![anchor(P2), anchor(P3)],
                     ttl_s: 600,
+                    range: proto::KeyRange::all(),
                 }),
             },
             Hop {

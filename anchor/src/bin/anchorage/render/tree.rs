@@ -9,7 +9,7 @@ use proto::{Delegation, DelegationState, Name, ScopeId};
 use serde_json::{json, Value};
 
 use super::scope::info_json;
-use super::{load_text, short_id, short_members, short_peer};
+use super::{load_text, short_id, short_members, short_peer, where_text};
 
 /// One scope of the hierarchy with what its parent says about its own delegations.
 #[derive(Clone, Debug, PartialEq)]
@@ -37,11 +37,15 @@ pub enum ChildNode {
 }
 
 impl ChildNode {
+    /// Children sort by where they start (a range by its first name), then by index.
     fn delegation_prefix(&self) -> (&Name, u64) {
         match self {
-            ChildNode::Active(n) => (&n.info.descriptor.prefix, 0),
+            ChildNode::Active(n) => {
+                let d = &n.info.descriptor;
+                (d.range.start.as_ref().unwrap_or(&d.prefix), 0)
+            }
             ChildNode::Unreachable { delegation, .. } | ChildNode::Annotation(delegation) => {
-                (&delegation.referral.prefix, delegation.index)
+                (delegation.referral.first(), delegation.index)
             }
         }
     }
@@ -133,6 +137,14 @@ fn scope_row(info: &ScopeInfo) -> String {
         info.status.names,
         load_text(&info.load),
     );
+    if let Some(p) = &info.parent {
+        let how = if p.prefix == info.descriptor.prefix {
+            "range split of"
+        } else {
+            "from"
+        };
+        row.push_str(&format!("  ({how} {})", short_id(&p.id)));
+    }
     if !info.active {
         row.push_str("  [inactive: waiting for the parent's hand-over]");
     }
@@ -167,7 +179,10 @@ fn tree_rows(
     rows: &mut Vec<(String, String)>,
 ) {
     rows.push((
-        format!("{label_prefix}{}", node.info.descriptor.prefix),
+        format!(
+            "{label_prefix}{}",
+            where_text(&node.info.descriptor.prefix, &node.info.descriptor.range)
+        ),
         scope_row(&node.info),
     ));
     let n = node.children.len();
@@ -178,7 +193,10 @@ fn tree_rows(
         match child {
             ChildNode::Active(c) => tree_rows(c, &branch, &below, rows),
             ChildNode::Unreachable { delegation, error } => rows.push((
-                format!("{branch}{}", delegation.referral.prefix),
+                format!(
+                    "{branch}{}",
+                    where_text(&delegation.referral.prefix, &delegation.referral.range)
+                ),
                 format!(
                     "{}  members {}  [unreachable: {error}]",
                     short_id(&delegation.referral.scope),
@@ -186,7 +204,8 @@ fn tree_rows(
                 ),
             )),
             ChildNode::Annotation(d) => {
-                rows.push((format!("{branch}{}", d.referral.prefix), annotation_row(d)))
+                let at = where_text(&d.referral.prefix, &d.referral.range);
+                rows.push((format!("{branch}{at}"), annotation_row(d)))
             }
         }
     }
