@@ -196,6 +196,14 @@ pub enum DenyReason {
         /// The scope's prefix.
         scope: Name,
     },
+    /// An operator's split names a place that is not strictly below the scope's prefix.
+    #[error("cannot split at {at}: it must lie strictly below this scope's prefix {scope}")]
+    SplitNotBelow {
+        /// The name asked for.
+        at: Name,
+        /// The scope's prefix.
+        scope: Name,
+    },
     /// A chosen member anchor does not satisfy the child policy's placement.
     #[error("anchor {anchor} cannot host the new scope: {reason}")]
     DelegateMemberPlacement {
@@ -236,6 +244,7 @@ impl DenyReason {
             DenyReason::DelegateNotBelow { .. } => "delegate_not_below",
             DenyReason::DelegateMemberPlacement { .. } => "delegate_member_placement",
             DenyReason::DelegateTooFewMembers { .. } => "delegate_too_few_members",
+            DenyReason::SplitNotBelow { .. } => "split_not_below",
         }
     }
 }
@@ -304,6 +313,15 @@ fn check(
             policy_toml,
             signers,
         ),
+        Op::Split { at, .. } => {
+            if !at.is_under(req.scope_prefix) || at == req.scope_prefix {
+                return Err(DenyReason::SplitNotBelow {
+                    at: at.clone(),
+                    scope: req.scope_prefix.clone(),
+                });
+            }
+            check_admins(policy, signers)
+        }
     }
 }
 
@@ -739,6 +757,26 @@ jurisdiction = "eu"
         let op = set_policy("/eu", "");
         assert!(decide(&op, &[ADMINS[0], ADMINS[2]]).is_allow());
         assert!(decide(&op, &[OTHER, ADMINS[1], ADMINS[0]]).is_allow());
+    }
+
+    #[test]
+    fn an_operators_split_needs_k_admins_and_a_place_below_the_scope() {
+        let split = |at: &str| Op::Split {
+            at: name(at),
+            by_range: false,
+        };
+        assert!(decide(&split("/eu/shop"), &[ADMINS[0], ADMINS[1]]).is_allow());
+        assert_eq!(
+            deny(&split("/eu/shop"), &[ADMINS[0], WRITER]),
+            DenyReason::NotEnoughAdminSignatures { have: 1, need: 2 }
+        );
+        assert_eq!(
+            deny(&split("/eu"), &ADMINS),
+            DenyReason::SplitNotBelow {
+                at: name("/eu"),
+                scope: name("/eu")
+            }
+        );
     }
 
     #[test]

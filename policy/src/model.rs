@@ -141,7 +141,7 @@ impl WriteOp {
             Op::Put { .. } => Some(WriteOp::Put),
             Op::Delete { .. } => Some(WriteOp::Delete),
             Op::Cas { .. } => Some(WriteOp::Cas),
-            Op::SetPolicy { .. } | Op::Delegate { .. } => None,
+            Op::SetPolicy { .. } | Op::Delegate { .. } | Op::Split { .. } => None,
         }
     }
 

@@ -80,6 +80,18 @@ pub enum Op {
         /// How long resolvers may cache the referral, seconds.
         referral_ttl_s: u32,
     },
+    /// An operator's split of the scope governing `at` onto its own members, signed by k of
+    /// its n admin keys: the subtree `at` becomes a scope of its own, or (`by_range`) the
+    /// scope's range is cut at `at` (brought up to its label right below the scope's prefix)
+    /// and the names from there to the scope's end become a scope of their own. The same
+    /// execution as an automatic split, without the evidence: the admins decide. (Appended
+    /// last: a variant's position is its encoding.)
+    Split {
+        /// The subtree to split off, or the cut.
+        at: Name,
+        /// Cut the range at `at` instead of splitting its subtree off.
+        by_range: bool,
+    },
 }
 
 impl Op {
@@ -88,6 +100,7 @@ impl Op {
         match self {
             Op::Put { name, .. } | Op::Delete { name } | Op::Cas { name, .. } => name,
             Op::SetPolicy { prefix, .. } | Op::Delegate { prefix, .. } => prefix,
+            Op::Split { at, .. } => at,
         }
     }
 
@@ -99,6 +112,7 @@ impl Op {
             Op::Cas { .. } => "cas",
             Op::SetPolicy { .. } => "set_policy",
             Op::Delegate { .. } => "delegate",
+            Op::Split { .. } => "split",
         }
     }
 
@@ -108,7 +122,7 @@ impl Op {
             Op::Put { records, ttl_s, .. } | Op::Cas { records, ttl_s, .. } => {
                 validate_records(records, *ttl_s)
             }
-            Op::Delete { .. } | Op::SetPolicy { .. } => Ok(()),
+            Op::Delete { .. } | Op::SetPolicy { .. } | Op::Split { .. } => Ok(()),
             Op::Delegate {
                 prefix,
                 members,

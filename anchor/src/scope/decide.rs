@@ -33,6 +33,12 @@ pub trait ScopeRead {
     fn covers(&self, name: &Name) -> bool {
         name.is_under(self.prefix())
     }
+    /// Why an operator's split of `at` (`Op::Split`) cannot be carried out now, if it
+    /// cannot; the state machine's own view says.
+    fn split_refusal(&self, at: &Name, by_range: bool) -> Option<String> {
+        let _ = (at, by_range);
+        Some("this state cannot split".into())
+    }
 }
 
 /// The live (not aborted) delegation that governs `name`: a delegated subtree whose prefix
@@ -89,6 +95,13 @@ pub enum Effect {
     /// Record a new delegation (state Frozen) and the signed mutation that made it (the proof
     /// the parent's leader shows the child's members when it seeds them).
     Delegate(Box<Delegation>, Box<SignedMutation>),
+    /// An operator's split onto the scope's own members (`Op::Split`).
+    Split {
+        /// The subtree, or the cut.
+        at: Name,
+        /// Cut the range at `at`.
+        by_range: bool,
+    },
 }
 
 /// An accepted mutation: the effect, and the replay-protection entry to remember.
@@ -174,6 +187,11 @@ pub fn decide(
         return Err(WireError::Denied {
             reason: reason.to_string(),
         });
+    }
+    if let Op::Split { at, by_range } = &m.op {
+        if let Some(reason) = state.split_refusal(at, *by_range) {
+            return Err(WireError::Refused { reason });
+        }
     }
     let effect = effect_of(
         m.op.clone(),
@@ -275,6 +293,7 @@ fn effect_of(
             })?;
             Ok(Effect::SetPolicy(Box::new(policy), policy_toml))
         }
+        Op::Split { at, by_range } => Ok(Effect::Split { at, by_range }),
         Op::Delegate {
             prefix,
             members,

@@ -225,7 +225,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         });
                         results.push(match decided {
                             Ok(acc) => {
-                                overlay.apply_effect(acc, log_id.index)?;
+                                overlay.apply_effect(acc, log_id.index, proposed_at_ms)?;
                                 Ok(log_id.index)
                             }
                             Err(e) => Err(e),
@@ -323,6 +323,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 }
 
+#[cfg(test)]
+mod split_tests;
 #[cfg(test)]
 #[path = "tests.rs"]
 mod tests;

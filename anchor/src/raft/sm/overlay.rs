@@ -8,17 +8,12 @@ use std::collections::BTreeMap;
 
 use openraft::{ErrorSubject, ErrorVerb, StorageError};
 use policy::Policy;
-use proto::split::{SplitEvidence, SplitPlan};
-use proto::{
-    codec, Delegation, DelegationState, KeyRange, MemberSpec, Name, RecordSet, Referral,
-    ScopeDescriptor, ScopeId,
-};
+use proto::{codec, Delegation, DelegationState, Name, RecordSet, ScopeDescriptor, ScopeId};
 
 use super::keys::{nonce_value, Keys, Meta, Tag};
 use super::view::ScopeView;
 use crate::raft::{sto_err, NodeId};
-use crate::scope::decide::{delegation_over, Accepted, Effect, ScopeRead};
-use crate::scope::split::{justify, Held, ScopeBounds};
+use crate::scope::decide::{Accepted, Effect, ScopeRead};
 
 /// Changes each scope keeps for watches to resume from; older ones are pruned (a few per
 /// applied entry) and a watch resuming before them gets "compacted: resync".
@@ -30,6 +25,9 @@ const NONCE_PRUNE_PER_ENTRY_MAX: usize = 64;
 
 /// How long resolvers keep the referral to a scope split off automatically, seconds.
 pub const SPLIT_REFERRAL_TTL_S: u32 = 600;
+
+#[path = "overlay_split.rs"]
+mod split;
 
 /// A state machine write failure, as openraft wants it.
 pub(super) fn sm_err(e: impl std::fmt::Display) -> StorageError<NodeId> {
@@ -103,13 +101,17 @@ impl<'a> Overlay<'a> {
         Ok(())
     }
 
+    /// Applies an accepted mutation at `index`; `at_ms` is the entry's proposal time (an
+    /// operator's split keeps it as the scope's last split).
     pub(super) fn apply_effect(
         &mut self,
         acc: Accepted,
         index: u64,
+        at_ms: u64,
     ) -> Result<(), StorageError<NodeId>> {
         let target = match &acc.effect {
             Effect::Put(name, _) | Effect::Delete(name) => name.clone(),
+            Effect::Split { at, .. } => at.clone(),
             Effect::Delegate(d, _) => d.referral.prefix.clone(),
             Effect::SetPolicy(..) => self.view.prefix.clone(),
         };
@@ -141,6 +143,21 @@ impl<'a> Overlay<'a> {
                 self.put_meta(Meta::Policy, &toml)?;
                 self.view.policy = Some(*policy);
                 self.view.policy_toml = Some(toml);
+            }
+            Effect::Split { at, by_range } => {
+                // `decide` checked the region against this same state just before.
+                let split = match self.operator_split_region(&at, by_range) {
+                    Ok((prefix, range)) => self.split_off(prefix, range, index, at_ms)?,
+                    Err(why) => Err(why),
+                };
+                match split {
+                    Ok(child) => {
+                        tracing::info!(scope = %self.scope, %child, %at, by_range, "operator split: the part moves to a child scope on the same members")
+                    }
+                    Err(why) => {
+                        tracing::warn!(scope = %self.scope, %at, %why, "operator split not carried out")
+                    }
+                }
             }
         }
         let names = self.view.names;
@@ -267,87 +284,6 @@ impl<'a> Overlay<'a> {
         Ok(())
     }
 
-    /// A split entry at `index`: if [`justify`] holds at the carried `proposed_at_ms`, the
-    /// child prefix (subtree split) or the range from the cut to the scope's end (range
-    /// split) becomes a Frozen delegation to this scope's own members (no admin-signed proof
-    /// is stored: that is how a split is told from an operator's delegation) and the split
-    /// time is kept. `Ok(Err(why))` when the entry is a no-op.
-    pub(super) fn apply_split(
-        &mut self,
-        evidence: &SplitEvidence,
-        proposed_at_ms: u64,
-        index: u64,
-    ) -> Result<Result<ScopeId, String>, StorageError<NodeId>> {
-        let (Some(policy), Some(policy_toml), Some(descriptor)) = (
-            self.view.policy.as_ref(),
-            self.view.policy_toml.clone(),
-            self.view.descriptor.clone(),
-        ) else {
-            return Ok(Err("the scope has no policy yet".into()));
-        };
-        if !self.view.active {
-            return Ok(Err("the scope is not active yet".into()));
-        }
-        let bounds = self.view.bounds();
-        let held = Held {
-            names: self.view.names,
-            bytes: None,
-        };
-        let last = self.view.last_split_ms;
-        if let Err(refusal) = justify(evidence, &bounds, held, policy, proposed_at_ms, last) {
-            return Ok(Err(refusal.to_string()));
-        }
-        let (prefix, range) = match split_region(&evidence.plan, &bounds) {
-            Ok(region) => region,
-            Err(why) => return Ok(Err(why)),
-        };
-        let first = range.start.clone().unwrap_or_else(|| prefix.clone());
-        if let Some(d) = delegation_over(&self.view.delegations, &first) {
-            return Ok(Err(format!(
-                "{first} is already delegated ({} {})",
-                d.referral.prefix, d.referral.range
-            )));
-        }
-        let live = |d: &&Delegation| d.state != DelegationState::Aborted;
-        let nested = self.view.delegations.values().filter(live).any(|d| {
-            range.covers(&prefix, d.referral.first()) || d.state == DelegationState::Frozen
-        });
-        if nested {
-            return Ok(Err(format!(
-                "{prefix} {range} holds a delegated scope, or another delegation is in flight"
-            )));
-        }
-        if self.view.delegations.len() >= proto::limits::DELEGATIONS_MAX {
-            return Ok(Err("the scope holds too many delegations".into()));
-        }
-        let child = ScopeId::child(&self.scope, &first, index);
-        let d = Delegation {
-            referral: Referral {
-                scope: child,
-                prefix,
-                epoch: 1,
-                members: descriptor.members.clone(),
-                ttl_s: SPLIT_REFERRAL_TTL_S,
-                range,
-            },
-            members: descriptor
-                .members
-                .iter()
-                .map(|a| MemberSpec {
-                    anchor: a.clone(),
-                    labels: BTreeMap::new(),
-                })
-                .collect(),
-            policy_toml,
-            index,
-            state: DelegationState::Frozen,
-        };
-        self.view.last_split_ms = Some(proposed_at_ms);
-        self.put_meta(Meta::LastSplit, &proposed_at_ms)?;
-        self.store_delegation(d)?;
-        Ok(Ok(child))
-    }
-
     pub(super) fn apply_genesis(
         &mut self,
         descriptor: ScopeDescriptor,
@@ -405,42 +341,13 @@ impl ScopeRead for Overlay<'_> {
     fn delegations(&self) -> &BTreeMap<Name, Delegation> {
         &self.view.delegations
     }
+    fn split_refusal(&self, at: &Name, by_range: bool) -> Option<String> {
+        self.operator_split_region(at, by_range).err()
+    }
     fn covers(&self, name: &Name) -> bool {
         match &self.view.descriptor {
             Some(d) => d.covers(name),
             None => name.is_under(&self.view.prefix),
-        }
-    }
-}
-
-/// What a split plan moves out of a scope with `bounds`: a child label's subtree, or the
-/// names from the plan's cut (brought up to the label right below the prefix, so no subtree
-/// is cut) to the scope's end. `Err(why)` when the plan cannot be carried out here.
-fn split_region(plan: &SplitPlan, bounds: &ScopeBounds) -> Result<(Name, KeyRange), String> {
-    match plan {
-        SplitPlan::Subtree { label, .. } => {
-            let prefix = bounds
-                .prefix
-                .child(label)
-                .map_err(|_| format!("{label:?} is not a valid label"))?;
-            if !bounds.contains(&prefix) {
-                return Err(format!("{prefix} lies outside the scope's range"));
-            }
-            Ok((prefix, KeyRange::all()))
-        }
-        SplitPlan::Range { at, .. } => {
-            let start = KeyRange::boundary(&bounds.prefix, at)
-                .ok_or_else(|| format!("the cut {at} is not below the prefix {}", bounds.prefix))?;
-            if !bounds.contains(&start) || bounds.start.as_ref() == Some(&start) {
-                return Err(format!(
-                    "the cut {start} lies outside the scope's names or at its first name"
-                ));
-            }
-            let range = KeyRange {
-                start: Some(start),
-                end: bounds.end.clone(),
-            };
-            Ok((bounds.prefix.clone(), range))
         }
     }
 }

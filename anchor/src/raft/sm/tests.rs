@@ -12,14 +12,14 @@ use proto::{
 use super::*;
 use crate::scope::decide::{Accepted, Effect};
 
-fn entry(index: u64, cmd: ScopeCommand) -> Entry<TypeConfig> {
+pub(super) fn entry(index: u64, cmd: ScopeCommand) -> Entry<TypeConfig> {
     Entry {
         log_id: LogId::new(CommittedLeaderId::new(1, 0), index),
         payload: EntryPayload::Normal(cmd),
     }
 }
 
-fn signed(op: Op, nonce: u64) -> SignedMutation {
+pub(super) fn signed(op: Op, nonce: u64) -> SignedMutation {
     let key = ed25519_dalek::SigningKey::from_bytes(&[3; 32]);
     let m = Mutation {
         op,
@@ -29,7 +29,7 @@ fn signed(op: Op, nonce: u64) -> SignedMutation {
     SignedMutation::sign(&m, &key).unwrap()
 }
 
-fn put(name: &str, text: &str) -> Op {
+pub(super) fn put(name: &str, text: &str) -> Op {
     Op::Put {
         name: Name::parse(name).unwrap(),
         records: vec![Record::Text(text.into())],
@@ -37,7 +37,7 @@ fn put(name: &str, text: &str) -> Op {
     }
 }
 
-fn batch(ops: Vec<Op>, first_nonce: u64) -> ScopeCommand {
+pub(super) fn batch(ops: Vec<Op>, first_nonce: u64) -> ScopeCommand {
     ScopeCommand::Writes {
         mutations: ops
             .into_iter()
@@ -200,6 +200,7 @@ fn freeze_eu(sm: &mut StateMachine) -> ScopeId {
                     expires_at_ms: 2_000_000,
                 },
                 6,
+                1_000_000,
             )
             .unwrap();
         let (batch, view) = overlay.into_batch();
@@ -317,7 +318,7 @@ async fn a_reader_never_sees_moved_names_gone_while_the_view_still_says_frozen()
     assert!(st.get(&Name::parse("/eu/c").unwrap()).unwrap().is_none());
 }
 
-fn subtree_split(label: &str, part: u64, whole: u64, at_ms: u64) -> ScopeCommand {
+pub(super) fn subtree_split(label: &str, part: u64, whole: u64, at_ms: u64) -> ScopeCommand {
     use proto::split::{Basis, LoadEvidence, SplitEvidence, SplitPlan, Trigger};
     ScopeCommand::Split {
         evidence: SplitEvidence {
@@ -454,135 +455,4 @@ async fn a_justified_split_entry_freezes_the_subtree_for_the_same_members_and_a_
         sm.reader().split_child(&child).unwrap(),
         Some(SplitChild::Active(_))
     ));
-}
-
-fn range_split(at: &str, left: u64, right: u64, at_ms: u64) -> ScopeCommand {
-    use proto::split::{Basis, LoadEvidence, SplitEvidence, SplitPlan, Trigger};
-    ScopeCommand::Split {
-        evidence: SplitEvidence {
-            plan: SplitPlan::Range {
-                at: Name::parse(at).unwrap(),
-                basis: Basis::Size,
-                left,
-                right,
-            },
-            trigger: Trigger::Names,
-            decided_at_ms: at_ms,
-            names: left + right,
-            bytes: 0,
-            load: LoadEvidence::default(),
-        },
-        proposed_at_ms: at_ms,
-    }
-}
-
-#[tokio::test]
-async fn a_range_split_moves_the_names_from_the_cut_to_the_end_and_nothing_else() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = sled::Config::new().path(dir.path()).open().unwrap();
-    let mut sm = StateMachine::open(
-        &db,
-        ScopeId::root(),
-        Name::root(),
-        Arc::new(SigCache::default()),
-    )
-    .unwrap();
-    let mut policy = Policy::development(None);
-    policy.split.auto = true;
-    policy.split.names_max = 2;
-    policy.split.interval_s_min = 1;
-    let genesis = ScopeCommand::Genesis {
-        descriptor: ScopeDescriptor {
-            id: ScopeId::root(),
-            prefix: Name::root(),
-            epoch: 1,
-            members: vec![],
-            range: proto::KeyRange::all(),
-        },
-        policy_toml: policy.to_toml(),
-    };
-    let names = ["/a/1", "/b/1", "/c/1", "/d/1", "/d/2/x", "/e/1", "/f/1"];
-    let writes = batch(names.iter().map(|n| put(n, "1")).collect(), 10);
-    sm.apply(vec![entry(1, genesis), entry(2, writes)])
-        .await
-        .unwrap();
-    let n = |s: &str| Name::parse(s).unwrap();
-    // The cut at /d/2/x is carried out at /d: /d's subtree moves whole.
-    let out = sm
-        .apply(vec![entry(3, range_split("/d/2/x", 3, 4, 1_000_000))])
-        .await
-        .unwrap();
-    assert!(matches!(out[0].results[0], Ok(3)), "{out:?}");
-    let right = ScopeId::child(&ScopeId::root(), &n("/d"), 3);
-    let view = sm.reader().view();
-    let d = &view.delegations[&n("/d")];
-    assert_eq!(d.referral.scope, right);
-    assert_eq!(d.referral.prefix, Name::root());
-    assert_eq!(d.referral.range.start, Some(n("/d")));
-    assert_eq!(d.referral.range.end, None);
-    assert_eq!(d.state, DelegationState::Frozen);
-    assert_eq!(view.bounds().end, Some(n("/d")));
-    let over = |view: &ScopeView, s: &str| {
-        crate::scope::decide::delegation_over(&view.delegations, &n(s)).map(|d| d.referral.scope)
-    };
-    assert_eq!(over(&view, "/e/1"), Some(right));
-    assert_eq!(over(&view, "/d"), Some(right));
-    assert_eq!(over(&view, "/c/1"), None);
-    assert_eq!(over(&view, "/"), None);
-    // Frozen: a write to a moving name is refused (retryable), one to the left half lands.
-    let out = sm
-        .apply(vec![entry(
-            4,
-            batch(vec![put("/e/1", "2"), put("/a/1", "2")], 30),
-        )])
-        .await
-        .unwrap();
-    assert!(
-        matches!(out[0].results[0], Err(WireError::Moving { .. })),
-        "{out:?}"
-    );
-    assert!(matches!(out[0].results[1], Ok(4)), "{out:?}");
-    match sm.reader().split_child(&right).unwrap() {
-        Some(SplitChild::Frozen {
-            records, nonces, ..
-        }) => {
-            let moved: Vec<String> = records.iter().map(|(n, _)| n.to_string()).collect();
-            assert_eq!(moved, vec!["/d/1", "/d/2/x", "/e/1", "/f/1"]);
-            assert!(nonces.iter().all(|x| x.name >= n("/d")), "{nonces:?}");
-        }
-        other => panic!("{other:?}"),
-    }
-    sm.apply(vec![entry(
-        5,
-        ScopeCommand::DelegationActive { child: right },
-    )])
-    .await
-    .unwrap();
-    let st = sm.reader();
-    assert!(st.get(&n("/f/1")).unwrap().is_none());
-    assert!(st.get(&n("/d/2/x")).unwrap().is_none());
-    assert!(st.get(&n("/c/1")).unwrap().is_some());
-    assert_eq!(st.view().names, 3);
-    // A subtree inside the moved range is not this scope's to split off any more.
-    let out = sm
-        .apply(vec![entry(6, subtree_split("e", 2, 3, 1_002_000))])
-        .await
-        .unwrap();
-    assert!(
-        matches!(out[0].results[0], Err(WireError::Refused { .. })),
-        "{out:?}"
-    );
-    // The left half splits again, left of the first cut: [/b, /d).
-    let out = sm
-        .apply(vec![entry(7, range_split("/b", 1, 2, 1_003_000))])
-        .await
-        .unwrap();
-    assert!(matches!(out[0].results[0], Ok(7)), "{out:?}");
-    let view = sm.reader().view();
-    let middle = &view.delegations[&n("/b")];
-    assert_eq!(middle.referral.range.end, Some(n("/d")));
-    assert_eq!(view.bounds().end, Some(n("/b")));
-    assert_eq!(over(&view, "/c/1"), Some(middle.referral.scope));
-    assert_eq!(over(&view, "/e/1"), Some(right));
-    assert_eq!(over(&view, "/a/1"), None);
 }

@@ -157,7 +157,7 @@ pub async fn run(args: DelegateArgs) -> Result<()> {
 
 /// Polls the parent's members until the delegation committed at `index` is active (Ok),
 /// aborted (error) or the deadline passes (error).
-async fn wait_delegation(
+pub(super) async fn wait_delegation(
     client: &resolver::Client,
     parent_members: &[AnchorInfo],
     parent: ScopeId,

@@ -1,5 +1,5 @@
-//! `anchorage scope ...`: inspect the scope hierarchy (`tree`, `show`) and delegate a
-//! subtree to a child scope (`delegate`).
+//! `anchorage scope ...`: inspect the scope hierarchy (`tree`, `show`), delegate a subtree
+//! to a child scope (`delegate`) and split a scope onto its own anchors (`split`).
 
 use anyhow::Result;
 use clap::Subcommand;
@@ -9,6 +9,7 @@ use crate::target::Target;
 pub mod delegate;
 pub mod fetch;
 pub mod show;
+pub mod split;
 pub mod tree;
 
 /// `anchorage scope ...`
@@ -31,6 +32,10 @@ pub enum ScopeCmd {
     },
     /// Delegate the subtree PREFIX to a new child scope on the given anchors.
     Delegate(delegate::DelegateArgs),
+    /// Split the subtree PREFIX off the scope governing it, or with --at cut that scope's
+    /// range, onto the same anchors (admin-signed; scopes with `[split] auto` do this
+    /// themselves).
+    Split(split::SplitArgs),
 }
 
 /// Runs `anchorage scope ...`.
@@ -39,5 +44,6 @@ pub async fn run(cmd: ScopeCmd) -> Result<()> {
         ScopeCmd::Tree { target } => tree::run(&target).await,
         ScopeCmd::Show { scope, target } => show::run(&target, &scope).await,
         ScopeCmd::Delegate(args) => delegate::run(args).await,
+        ScopeCmd::Split(args) => split::run(args).await,
     }
 }
