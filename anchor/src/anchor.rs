@@ -156,6 +156,10 @@ impl Anchor {
             anchor.inner.server.clone(),
             anchor.inner.stop.subscribe(),
         ));
+        tokio::spawn(crate::delegation::report_loads(
+            anchor.inner.server.clone(),
+            anchor.inner.stop.subscribe(),
+        ));
         let http =
             crate::http::serve(anchor.clone(), cfg.http, anchor.inner.stop.subscribe()).await?;
         if let Ok(mut h) = anchor.inner.http_addr.write() {

@@ -37,6 +37,9 @@ pub struct Metrics {
     pub delegations: IntCounterVec,
     /// Splits this anchor proposed as a scope's leader, by kind, reason and outcome.
     pub splits: IntCounterVec,
+    /// Load reports received from members, by outcome (ok, late: some seconds came too
+    /// late to count).
+    pub load_reports: IntCounterVec,
     /// Group-commit flush latency.
     pub flush_seconds: prometheus::Histogram,
     /// Request handling latency by protocol.
@@ -103,8 +106,13 @@ impl Metrics {
         );
         let splits = counter(
             "splits_total",
-            "Splits proposed by this anchor as a scope's leader, by kind (subtree), reason (size, load) and outcome (split, refused at apply, error)",
+            "Splits proposed by this anchor as a scope's leader, by kind (subtree, range), reason (size, load) and outcome (split, refused at apply, error)",
             &["kind", "reason", "outcome"],
+        );
+        let load_reports = counter(
+            "load_reports_total",
+            "Members' read-count reports received for the split accounting, by outcome (ok, late)",
+            &["outcome"],
         );
         let buckets = prometheus::exponential_buckets(0.000_05, 2.0, 16).expect("static buckets");
         let flush_seconds = prometheus::Histogram::with_opts(
@@ -139,6 +147,7 @@ impl Metrics {
             watches,
             delegations,
             splits,
+            load_reports,
             flush_seconds,
             request_seconds,
         }

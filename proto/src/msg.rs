@@ -540,6 +540,10 @@ pub enum RaftRpc {
     /// outer request's `scope` is ignored. (Renaming a variant keeps the wire format: the
     /// codec encodes a variant by its position.)
     Coalesced,
+    /// A follower's request counts for the scope's leader: `payload` is
+    /// `codec(proto::load::FollowerReport)`, the answer `RaftResponse::Ok` with an empty
+    /// payload. (Appended last.)
+    LoadReport,
 }
 
 /// A Raft RPC for one scope; `payload` is the codec-encoded openraft request.

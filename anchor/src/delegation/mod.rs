@@ -29,6 +29,7 @@
 
 mod driver;
 mod receive;
+mod reporter;
 mod split;
 mod splitter;
 
@@ -51,6 +52,7 @@ use crate::AnchorError;
 
 pub use driver::{drive, HAND_OVER_TIMEOUT, STRAGGLER_GRACE};
 pub use receive::Receiver;
+pub use reporter::{report_loads, REPORT_EVERY};
 pub use splitter::{propose_splits, SPLIT_EVERY};
 
 /// What delegation needs of the anchor it runs on.

@@ -2,9 +2,11 @@
 //! column and the [`ScopeLoad`] the split decider reads, fed by the request handlers with
 //! the anchor's clock and a cheap per-replica random stream for the split-key sampler.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
+use proto::load::{FollowerReport, REPORT_SECONDS_MAX};
 use proto::msg::Load;
 use proto::Name;
 
@@ -17,6 +19,10 @@ pub struct ReplicaLoad {
     rate: RateMeter,
     split: Mutex<ScopeLoad>,
     random: AtomicU64,
+    /// Reads answered here per second, not reported to the leader yet (a follower's reads
+    /// count in the leader's accounting through its reports); at most
+    /// [`REPORT_SECONDS_MAX`] seconds are kept.
+    unreported: Mutex<BTreeMap<u64, u32>>,
 }
 
 impl ReplicaLoad {
@@ -26,7 +32,37 @@ impl ReplicaLoad {
             rate: RateMeter::default(),
             split: Mutex::new(ScopeLoad::new(prefix, LoadConfig::default())),
             random: AtomicU64::new(seed),
+            unreported: Mutex::new(BTreeMap::new()),
         }
+    }
+
+    /// The reads answered here in the whole seconds before `now_ms` that were not reported
+    /// yet, as a report for the leader (`None` when there were none); they are forgotten
+    /// here. Writes are not reported: a follower forwards them and the leader counts them.
+    pub fn take_report(&self, now_ms: u64) -> Option<FollowerReport> {
+        let now_s = now_ms / 1000;
+        let mut pending = self.unreported.lock().ok()?;
+        let current = pending.split_off(&now_s);
+        let done = std::mem::replace(&mut *pending, current);
+        let (&first, _) = done.first_key_value()?;
+        let reads: Vec<u32> = (first..now_s)
+            .map(|s| done.get(&s).copied().unwrap_or(0))
+            .collect();
+        let report = FollowerReport {
+            start_s: first,
+            writes: vec![0; reads.len()],
+            reads,
+        };
+        Some(report)
+    }
+
+    /// Adds a follower's report to the split accounting at `now_ms`; returns the seconds
+    /// that came too late to count.
+    pub fn absorb(&self, report: &FollowerReport, now_ms: u64) -> usize {
+        self.split
+            .lock()
+            .map(|mut l| l.absorb(report, now_ms))
+            .unwrap_or(0)
     }
 
     /// The next number of the random stream (splitmix64: one atomic add and a few
@@ -44,6 +80,14 @@ impl ReplicaLoad {
     /// Counts one resolve answered for `name` at `now_ms`, under the policy's `limits`.
     pub fn read(&self, name: &Name, now_ms: u64, limits: LoadLimits) {
         self.rate.read(now_ms / 1000);
+        if let Ok(mut pending) = self.unreported.lock() {
+            let now_s = now_ms / 1000;
+            *pending.entry(now_s).or_default() += 1;
+            let oldest = now_s.saturating_sub(REPORT_SECONDS_MAX as u64 - 1);
+            while pending.first_key_value().is_some_and(|(s, _)| *s < oldest) {
+                pending.pop_first();
+            }
+        }
         let random = self.next_random();
         if let Ok(mut l) = self.split.lock() {
             l.set_limits(limits);
@@ -116,5 +160,47 @@ mod tests {
         assert_eq!(f.reads_peak, 20);
         assert!(f.reads_over.is_some());
         assert!(f.writes_over.is_none());
+    }
+
+    #[test]
+    fn reads_are_reported_once_per_whole_second_and_absorbed_by_the_leader() {
+        let follower = ReplicaLoad::new(name("/shop"), 1);
+        let limits = LoadLimits {
+            reads_per_s: 1000,
+            writes_per_s: 1000,
+        };
+        for (ms, n) in [(10_100, 3), (12_500, 2), (13_200, 1)] {
+            for _ in 0..n {
+                follower.read(&name("/shop/a"), ms, limits);
+            }
+        }
+        // Seconds 10..13 are whole at 13.5 s; second 13 stays for the next report.
+        let r = follower.take_report(13_500).unwrap();
+        assert_eq!((r.start_s, r.reads.clone()), (10, vec![3, 0, 2]));
+        assert_eq!(r.writes, vec![0, 0, 0]);
+        r.validate().unwrap();
+        assert!(
+            follower.take_report(13_900).is_none(),
+            "nothing whole is left"
+        );
+        let r = follower.take_report(14_000).unwrap();
+        assert_eq!((r.start_s, r.reads), (13, vec![1]));
+        // The leader counts them as its own.
+        let leader = ReplicaLoad::new(name("/shop"), 2);
+        let report = FollowerReport {
+            start_s: 20,
+            reads: vec![40, 40],
+            writes: vec![0, 0],
+        };
+        assert_eq!(leader.absorb(&report, 21_500), 0);
+        let f = leader.figures(25_000, limits).unwrap();
+        assert_eq!(f.reads_peak, 40);
+        // A follower that never reports keeps only the last seconds.
+        let quiet = ReplicaLoad::new(name("/shop"), 3);
+        for s in 0..200u64 {
+            quiet.read(&name("/shop/a"), s * 1000, limits);
+        }
+        let r = quiet.take_report(200_000).unwrap();
+        assert_eq!(r.reads.len(), REPORT_SECONDS_MAX);
     }
 }

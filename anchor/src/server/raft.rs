@@ -1,6 +1,7 @@
 //! The Raft protocol's inbound side: a scope group's RPC from a member (append, vote,
 //! snapshot) handed to the group, or several groups' RPCs coalesced into one message by the
-//! sender's network adapter, each handled as if it had come alone.
+//! sender's network adapter, each handled as if it had come alone; and a member's load
+//! report, added to this replica's split accounting.
 
 use libp2p::PeerId;
 use proto::limits::RAFT_FRAME_BYTES_MAX;
@@ -88,6 +89,7 @@ impl Server {
                     reason: "a batch may not be nested".into(),
                 });
             }
+            RaftRpc::LoadReport => return self.absorb_report(&replica, payload),
         };
         match out {
             Ok(b) if b.len() <= RAFT_FRAME_BYTES_MAX => RaftResponse::Ok(b),
@@ -98,5 +100,28 @@ impl Server {
                 reason: e.to_string(),
             }),
         }
+    }
+
+    /// A member's per-second read counts (`RaftRpc::LoadReport`), checked and added to this
+    /// replica's split accounting (meaningful on the leader, which decides splits).
+    fn absorb_report(&self, replica: &crate::replica::Replica, payload: &[u8]) -> RaftResponse {
+        let report: proto::load::FollowerReport = match self.decode(Protocol::Raft, payload) {
+            Ok(r) => r,
+            Err(e) => return RaftResponse::Refused(e),
+        };
+        if let Err(e) = report.validate() {
+            self.refuse(Protocol::Raft, "malformed");
+            return RaftResponse::Refused(WireError::Invalid {
+                reason: e.to_string(),
+            });
+        }
+        let late = replica.load.absorb(&report, self.inner.clock.unix_ms());
+        let outcome = if late > 0 { "late" } else { "ok" };
+        self.inner
+            .metrics
+            .load_reports
+            .with_label_values(&[outcome])
+            .inc();
+        RaftResponse::Ok(Vec::new())
     }
 }
