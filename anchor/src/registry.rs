@@ -174,9 +174,22 @@ impl Registry {
     pub(crate) async fn host_seeded(&self, seed: &Seed<'_>) -> Result<Arc<Replica>, AnchorError> {
         let p = &self.plumbing;
         let id = seed.child.id;
-        log_store::remove_scope(&p.db, &id)?;
-        sm::seed(&p.db, seed)?;
-        LogStore::open(&p.db, id, p.flusher.clone())?.seed_purged(seed.log_id)?;
+        // Writing a seed reads and writes every moved record (seconds for a large split):
+        // off the async workers where the runtime allows it, so the anchor's other groups
+        // keep their heartbeats meanwhile.
+        let write = || -> Result<(), AnchorError> {
+            log_store::remove_scope(&p.db, &id)?;
+            sm::seed(&p.db, seed)?;
+            LogStore::open(&p.db, id, p.flusher.clone())?.seed_purged(seed.log_id)?;
+            Ok(())
+        };
+        let multi_thread = tokio::runtime::Handle::current().runtime_flavor()
+            == tokio::runtime::RuntimeFlavor::MultiThread;
+        if multi_thread {
+            tokio::task::block_in_place(write)?;
+        } else {
+            write()?;
+        }
         self.register_and_open(seed.child).await
     }
 

@@ -57,6 +57,9 @@ struct Args {
     /// Give up after this many seconds overall.
     #[arg(long, default_value_t = 1800)]
     timeout_s: u64,
+    /// Copy the anchors' logs into this directory at the end.
+    #[arg(long)]
+    keep_logs: Option<std::path::PathBuf>,
 }
 
 fn main() -> std::process::ExitCode {
@@ -110,6 +113,12 @@ async fn run(args: Args) -> Result<()> {
     let result = run_on(&mut cluster, &args).await;
     if result.is_err() {
         cluster.print_logs();
+    }
+    if let Some(dir) = &args.keep_logs {
+        std::fs::create_dir_all(dir)?;
+        for (i, log) in cluster.log_files().iter().enumerate() {
+            std::fs::copy(log, dir.join(format!("anchor{i}.log")))?;
+        }
     }
     result
 }
