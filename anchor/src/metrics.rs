@@ -37,6 +37,9 @@ pub struct Metrics {
     pub delegations: IntCounterVec,
     /// Splits this anchor proposed as a scope's leader, by kind, reason and outcome.
     pub splits: IntCounterVec,
+    /// Merge steps this anchor drove (as the parent's leader, or removing a merged child), by
+    /// outcome.
+    pub merges: IntCounterVec,
     /// Group-commit flush latency.
     pub flush_seconds: prometheus::Histogram,
     /// Request handling latency by protocol.
@@ -106,6 +109,11 @@ impl Metrics {
             "Splits proposed by this anchor as a scope's leader, by kind (subtree), reason (size, load) and outcome (split, refused at apply, error)",
             &["kind", "reason", "outcome"],
         );
+        let merges = counter(
+            "merges_total",
+            "Merge steps driven by this anchor, by outcome: proposed (Merge committed), refused (at apply), too_big (the child's state does not fit one entry), merged (MergeDone committed), aborted, removed (a merged child's replica deleted here), error",
+            &["outcome"],
+        );
         let buckets = prometheus::exponential_buckets(0.000_05, 2.0, 16).expect("static buckets");
         let flush_seconds = prometheus::Histogram::with_opts(
             HistogramOpts::new("flush_seconds", "Group-commit fsync latency")
@@ -139,6 +147,7 @@ impl Metrics {
             watches,
             delegations,
             splits,
+            merges,
             flush_seconds,
             request_seconds,
         }

@@ -464,6 +464,9 @@ pub struct SplitView {
     pub decision: String,
     /// The policy's `[split] auto`.
     pub auto: bool,
+    /// What the merge decider would do now for each child this scope split off, one line
+    /// per child (`/shop/eu: stay: …` or `/shop/eu: merge due: …`); empty when it has none.
+    pub merges: Vec<String>,
 }
 
 // ---- /anchorage/watch/1 ----

@@ -28,6 +28,8 @@
 //! to reach other anchors, and the two ways of hosting a child scope.
 
 mod driver;
+mod merge_child;
+mod merger;
 mod receive;
 mod split;
 mod splitter;
@@ -50,6 +52,7 @@ use crate::replica::Replica;
 use crate::AnchorError;
 
 pub use driver::{drive, HAND_OVER_TIMEOUT, STRAGGLER_GRACE};
+pub use merger::{merge_lines, merge_scopes, MERGE_ENTRY_BYTES_MAX, MERGE_EVERY};
 pub use receive::Receiver;
 pub use splitter::{propose_splits, SPLIT_EVERY};
 
@@ -80,6 +83,14 @@ pub trait Host: Clone + Send + Sync + 'static {
     fn count_split(&self, kind: &str, reason: &str, outcome: &str) {
         let _ = (kind, reason, outcome);
     }
+
+    /// Counts one merge step this anchor drove, by outcome.
+    fn count_merge(&self, outcome: &str) {
+        let _ = outcome;
+    }
+
+    /// Stops hosting a scope and deletes its state (a child merged back into its parent).
+    fn remove_scope(&self, id: &ScopeId) -> impl Future<Output = Result<(), AnchorError>> + Send;
 
     /// One request to an anchor, answered within `timeout`; a request to this anchor itself
     /// (a parent member that is also a child member) is handled in place.

@@ -2,7 +2,8 @@
 //! decider ([`crate::scope::split::decide`]) about every scope it leads whose policy has
 //! `[split] auto = true`, and proposes a subtree split as a `ScopeCommand::Split` entry
 //! carrying the evidence and its own clock. Never two splits of one scope in flight: a scope
-//! with a Frozen delegation is left alone until it is handed over. Range splits are decided
+//! with a Frozen delegation is left alone until it is handed over, and one with a child
+//! merging back until the merge is done; a scope that retired into its parent never splits. Range splits are decided
 //! and shown but not executed.
 
 use std::sync::Arc;
@@ -49,12 +50,15 @@ async fn consider<H: Host>(host: &H, r: &Arc<Replica>) {
     let ready = r
         .state
         .with_view(|v| {
-            let in_flight = v
-                .delegations
-                .values()
-                .any(|d| d.state == DelegationState::Frozen);
+            let in_flight = v.delegations.values().any(|d| {
+                matches!(
+                    d.state,
+                    DelegationState::Frozen | DelegationState::Merging { .. }
+                )
+            });
             let policy = v.policy.as_ref().filter(|p| p.split.auto)?;
-            (v.active && !in_flight).then(|| (policy.clone(), v.prefix.clone(), v.last_split_ms))
+            (v.writable() && !in_flight)
+                .then(|| (policy.clone(), v.prefix.clone(), v.last_split_ms))
         })
         .flatten();
     let Some((policy, prefix, last_split_ms)) = ready else {

@@ -73,7 +73,8 @@ pub enum ScopeCommand {
         /// Why, for operators.
         reason: String,
     },
-    /// A new child scope whose parent now refers to it starts accepting writes. Idempotent.
+    /// A new child scope whose parent now refers to it starts accepting writes; a retired
+    /// one whose merge was aborted resumes. Idempotent.
     Activate,
     /// The scope's own decision to split a subtree off onto the same members, with the
     /// evidence the leader decided on. Every member checks it at apply with
@@ -86,6 +87,49 @@ pub enum ScopeCommand {
         evidence: proto::split::SplitEvidence,
         /// Leader's wall clock when it proposed, ms since the epoch.
         proposed_at_ms: u64,
+    },
+    /// The parent's decision to take a child it split off back in (step 1 of a merge).
+    /// Every member checks it at apply with [`crate::scope::merge::justify_merge`] against
+    /// `proposed_at_ms`; if it holds, the child's delegation becomes `Merging` (the parent
+    /// still refers to the child); if not, it is a no-op.
+    Merge {
+        /// The child scope (an Active delegation with no admin-signed proof).
+        child: ScopeId,
+        /// The figures of both scopes that justify it.
+        evidence: proto::split::MergeEvidence,
+        /// Leader's wall clock when it proposed, ms since the epoch.
+        proposed_at_ms: u64,
+    },
+    /// In the child (step 2): from this entry it refuses every write with `Moving`, so its
+    /// state is final; its reads are still served. A no-op unless `into` is its parent.
+    Retire {
+        /// The parent it merges into.
+        into: ScopeId,
+        /// The parent's log index of the `Merge` entry.
+        merge_index: u64,
+    },
+    /// In the parent (step 3): the retired child's final state. Applied only while the
+    /// child's delegation is `Merging` and only at an index past every index of the child's
+    /// log (`retired_at`), so every name's version keeps growing: the records are taken in
+    /// with their versions, the delegation is removed, and the parent answers for the names.
+    MergeDone {
+        /// The child scope.
+        child: ScopeId,
+        /// The child's applied log index the records were read at.
+        retired_at: u64,
+        /// Every record of the child, with its version.
+        records: Vec<(proto::Name, proto::RecordSet)>,
+        /// The child's replay protection.
+        nonces: Vec<proto::msg::SeededNonce>,
+    },
+    /// In the parent: the merge cannot complete (the child's final state does not fit one
+    /// entry, or the child split in the meantime); the delegation is Active again and the
+    /// child resumes taking writes. A no-op unless the delegation is `Merging`.
+    MergeAborted {
+        /// The child scope.
+        child: ScopeId,
+        /// Why, for operators.
+        reason: String,
     },
 }
 

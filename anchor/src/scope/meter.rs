@@ -21,10 +21,10 @@ pub struct ReplicaLoad {
 
 impl ReplicaLoad {
     /// Meters for the scope at `prefix`; `seed` starts the sampler's random stream.
-    pub fn new(prefix: Name, seed: u64) -> ReplicaLoad {
+    pub fn new(prefix: Name, seed: u64, config: LoadConfig) -> ReplicaLoad {
         ReplicaLoad {
             rate: RateMeter::default(),
-            split: Mutex::new(ScopeLoad::new(prefix, LoadConfig::default())),
+            split: Mutex::new(ScopeLoad::new(prefix, config)),
             random: AtomicU64::new(seed),
         }
     }
@@ -69,6 +69,21 @@ impl ReplicaLoad {
         self.rate.load(now_s)
     }
 
+    /// Keeps the peaks of a scope merged into this one ([`ScopeLoad::carry_peak`]).
+    pub fn carry_peak(&self, reads_peak: u64, writes_peak: u64, now_ms: u64) {
+        if let Ok(mut l) = self.split.lock() {
+            l.carry_peak(reads_peak, writes_peak, now_ms);
+        }
+    }
+
+    /// The retained window of the peaks, ms.
+    pub fn peak_window_ms(&self) -> u64 {
+        self.split
+            .lock()
+            .map(|l| l.config().peak_window_ms)
+            .unwrap_or_default()
+    }
+
     /// The split decider's load figures at `now_ms`, under the policy's `limits`; `None`
     /// if the lock is poisoned.
     pub fn figures(&self, now_ms: u64, limits: LoadLimits) -> Option<LoadFigures> {
@@ -88,7 +103,7 @@ mod tests {
 
     #[test]
     fn both_meters_count_and_the_random_stream_moves() {
-        let m = ReplicaLoad::new(name("/shop"), 7);
+        let m = ReplicaLoad::new(name("/shop"), 7, LoadConfig::default());
         let a = m.next_random();
         let b = m.next_random();
         assert_ne!(a, b);

@@ -54,7 +54,7 @@ impl Server {
             .state
             .with_view(|v| {
                 decide::delegation_over(&v.delegations, m.op.name())
-                    .filter(|d| d.state == proto::DelegationState::Active)
+                    .filter(|d| d.state.refers())
                     .map(|d| decide::refusal_for_delegated(d, m.op.name()))
             })
             .flatten();

@@ -86,8 +86,7 @@ impl Server {
         // The record and the delegations are read from one state: a name whose records an
         // entry has just handed to a child is answered with the referral, never not-found.
         let looked = replica.state.lookup(&req.name, |view, set| {
-            match decide::delegation_over(&view.delegations, &req.name)
-                .filter(|d| d.state == proto::DelegationState::Active)
+            match decide::delegation_over(&view.delegations, &req.name).filter(|d| d.state.refers())
             {
                 Some(d) => Err(d.referral.clone()),
                 None => Ok(set),
@@ -108,6 +107,11 @@ impl Server {
                 scope: replica.id,
                 name: req.name.clone(),
             },
+            Err(crate::AnchorError::ScopeRemoved(_)) => {
+                return ResolveResponse::Error(WireError::NoScope {
+                    name: req.name.clone(),
+                })
+            }
             Err(e) => {
                 return ResolveResponse::Error(WireError::Unavailable {
                     reason: e.to_string(),

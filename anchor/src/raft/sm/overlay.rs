@@ -38,9 +38,9 @@ pub(super) fn sm_err(e: impl std::fmt::Display) -> StorageError<NodeId> {
 
 /// Reads through pending writes of the current apply batch, then the tree.
 pub(super) struct Overlay<'a> {
-    scope: ScopeId,
-    keys: Keys,
-    tree: &'a sled::Tree,
+    pub(super) scope: ScopeId,
+    pub(super) keys: Keys,
+    pub(super) tree: &'a sled::Tree,
     /// The view as it will be once the writes land.
     pub(super) view: ScopeView,
     writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
@@ -66,18 +66,18 @@ impl<'a> Overlay<'a> {
         }
     }
 
-    fn read(&self, k: &[u8]) -> Option<Vec<u8>> {
+    pub(super) fn read(&self, k: &[u8]) -> Option<Vec<u8>> {
         match self.writes.get(k) {
             Some(v) => v.clone(),
             None => self.tree.get(k).ok().flatten().map(|v| v.to_vec()),
         }
     }
 
-    fn put(&mut self, k: Vec<u8>, v: Vec<u8>) {
+    pub(super) fn put(&mut self, k: Vec<u8>, v: Vec<u8>) {
         self.writes.insert(k, Some(v));
     }
 
-    fn del(&mut self, k: Vec<u8>) {
+    pub(super) fn del(&mut self, k: Vec<u8>) {
         self.writes.insert(k, None);
     }
 
@@ -91,7 +91,7 @@ impl<'a> Overlay<'a> {
         Ok(())
     }
 
-    fn record_change(
+    pub(super) fn record_change(
         &mut self,
         index: u64,
         name: &Name,
@@ -153,7 +153,13 @@ impl<'a> Overlay<'a> {
 
     /// Replay protection: `(writer, nonce)` → expiry and the name it changed (so a delegation
     /// can hand the nonces of moved names to the child), plus an expiry index for pruning.
-    fn remember_nonce(&mut self, writer: &[u8; 32], nonce: u64, expires_at_ms: u64, name: &Name) {
+    pub(super) fn remember_nonce(
+        &mut self,
+        writer: &[u8; 32],
+        nonce: u64,
+        expires_at_ms: u64,
+        name: &Name,
+    ) {
         self.put(
             self.keys.nonce(writer, nonce),
             nonce_value(expires_at_ms, name),
@@ -260,7 +266,7 @@ impl<'a> Overlay<'a> {
             .cloned()
     }
 
-    fn store_delegation(&mut self, d: Delegation) -> Result<(), StorageError<NodeId>> {
+    pub(super) fn store_delegation(&mut self, d: Delegation) -> Result<(), StorageError<NodeId>> {
         let k = self.keys.delegation(&d.referral.prefix);
         self.put(k, codec::encode(&d).map_err(sm_err)?);
         self.view.delegations.insert(d.referral.prefix.clone(), d);
@@ -287,6 +293,9 @@ impl<'a> Overlay<'a> {
         if !self.view.active {
             return Ok(Err("the scope is not active yet".into()));
         }
+        if self.view.retired.is_some() {
+            return Ok(Err("the scope retired to merge into its parent".into()));
+        }
         let bounds = ScopeBounds::subtree(self.view.prefix.clone());
         let held = Held {
             names: self.view.names,
@@ -309,12 +318,13 @@ impl<'a> Overlay<'a> {
             )));
         }
         let live = |d: &&Delegation| d.state != DelegationState::Aborted;
-        let nested = self
-            .view
-            .delegations
-            .values()
-            .filter(live)
-            .any(|d| d.referral.prefix.is_under(&prefix) || d.state == DelegationState::Frozen);
+        let nested = self.view.delegations.values().filter(live).any(|d| {
+            d.referral.prefix.is_under(&prefix)
+                || matches!(
+                    d.state,
+                    DelegationState::Frozen | DelegationState::Merging { .. }
+                )
+        });
         if nested {
             return Ok(Err(format!(
                 "{prefix} contains a delegated scope, or another delegation is in flight"
@@ -402,7 +412,7 @@ impl ScopeRead for Overlay<'_> {
         self.scope
     }
     fn active(&self) -> bool {
-        self.view.active
+        self.view.writable()
     }
     fn delegations(&self) -> &BTreeMap<Name, Delegation> {
         &self.view.delegations

@@ -81,6 +81,7 @@ pub fn split_json(v: &SplitView) -> Value {
         },
         "key": v.key.as_ref().map(|k| k.to_string()),
         "key_text": v.key_text,
+        "merges": v.merges,
     })
 }
 
@@ -132,6 +133,9 @@ pub fn split_lines(v: &SplitView) -> Vec<String> {
         v.decision,
         if v.auto { "on" } else { "off" }
     ));
+    for m in &v.merges {
+        out.push(format!("  merge        {m}"));
+    }
     out
 }
 

@@ -67,7 +67,7 @@ fn build_node(
     let mut children = Vec::new();
     for d in &info.delegations {
         let child = match d.state {
-            DelegationState::Active => {
+            DelegationState::Active | DelegationState::Merging { .. } => {
                 let id = d.referral.scope;
                 match fetched.get(&id) {
                     _ if seen.contains(&id) => ChildNode::Unreachable {
@@ -154,6 +154,11 @@ fn annotation_row(d: &Delegation) -> String {
         ),
         DelegationState::Active => format!(
             "{}  members {}",
+            short_id(&d.referral.scope),
+            short_members(&d.referral.members)
+        ),
+        DelegationState::Merging { index } => format!(
+            "{}  members {}  [merging back since v{index}]",
             short_id(&d.referral.scope),
             short_members(&d.referral.members)
         ),
