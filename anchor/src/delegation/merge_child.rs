@@ -94,15 +94,37 @@ pub(super) async fn retire_or_resume<H: Host>(host: &H, r: &Arc<Replica>) {
     host.count_merge(if ok { what } else { "error" });
 }
 
+/// True when `parent`'s replica (of `child`'s parent) has taken `child` back in: it has
+/// applied past the child's origin and holds no delegation to it (only `MergeDone` removes
+/// one).
+pub fn merged_into(child: &Replica, parent: &Replica) -> bool {
+    let Some(origin) = child
+        .state
+        .with_view(|v| {
+            v.parent
+                .as_ref()
+                .filter(|p| p.id == parent.id)
+                .and(v.origin)
+        })
+        .flatten()
+    else {
+        return false;
+    };
+    parent
+        .state
+        .with_view(|v| {
+            let applied = v.applied.map_or(0, |a| a.index);
+            applied >= origin && !v.delegations.values().any(|d| d.referral.scope == child.id)
+        })
+        .unwrap_or(false)
+}
+
 /// On every anchor: removes the replica of `r` when its parent, hosted here, has taken it
 /// back in.
 pub(super) async fn remove_if_merged<H: Host>(host: &H, r: &Arc<Replica>) {
-    let Some((parent, origin)) = r
+    let Some(parent) = r
         .state
-        .with_view(|v| match (&v.parent, v.origin) {
-            (Some(p), Some(o)) => Some((p.id, o)),
-            _ => None,
-        })
+        .with_view(|v| v.parent.as_ref().map(|p| p.id))
         .flatten()
     else {
         return;
@@ -110,14 +132,7 @@ pub(super) async fn remove_if_merged<H: Host>(host: &H, r: &Arc<Replica>) {
     let Some(p) = host.replica(&parent) else {
         return;
     };
-    let gone = p
-        .state
-        .with_view(|v| {
-            let applied = v.applied.map_or(0, |a| a.index);
-            applied >= origin && !v.delegations.values().any(|d| d.referral.scope == r.id)
-        })
-        .unwrap_or(false);
-    if !gone {
+    if !merged_into(r, &p) {
         return;
     }
     let now = host.now_ms();

@@ -28,8 +28,13 @@ use crate::scope::load::{LoadFigures, LoadLimits};
 use crate::scope::merge_plan::{merge_verdict, Side};
 use crate::scope::split::ScopeBounds;
 
-/// How often the merger looks at the scopes this anchor leads or hosts.
+/// How often the merger asks the verdict about the scopes this anchor leads.
 pub const MERGE_EVERY: Duration = Duration::from_secs(1);
+/// How often it drives merges in flight (retire, finish, remove merged children).
+const TICK: Duration = Duration::from_millis(200);
+/// How far past the child's last index the parent's log is padded before the merge is
+/// proposed, so that few entries are left to pad while the child refuses writes.
+const PAD_AHEAD: u64 = 64;
 /// Largest encoded `MergeDone` entry (the bound every log entry keeps, with room for the
 /// entry's own framing).
 pub const MERGE_ENTRY_BYTES_MAX: usize = RAFT_ENTRY_BYTES_MAX - 1024;
@@ -49,8 +54,10 @@ const ASK_TIMEOUT: Duration = Duration::from_secs(2);
 /// or resumes the children it leads, and removes merged children on every anchor.
 pub async fn merge_scopes<H: Host>(host: H, mut stop: tokio::sync::watch::Receiver<bool>) {
     let mut finishing: BTreeMap<ScopeId, JoinHandle<()>> = BTreeMap::new();
-    let mut tick = tokio::time::interval(MERGE_EVERY);
+    let mut deciding: BTreeMap<ScopeId, JoinHandle<()>> = BTreeMap::new();
+    let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_decided = tokio::time::Instant::now();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -60,6 +67,11 @@ pub async fn merge_scopes<H: Host>(host: H, mut stop: tokio::sync::watch::Receiv
             break;
         }
         finishing.retain(|_, j| !j.is_finished());
+        deciding.retain(|_, j| !j.is_finished());
+        let decide_now = last_decided.elapsed() >= MERGE_EVERY;
+        if decide_now {
+            last_decided = tokio::time::Instant::now();
+        }
         for r in host.replicas() {
             super::merge_child::remove_if_merged(&host, &r).await;
             if !r.led_by(host.node_id()) {
@@ -76,8 +88,8 @@ pub async fn merge_scopes<H: Host>(host: H, mut stop: tokio::sync::watch::Receiv
                         .collect()
                 })
                 .unwrap_or_default();
-            if merging.is_empty() {
-                consider(&host, &r).await;
+            if merging.is_empty() && decide_now && !deciding.contains_key(&r.id) {
+                deciding.insert(r.id, tokio::spawn(consider(host.clone(), r.clone())));
             }
             for d in merging {
                 let child = d.referral.scope;
@@ -87,7 +99,7 @@ pub async fn merge_scopes<H: Host>(host: H, mut stop: tokio::sync::watch::Receiv
             }
         }
     }
-    for j in finishing.into_values() {
+    for j in finishing.into_values().chain(deciding.into_values()) {
         j.abort();
     }
 }
@@ -247,8 +259,10 @@ async fn leader_peaks<H: Host>(host: &H, child: &Replica) -> Option<(u64, u64, b
     }
 }
 
-/// Asks the verdict about every child `r` split off and proposes the first merge due.
-async fn consider<H: Host>(host: &H, r: &Arc<Replica>) {
+/// Asks the verdict about every child `r` split off and proposes the first merge due,
+/// after padding the parent's log past the child's last index.
+async fn consider<H: Host>(host: H, r: Arc<Replica>) {
+    let (host, r) = (&host, &r);
     let auto = r
         .state
         .with_view(|v| v.writable() && v.policy.as_ref().is_some_and(|p| p.merge.auto))
@@ -281,7 +295,7 @@ async fn consider<H: Host>(host: &H, r: &Arc<Replica>) {
             Ok(Ok(e)) => e,
             Ok(Err(why)) => {
                 if why.contains("a merge needs at most") {
-                    tracing::info!(scope = %r.id, %why, "merge refused: too big for one entry");
+                    tracing::debug!(scope = %r.id, %why, "no merge: too big for one entry");
                     host.count_merge("too_big");
                 }
                 continue;
@@ -289,6 +303,12 @@ async fn consider<H: Host>(host: &H, r: &Arc<Replica>) {
             Err(_) => continue,
         };
         let child = c.delegation.referral.scope;
+        let child_last = c.child.raft.metrics().borrow().last_log_index.unwrap_or(0);
+        if let Err(e) = pad(host, r, child_last + PAD_AHEAD).await {
+            tracing::debug!(scope = %r.id, %child, error = %e, "padding before a merge failed");
+            host.count_merge("error");
+            return;
+        }
         tracing::info!(scope = %r.id, %child, prefix = %c.delegation.referral.prefix, "proposing a merge");
         let cmd = ScopeCommand::Merge {
             child,

@@ -52,6 +52,7 @@ use crate::replica::Replica;
 use crate::AnchorError;
 
 pub use driver::{drive, HAND_OVER_TIMEOUT, STRAGGLER_GRACE};
+pub use merge_child::merged_into;
 pub use merger::{merge_lines, merge_scopes, MERGE_ENTRY_BYTES_MAX, MERGE_EVERY};
 pub use receive::Receiver;
 pub use splitter::{propose_splits, SPLIT_EVERY};

@@ -65,6 +65,12 @@ impl Server {
             Ok(r) => r,
             Err(e) => return ResolveResponse::Error(e),
         };
+        if self.merged_away(&replica) {
+            // Taken back in by its parent here, not removed yet: as good as gone.
+            return ResolveResponse::Error(WireError::NoScope {
+                name: req.name.clone(),
+            });
+        }
         replica.record_read(&req.name, self.inner.clock.unix_ms());
         if req.level == ReadLevel::Linearizable {
             let (tx, rx) = tokio::sync::oneshot::channel();
@@ -85,15 +91,27 @@ impl Server {
         }
         // The record and the delegations are read from one state: a name whose records an
         // entry has just handed to a child is answered with the referral, never not-found.
+        // A scope that retired into its parent has a final state, but once the parent has
+        // taken it back in the parent may have changed a name since: a linearizable read
+        // waits (`Moving`) until this replica is gone and the walk reaches the parent.
+        let linearizable = req.level == ReadLevel::Linearizable;
         let looked = replica.state.lookup(&req.name, |view, set| {
+            if linearizable && view.retired.is_some() {
+                return Err(None);
+            }
             match decide::delegation_over(&view.delegations, &req.name).filter(|d| d.state.refers())
             {
-                Some(d) => Err(d.referral.clone()),
+                Some(d) => Err(Some(d.referral.clone())),
                 None => Ok(set),
             }
         });
         let answer = match looked {
-            Ok(Err(referral)) => Answer::Referral {
+            Ok(Err(None)) => {
+                return ResolveResponse::Error(WireError::Moving {
+                    prefix: replica.descriptor.prefix.clone(),
+                })
+            }
+            Ok(Err(Some(referral))) => Answer::Referral {
                 scope: replica.id,
                 name: req.name.clone(),
                 referral,
