@@ -24,6 +24,11 @@
 //! builds the child from its own replica of the parent instead of step 2, and steps 3 and 4
 //! are the same.
 //!
+//! Such a child merges back the other way, also by log entries only ([`merge_scopes`]): the
+//! parent's leader commits `Merge` (the delegation is `Merging`), the child's leader
+//! `Retire` (the child's state is final), the parent's leader `MergeDone` with the child's
+//! records, and every anchor removes the child's replica.
+//!
 //! Both sides see the anchor only through [`Host`]: its hosted replicas, its identity, a way
 //! to reach other anchors, and the two ways of hosting a child scope.
 

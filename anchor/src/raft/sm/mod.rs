@@ -14,7 +14,8 @@
 //!
 //! `keys.rs` is the key layout (the one place that builds and splits keys), `snapshot.rs`
 //! the snapshot format, `seed.rs` the writes that create a child scope or remove a scope
-//! outside its log. Decisions come from [`crate::scope::decide`].
+//! outside its log, `merge.rs` the merge entries at apply (a parent taking a child it split
+//! off back in, the child retiring). Decisions come from [`crate::scope::decide`].
 
 // openraft's StorageError is large and is what its traits return; boxing it here would only
 // move the cost.
