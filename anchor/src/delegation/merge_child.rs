@@ -4,7 +4,7 @@
 //!   shows the child's delegation `Merging`, the child commits `Retire` (from then it refuses
 //!   writes and its state is final). When a retired child's parent, having applied past the
 //!   merge entry, shows the delegation Active again (the merge was aborted), the child
-//!   commits `Activate` and takes writes again. The child's leader may be on any member: it
+//!   commits `Resume` and takes writes again. The child's leader may be on any member: it
 //!   reads its own replica of the parent (a split child's members are the parent's), so no
 //!   request crosses the network.
 //! - On every anchor ([`remove_if_merged`]): once the local parent replica has applied past
@@ -34,7 +34,7 @@ pub(crate) fn child_step(
     match (retired, delegation) {
         (None, Some(DelegationState::Merging { index })) => Some(ChildStep::Retire { index }),
         (Some(merge_index), Some(DelegationState::Active)) if parent_applied >= merge_index => {
-            Some(ChildStep::Resume)
+            Some(ChildStep::Resume { index: merge_index })
         }
         _ => None,
     }
@@ -48,8 +48,11 @@ pub(crate) enum ChildStep {
         /// The parent's merge index.
         index: u64,
     },
-    /// The merge was aborted: commit `Activate`.
-    Resume,
+    /// The merge at the parent's `index` was aborted: commit `Resume`.
+    Resume {
+        /// The parent's merge index.
+        index: u64,
+    },
 }
 
 /// On the leader of `r`: retires it when its parent merges it, or resumes it after an
@@ -86,7 +89,9 @@ pub(super) async fn retire_or_resume<H: Host>(host: &H, r: &Arc<Replica>) {
             },
             "retire",
         ),
-        Some(ChildStep::Resume) => (ScopeCommand::Activate, "resume"),
+        Some(ChildStep::Resume { index }) => {
+            (ScopeCommand::Resume { merge_index: index }, "resume")
+        }
     };
     let outcome = tokio::time::timeout(PROPOSE_TIMEOUT, r.raft.client_write(cmd)).await;
     let ok = matches!(&outcome, Ok(Ok(resp)) if matches!(resp.data.results.first(), Some(Ok(_))));
@@ -175,7 +180,10 @@ mod tests {
         assert_eq!(child_step(Some(40), merging, 41), None);
         // A parent replica still behind the merge entry shows Active: not an abort.
         assert_eq!(child_step(Some(40), active, 39), None);
-        assert_eq!(child_step(Some(40), active, 40), Some(ChildStep::Resume));
+        assert_eq!(
+            child_step(Some(40), active, 40),
+            Some(ChildStep::Resume { index: 40 })
+        );
         // Not retired, nothing merging: nothing to do.
         assert_eq!(child_step(None, active, 100), None);
         // The delegation is gone (merge done): the replica is removed, not resumed.

@@ -73,8 +73,7 @@ pub enum ScopeCommand {
         /// Why, for operators.
         reason: String,
     },
-    /// A new child scope whose parent now refers to it starts accepting writes; a retired
-    /// one whose merge was aborted resumes. Idempotent.
+    /// A new child scope whose parent now refers to it starts accepting writes. Idempotent.
     Activate,
     /// The scope's own decision to split a subtree off onto the same members, with the
     /// evidence the leader decided on. Every member checks it at apply with
@@ -130,6 +129,12 @@ pub enum ScopeCommand {
         child: ScopeId,
         /// Why, for operators.
         reason: String,
+    },
+    /// In a retired child whose merge was aborted: it takes writes again. A no-op unless it
+    /// retired for the merge at the parent's `merge_index`.
+    Resume {
+        /// The parent's log index of the aborted merge entry.
+        merge_index: u64,
     },
 }
 

@@ -9,8 +9,8 @@
 //!    kept), each recorded in the watch history at this index, and the delegation is gone.
 //!    Only at an index past the child's last one, so versions keep growing.
 //!
-//! `MergeAborted` turns a `Merging` delegation back to Active (the child then resumes with
-//! `Activate`).
+//! `MergeAborted` turns a `Merging` delegation back to Active (the child then commits
+//! `Resume`).
 
 use openraft::StorageError;
 use proto::msg::SeededNonce;
@@ -110,14 +110,16 @@ impl Overlay<'_> {
         Ok(Ok(()))
     }
 
-    /// An `Activate` entry: the scope takes writes (again, after an aborted merge).
-    pub(super) fn apply_activate(&mut self) -> Result<(), StorageError<NodeId>> {
-        self.view.active = true;
-        self.put_meta(Meta::Active, &true)?;
-        if self.view.retired.take().is_some() {
-            self.del(self.keys.meta(Meta::Retired));
+    /// A `Resume` entry (in a retired child whose merge was aborted): it takes writes again.
+    pub(super) fn apply_resume(&mut self, merge_index: u64) -> Applied {
+        match self.view.retired {
+            Some(r) if r.merge_index == merge_index => {
+                self.view.retired = None;
+                self.del(self.keys.meta(Meta::Retired));
+                Ok(())
+            }
+            _ => Err(format!("not retired for the merge at {merge_index}")),
         }
-        Ok(())
     }
 
     /// A `MergeDone` entry at `index`: see the module docs.

@@ -343,15 +343,29 @@ async fn a_retired_child_refuses_writes_until_it_resumes() {
     assert_eq!(state.nonces.len(), 1);
     assert!(!state.delegates);
     assert!(!st.view().writable());
-    // The merge was aborted: Activate resumes it, for good (the state survives a reopen).
+    // Activate (a new child's step) does not end a retirement, nor a Resume for another
+    // merge; the Resume for the aborted merge does, for good (it survives a reopen).
     let out = sm
         .apply(vec![
             entry(13, ScopeCommand::Activate),
-            entry(14, put("/eu/b", 3, T0)),
+            entry(14, ScopeCommand::Resume { merge_index: 19 }),
+            entry(15, put("/eu/b", 3, T0)),
         ])
         .await
         .unwrap();
-    assert!(matches!(out[1].results[0], Ok(14)), "{out:?}");
+    assert!(refused(&out[1..]), "{out:?}");
+    assert!(
+        matches!(out[2].results[0], Err(WireError::Moving { .. })),
+        "{out:?}"
+    );
+    let out = sm
+        .apply(vec![
+            entry(16, ScopeCommand::Resume { merge_index: 20 }),
+            entry(17, put("/eu/b", 4, T0)),
+        ])
+        .await
+        .unwrap();
+    assert!(matches!(out[1].results[0], Ok(17)), "{out:?}");
     drop(sm);
     let sm = open(&db, id, name("/eu"));
     assert!(sm.reader().view().writable());

@@ -215,7 +215,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     }
                 }
                 EntryPayload::Normal(ScopeCommand::Activate) => {
-                    overlay.apply_activate()?;
+                    overlay.view.active = true;
+                    overlay.put_meta(Meta::Active, &true)?;
                     ApplyOutcome {
                         results: vec![Ok(log_id.index)],
                     }
@@ -247,6 +248,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         log_id.index,
                     )?;
                     self.outcome("merge done", &child, applied, log_id.index)
+                }
+                EntryPayload::Normal(ScopeCommand::Resume { merge_index }) => {
+                    let applied = overlay.apply_resume(merge_index);
+                    self.outcome("resume", &self.scope, applied, log_id.index)
                 }
                 EntryPayload::Normal(ScopeCommand::MergeAborted { child, reason }) => {
                     tracing::warn!(scope = %self.scope, %child, %reason, "merge aborted");
