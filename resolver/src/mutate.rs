@@ -3,7 +3,7 @@
 //! with the same signed bytes on every attempt. When an attempt may have been applied and
 //! no later one settles it, the result is [`Error::Unknown`]; when the scope it reached turns
 //! out gone (`NoScope`: a stale cached referral, or a child that merged back into its
-//! parent), the mutation starts over at the root, at most [`RESTARTS_MAX`] times.
+//! parent), the mutation starts over at the root, at most twice.
 
 use std::time::{Duration, Instant};
 

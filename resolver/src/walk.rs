@@ -10,7 +10,7 @@
 //! members. A walk that started from a cached referral which no longer works, or that
 //! reached a scope no member hosts any more (`NoScope`: a child merged back into its parent,
 //! referred to by a parent member not yet past the merge), starts over at the root, at most
-//! [`RESTARTS_MAX`] times.
+//! twice.
 //!
 //! `Walk` keeps a walk finite: at most [`REFERRAL_HOPS_MAX`] requests, no scope asked
 //! twice, and every referral strictly deeper than the scope that gave it. [`Trace`] is what
