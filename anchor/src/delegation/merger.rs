@@ -122,10 +122,14 @@ pub fn candidates<H: Host>(host: &H, parent: &Replica) -> Vec<Result<Candidate, 
         .unwrap_or_default();
     let mut out = Vec::new();
     for d in view.delegations.values() {
+        let prefix = &d.referral.prefix;
+        if let DelegationState::Merging { index } = d.state {
+            out.push(Err(format!("{prefix}: merging back since v{index}")));
+            continue;
+        }
         if d.state != DelegationState::Active {
             continue;
         }
-        let prefix = &d.referral.prefix;
         let child = d.referral.scope;
         if !matches!(parent.state.delegation_proof(&child), Ok(None)) {
             continue; // an operator's delegation: it never merges back
