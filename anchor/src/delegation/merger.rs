@@ -227,7 +227,7 @@ pub fn merge_lines<H: Host>(host: &H, parent: &Replica, now_ms: u64) -> Vec<Stri
         .into_iter()
         .map(|c| match c {
             Err(line) => line,
-            Ok(c) => match verdict(parent, &c, now_ms, None) {
+            Ok(c) => match verdict(parent, &c, now_ms, None).and_then(|e| fits(&c, now_ms).map(|()| e)) {
                 Err(line) => line,
                 Ok(e) => format!(
                     "{}: merge due: {} names, {} bytes, peaks {}/s reads {}/s writes (summed {}/s, {}/s)",
@@ -284,21 +284,15 @@ async fn consider<H: Host>(host: H, r: Arc<Replica>) {
                 delegation: d,
                 child,
             };
-            let evidence = verdict(&parent, &c, now, remote)?;
-            let bytes = state_bytes(&c.child, &c.delegation, now)?;
-            if bytes > MERGE_DECIDE_BYTES_MAX {
-                return Err(format!(
-                    "{}: stay: its state takes {bytes} bytes in one entry; a merge needs at most {MERGE_DECIDE_BYTES_MAX}",
-                    c.delegation.referral.prefix
-                ));
-            }
+            let evidence = verdict(&parent, &c, now, remote).map_err(|why| (why, false))?;
+            fits(&c, now).map_err(|why| (why, true))?;
             Ok(evidence)
         })
         .await;
         let evidence = match checked {
             Ok(Ok(e)) => e,
-            Ok(Err(why)) => {
-                if why.contains("a merge needs at most") {
+            Ok(Err((why, too_big))) => {
+                if too_big {
                     tracing::debug!(scope = %r.id, %why, "no merge: too big for one entry");
                     host.count_merge("too_big");
                 }
@@ -327,6 +321,20 @@ async fn consider<H: Host>(host: H, r: Arc<Replica>) {
         host.count_merge(outcome);
         return;
     }
+}
+
+/// `Ok` when the child's current state, as one `MergeDone` entry, leaves room for what it
+/// may take before it retires; else the `scope show` line saying why not. Reads the child's
+/// records and nonces: call it off the async workers.
+fn fits(c: &Candidate, now_ms: u64) -> Result<(), String> {
+    let bytes = state_bytes(&c.child, &c.delegation, now_ms)?;
+    if bytes > MERGE_DECIDE_BYTES_MAX {
+        return Err(format!(
+            "{}: stay: its state takes {bytes} bytes in one entry; a merge needs at most {MERGE_DECIDE_BYTES_MAX}",
+            c.delegation.referral.prefix
+        ));
+    }
+    Ok(())
 }
 
 /// The encoded size of a `MergeDone` carrying the child's current state.
