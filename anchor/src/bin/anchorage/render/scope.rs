@@ -178,7 +178,7 @@ pub fn show_lines(info: &ScopeInfo) -> Vec<String> {
         if info.active {
             "active"
         } else {
-            "inactive (waiting for the parent's hand-over; writes refused)"
+            "inactive (writes refused: waiting for the parent's hand-over, or merging back into it)"
         }
     )];
     out.push(match &info.parent {

@@ -134,7 +134,7 @@ fn scope_row(info: &ScopeInfo) -> String {
         load_text(&info.load),
     );
     if !info.active {
-        row.push_str("  [inactive: waiting for the parent's hand-over]");
+        row.push_str("  [inactive: waiting for the parent's hand-over, or merging back]");
     }
     row
 }
