@@ -118,6 +118,10 @@ impl Anchor {
                 node_id: identity::node_id(&peer_id),
                 peer_id: peer_id.to_base58(),
                 clock: opts.clock.clone(),
+                load: crate::scope::load::LoadConfig {
+                    peak_window_ms: cfg.load.peak_window_s.saturating_mul(1000),
+                    ..Default::default()
+                },
             })
             .await?,
         );
@@ -157,6 +161,10 @@ impl Anchor {
             anchor.inner.stop.subscribe(),
         ));
         tokio::spawn(crate::delegation::report_loads(
+            anchor.inner.server.clone(),
+            anchor.inner.stop.subscribe(),
+        ));
+        tokio::spawn(crate::delegation::merge_scopes(
             anchor.inner.server.clone(),
             anchor.inner.stop.subscribe(),
         ));

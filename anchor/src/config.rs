@@ -32,6 +32,26 @@ pub struct AnchorConfig {
     /// Storage sizing.
     #[serde(default)]
     pub storage: StorageSettings,
+    /// Load accounting.
+    #[serde(default)]
+    pub load: LoadSettings,
+}
+
+/// Load accounting of the hosted scopes (what the split and merge deciders read).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoadSettings {
+    /// The retained window of the peak load, seconds (at least 6): a merge needs a full
+    /// window observed on both scopes, and their summed peak over it.
+    pub peak_window_s: u64,
+}
+
+impl Default for LoadSettings {
+    fn default() -> Self {
+        LoadSettings {
+            peak_window_s: crate::scope::load::PEAK_WINDOW_MS_DEFAULT / 1000,
+        }
+    }
 }
 
 /// Raft timing and log compaction.
@@ -113,6 +133,7 @@ impl AnchorConfig {
             labels: BTreeMap::new(),
             raft: RaftSettings::default(),
             storage: StorageSettings::default(),
+            load: LoadSettings::default(),
         }
     }
 
@@ -161,6 +182,9 @@ impl AnchorConfig {
         if self.storage.cache_bytes < 1024 * 1024 {
             return Err(Invalid::Cache);
         }
+        if self.load.peak_window_s < crate::scope::load::SUB_WINDOWS as u64 {
+            return Err(Invalid::PeakWindow);
+        }
         Ok(())
     }
 }
@@ -197,6 +221,9 @@ pub enum Invalid {
     /// The cache is too small to work.
     #[error("storage.cache_bytes must be at least 1 MiB")]
     Cache,
+    /// The peak window is shorter than its sub-windows.
+    #[error("load.peak_window_s must be at least 6")]
+    PeakWindow,
 }
 
 #[cfg(test)]

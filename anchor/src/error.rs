@@ -31,6 +31,9 @@ pub enum AnchorError {
     /// Stored state is inconsistent.
     #[error("stored state is corrupt: {0}")]
     Corrupt(String),
+    /// The scope is no longer hosted here (it merged back into its parent).
+    #[error("scope {0} is no longer hosted here")]
+    ScopeRemoved(proto::ScopeId),
     /// The network layer failed.
     #[error("network: {0}")]
     Net(#[from] resolver::net::NetError),

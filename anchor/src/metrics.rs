@@ -40,6 +40,9 @@ pub struct Metrics {
     /// Load reports received from members, by outcome (ok, late: some seconds came too
     /// late to count).
     pub load_reports: IntCounterVec,
+    /// Merge steps this anchor drove (as the parent's leader, or removing a merged child), by
+    /// outcome.
+    pub merges: IntCounterVec,
     /// Group-commit flush latency.
     pub flush_seconds: prometheus::Histogram,
     /// Request handling latency by protocol.
@@ -114,6 +117,11 @@ impl Metrics {
             "Members' read-count reports received for the split accounting, by outcome (ok, late)",
             &["outcome"],
         );
+        let merges = counter(
+            "merges_total",
+            "Merge steps driven by this anchor, by outcome: proposed (Merge committed), refused (at apply), too_big (the child's state does not fit one entry), merged (MergeDone committed), aborted, removed (a merged child's replica deleted here), error",
+            &["outcome"],
+        );
         let buckets = prometheus::exponential_buckets(0.000_05, 2.0, 16).expect("static buckets");
         let flush_seconds = prometheus::Histogram::with_opts(
             HistogramOpts::new("flush_seconds", "Group-commit fsync latency")
@@ -148,6 +156,7 @@ impl Metrics {
             delegations,
             splits,
             load_reports,
+            merges,
             flush_seconds,
             request_seconds,
         }

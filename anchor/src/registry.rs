@@ -46,6 +46,8 @@ pub(crate) struct Plumbing {
     pub peer_id: String,
     /// Wall-clock time for the proposers.
     pub clock: SharedClock,
+    /// How each replica's load accounting is set up.
+    pub load: crate::scope::load::LoadConfig,
 }
 
 /// The hosted replicas, by scope id.
@@ -138,7 +140,9 @@ impl Registry {
             .map_err(|e| AnchorError::Raft(e.to_string()))?;
         let proposals = proposer::spawn_proposer(raft.clone(), id, p.clock.clone());
         let reads = proposer::spawn_read_rounds(raft.clone(), id);
-        let replica = Arc::new(Replica::new(descriptor, raft, state, proposals, reads));
+        let replica = Arc::new(Replica::new(
+            descriptor, raft, state, proposals, reads, p.load,
+        ));
         if let Ok(mut s) = self.scopes.write() {
             s.insert(id, replica.clone());
         }
@@ -202,6 +206,31 @@ impl Registry {
         log_store::remove_scope(&self.plumbing.db, &descriptor.id)?;
         sm::remove_scope(&self.plumbing.db, &descriptor.id)?;
         self.register_and_open(descriptor).await
+    }
+
+    /// Stops hosting scope `id` (a child merged back into its parent): no request finds
+    /// it any more, its group stops, and its registry entry, log and state are deleted.
+    /// Harmless when it is not hosted.
+    pub(crate) async fn remove(&self, id: &ScopeId) -> Result<(), AnchorError> {
+        let removed = self.scopes.write().ok().and_then(|mut s| s.remove(id));
+        if let Some(r) = removed {
+            if let Err(e) = r.raft.shutdown().await {
+                tracing::debug!(scope = %id, error = %e, "stopping a removed scope's group");
+            }
+            // A request that found the replica before it left the map reads nothing more.
+            r.state.mark_removed();
+        }
+        // Unlisted first: a crash after this leaves unused keys, never a half scope reopened.
+        self.listed.remove(id.0)?;
+        self.plumbing
+            .flusher
+            .flush()
+            .await
+            .map_err(Registry::flush_error)?;
+        log_store::remove_scope(&self.plumbing.db, id)?;
+        sm::remove_scope(&self.plumbing.db, id)?;
+        tracing::info!(scope = %id, "scope replica removed");
+        Ok(())
     }
 
     /// Hosts a replica of a new scope; with `bootstrap`, initializes the group and commits

@@ -48,11 +48,12 @@ impl Replica {
         state: ScopeReader,
         proposals: mpsc::Sender<Proposal>,
         reads: mpsc::Sender<ReadWaiter>,
+        load: crate::scope::load::LoadConfig,
     ) -> Replica {
         let seed = u64::from_le_bytes(descriptor.id.0[..8].try_into().unwrap_or_default());
         Replica {
             id: descriptor.id,
-            load: ReplicaLoad::new(descriptor.prefix.clone(), seed),
+            load: ReplicaLoad::new(descriptor.prefix.clone(), seed, load),
             size_scan: Mutex::new(None),
             descriptor,
             raft,
@@ -129,7 +130,7 @@ impl Replica {
             scanned: scan.scanned,
             complete: scan.complete,
         };
-        Some(split_view(
+        let mut view = split_view(
             &bounds,
             &load,
             &scan.figures,
@@ -137,7 +138,9 @@ impl Replica {
             &policy,
             now_ms,
             last_split_ms,
-        ))
+        );
+        view.peak_window_s = self.load.peak_window_ms() / 1000;
+        Some(view)
     }
 
     /// Whether `node` leads this scope, as far as this replica knows.

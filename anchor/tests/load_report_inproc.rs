@@ -69,6 +69,13 @@ async fn run() {
             .and_then(|i| i.split)
             .map_or(0, |v| v.reads_peak.max(v.reads_per_s))
     };
+    // The follower may not have applied the write yet.
+    let applied = Instant::now() + Duration::from_secs(20);
+    while reader.resolve("/r/a", ReadLevel::Replica).await.is_err() {
+        assert!(Instant::now() < applied, "the follower never applied /r/a");
+        reader.clear_cache();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let before = leader_reads();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {

@@ -399,7 +399,8 @@ pub struct ScopeInfo {
     /// Delegations it holds, without their policy text (ask the child scope for its policy),
     /// as many as fit one frame.
     pub delegations: Vec<Delegation>,
-    /// False while a new child scope waits for its parent to hand over (writes refused).
+    /// False while a new child scope waits for its parent to hand over, and once a scope
+    /// retired to merge back into its parent (writes refused).
     pub active: bool,
     /// Load seen on the answering anchor.
     pub load: Load,
@@ -464,6 +465,9 @@ pub struct SplitView {
     pub decision: String,
     /// The policy's `[split] auto`.
     pub auto: bool,
+    /// What the merge decider would do now for each child this scope split off, one line
+    /// per child (`/shop/eu: stay: …` or `/shop/eu: merge due: …`); empty when it has none.
+    pub merges: Vec<String>,
 }
 
 // ---- /anchorage/watch/1 ----

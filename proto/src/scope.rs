@@ -212,6 +212,25 @@ pub enum DelegationState {
     Active,
     /// Seeding failed; the prefix is writable in the parent again.
     Aborted,
+    /// A split-off child is merging back: the parent committed the merge at its log index
+    /// `index` and still refers to the child, which retires (refuses writes with `Moving`)
+    /// and whose final records the parent then takes in. (Appended last: a variant's
+    /// position is its encoding.)
+    Merging {
+        /// The parent's log index of the merge entry.
+        index: u64,
+    },
+}
+
+impl DelegationState {
+    /// True when the parent refers readers (and writers) to the child: Active, or Merging
+    /// until the merge completes.
+    pub fn refers(&self) -> bool {
+        matches!(
+            self,
+            DelegationState::Active | DelegationState::Merging { .. }
+        )
+    }
 }
 
 /// A delegation as the parent's state holds it.

@@ -115,6 +115,8 @@ pub(crate) fn judge_wire_error<T>(w: WireError) -> Step<T> {
             reason: format!("hosts no scope governing {name}"),
             fallback: Some(Error::NoScope { name }),
         },
+        // A scope that retired into its parent refuses linearizable reads until it is gone.
+        WireError::Moving { prefix } => Step::Wait(Error::Moving { prefix }),
         w => Step::Done(Err(w.into())),
     }
 }

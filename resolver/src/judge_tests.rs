@@ -195,6 +195,12 @@ fn resolve_answers_are_verified_before_they_count() {
             ..
         }
     ));
+    // A scope that retired into its parent: the read waits, as a write does.
+    let moving = ResolveResponse::Error(WireError::Moving {
+        prefix: Name::parse("/eu").unwrap(),
+    });
+    let moving = judge_resolve(asked, Ok(moving), &member);
+    assert!(matches!(moving, Step::Wait(Error::Moving { .. })));
 }
 
 #[test]

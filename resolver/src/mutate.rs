@@ -1,8 +1,9 @@
 //! The path of one signed mutation: from the deepest cached referral above its name,
 //! through `Delegated` refusals to the child scope that governs it, to that scope's leader,
 //! with the same signed bytes on every attempt. When an attempt may have been applied and
-//! no later one settles it, the result is [`Error::Unknown`]; when a cached referral turns
-//! out stale (`NoScope`), the mutation starts over at the root once.
+//! no later one settles it, the result is [`Error::Unknown`]; when the scope it reached turns
+//! out gone (`NoScope`: a stale cached referral, or a child that merged back into its
+//! parent), the mutation starts over at the root, at most twice.
 
 use std::time::{Duration, Instant};
 
@@ -17,6 +18,9 @@ use crate::exchange::{Engine, Exhausted, Failure, Route};
 use crate::judge::judge_mutate;
 use crate::known::Start;
 use crate::net::Protocol;
+
+/// How many times one mutation starts over at the root after a `NoScope`.
+pub(crate) const RESTARTS_MAX: u32 = 2;
 
 /// Sends `mutation` (whose checked body is `body`; `now_ms` is the client's wall clock) to
 /// the leader of the scope governing its name, retrying within the engine's bounds and the
@@ -52,6 +56,7 @@ pub(crate) async fn send(
     let mut ambiguity = None;
     let mut committed_by = None;
     let mut start = engine.known.start(name);
+    let mut restarts = 0;
     let result = loop {
         let judge =
             |from: &AnchorAddr, reply| judge_mutate(&mut ambiguity, &mut committed_by, from, reply);
@@ -73,9 +78,11 @@ pub(crate) async fn send(
                 ..
             }))
         );
-        if stale && start.cached {
-            // The cached referral's scope no longer governs the name: start over at the
-            // root (the same signed bytes; replays are refused by nonce).
+        if stale && restarts < RESTARTS_MAX {
+            // The scope the mutation reached (a cached referral's, or a child it was
+            // referred to) no longer governs the name, e.g. it merged back into its parent:
+            // start over at the root (the same signed bytes; replays are refused by nonce).
+            restarts += 1;
             engine
                 .known
                 .referrals()

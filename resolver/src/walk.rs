@@ -7,8 +7,10 @@
 //! the name itself. A cold walk to a name `d` scopes deep therefore sends `d` resolve
 //! requests; a warm one sends none (the answer is cached), or one when only the referrals are.
 //! Each hop is one run of the retry engine (the private `exchange` module) at that scope's
-//! members. A walk that started from a cached referral which no longer works starts over at
-//! the root once.
+//! members. A walk that started from a cached referral which no longer works, or that
+//! reached a scope no member hosts any more (`NoScope`: a child merged back into its parent,
+//! referred to by a parent member not yet past the merge), starts over at the root, at most
+//! twice.
 //!
 //! `Walk` keeps a walk finite: at most [`REFERRAL_HOPS_MAX`] requests, no scope asked
 //! twice, and every referral strictly deeper than the scope that gave it. [`Trace`] is what
@@ -28,6 +30,7 @@ use crate::error::Error;
 use crate::exchange::{Answered, Engine, Failure, Route};
 use crate::judge::judge_resolve_at;
 use crate::known::{Known, Start};
+use crate::mutate::RESTARTS_MAX;
 use crate::net::Protocol;
 
 /// A scope and where to reach it: what [`crate::Client::locate`] returns.
@@ -250,6 +253,7 @@ pub(crate) async fn walk_from(
     let (mut scope, mut prefix, mut from_cache) = (start.scope, start.prefix, start.cached);
     let mut range_start = start.range_start;
     let mut walk = Walk::new(scope, prefix.clone(), range_start.clone());
+    let mut restarts = 0;
     let end = |result, scope, prefix| WalkEnd {
         result,
         scope,
@@ -313,13 +317,17 @@ pub(crate) async fn walk_from(
                 trace
                     .hops
                     .push(hop(None, started.elapsed(), HopOutcome::Failed { reason }));
-                let stale = from_cache && !matches!(e, Error::Invalid { .. });
-                if !stale {
+                // A cached referral that led nowhere (the scope moved, or its members
+                // changed), or a scope no member hosts any more (a child that merged back
+                // into its parent, referred to by a parent member not yet past the merge):
+                // forget the referral and walk again from the root, a bounded number of times.
+                let gone = matches!(e, Error::NoScope { .. }) && scope != ScopeId::root();
+                let stale = (from_cache || gone) && !matches!(e, Error::Invalid { .. });
+                if !stale || restarts >= RESTARTS_MAX {
                     return end(Err(e), scope, prefix);
                 }
-                // The cached referral led nowhere (the scope moved, or its members
-                // changed): forget it and walk again from the root, once.
-                tracing::debug!(%scope, %prefix, error = %e, "cached referral failed; walking from the root");
+                restarts += 1;
+                tracing::debug!(%scope, %prefix, error = %e, "referral failed; walking from the root");
                 engine
                     .known
                     .referrals()

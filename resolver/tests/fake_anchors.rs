@@ -672,6 +672,46 @@ async fn three_level_walk_costs_three_requests_cold_and_none_warm() {
 }
 
 #[tokio::test]
+async fn a_walk_that_reaches_a_merged_away_scope_starts_over_at_the_root() {
+    bounded(async {
+        // The child's member no longer hosts it (it merged back into the root).
+        let eu = ScopeId::derive(&[b"eu"]);
+        let gone = Fake::start(scope_member(ScopeId::derive(&[b"other"]), vec![])).await;
+        let eu_ref = referral(eu, "/eu", &[gone.info()]);
+        // The root refers once (a member not yet past the merge), then answers itself.
+        let asked = Arc::new(AtomicUsize::new(0));
+        let first = asked.clone();
+        let root = Fake::start(Box::new(move |key, protocol, bytes| {
+            (protocol == Protocol::Resolve).then(|| {
+                let req = resolve_request(bytes);
+                if first.fetch_add(1, Ordering::SeqCst) == 0 {
+                    let referral = eu_ref.clone();
+                    signed(
+                        key,
+                        &Answer::Referral {
+                            scope: req.scope,
+                            name: req.name.clone(),
+                            referral,
+                        },
+                    )
+                } else {
+                    found(key, &req, 60)
+                }
+            })
+        }))
+        .await;
+        let client = Client::connect(&[root.addr()], config()).await.unwrap();
+        let (set, trace) = client
+            .resolve_traced(&n("/eu/api"), ReadLevel::Linearizable)
+            .await;
+        assert_eq!(set.unwrap().records, records());
+        assert_eq!(root.count(Protocol::Resolve), 2, "{:?}", trace.hops);
+        assert!(gone.count(Protocol::Resolve) >= 1);
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn answers_from_non_members_and_forgers_are_rejected() {
     bounded(async {
         let eu = ScopeId::derive(&[b"eu"]);

@@ -24,10 +24,17 @@
 //! builds the child from its own replica of the parent instead of step 2, and steps 3 and 4
 //! are the same.
 //!
+//! Such a child merges back the other way, also by log entries only ([`merge_scopes`]): the
+//! parent's leader commits `Merge` (the delegation is `Merging`), the child's leader
+//! `Retire` (the child's state is final), the parent's leader `MergeDone` with the child's
+//! records, and every anchor removes the child's replica.
+//!
 //! Both sides see the anchor only through [`Host`]: its hosted replicas, its identity, a way
 //! to reach other anchors, and the two ways of hosting a child scope.
 
 mod driver;
+mod merge_child;
+mod merger;
 mod receive;
 mod reporter;
 mod split;
@@ -51,6 +58,8 @@ use crate::replica::Replica;
 use crate::AnchorError;
 
 pub use driver::{drive, HAND_OVER_TIMEOUT, STRAGGLER_GRACE};
+pub use merge_child::merged_into;
+pub use merger::{merge_lines, merge_scopes, MERGE_ENTRY_BYTES_MAX, MERGE_EVERY};
 pub use receive::Receiver;
 pub use reporter::{report_loads, REPORT_EVERY};
 pub use splitter::{propose_splits, SPLIT_EVERY};
@@ -82,6 +91,14 @@ pub trait Host: Clone + Send + Sync + 'static {
     fn count_split(&self, kind: &str, reason: &str, outcome: &str) {
         let _ = (kind, reason, outcome);
     }
+
+    /// Counts one merge step this anchor drove, by outcome.
+    fn count_merge(&self, outcome: &str) {
+        let _ = outcome;
+    }
+
+    /// Stops hosting a scope and deletes its state (a child merged back into its parent).
+    fn remove_scope(&self, id: &ScopeId) -> impl Future<Output = Result<(), AnchorError>> + Send;
 
     /// One request to an anchor, answered within `timeout`; a request to this anchor itself
     /// (a parent member that is also a child member) is handled in place.

@@ -72,6 +72,9 @@ impl Host for FakeHost {
         self.hosted.fetch_add(1, Ordering::SeqCst);
         async { Err(AnchorError::Corrupt("no storage in this test".into())) }
     }
+    async fn remove_scope(&self, _: &ScopeId) -> Result<(), AnchorError> {
+        Err(AnchorError::Corrupt("no storage in this test".into()))
+    }
 }
 
 fn peer() -> PeerId {

@@ -3,7 +3,8 @@
 //! `[split] auto = true`, and proposes the subtree or range split it calls for as a
 //! `ScopeCommand::Split` entry carrying the evidence and its own clock. Never two splits of
 //! one scope in flight: a scope with a Frozen delegation is left alone until it is handed
-//! over.
+//! over, and one with a child merging back until the merge is done; a scope that retired
+//! into its parent never splits.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -49,12 +50,14 @@ async fn consider<H: Host>(host: &H, r: &Arc<Replica>) {
     let ready = r
         .state
         .with_view(|v| {
-            let in_flight = v
-                .delegations
-                .values()
-                .any(|d| d.state == DelegationState::Frozen);
+            let in_flight = v.delegations.values().any(|d| {
+                matches!(
+                    d.state,
+                    DelegationState::Frozen | DelegationState::Merging { .. }
+                )
+            });
             let policy = v.policy.as_ref().filter(|p| p.split.auto)?;
-            (v.active && !in_flight).then(|| (policy.clone(), v.bounds(), v.last_split_ms))
+            (v.writable() && !in_flight).then(|| (policy.clone(), v.bounds(), v.last_split_ms))
         })
         .flatten();
     let Some((policy, bounds, last_split_ms)) = ready else {

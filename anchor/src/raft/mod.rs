@@ -87,6 +87,55 @@ pub enum ScopeCommand {
         /// Leader's wall clock when it proposed, ms since the epoch.
         proposed_at_ms: u64,
     },
+    /// The parent's decision to take a child it split off back in (step 1 of a merge).
+    /// Every member checks it at apply with [`crate::scope::merge::justify_merge`] against
+    /// `proposed_at_ms`; if it holds, the child's delegation becomes `Merging` (the parent
+    /// still refers to the child); if not, it is a no-op.
+    Merge {
+        /// The child scope (an Active delegation with no admin-signed proof).
+        child: ScopeId,
+        /// The figures of both scopes that justify it.
+        evidence: proto::split::MergeEvidence,
+        /// Leader's wall clock when it proposed, ms since the epoch.
+        proposed_at_ms: u64,
+    },
+    /// In the child (step 2): from this entry it refuses every write with `Moving`, so its
+    /// state is final; its reads are still served. A no-op unless `into` is its parent.
+    Retire {
+        /// The parent it merges into.
+        into: ScopeId,
+        /// The parent's log index of the `Merge` entry.
+        merge_index: u64,
+    },
+    /// In the parent (step 3): the retired child's final state. Applied only while the
+    /// child's delegation is `Merging` and only at an index past every index of the child's
+    /// log (`retired_at`), so every name's version keeps growing: the records are taken in
+    /// with their versions, the delegation is removed, and the parent answers for the names.
+    MergeDone {
+        /// The child scope.
+        child: ScopeId,
+        /// The child's applied log index the records were read at.
+        retired_at: u64,
+        /// Every record of the child, with its version.
+        records: Vec<(proto::Name, proto::RecordSet)>,
+        /// The child's replay protection.
+        nonces: Vec<proto::msg::SeededNonce>,
+    },
+    /// In the parent: the merge cannot complete (the child's final state does not fit one
+    /// entry, or the child split in the meantime); the delegation is Active again and the
+    /// child resumes taking writes. A no-op unless the delegation is `Merging`.
+    MergeAborted {
+        /// The child scope.
+        child: ScopeId,
+        /// Why, for operators.
+        reason: String,
+    },
+    /// In a retired child whose merge was aborted: it takes writes again. A no-op unless it
+    /// retired for the merge at the parent's `merge_index`.
+    Resume {
+        /// The parent's log index of the aborted merge entry.
+        merge_index: u64,
+    },
 }
 
 /// What applying one entry produced; returned to the proposer.

@@ -24,7 +24,8 @@ pub trait ScopeRead {
     fn nonce_seen(&self, writer: &[u8; 32], nonce: u64) -> bool;
     /// The scope's id.
     fn scope_id(&self) -> ScopeId;
-    /// False while a new child scope waits for its parent's hand-over.
+    /// False while a new child scope waits for its parent's hand-over, and once a split-off
+    /// scope has retired to merge back into its parent: writes get `Moving`.
     fn active(&self) -> bool;
     /// The delegations the scope holds (Aborted ones included), by first name.
     fn delegations(&self) -> &std::collections::BTreeMap<Name, Delegation>;
@@ -70,10 +71,11 @@ pub fn delegation_over<'a>(
         .filter(|d| d.referral.covers(name))
 }
 
-/// Where a name governed by a delegation goes: `Moving` while frozen, `Delegated` once active.
+/// Where a name governed by a delegation goes: `Moving` while frozen, `Delegated` once
+/// active (and while the child merges back: the child answers until it retires).
 pub fn refusal_for_delegated(d: &Delegation, name: &Name) -> WireError {
     match d.state {
-        DelegationState::Active => WireError::Delegated {
+        DelegationState::Active | DelegationState::Merging { .. } => WireError::Delegated {
             name: name.clone(),
             referral: Box::new(d.referral.clone()),
         },

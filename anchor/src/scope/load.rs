@@ -239,6 +239,11 @@ impl ScopeLoad {
         }
     }
 
+    /// How the accounting is set up.
+    pub fn config(&self) -> LoadConfig {
+        self.config
+    }
+
     /// Sets the size figures (from the state machine).
     pub fn set_size(&mut self, size: SizeFigures) {
         self.size = size;

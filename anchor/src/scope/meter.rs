@@ -27,10 +27,10 @@ pub struct ReplicaLoad {
 
 impl ReplicaLoad {
     /// Meters for the scope at `prefix`; `seed` starts the sampler's random stream.
-    pub fn new(prefix: Name, seed: u64) -> ReplicaLoad {
+    pub fn new(prefix: Name, seed: u64, config: LoadConfig) -> ReplicaLoad {
         ReplicaLoad {
             rate: RateMeter::default(),
-            split: Mutex::new(ScopeLoad::new(prefix, LoadConfig::default())),
+            split: Mutex::new(ScopeLoad::new(prefix, config)),
             random: AtomicU64::new(seed),
             unreported: Mutex::new(BTreeMap::new()),
         }
@@ -113,6 +113,21 @@ impl ReplicaLoad {
         self.rate.load(now_s)
     }
 
+    /// Keeps the peaks of a scope merged into this one ([`ScopeLoad::carry_peak`]).
+    pub fn carry_peak(&self, reads_peak: u64, writes_peak: u64, now_ms: u64) {
+        if let Ok(mut l) = self.split.lock() {
+            l.carry_peak(reads_peak, writes_peak, now_ms);
+        }
+    }
+
+    /// The retained window of the peaks, ms.
+    pub fn peak_window_ms(&self) -> u64 {
+        self.split
+            .lock()
+            .map(|l| l.config().peak_window_ms)
+            .unwrap_or_default()
+    }
+
     /// The split decider's load figures at `now_ms`, under the policy's `limits`; `None`
     /// if the lock is poisoned.
     pub fn figures(&self, now_ms: u64, limits: LoadLimits) -> Option<LoadFigures> {
@@ -132,7 +147,7 @@ mod tests {
 
     #[test]
     fn both_meters_count_and_the_random_stream_moves() {
-        let m = ReplicaLoad::new(name("/shop"), 7);
+        let m = ReplicaLoad::new(name("/shop"), 7, LoadConfig::default());
         let a = m.next_random();
         let b = m.next_random();
         assert_ne!(a, b);
@@ -164,7 +179,7 @@ mod tests {
 
     #[test]
     fn reads_are_reported_once_per_whole_second_and_absorbed_by_the_leader() {
-        let follower = ReplicaLoad::new(name("/shop"), 1);
+        let follower = ReplicaLoad::new(name("/shop"), 1, LoadConfig::default());
         let limits = LoadLimits {
             reads_per_s: 1000,
             writes_per_s: 1000,
@@ -186,7 +201,7 @@ mod tests {
         let r = follower.take_report(14_000).unwrap();
         assert_eq!((r.start_s, r.reads), (13, vec![1]));
         // The leader counts them as its own.
-        let leader = ReplicaLoad::new(name("/shop"), 2);
+        let leader = ReplicaLoad::new(name("/shop"), 2, LoadConfig::default());
         let report = FollowerReport {
             start_s: 20,
             reads: vec![40, 40],
@@ -196,7 +211,7 @@ mod tests {
         let f = leader.figures(25_000, limits).unwrap();
         assert_eq!(f.reads_peak, 40);
         // A follower that never reports keeps only the last seconds.
-        let quiet = ReplicaLoad::new(name("/shop"), 3);
+        let quiet = ReplicaLoad::new(name("/shop"), 3, LoadConfig::default());
         for s in 0..200u64 {
             quiet.read(&name("/shop/a"), s * 1000, limits);
         }

@@ -22,15 +22,19 @@
 //! - [`show`] — the split view `scope show` prints: load, size, split key, decision.
 //! - [`merge`] — the merge decider ([`merge::decide_merge`]) and its apply-time check
 //!   ([`merge::justify_merge`]).
+//! - [`merge_plan`] — the verdict for a parent and a child it split off: the merge decider,
+//!   then a check that the split decider would not split the merged scope right back.
 //!
 //! Every resolve and mutation a replica serves is recorded into its [`meter`], and
 //! `scope show` and the per-scope load gauges read it through [`show`]. Subtree splits are
 //! proposed by the delegation code's splitter and executed as delegations to the same
-//! members; range splits and merges are decided and shown only.
+//! members; a subtree split off that way merges back by the delegation code's merger; range
+//! splits and their merges are decided and shown only.
 
 pub mod decide;
 pub mod load;
 pub mod merge;
+pub mod merge_plan;
 pub mod meter;
 pub mod rate;
 pub mod sampler;

@@ -67,6 +67,7 @@ pub fn split_view(
         would_split,
         decision,
         auto: policy.split.auto,
+        merges: Vec::new(),
     }
 }
 

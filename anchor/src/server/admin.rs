@@ -94,6 +94,7 @@ impl Server {
             return Err(WireError::NoScope { name });
         };
         let view = r.state.view();
+        let active = view.writable();
         // Delegations travel without their policy text (ask the child for it), and only as
         // many as fit one frame.
         let mut delegations = Vec::new();
@@ -113,9 +114,12 @@ impl Server {
             parent: view.parent,
             policy_toml: view.policy_toml,
             delegations,
-            active: view.active,
+            active,
             load: r.load.window(now_ms / 1000),
-            split: r.split_view(now_ms),
+            split: r.split_view(now_ms).map(|mut v| {
+                v.merges = crate::delegation::merge_lines(self, &r, now_ms);
+                v
+            }),
         })
     }
 

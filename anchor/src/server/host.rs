@@ -62,6 +62,18 @@ impl Host for Server {
             .inc();
     }
 
+    fn count_merge(&self, outcome: &str) {
+        self.inner
+            .metrics
+            .merges
+            .with_label_values(&[outcome])
+            .inc();
+    }
+
+    fn remove_scope(&self, id: &ScopeId) -> impl Future<Output = Result<(), AnchorError>> + Send {
+        self.inner.registry.remove(id)
+    }
+
     fn call<Req, Resp>(
         &self,
         to: &AnchorAddr,

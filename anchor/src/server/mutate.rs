@@ -2,6 +2,7 @@
 //! scope's policy and state, and queued for the scope's proposer when this anchor leads it;
 //! otherwise it is forwarded (once) to the leader.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use proto::msg::{MutateRequest, MutateResponse};
@@ -36,6 +37,31 @@ impl Server {
         resp
     }
 
+    /// The replica that governs the names of `r` now: `r`, or, when `r` retired and its
+    /// parent (hosted here) has taken it back in but `r` is not removed yet, that parent (so
+    /// a write waits for the merge, not for the clean-up after it).
+    fn past_merges(&self, mut r: Arc<Replica>) -> Arc<Replica> {
+        for _ in 0..proto::limits::NAME_LABELS_MAX {
+            match self.merged_parent(&r) {
+                Some(parent) => r = parent,
+                None => break,
+            }
+        }
+        r
+    }
+
+    /// The parent hosted here that has taken the retired `r` back in, if any.
+    fn merged_parent(&self, r: &Replica) -> Option<Arc<Replica>> {
+        let into = r.state.with_view(|v| v.retired.map(|x| x.into)).flatten()?;
+        let parent = self.inner.registry.get(&into)?;
+        crate::delegation::merged_into(r, &parent).then_some(parent)
+    }
+
+    /// True when `r` retired and its parent, hosted here, has taken it back in.
+    pub(super) fn merged_away(&self, r: &Replica) -> bool {
+        self.merged_parent(r).is_some()
+    }
+
     async fn mutate(&self, req: MutateRequest) -> MutateResponse {
         let m = match decide::verify(&req.mutation) {
             Ok(m) => m,
@@ -46,6 +72,7 @@ impl Server {
                 name: m.op.name().clone(),
             });
         };
+        let replica = self.past_merges(replica);
         // `scope tree`'s window counts a write where it arrived; the split accounting also
         // counts writes forwarded to this leader, so the leader's figures hold every write.
         replica.record_write(m.op.name(), self.inner.clock.unix_ms(), req.forwarded);
@@ -54,7 +81,7 @@ impl Server {
             .state
             .with_view(|v| {
                 decide::delegation_over(&v.delegations, m.op.name())
-                    .filter(|d| d.state == proto::DelegationState::Active)
+                    .filter(|d| d.state.refers())
                     .map(|d| decide::refusal_for_delegated(d, m.op.name()))
             })
             .flatten();

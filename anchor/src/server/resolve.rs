@@ -70,6 +70,12 @@ impl Server {
             Ok(r) => r,
             Err(e) => return ResolveResponse::Error(e),
         };
+        if self.merged_away(&replica) {
+            // Taken back in by its parent here, not removed yet: as good as gone.
+            return ResolveResponse::Error(WireError::NoScope {
+                name: req.name.clone(),
+            });
+        }
         replica.record_read(&req.name, self.inner.clock.unix_ms());
         if req.level == ReadLevel::Linearizable {
             let (tx, rx) = tokio::sync::oneshot::channel();
@@ -90,16 +96,27 @@ impl Server {
         }
         // The record and the delegations are read from one state: a name whose records an
         // entry has just handed to a child is answered with the referral, never not-found.
+        // A scope that retired into its parent has a final state, but once the parent has
+        // taken it back in the parent may have changed a name since: a linearizable read
+        // waits (`Moving`) until this replica is gone and the walk reaches the parent.
+        let linearizable = req.level == ReadLevel::Linearizable;
         let looked = replica.state.lookup(&req.name, |view, set| {
-            match decide::delegation_over(&view.delegations, &req.name)
-                .filter(|d| d.state == proto::DelegationState::Active)
+            if linearizable && view.retired.is_some() {
+                return Err(None);
+            }
+            match decide::delegation_over(&view.delegations, &req.name).filter(|d| d.state.refers())
             {
-                Some(d) => Err(Box::new(d.referral.clone())),
+                Some(d) => Err(Some(Box::new(d.referral.clone()))),
                 None => Ok(set),
             }
         });
         let answer = match looked {
-            Ok(Err(referral)) => Answer::Referral {
+            Ok(Err(None)) => {
+                return ResolveResponse::Error(WireError::Moving {
+                    prefix: replica.descriptor.prefix.clone(),
+                })
+            }
+            Ok(Err(Some(referral))) => Answer::Referral {
                 scope: replica.id,
                 name: req.name.clone(),
                 referral: *referral,
@@ -113,6 +130,11 @@ impl Server {
                 scope: replica.id,
                 name: req.name.clone(),
             },
+            Err(crate::AnchorError::ScopeRemoved(_)) => {
+                return ResolveResponse::Error(WireError::NoScope {
+                    name: req.name.clone(),
+                })
+            }
             Err(e) => {
                 return ResolveResponse::Error(WireError::Unavailable {
                     reason: e.to_string(),

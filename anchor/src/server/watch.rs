@@ -60,8 +60,8 @@ impl Server {
             })
         };
         let view = replica.state.view();
-        if let Some(d) = decide::delegation_over(&view.delegations, &req.prefix)
-            .filter(|d| d.state == proto::DelegationState::Active)
+        if let Some(d) =
+            decide::delegation_over(&view.delegations, &req.prefix).filter(|d| d.state.refers())
         {
             if after >= d.index {
                 return WatchResponse::Referral(d.referral.clone());

@@ -226,7 +226,9 @@ impl Cluster {
                     continue;
                 };
                 match d.state {
-                    DelegationState::Active => return Ok((info.descriptor.id, d.clone())),
+                    DelegationState::Active | DelegationState::Merging { .. } => {
+                        return Ok((info.descriptor.id, d.clone()))
+                    }
                     DelegationState::Aborted => {
                         bail!(
                             "the delegation of {prefix} at index {index} was aborted (anchor {i})"

@@ -73,6 +73,9 @@ pub(super) enum Meta {
     Origin,
     /// When the scope last split (the carried proposal time of the split entry), ms.
     LastSplit,
+    /// A split-off scope that retired to merge back into its parent: which, and the
+    /// parent's merge index.
+    Retired,
 }
 
 impl Meta {
@@ -89,6 +92,7 @@ impl Meta {
             Meta::Changes => b"changes",
             Meta::Origin => b"origin",
             Meta::LastSplit => b"last_split",
+            Meta::Retired => b"retired",
         }
     }
 }

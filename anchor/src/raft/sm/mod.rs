@@ -14,13 +14,15 @@
 //!
 //! `keys.rs` is the key layout (the one place that builds and splits keys), `snapshot.rs`
 //! the snapshot format, `seed.rs` the writes that create a child scope or remove a scope
-//! outside its log. Decisions come from [`crate::scope::decide`].
+//! outside its log, `merge.rs` the merge entries at apply (a parent taking a child it split
+//! off back in, the child retiring). Decisions come from [`crate::scope::decide`].
 
 // openraft's StorageError is large and is what its traits return; boxing it here would only
 // move the cost.
 #![allow(clippy::result_large_err)]
 
 mod keys;
+mod merge;
 mod overlay;
 mod reader;
 mod seed;
@@ -45,10 +47,10 @@ use overlay::{sm_err, Overlay};
 use snapshot::StoredMem;
 
 pub use overlay::WATCH_HISTORY_CHANGES;
-pub use reader::{ScopeReader, SizeScan, SplitChild};
+pub use reader::{RetiredState, ScopeReader, SizeScan, SplitChild};
 pub use seed::{remove_scope, seed, Seed};
 pub use snapshot::{parse_snapshot, Kvs, SnapshotError};
-pub use view::ScopeView;
+pub use view::{Retired, ScopeView};
 
 /// The openraft state machine of one scope.
 pub struct StateMachine {
@@ -88,6 +90,30 @@ impl StateMachine {
     /// A read handle sharing this state machine's view.
     pub fn reader(&self) -> ScopeReader {
         ScopeReader::new(self.scope, self.tree.clone(), self.view.clone())
+    }
+
+    /// The outcome of a merge entry (`what`, about scope `other`), logged.
+    fn outcome(
+        &self,
+        what: &str,
+        other: &ScopeId,
+        applied: merge::Applied,
+        index: u64,
+    ) -> ApplyOutcome {
+        match applied {
+            Ok(()) => {
+                tracing::info!(scope = %self.scope, %other, index, "{what} applied");
+                ApplyOutcome {
+                    results: vec![Ok(index)],
+                }
+            }
+            Err(reason) => {
+                tracing::info!(scope = %self.scope, %other, %reason, "{what} refused at apply");
+                ApplyOutcome {
+                    results: vec![Err(proto::WireError::Refused { reason })],
+                }
+            }
+        }
     }
 
     /// Reads the view again from the tree (after a snapshot replaced the state).
@@ -194,6 +220,43 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     ApplyOutcome {
                         results: vec![Ok(log_id.index)],
                     }
+                }
+                EntryPayload::Normal(ScopeCommand::Merge {
+                    child,
+                    evidence,
+                    proposed_at_ms,
+                }) => {
+                    let applied =
+                        overlay.apply_merge(&child, &evidence, proposed_at_ms, log_id.index)?;
+                    self.outcome("merge", &child, applied, log_id.index)
+                }
+                EntryPayload::Normal(ScopeCommand::Retire { into, merge_index }) => {
+                    let applied = overlay.apply_retire(into, merge_index)?;
+                    self.outcome("retire", &into, applied, log_id.index)
+                }
+                EntryPayload::Normal(ScopeCommand::MergeDone {
+                    child,
+                    retired_at,
+                    records,
+                    nonces,
+                }) => {
+                    let applied = overlay.apply_merge_done(
+                        &child,
+                        retired_at,
+                        &records,
+                        &nonces,
+                        log_id.index,
+                    )?;
+                    self.outcome("merge done", &child, applied, log_id.index)
+                }
+                EntryPayload::Normal(ScopeCommand::Resume { merge_index }) => {
+                    let applied = overlay.apply_resume(merge_index);
+                    self.outcome("resume", &self.scope, applied, log_id.index)
+                }
+                EntryPayload::Normal(ScopeCommand::MergeAborted { child, reason }) => {
+                    tracing::warn!(scope = %self.scope, %child, %reason, "merge aborted");
+                    let applied = overlay.apply_merge_aborted(&child)?;
+                    self.outcome("merge aborted", &child, applied, log_id.index)
                 }
                 EntryPayload::Normal(ScopeCommand::Split {
                     evidence,

@@ -36,9 +36,9 @@ pub(super) fn sm_err(e: impl std::fmt::Display) -> StorageError<NodeId> {
 
 /// Reads through pending writes of the current apply batch, then the tree.
 pub(super) struct Overlay<'a> {
-    scope: ScopeId,
-    keys: Keys,
-    tree: &'a sled::Tree,
+    pub(super) scope: ScopeId,
+    pub(super) keys: Keys,
+    pub(super) tree: &'a sled::Tree,
     /// The view as it will be once the writes land.
     pub(super) view: ScopeView,
     writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
@@ -64,18 +64,18 @@ impl<'a> Overlay<'a> {
         }
     }
 
-    fn read(&self, k: &[u8]) -> Option<Vec<u8>> {
+    pub(super) fn read(&self, k: &[u8]) -> Option<Vec<u8>> {
         match self.writes.get(k) {
             Some(v) => v.clone(),
             None => self.tree.get(k).ok().flatten().map(|v| v.to_vec()),
         }
     }
 
-    fn put(&mut self, k: Vec<u8>, v: Vec<u8>) {
+    pub(super) fn put(&mut self, k: Vec<u8>, v: Vec<u8>) {
         self.writes.insert(k, Some(v));
     }
 
-    fn del(&mut self, k: Vec<u8>) {
+    pub(super) fn del(&mut self, k: Vec<u8>) {
         self.writes.insert(k, None);
     }
 
@@ -89,7 +89,7 @@ impl<'a> Overlay<'a> {
         Ok(())
     }
 
-    fn record_change(
+    pub(super) fn record_change(
         &mut self,
         index: u64,
         name: &Name,
@@ -170,7 +170,13 @@ impl<'a> Overlay<'a> {
 
     /// Replay protection: `(writer, nonce)` → expiry and the name it changed (so a delegation
     /// can hand the nonces of moved names to the child), plus an expiry index for pruning.
-    fn remember_nonce(&mut self, writer: &[u8; 32], nonce: u64, expires_at_ms: u64, name: &Name) {
+    pub(super) fn remember_nonce(
+        &mut self,
+        writer: &[u8; 32],
+        nonce: u64,
+        expires_at_ms: u64,
+        name: &Name,
+    ) {
         self.put(
             self.keys.nonce(writer, nonce),
             nonce_value(expires_at_ms, name),
@@ -277,7 +283,7 @@ impl<'a> Overlay<'a> {
             .cloned()
     }
 
-    fn store_delegation(&mut self, d: Delegation) -> Result<(), StorageError<NodeId>> {
+    pub(super) fn store_delegation(&mut self, d: Delegation) -> Result<(), StorageError<NodeId>> {
         let k = self.keys.delegation(d.referral.first());
         self.put(k, codec::encode(&d).map_err(sm_err)?);
         self.view.delegations.insert(d.referral.first().clone(), d);
@@ -336,7 +342,7 @@ impl ScopeRead for Overlay<'_> {
         self.scope
     }
     fn active(&self) -> bool {
-        self.view.active
+        self.view.writable()
     }
     fn delegations(&self) -> &BTreeMap<Name, Delegation> {
         &self.view.delegations

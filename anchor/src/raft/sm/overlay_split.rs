@@ -29,6 +29,9 @@ impl Overlay<'_> {
         let Some(policy) = self.view.policy.as_ref() else {
             return Ok(Err("the scope has no policy yet".into()));
         };
+        if self.view.retired.is_some() {
+            return Ok(Err("the scope retired to merge into its parent".into()));
+        }
         if !self.view.active {
             return Ok(Err("the scope is not active yet".into()));
         }
@@ -57,6 +60,9 @@ impl Overlay<'_> {
     ) -> Result<(Name, KeyRange), String> {
         if !self.view.active {
             return Err("the scope is not active yet".into());
+        }
+        if self.view.retired.is_some() {
+            return Err("the scope retired to merge into its parent".into());
         }
         let bounds = self.view.bounds();
         let region = if by_range {
@@ -91,7 +97,11 @@ impl Overlay<'_> {
         }
         let live = |d: &&Delegation| d.state != DelegationState::Aborted;
         let nested = self.view.delegations.values().filter(live).any(|d| {
-            range.covers(prefix, d.referral.first()) || d.state == DelegationState::Frozen
+            range.covers(prefix, d.referral.first())
+                || matches!(
+                    d.state,
+                    DelegationState::Frozen | DelegationState::Merging { .. }
+                )
         });
         if nested {
             return Err(format!(

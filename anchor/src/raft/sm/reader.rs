@@ -74,6 +74,22 @@ fn median_cut(
         })
 }
 
+/// A retired scope's final state, as one replica read it (for the parent's `MergeDone`).
+#[derive(Clone, Debug)]
+pub struct RetiredState {
+    /// Its retirement.
+    pub retired: super::view::Retired,
+    /// The applied log index the state was read at.
+    pub applied: u64,
+    /// Every record.
+    pub records: Vec<(Name, RecordSet)>,
+    /// Every remembered nonce.
+    pub nonces: Vec<SeededNonce>,
+    /// True when it holds a delegation that is not aborted (its state is then more than
+    /// records: such a scope does not merge).
+    pub delegates: bool,
+}
+
 /// Read access to a scope's state machine: the sled tree and the [`ScopeView`] the state
 /// machine replaces after every apply. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -115,8 +131,21 @@ impl ScopeReader {
         f: impl FnOnce(&ScopeView, Option<RecordSet>) -> T,
     ) -> Result<T, AnchorError> {
         let view = self.view.read().unwrap_or_else(PoisonError::into_inner);
+        if view.removed {
+            return Err(AnchorError::ScopeRemoved(self.scope));
+        }
         let set = self.get(name)?;
         Ok(f(&view, set))
+    }
+
+    /// Marks the replica removed before its stored state is deleted: from then on
+    /// [`ScopeReader::lookup`] refuses, so a request that found the replica just before it
+    /// was removed never reads a state half deleted (a name missing).
+    pub fn mark_removed(&self) {
+        self.view
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .removed = true;
     }
 
     /// A copy of the scope's view.
@@ -198,7 +227,9 @@ impl ScopeReader {
         };
         Ok(match d.state {
             DelegationState::Aborted => None,
-            DelegationState::Active => Some(SplitChild::Active(d.clone())),
+            DelegationState::Active | DelegationState::Merging { .. } => {
+                Some(SplitChild::Active(d.clone()))
+            }
             DelegationState::Frozen => Some(SplitChild::Frozen {
                 delegation: d.clone(),
                 parent,
@@ -209,6 +240,32 @@ impl ScopeReader {
                 split_at_ms: view.last_split_ms,
             }),
         })
+    }
+
+    /// The final state of this scope once it has retired, read under the view's lock (the
+    /// records and the applied index of one state); `None` before it retired.
+    pub fn retired_state(&self) -> Result<Option<RetiredState>, AnchorError> {
+        let Ok(view) = self.view.read() else {
+            return Ok(None);
+        };
+        let (Some(retired), Some(applied)) = (view.retired, view.applied) else {
+            return Ok(None);
+        };
+        let range = view
+            .descriptor
+            .as_ref()
+            .map(|d| d.range.clone())
+            .unwrap_or_default();
+        Ok(Some(RetiredState {
+            retired,
+            applied: applied.index,
+            records: self.records_in(&view.prefix, &range)?,
+            nonces: self.nonces_in(&view.prefix, &range, 0)?,
+            delegates: view
+                .delegations
+                .values()
+                .any(|d| d.state != DelegationState::Aborted),
+        }))
     }
 
     /// Every record under `prefix` inside `range`, in name order (for seeding a child scope).
@@ -314,6 +371,9 @@ impl ScopeReader {
         events_max: usize,
         bytes_max: usize,
     ) -> Result<(Vec<ChangeEvent>, u64), AnchorError> {
+        if self.with_view(|v| v.removed).unwrap_or(true) {
+            return Err(AnchorError::ScopeRemoved(self.scope));
+        }
         if up_to <= after {
             return Ok((Vec::new(), after));
         }

@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 
 use openraft::LogId;
 use policy::Policy;
-use proto::{codec, Delegation, DelegationState, Name, ScopeDescriptor};
+use proto::{codec, Delegation, DelegationState, Name, ScopeDescriptor, ScopeId};
+use serde::{Deserialize, Serialize};
 
 use super::keys::{Keys, Meta, Tag};
 use crate::raft::NodeId;
@@ -43,6 +44,28 @@ pub struct ScopeView {
     pub origin: Option<u64>,
     /// When this scope last split, ms since the epoch (the split entry's carried time).
     pub last_split_ms: Option<u64>,
+    /// Set once this split-off scope retired to merge back into its parent: it refuses
+    /// writes (`Moving`) and its state is final.
+    pub retired: Option<Retired>,
+    /// Set (in memory only) when this replica is being removed: its stored state may be
+    /// gone, so nothing may be read from it any more.
+    pub removed: bool,
+}
+
+/// A scope's retirement into its parent (`ScopeCommand::Retire`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Retired {
+    /// The parent it merges into.
+    pub into: ScopeId,
+    /// The parent's log index of the merge entry.
+    pub merge_index: u64,
+}
+
+impl ScopeView {
+    /// True when the scope takes writes: activated, and not retired.
+    pub fn writable(&self) -> bool {
+        self.active && self.retired.is_none()
+    }
 }
 
 impl ScopeView {
@@ -93,6 +116,7 @@ impl ScopeView {
         let changes: u64 = read_meta(tree, keys, Meta::Changes)?.unwrap_or(0);
         let origin: Option<u64> = read_meta(tree, keys, Meta::Origin)?;
         let last_split_ms: Option<u64> = read_meta(tree, keys, Meta::LastSplit)?;
+        let retired: Option<Retired> = read_meta(tree, keys, Meta::Retired)?;
         let mut delegations = BTreeMap::new();
         for kv in tree.scan_prefix(keys.all(Tag::Delegation)) {
             let (_, v) = kv?;
@@ -117,6 +141,8 @@ impl ScopeView {
             changes,
             origin,
             last_split_ms,
+            retired,
+            removed: false,
         })
     }
 }

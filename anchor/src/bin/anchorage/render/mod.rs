@@ -70,6 +70,7 @@ pub fn state_text(state: DelegationState) -> &'static str {
         DelegationState::Frozen => "frozen",
         DelegationState::Active => "active",
         DelegationState::Aborted => "aborted",
+        DelegationState::Merging { .. } => "merging",
     }
 }
 

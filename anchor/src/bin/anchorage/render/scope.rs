@@ -86,6 +86,7 @@ pub fn split_json(v: &SplitView) -> Value {
         },
         "key": v.key.as_ref().map(|k| k.to_string()),
         "key_text": v.key_text,
+        "merges": v.merges,
     })
 }
 
@@ -137,6 +138,9 @@ pub fn split_lines(v: &SplitView) -> Vec<String> {
         v.decision,
         if v.auto { "on" } else { "off" }
     ));
+    for m in &v.merges {
+        out.push(format!("  merge        {m}"));
+    }
     out
 }
 
@@ -179,7 +183,7 @@ pub fn show_lines(info: &ScopeInfo) -> Vec<String> {
         if info.active {
             "active"
         } else {
-            "inactive (waiting for the parent's hand-over; writes refused)"
+            "inactive (writes refused: waiting for the parent's hand-over, or merging back into it)"
         }
     )];
     out.push(match &info.parent {

@@ -277,6 +277,7 @@ fn show_prints_the_split_view() {
         decision: "stay: no qualifying split key: one hot name /eu/hot carries 100% of reads"
             .into(),
         auto: true,
+        merges: vec!["/eu/hot: stay: automatic merges are off".into()],
     });
     let text = show_lines(&eu).join("\n");
     assert!(
@@ -290,6 +291,10 @@ fn show_prints_the_split_view() {
         "{text}"
     );
     assert!(text.contains("children     hot 2 names/40 B"), "{text}");
+    assert!(
+        text.contains("merge        /eu/hot: stay: automatic merges are off"),
+        "{text}"
+    );
     assert!(text.contains("split key    none qualifies"), "{text}");
     assert!(
         text.contains("split        stay: no qualifying split key: one hot name /eu/hot carries 100% of reads (auto on)"),

@@ -71,7 +71,7 @@ fn build_node(
     let mut children = Vec::new();
     for d in &info.delegations {
         let child = match d.state {
-            DelegationState::Active => {
+            DelegationState::Active | DelegationState::Merging { .. } => {
                 let id = d.referral.scope;
                 match fetched.get(&id) {
                     _ if seen.contains(&id) => ChildNode::Unreachable {
@@ -146,7 +146,7 @@ fn scope_row(info: &ScopeInfo) -> String {
         row.push_str(&format!("  ({how} {})", short_id(&p.id)));
     }
     if !info.active {
-        row.push_str("  [inactive: waiting for the parent's hand-over]");
+        row.push_str("  [inactive: waiting for the parent's hand-over, or merging back]");
     }
     row
 }
@@ -166,6 +166,11 @@ fn annotation_row(d: &Delegation) -> String {
         ),
         DelegationState::Active => format!(
             "{}  members {}",
+            short_id(&d.referral.scope),
+            short_members(&d.referral.members)
+        ),
+        DelegationState::Merging { index } => format!(
+            "{}  members {}  [merging back since v{index}]",
             short_id(&d.referral.scope),
             short_members(&d.referral.members)
         ),

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, VecDeque};
 use anyhow::{bail, Context, Result};
 use proto::limits::REFERRAL_HOPS_MAX;
 use proto::msg::{ScopeInfo, ScopeTarget};
-use proto::{AnchorInfo, DelegationState, Referral, ScopeId};
+use proto::{AnchorInfo, Referral, ScopeId};
 
 use crate::render::tree::{build_tree, ScopeNode};
 use crate::render::{short_id, short_peer};
@@ -68,7 +68,7 @@ pub async fn fetch_tree(client: &resolver::Client, trust: &[AnchorInfo]) -> Resu
 fn active_referrals(info: &ScopeInfo) -> Vec<Referral> {
     info.delegations
         .iter()
-        .filter(|d| d.state == DelegationState::Active)
+        .filter(|d| d.state.refers())
         .map(|d| d.referral.clone())
         .collect()
 }

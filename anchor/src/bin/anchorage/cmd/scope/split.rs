@@ -117,6 +117,7 @@ pub async fn run(args: SplitArgs) -> Result<()> {
         DelegationState::Active => "active",
         DelegationState::Frozen => "frozen (being handed over)",
         DelegationState::Aborted => "aborted",
+        DelegationState::Merging { .. } => "merging back",
     };
     if target.json {
         let v = json!({
