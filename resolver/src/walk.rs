@@ -124,6 +124,14 @@ impl fmt::Display for Hop {
         let what = match &self.outcome {
             HopOutcome::CachedAnswer => "answer from the client cache".to_string(),
             HopOutcome::CachedReferral => "cached referral".to_string(),
+            HopOutcome::Referral(r) if r.range.is_bounded() => format!(
+                "referral to {} {} (scope {}, {} members, ttl {} s)",
+                r.prefix,
+                r.range,
+                r.scope,
+                r.members.len(),
+                r.ttl_s
+            ),
             HopOutcome::Referral(r) => format!(
                 "referral to {} (scope {}, {} members, ttl {} s)",
                 r.prefix,

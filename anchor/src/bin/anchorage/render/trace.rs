@@ -3,14 +3,18 @@
 use resolver::{Hop, HopOutcome, Trace};
 use serde_json::{json, Value};
 
-use super::{short_id, short_members, short_peer};
+use super::{short_id, short_members, short_peer, where_text};
 
 fn outcome_text(o: &HopOutcome) -> String {
     match o {
         HopOutcome::CachedAnswer => "cached answer".into(),
         HopOutcome::CachedReferral => "cached referral".into(),
         HopOutcome::Referral(r) => {
-            format!("referral to {} [{}]", r.prefix, short_members(&r.members))
+            format!(
+                "referral to {} [{}]",
+                where_text(&r.prefix, &r.range),
+                short_members(&r.members)
+            )
         }
         HopOutcome::Found { version } => format!("answer v{version}"),
         HopOutcome::NotFound => "not found".into(),
@@ -74,6 +78,7 @@ pub fn hop_json(hop: &Hop) -> Value {
             "referral",
             json!({
                 "scope": r.scope.to_hex(), "prefix": r.prefix.to_string(),
+                "range": super::range_json(&r.range),
                 "members": r.members.iter().map(|m| m.peer_id.clone()).collect::<Vec<_>>(),
             }),
         ),
