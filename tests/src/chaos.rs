@@ -7,6 +7,12 @@
 //! delegated to a new child scope mid-campaign, while faults are injected: the history must
 //! stay linearizable across the hand-over (`docs/design.md`, "Properties the tests hold").
 //!
+//! With [`CampaignConfig::split_names_max`], the root's policy lets scopes split by
+//! themselves (`[split] auto = true`, that `names_max`, `interval_s_min = 1`) and the clients
+//! write three levels deeper (`/chaos/s/t/k<n>`): the root splits `/chaos` off, which splits
+//! `/chaos/s` off, which splits `/chaos/s/t` off, each as soon as its size limit is exceeded
+//! and the last split is a second old, while the nemesis acts. The report counts the splits.
+//!
 //! One seed replays one campaign: `scripts/chaos --seed N`.
 
 use std::collections::BTreeMap;
@@ -36,6 +42,9 @@ pub struct CampaignConfig {
     pub names: usize,
     /// Delegate `/chaos` to a child scope this long after the clients start.
     pub delegate_at: Option<Duration>,
+    /// Let scopes split by themselves at this many names (see the module docs); not
+    /// together with `delegate_at`.
+    pub split_names_max: Option<u32>,
 }
 
 impl Default for CampaignConfig {
@@ -45,6 +54,7 @@ impl Default for CampaignConfig {
             clients: 4,
             names: 4,
             delegate_at: None,
+            split_names_max: None,
         }
     }
 }
@@ -74,6 +84,25 @@ pub struct Report {
     pub passed: bool,
     /// With `delegate_at`: the log index of the delegation, once it was active.
     pub delegated_at_index: Option<u64>,
+    /// With `split_names_max`: the splits the scopes made.
+    pub splits: Option<Splits>,
+}
+
+/// The automatic splits of one campaign, counted after it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Splits {
+    /// Splits handed over (the parent's delegation Active).
+    pub active: usize,
+    /// Splits that ended Aborted.
+    pub aborted: usize,
+    /// Splits still Frozen when the campaign stopped waiting for them.
+    pub frozen: usize,
+    /// Split entries the leaders' splitters saw committed and justified
+    /// (`anchorage_splits_total{outcome="split"}` summed over the anchors).
+    pub committed: u64,
+    /// Split proposals refused at apply or not known to have committed (outcomes
+    /// `refused` and `error`).
+    pub not_committed: u64,
 }
 
 fn free_port() -> Result<u16> {
@@ -89,7 +118,7 @@ struct Cluster {
     _dir: tempfile::TempDir,
 }
 
-async fn start_cluster(faults: &Arc<SeededFaults>) -> Result<Cluster> {
+async fn start_cluster(faults: &Arc<SeededFaults>, cfg: &CampaignConfig) -> Result<Cluster> {
     let dir = tempfile::tempdir()?;
     let mut anchors = Vec::new();
     for i in 0..3 {
@@ -115,7 +144,14 @@ async fn start_cluster(faults: &Arc<SeededFaults>) -> Result<Cluster> {
         .map(|a| a.info().peer_id.parse())
         .collect::<Result<_, _>>()?;
     let admin = policy::PublicKey::from_bytes(&admin_key().verifying_key().to_bytes())?;
-    anchor::operator::init_root(&addrs, policy::Policy::development(Some(admin)).to_toml()).await?;
+    let mut root_policy = policy::Policy::development(Some(admin));
+    if let Some(names_max) = cfg.split_names_max {
+        root_policy.split.auto = true;
+        root_policy.split.names_max = names_max;
+        root_policy.split.interval_s_min = 1;
+        root_policy.validate()?;
+    }
+    anchor::operator::init_root(&addrs, root_policy.to_toml()).await?;
     Ok(Cluster {
         anchors,
         peers,
@@ -148,8 +184,15 @@ fn client_config() -> ClientConfig {
 
 /// Runs one campaign.
 pub async fn campaign(seed: u64, cfg: &CampaignConfig) -> Result<Report> {
+    if cfg.delegate_at.is_some() && cfg.split_names_max.is_some() {
+        bail!("a campaign either delegates /chaos or lets it split by itself, not both");
+    }
+    let name: fn(usize) -> String = match cfg.split_names_max {
+        Some(_) => deep_name,
+        None => name,
+    };
     let faults = SeededFaults::new(seed);
-    let cluster = start_cluster(&faults)
+    let cluster = start_cluster(&faults, cfg)
         .await
         .context("starting the cluster")?;
     let recorder = Recorder::new();
@@ -221,6 +264,10 @@ pub async fn campaign(seed: u64, cfg: &CampaignConfig) -> Result<Report> {
     for n in 0..cfg.names {
         record_read(&final_client, &recorder, FINAL_READER, &name(n)).await;
     }
+    let splits = match cfg.split_names_max {
+        Some(_) => Some(count_splits(&cluster, Duration::from_secs(70)).await),
+        None => None,
+    };
     let injected = faults.injected();
     cluster.shutdown().await;
     let history = recorder.history();
@@ -242,6 +289,7 @@ pub async fn campaign(seed: u64, cfg: &CampaignConfig) -> Result<Report> {
         checker_gave_up: matches!(outcome, Outcome::Unknown),
         passed,
         delegated_at_index,
+        splits,
     })
 }
 
@@ -321,6 +369,75 @@ async fn wait_delegated(cluster: &Cluster, within: Duration) -> Result<u64> {
 
 fn name(n: usize) -> String {
     format!("/chaos/k{n}")
+}
+
+/// The names of a campaign with splits: three labels below `/chaos`, so each level holds
+/// every name and splits the next one off.
+fn deep_name(n: usize) -> String {
+    format!("/chaos/s/t/k{n}")
+}
+
+/// Every live or aborted delegation of every scope any anchor hosts, by (parent, prefix,
+/// index), in the most advanced state any anchor reports.
+fn delegations(
+    cluster: &Cluster,
+) -> BTreeMap<(proto::ScopeId, String, u64), proto::DelegationState> {
+    use proto::DelegationState::{Aborted, Active, Frozen};
+    let rank = |s: &proto::DelegationState| match s {
+        Frozen => 0,
+        Active | Aborted => 1,
+    };
+    let mut seen = BTreeMap::new();
+    for a in &cluster.anchors {
+        for r in a.replicas() {
+            let Ok(info) = a.scope_info(&proto::msg::ScopeTarget::Id(r.id)) else {
+                continue;
+            };
+            for d in info.delegations {
+                let key = (r.id, d.referral.prefix.to_string(), d.index);
+                let state = seen.entry(key).or_insert(d.state);
+                if rank(&d.state) > rank(state) {
+                    *state = d.state;
+                }
+            }
+        }
+    }
+    seen
+}
+
+/// Waits (up to `within`) until no split is Frozen on any anchor, then counts the splits
+/// and the split metrics.
+async fn count_splits(cluster: &Cluster, within: Duration) -> Splits {
+    let deadline = Instant::now() + within;
+    let seen = loop {
+        let seen = delegations(cluster);
+        let frozen = seen.values().any(|s| *s == proto::DelegationState::Frozen);
+        if !frozen || Instant::now() > deadline {
+            break seen;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let count = |state| seen.values().filter(|s| **s == state).count();
+    let metric = |outcome: &str| -> u64 {
+        let splits = |a: &Anchor, reason| {
+            a.metrics()
+                .splits
+                .with_label_values(&["subtree", reason, outcome])
+                .get()
+        };
+        cluster
+            .anchors
+            .iter()
+            .map(|a| splits(a, "size") + splits(a, "load"))
+            .sum()
+    };
+    Splits {
+        active: count(proto::DelegationState::Active),
+        aborted: count(proto::DelegationState::Aborted),
+        frozen: count(proto::DelegationState::Frozen),
+        committed: metric("split"),
+        not_committed: metric("refused") + metric("error"),
+    }
 }
 
 /// Waits until the healed cluster commits a write again.
