@@ -86,8 +86,8 @@ fn main() -> std::process::ExitCode {
                     .splits
                     .map(|s| {
                         format!(
-                            ", splits {} active/{} aborted/{} frozen",
-                            s.active, s.aborted, s.frozen
+                            ", splits {} active ({} during faults)/{} aborted/{} frozen",
+                            s.active, s.during_faults, s.aborted, s.frozen
                         )
                     })
                     .unwrap_or_default();
@@ -157,9 +157,11 @@ fn summary(
         let splits: Vec<_> = reports.iter().filter_map(|r| r.splits).collect();
         let sum = |f: fn(&Splits) -> u64| splits.iter().map(f).sum::<u64>();
         println!(
-            "splits:                     {} handed over ({} seeds with none), {} aborted, \
-             {} still frozen; {} split entries committed, {} proposals refused or unknown",
+            "splits:                     {} handed over ({} begun during the faults; {} seeds \
+             with none), {} aborted, {} still frozen; {} split entries committed, {} proposals \
+             refused or unknown",
             sum(|s| s.active as u64),
+            sum(|s| s.during_faults as u64),
             splits.iter().filter(|s| s.active == 0).count(),
             sum(|s| s.aborted as u64),
             sum(|s| s.frozen as u64),

@@ -11,7 +11,8 @@
 //! themselves (`[split] auto = true`, that `names_max`, `interval_s_min = 1`) and the clients
 //! write three levels deeper (`/chaos/s/t/k<n>`): the root splits `/chaos` off, which splits
 //! `/chaos/s` off, which splits `/chaos/s/t` off, each as soon as its size limit is exceeded
-//! and the last split is a second old, while the nemesis acts. The report counts the splits.
+//! and the last split is a second old, while the nemesis acts. The report counts the splits
+//! (`splits.rs`), and how many of them started while the faults were on.
 //!
 //! One seed replays one campaign: `scripts/chaos --seed N`.
 
@@ -30,6 +31,10 @@ use resolver::{Client, ClientConfig, Multiaddr, PeerId};
 use crate::faults::{Noise, SeededFaults};
 use crate::linearizability::{Budget, Outcome, Recorder};
 use crate::recorded::{lost_acknowledged, record_read, run_client, Mix, FINAL_READER};
+
+mod splits;
+
+pub use splits::Splits;
 
 /// What one campaign does.
 #[derive(Clone, Debug)]
@@ -86,23 +91,6 @@ pub struct Report {
     pub delegated_at_index: Option<u64>,
     /// With `split_names_max`: the splits the scopes made.
     pub splits: Option<Splits>,
-}
-
-/// The automatic splits of one campaign, counted after it.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Splits {
-    /// Splits handed over (the parent's delegation Active).
-    pub active: usize,
-    /// Splits that ended Aborted.
-    pub aborted: usize,
-    /// Splits still Frozen when the campaign stopped waiting for them.
-    pub frozen: usize,
-    /// Split entries the leaders' splitters saw committed and justified
-    /// (`anchorage_splits_total{outcome="split"}` summed over the anchors).
-    pub committed: u64,
-    /// Split proposals refused at apply or not known to have committed (outcomes
-    /// `refused` and `error`).
-    pub not_committed: u64,
 }
 
 fn free_port() -> Result<u16> {
@@ -251,7 +239,14 @@ pub async fn campaign(seed: u64, cfg: &CampaignConfig) -> Result<Report> {
         faults.heal();
         done
     };
-    let (nemesis, delegated) = tokio::join!(nemesis, delegate);
+    // With splits, note each one as it appears: did it start while the faults were on?
+    let split_watch = async {
+        match cfg.split_names_max {
+            Some(_) => splits::watch(&cluster.anchors, deadline).await,
+            None => Default::default(),
+        }
+    };
+    let (nemesis, delegated, during_faults) = tokio::join!(nemesis, delegate, split_watch);
     delegated?;
     while tasks.join_next().await.is_some() {}
     faults.heal();
@@ -265,7 +260,15 @@ pub async fn campaign(seed: u64, cfg: &CampaignConfig) -> Result<Report> {
         record_read(&final_client, &recorder, FINAL_READER, &name(n)).await;
     }
     let splits = match cfg.split_names_max {
-        Some(_) => Some(count_splits(&cluster, Duration::from_secs(70)).await),
+        Some(_) => Some(
+            splits::count(
+                &cluster.anchors,
+                SPLIT_LEVELS,
+                &during_faults,
+                Duration::from_secs(20),
+            )
+            .await,
+        ),
         None => None,
     };
     let injected = faults.injected();
@@ -371,74 +374,14 @@ fn name(n: usize) -> String {
     format!("/chaos/k{n}")
 }
 
-/// The names of a campaign with splits: three labels below `/chaos`, so each level holds
-/// every name and splits the next one off.
+/// The names of a campaign with splits: [`SPLIT_LEVELS`] labels above the last, so each
+/// level holds every name and splits the next one off.
 fn deep_name(n: usize) -> String {
     format!("/chaos/s/t/k{n}")
 }
 
-/// Every live or aborted delegation of every scope any anchor hosts, by (parent, prefix,
-/// index), in the most advanced state any anchor reports.
-fn delegations(
-    cluster: &Cluster,
-) -> BTreeMap<(proto::ScopeId, String, u64), proto::DelegationState> {
-    use proto::DelegationState::{Aborted, Active, Frozen};
-    let rank = |s: &proto::DelegationState| match s {
-        Frozen => 0,
-        Active | Aborted => 1,
-    };
-    let mut seen = BTreeMap::new();
-    for a in &cluster.anchors {
-        for r in a.replicas() {
-            let Ok(info) = a.scope_info(&proto::msg::ScopeTarget::Id(r.id)) else {
-                continue;
-            };
-            for d in info.delegations {
-                let key = (r.id, d.referral.prefix.to_string(), d.index);
-                let state = seen.entry(key).or_insert(d.state);
-                if rank(&d.state) > rank(state) {
-                    *state = d.state;
-                }
-            }
-        }
-    }
-    seen
-}
-
-/// Waits (up to `within`) until no split is Frozen on any anchor, then counts the splits
-/// and the split metrics.
-async fn count_splits(cluster: &Cluster, within: Duration) -> Splits {
-    let deadline = Instant::now() + within;
-    let seen = loop {
-        let seen = delegations(cluster);
-        let frozen = seen.values().any(|s| *s == proto::DelegationState::Frozen);
-        if !frozen || Instant::now() > deadline {
-            break seen;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    let count = |state| seen.values().filter(|s| **s == state).count();
-    let metric = |outcome: &str| -> u64 {
-        let splits = |a: &Anchor, reason| {
-            a.metrics()
-                .splits
-                .with_label_values(&["subtree", reason, outcome])
-                .get()
-        };
-        cluster
-            .anchors
-            .iter()
-            .map(|a| splits(a, "size") + splits(a, "load"))
-            .sum()
-    };
-    Splits {
-        active: count(proto::DelegationState::Active),
-        aborted: count(proto::DelegationState::Aborted),
-        frozen: count(proto::DelegationState::Frozen),
-        committed: metric("split"),
-        not_committed: metric("refused") + metric("error"),
-    }
-}
+/// The scopes a campaign with splits can split off: `/chaos`, `/chaos/s`, `/chaos/s/t`.
+const SPLIT_LEVELS: usize = 3;
 
 /// Waits until the healed cluster commits a write again.
 async fn settle(client: &Client, key: &ed25519_dalek::SigningKey) -> Result<()> {
