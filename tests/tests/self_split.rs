@@ -1,5 +1,5 @@
-//! Scopes that split by themselves, on real `anchorage` processes on loopback (issue 9,
-//! tests 3, 4 and 6; `docs/design.md`, "Splits and merges: the decision"):
+//! Scopes that split by themselves, on real `anchorage` processes on loopback
+//! (`docs/design.md`, "Splits and merges: the decision"; `docs/reliability.md`):
 //!
 //! 1. `one_hot_name_never_splits`: the root, with automatic splits and a low read limit, is
 //!    hammered with linearizable reads of one name; its leader's decider, once the limit
