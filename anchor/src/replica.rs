@@ -93,11 +93,20 @@ impl Replica {
             .write(name, now_ms, self.load_limits(), !forwarded);
     }
 
-    /// The last size scan, if it was made less than [`SIZE_SCAN_REUSE_MS`] before `now_ms`.
+    /// The last size scan, if it was made less than [`SIZE_SCAN_REUSE_MS`] before `now_ms`,
+    /// with its name count replaced by the state machine's current one (kept by every
+    /// apply, so free to read): the decider sees a size limit crossed at once, not up to
+    /// [`SIZE_SCAN_REUSE_MS`] later. Bytes, child labels and the median stay as scanned.
     pub fn fresh_size_scan(&self, now_ms: u64) -> Option<SizeScan> {
-        let cache = self.size_scan.lock().ok()?;
-        let (at, scan) = cache.as_ref()?;
-        (now_ms.saturating_sub(*at) < SIZE_SCAN_REUSE_MS).then(|| scan.clone())
+        let mut scan = {
+            let cache = self.size_scan.lock().ok()?;
+            let (at, scan) = cache.as_ref()?;
+            (now_ms.saturating_sub(*at) < SIZE_SCAN_REUSE_MS).then(|| scan.clone())?
+        };
+        if let Some(names) = self.state.with_view(|v| v.names) {
+            scan.figures.names = names;
+        }
+        Some(scan)
     }
 
     /// Scans the scope's records now ([`SIZE_SCAN_NAMES_MAX`] names at most) and keeps the

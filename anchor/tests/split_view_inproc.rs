@@ -158,6 +158,15 @@ async fn run() {
     );
     assert!(v.key_text.starts_with("not sampling"), "{}", v.key_text);
 
+    // A name written while the scan is reused (the manual clock stands still) counts at
+    // once: the name count is the state machine's, the rest is the scan's. (It was the
+    // scan's too: a size limit crossed went unseen for up to 5 s, and a count hovering
+    // at the limit could miss every scan; found by the chaos campaigns with splits.)
+    c.put("/eu/d").await;
+    let v = c.view();
+    assert_eq!(v.names, 5, "{v:?}");
+    assert_eq!(v.scanned, 4, "the scan is reused: {v:?}");
+
     // One hot name at twice the limit, held longer than the policy's window: the sampler
     // finds no key and the decider says so.
     c.drive(u64::from(HOLD_S) + 6, 100, |_| "/hot".into()).await;

@@ -85,3 +85,15 @@ pub fn policy_toml(
     policy::Policy::from_toml(&t).with_context(|| format!("the generated policy:\n{t}"))?;
     Ok(t)
 }
+
+/// `policy` (TOML without a `[split]` section) with one that turns automatic splits on,
+/// with `settings` (`names_max`, `reads_per_s_max`, `window_s`, `interval_s_min`, ...).
+/// Checked with `Policy::from_toml`.
+pub fn split_policy(policy: &str, settings: &[(&str, u32)]) -> Result<String> {
+    let mut t = format!("{policy}\n[split]\nauto = true\n");
+    for (k, v) in settings {
+        t.push_str(&format!("{} = {v}\n", toml_key(k)));
+    }
+    policy::Policy::from_toml(&t).with_context(|| format!("the split policy:\n{t}"))?;
+    Ok(t)
+}

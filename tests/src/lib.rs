@@ -25,7 +25,9 @@
 //!   [`Cluster::init_on`] creates the root scope on a subset of the anchors (the trust
 //!   anchors of [`Cluster::client_trusting`]) with a policy from [`policy_toml`];
 //!   [`Cluster::delegate`] submits an admin-signed `Op::Delegate` and waits until the
-//!   parent reports it Active and the child accepts writes; [`Cluster::scope_leader`],
+//!   parent reports it Active and the child accepts writes; [`Cluster::delegation_at`] and
+//!   [`Cluster::wait_split_active`] watch a parent's delegations (splits among them);
+//!   [`Cluster::resolve_at`] asks one anchor's replica; [`Cluster::scope_leader`],
 //!   [`Cluster::scope_info_at`] look at any scope; [`Cluster::pause`]/[`Cluster::resume`]
 //!   SIGSTOP/SIGCONT an anchor (a paused anchor is still killed on drop).
 //!
@@ -45,10 +47,11 @@
 //!   itself; `cluster/calls` (admin calls, mutations, clients, metrics), `cluster/cli`
 //!   (the CLI, `init`), `cluster/root` (the root scope's leader and catching up),
 //!   `cluster/scopes` (scope leaders, delegation, [`Delegated`]).
-//! - `keys`: keys, signatures and policies ([`random_key`], [`sign_op`], [`policy_toml`]).
+//! - `keys`: keys, signatures and policies ([`random_key`], [`sign_op`], [`policy_toml`],
+//!   [`split_policy`]).
 //! - `http`: [`http_get`] and [`metric_value`].
 //! - `workload`: the client workload of the write/read tests ([`write_many`],
-//!   [`check_all`], [`Written`], [`text_of`]).
+//!   [`check_all`], [`Written`], [`text_of`], [`Acked`]).
 //! - [`chaos`]: seeded chaos campaigns against an in-process cluster; [`faults`]: the
 //!   seeded fault injector they use; [`linearizability`]: histories and the checker;
 //!   [`netns`]: Linux network namespaces to cut links between anchor processes;
@@ -79,7 +82,7 @@ pub use cluster::scopes::Delegated;
 pub use cluster::Cluster;
 pub use config::Options;
 pub use http::{http_get, metric_value};
-pub use keys::{policy_toml, public_hex, random_key, sign_op, to_hex};
+pub use keys::{policy_toml, public_hex, random_key, sign_op, split_policy, to_hex};
 pub use process::AnchorProc;
 pub use wait::{wait_for, POLL};
-pub use workload::{check_all, text_of, write_many, Written};
+pub use workload::{check_all, text_of, write_many, Acked, Written};

@@ -1,8 +1,16 @@
 //! The client workload of the write/read tests: [`write_many`] writes names from
-//! concurrent tasks and [`check_all`] reads every acknowledged write back.
+//! concurrent tasks and [`check_all`] reads every acknowledged write back; [`Acked`] keeps
+//! the book of writes retried until acknowledged, one name at a time.
 
-use anyhow::{bail, Context, Result};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use ed25519_dalek::SigningKey;
+use proto::{ReadLevel, Record};
 use resolver::Client;
+
+use crate::wait::POLL;
 
 /// The single `text` record of a record set, if that is what it holds.
 pub fn text_of(set: &proto::RecordSet) -> Option<&str> {
@@ -110,4 +118,65 @@ pub async fn check_all(
         );
     }
     Ok(())
+}
+
+/// Acknowledged writes (name → version and value) and every name a write was tried on.
+#[derive(Debug, Default)]
+pub struct Acked {
+    /// The last acknowledged put of each name: its version and its text value.
+    pub acked: BTreeMap<String, (u64, String)>,
+    /// Every name a put was tried on (acknowledged or not).
+    pub tried: BTreeSet<String>,
+}
+
+impl Acked {
+    /// Puts `n` through `client` until a put of it is acknowledged (each attempt with a new
+    /// value, `<n>#<attempt>`), for at most `within`; an attempt that failed may still have
+    /// taken effect, before the acknowledged one. Returns the acknowledged version.
+    pub async fn put(
+        &mut self,
+        client: &Client,
+        key: &SigningKey,
+        n: &str,
+        within: Duration,
+    ) -> Result<u64> {
+        self.tried.insert(n.to_string());
+        let deadline = Instant::now() + within;
+        let mut attempt = 0u32;
+        loop {
+            let value = format!("{n}#{attempt}");
+            match client
+                .put(n, vec![Record::Text(value.clone())], 300, key)
+                .await
+            {
+                Ok(version) => {
+                    self.acked.insert(n.to_string(), (version, value));
+                    return Ok(version);
+                }
+                Err(e) if Instant::now() >= deadline => bail!("put {n}: {e}"),
+                Err(e) => eprintln!("put {n} (attempt {attempt}): {e}; again"),
+            }
+            attempt += 1;
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Every acknowledged write reads back linearizably through `client`, with its version
+    /// and value (linearizable reads never come from the client's answer cache; its
+    /// referrals are used).
+    pub async fn check_linearizable(&self, client: &Client) -> Result<()> {
+        for (n, (version, value)) in &self.acked {
+            let set = client
+                .resolve(n, ReadLevel::Linearizable)
+                .await
+                .with_context(|| format!("resolving {n}"))?;
+            ensure!(
+                set.version == *version && text_of(&set) == Some(value.as_str()),
+                "{n}: acknowledged {value:?} at version {version}, read {:?} at {}",
+                set.records,
+                set.version
+            );
+        }
+        Ok(())
+    }
 }

@@ -1,6 +1,7 @@
 //! The short chaos campaign run by `cargo test`: a few fixed seeds of partitions, drops and
 //! delays against three in-process anchors; each must stay linearizable and lose no
-//! acknowledged write, also across a delegation of the names' prefix to a child scope.
+//! acknowledged write, also across a delegation of the names' prefix to a child scope and
+//! while the scopes split by themselves.
 //! `scripts/chaos` runs the long campaign.
 
 use std::time::Duration;
@@ -77,6 +78,51 @@ async fn chaos_campaign_across_a_delegation() {
     assert!(
         report.passed,
         "seed {seed} failed: lost {} acknowledged writes; {}\nreplay: scripts/chaos --seed {seed} --duration-s 6 --delegate-at-s 2",
+        report.lost_acked, report.verdict
+    );
+}
+
+/// One campaign in which the scopes split by themselves while faults are injected: the
+/// root's policy has `[split] auto = true` and `names_max = 2`, the clients write under
+/// `/chaos/s/t`, and the root, `/chaos` and `/chaos/s` each split the next level off.
+/// Still linearizable, nothing acknowledged lost, and the splits done, at least one of them
+/// begun while the faults were on (10 s of them: the first split comes 1 to 3 s in, the
+/// others a second or more apart, later on a loaded machine).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn chaos_campaign_with_automatic_splits() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let seed = 55;
+    let cfg = CampaignConfig {
+        duration: Duration::from_secs(10),
+        split_names_max: Some(2),
+        ..CampaignConfig::default()
+    };
+    let report = tokio::time::timeout(Duration::from_secs(240), campaign(seed, &cfg))
+        .await
+        .unwrap_or_else(|_| panic!("seed {seed}: campaign did not finish in 240 s"))
+        .unwrap_or_else(|e| panic!("seed {seed}: harness error: {e:#}"));
+    println!(
+        "seed {seed} (splits {:?}): {} ops ({} unknown), nemesis {:?}, lost {}, {}",
+        report.splits,
+        report.ops,
+        report.unknown,
+        report.nemesis,
+        report.lost_acked,
+        report.verdict
+    );
+    let splits = report.splits.expect("a campaign with splits counts them");
+    assert!(
+        splits.during_faults >= 1,
+        "no split was made while the faults were on: {splits:?}"
+    );
+    assert_eq!(splits.frozen, 0, "a split never finished: {splits:?}");
+    assert!(report.ops > 20, "too few operations ran ({})", report.ops);
+    assert!(
+        report.passed,
+        "seed {seed} failed: lost {} acknowledged writes; {}\nreplay: scripts/chaos --seed {seed} --duration-s 10 --split-names-max 2",
         report.lost_acked, report.verdict
     );
 }

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use anchorage_tests::chaos::{campaign, CampaignConfig, Report};
+use anchorage_tests::chaos::{campaign, CampaignConfig, Report, Splits};
 use clap::Parser;
 
 /// Seeded chaos campaigns against three in-process anchors.
@@ -29,8 +29,13 @@ struct Args {
     #[arg(long, default_value_t = 4)]
     clients: usize,
     /// Delegate the clients' prefix to a child scope this many seconds into each campaign.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "split_names_max")]
     delegate_at_s: Option<f64>,
+    /// Let scopes split by themselves at this many names (`[split] auto = true`): the
+    /// clients' names nest three levels under `/chaos`, which split off one after another
+    /// during the faults.
+    #[arg(long)]
+    split_names_max: Option<u32>,
 }
 
 fn main() -> std::process::ExitCode {
@@ -50,6 +55,7 @@ fn main() -> std::process::ExitCode {
         duration: Duration::from_secs(args.duration_s),
         clients: args.clients,
         delegate_at: args.delegate_at_s.map(Duration::from_secs_f64),
+        split_names_max: args.split_names_max,
         ..CampaignConfig::default()
     };
     let seeds: Vec<u64> = match args.seed {
@@ -76,8 +82,17 @@ fn main() -> std::process::ExitCode {
         }
         match rt.block_on(campaign(seed, &cfg)) {
             Ok(r) => {
+                let splits = r
+                    .splits
+                    .map(|s| {
+                        format!(
+                            ", splits {} active ({} during faults)/{} aborted/{} frozen",
+                            s.active, s.during_faults, s.aborted, s.frozen
+                        )
+                    })
+                    .unwrap_or_default();
                 println!(
-                    "seed {seed}: {} ops ({} unknown), lost {}, {}",
+                    "seed {seed}: {} ops ({} unknown), lost {}{splits}, {}",
                     r.ops,
                     r.unknown,
                     r.lost_acked,
@@ -138,10 +153,29 @@ fn summary(
         "checker gave up (budget):   {}",
         reports.iter().filter(|r| r.checker_gave_up).count()
     );
+    if args.split_names_max.is_some() {
+        let splits: Vec<_> = reports.iter().filter_map(|r| r.splits).collect();
+        let sum = |f: fn(&Splits) -> u64| splits.iter().map(f).sum::<u64>();
+        println!(
+            "splits:                     {} handed over ({} begun during the faults; {} seeds \
+             with none), {} aborted, {} still frozen; {} split entries committed, {} proposals \
+             refused or unknown",
+            sum(|s| s.active as u64),
+            sum(|s| s.during_faults as u64),
+            splits.iter().filter(|s| s.active == 0).count(),
+            sum(|s| s.aborted as u64),
+            sum(|s| s.frozen as u64),
+            sum(|s| s.committed),
+            sum(|s| s.not_committed)
+        );
+    }
     println!("harness errors:             {}", errors.len());
     let delegate = args
         .delegate_at_s
         .map(|s| format!(" --delegate-at-s {s}"))
+        .or(args
+            .split_names_max
+            .map(|n| format!(" --split-names-max {n}")))
         .unwrap_or_default();
     for r in &failed {
         println!(

@@ -4,8 +4,11 @@
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Result};
-use proto::msg::{AdminRequest, AdminResponse, AnchorStatus, MutateRequest, MutateResponse};
-use proto::SignedMutation;
+use proto::msg::{
+    AdminRequest, AdminResponse, AnchorStatus, Answer, MutateRequest, MutateResponse,
+    ResolveRequest, ResolveResponse,
+};
+use proto::{Name, ReadLevel, ScopeId, SignedMutation};
 use resolver::net::{NetHandle, Protocol};
 use resolver::{AnchorAddr, Client, ClientConfig};
 
@@ -57,6 +60,36 @@ impl Cluster {
             .call(&to, Protocol::Mutate, &req, Duration::from_secs(10))
             .await
             .map_err(|e| anyhow!("anchor {i}: mutation: {e}"))
+    }
+
+    /// Asks anchor `i` alone about `name` in scope `scope` at `level` (no walk, no
+    /// retries, no other member): what that anchor's replica says. The answer's signature
+    /// is not checked; the harness asked this anchor over its authenticated connection.
+    pub async fn resolve_at(
+        &self,
+        i: usize,
+        scope: ScopeId,
+        name: &Name,
+        level: ReadLevel,
+    ) -> Result<Answer> {
+        let to = self.anchor_addr(i)?;
+        let req = ResolveRequest {
+            name: name.clone(),
+            level,
+            scope,
+        };
+        let answer = self
+            .net
+            .call(&to, Protocol::Resolve, &req, STATUS_TIMEOUT)
+            .await
+            .map_err(|e| anyhow!("anchor {i}: resolve {name}: {e}"))?;
+        match answer {
+            ResolveResponse::Signed(signed) => {
+                proto::codec::decode(&signed.body, proto::limits::CLIENT_FRAME_BYTES_MAX)
+                    .map_err(|e| anyhow!("anchor {i}: resolve {name}: undecodable answer: {e}"))
+            }
+            ResolveResponse::Error(e) => bail!("anchor {i}: resolve {name} in {scope}: {e}"),
+        }
     }
 
     /// Sends one raw frame to anchor `i` on `protocol` from `net` (a client swarm of the

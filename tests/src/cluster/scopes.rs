@@ -260,4 +260,49 @@ impl Cluster {
         )
         .await
     }
+
+    /// Scope `parent`'s live (not Aborted) delegation of `prefix`, as anchor `i` has
+    /// applied it (an operator's delegation or a split).
+    pub async fn delegation_at(
+        &self,
+        i: usize,
+        parent: ScopeId,
+        prefix: &Name,
+    ) -> Result<Option<Delegation>> {
+        let info = self.scope_info_at(i, ScopeTarget::Id(parent)).await?;
+        Ok(info
+            .delegations
+            .into_iter()
+            .find(|d| &d.referral.prefix == prefix && d.state != DelegationState::Aborted))
+    }
+
+    /// Waits until one of `anchors` reports `parent`'s delegation of `prefix` (a split, or
+    /// an operator's delegation) Active; returns it.
+    pub async fn wait_split_active(
+        &self,
+        anchors: &[usize],
+        parent: ScopeId,
+        prefix: &str,
+        within: Duration,
+    ) -> Result<Delegation> {
+        let prefix = Name::parse(prefix)?;
+        wait_for(
+            &format!("{prefix} to be split off {parent} and handed over"),
+            within,
+            || {
+                let prefix = prefix.clone();
+                async move {
+                    for &i in anchors {
+                        if let Some(d) = self.delegation_at(i, parent, &prefix).await? {
+                            if d.state == DelegationState::Active {
+                                return Ok(Some(d));
+                            }
+                        }
+                    }
+                    Ok(None)
+                }
+            },
+        )
+        .await
+    }
 }

@@ -7,6 +7,13 @@
 //! delegated to a new child scope mid-campaign, while faults are injected: the history must
 //! stay linearizable across the hand-over (`docs/design.md`, "Properties the tests hold").
 //!
+//! With [`CampaignConfig::split_names_max`], the root's policy lets scopes split by
+//! themselves (`[split] auto = true`, that `names_max`, `interval_s_min = 1`) and the clients
+//! write three levels deeper (`/chaos/s/t/k<n>`): the root splits `/chaos` off, which splits
+//! `/chaos/s` off, which splits `/chaos/s/t` off, each as soon as its size limit is exceeded
+//! and the last split is a second old, while the nemesis acts. The report counts the splits
+//! (`splits.rs`), and how many of them started while the faults were on.
+//!
 //! One seed replays one campaign: `scripts/chaos --seed N`.
 
 use std::collections::BTreeMap;
@@ -25,6 +32,10 @@ use crate::faults::{Noise, SeededFaults};
 use crate::linearizability::{Budget, Outcome, Recorder};
 use crate::recorded::{lost_acknowledged, record_read, run_client, Mix, FINAL_READER};
 
+mod splits;
+
+pub use splits::Splits;
+
 /// What one campaign does.
 #[derive(Clone, Debug)]
 pub struct CampaignConfig {
@@ -36,6 +47,9 @@ pub struct CampaignConfig {
     pub names: usize,
     /// Delegate `/chaos` to a child scope this long after the clients start.
     pub delegate_at: Option<Duration>,
+    /// Let scopes split by themselves at this many names (see the module docs); not
+    /// together with `delegate_at`.
+    pub split_names_max: Option<u32>,
 }
 
 impl Default for CampaignConfig {
@@ -45,6 +59,7 @@ impl Default for CampaignConfig {
             clients: 4,
             names: 4,
             delegate_at: None,
+            split_names_max: None,
         }
     }
 }
@@ -74,6 +89,8 @@ pub struct Report {
     pub passed: bool,
     /// With `delegate_at`: the log index of the delegation, once it was active.
     pub delegated_at_index: Option<u64>,
+    /// With `split_names_max`: the splits the scopes made.
+    pub splits: Option<Splits>,
 }
 
 fn free_port() -> Result<u16> {
@@ -89,7 +106,7 @@ struct Cluster {
     _dir: tempfile::TempDir,
 }
 
-async fn start_cluster(faults: &Arc<SeededFaults>) -> Result<Cluster> {
+async fn start_cluster(faults: &Arc<SeededFaults>, cfg: &CampaignConfig) -> Result<Cluster> {
     let dir = tempfile::tempdir()?;
     let mut anchors = Vec::new();
     for i in 0..3 {
@@ -115,7 +132,14 @@ async fn start_cluster(faults: &Arc<SeededFaults>) -> Result<Cluster> {
         .map(|a| a.info().peer_id.parse())
         .collect::<Result<_, _>>()?;
     let admin = policy::PublicKey::from_bytes(&admin_key().verifying_key().to_bytes())?;
-    anchor::operator::init_root(&addrs, policy::Policy::development(Some(admin)).to_toml()).await?;
+    let mut root_policy = policy::Policy::development(Some(admin));
+    if let Some(names_max) = cfg.split_names_max {
+        root_policy.split.auto = true;
+        root_policy.split.names_max = names_max;
+        root_policy.split.interval_s_min = 1;
+        root_policy.validate()?;
+    }
+    anchor::operator::init_root(&addrs, root_policy.to_toml()).await?;
     Ok(Cluster {
         anchors,
         peers,
@@ -148,8 +172,15 @@ fn client_config() -> ClientConfig {
 
 /// Runs one campaign.
 pub async fn campaign(seed: u64, cfg: &CampaignConfig) -> Result<Report> {
+    if cfg.delegate_at.is_some() && cfg.split_names_max.is_some() {
+        bail!("a campaign either delegates /chaos or lets it split by itself, not both");
+    }
+    let name: fn(usize) -> String = match cfg.split_names_max {
+        Some(_) => deep_name,
+        None => name,
+    };
     let faults = SeededFaults::new(seed);
-    let cluster = start_cluster(&faults)
+    let cluster = start_cluster(&faults, cfg)
         .await
         .context("starting the cluster")?;
     let recorder = Recorder::new();
@@ -208,7 +239,14 @@ pub async fn campaign(seed: u64, cfg: &CampaignConfig) -> Result<Report> {
         faults.heal();
         done
     };
-    let (nemesis, delegated) = tokio::join!(nemesis, delegate);
+    // With splits, note each one as it appears: did it start while the faults were on?
+    let split_watch = async {
+        match cfg.split_names_max {
+            Some(_) => splits::watch(&cluster.anchors, deadline).await,
+            None => Default::default(),
+        }
+    };
+    let (nemesis, delegated, during_faults) = tokio::join!(nemesis, delegate, split_watch);
     delegated?;
     while tasks.join_next().await.is_some() {}
     faults.heal();
@@ -221,6 +259,18 @@ pub async fn campaign(seed: u64, cfg: &CampaignConfig) -> Result<Report> {
     for n in 0..cfg.names {
         record_read(&final_client, &recorder, FINAL_READER, &name(n)).await;
     }
+    let splits = match cfg.split_names_max {
+        Some(_) => Some(
+            splits::count(
+                &cluster.anchors,
+                SPLIT_LEVELS,
+                &during_faults,
+                Duration::from_secs(20),
+            )
+            .await,
+        ),
+        None => None,
+    };
     let injected = faults.injected();
     cluster.shutdown().await;
     let history = recorder.history();
@@ -242,6 +292,7 @@ pub async fn campaign(seed: u64, cfg: &CampaignConfig) -> Result<Report> {
         checker_gave_up: matches!(outcome, Outcome::Unknown),
         passed,
         delegated_at_index,
+        splits,
     })
 }
 
@@ -322,6 +373,15 @@ async fn wait_delegated(cluster: &Cluster, within: Duration) -> Result<u64> {
 fn name(n: usize) -> String {
     format!("/chaos/k{n}")
 }
+
+/// The names of a campaign with splits: [`SPLIT_LEVELS`] labels above the last, so each
+/// level holds every name and splits the next one off.
+fn deep_name(n: usize) -> String {
+    format!("/chaos/s/t/k{n}")
+}
+
+/// The scopes a campaign with splits can split off: `/chaos`, `/chaos/s`, `/chaos/s/t`.
+const SPLIT_LEVELS: usize = 3;
 
 /// Waits until the healed cluster commits a write again.
 async fn settle(client: &Client, key: &ed25519_dalek::SigningKey) -> Result<()> {
