@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anchor::Anchor;
 use ed25519_dalek::SigningKey;
 use libp2p::Multiaddr;
-use proto::{Name, ReadLevel, Record};
+use proto::{Name, Record};
 use resolver::{Client, ClientConfig};
 
 /// The root's `[split] names_max`: low, so a few dozen names split it.
@@ -61,27 +61,11 @@ async fn run() {
         .collect();
     for (i, name) in names.iter().enumerate() {
         let value = format!("v{i}");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            match client
-                .put(name, vec![Record::Text(value.clone())], 300, &writer)
-                .await
-            {
-                Ok(version) => {
-                    acked.insert(name.clone(), (version, value.clone()));
-                    break;
-                }
-                // Not acknowledged (the root may have no leader yet): the test only holds
-                // acknowledged writes to account, and writes the name again.
-                Err(e) => {
-                    assert!(Instant::now() < deadline, "{name} never committed: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
-        }
+        let version = common::put_until_acked(&client, name, &value, &writer).await;
+        acked.insert(name.clone(), (version, value));
         let earlier = &names[i / 2];
         if let Some(expected) = acked.get(earlier) {
-            check(&client, earlier, expected).await;
+            common::reads_back(&client, earlier, expected).await;
         }
     }
     let wrote_s = started.elapsed().as_secs_f32();
@@ -151,7 +135,7 @@ async fn run() {
     // scope(s).
     client.clear_cache();
     for (name, expected) in &acked {
-        check(&client, name, expected).await;
+        common::reads_back(&client, name, expected).await;
     }
     // Every member of each scope under /shop/eu (it may have split again by range: no
     // child label dominates it) ends with the same records, and together they hold every
@@ -199,18 +183,4 @@ async fn run() {
     for a in &anchors {
         a.shutdown().await;
     }
-}
-
-/// `name` reads back linearizably with the acknowledged version and value.
-async fn check(client: &Client, name: &str, expected: &(u64, String)) {
-    let set = client
-        .resolve(name, ReadLevel::Linearizable)
-        .await
-        .unwrap_or_else(|e| panic!("{name}: {e}"));
-    assert_eq!(set.version, expected.0, "{name}");
-    assert_eq!(
-        set.records,
-        vec![Record::Text(expected.1.clone())],
-        "{name}"
-    );
 }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use anchor::Anchor;
 use ed25519_dalek::SigningKey;
 use libp2p::Multiaddr;
-use proto::{Name, ReadLevel, Record, ScopeId};
+use proto::{Name, ScopeId};
 use resolver::{Client, ClientConfig};
 
 /// The root's `[split] names_max`: low, so a few dozen names split it.
@@ -56,10 +56,12 @@ async fn run() {
     let mut acked: BTreeMap<String, (u64, String)> = BTreeMap::new();
     let names: Vec<String> = (0..NAMES).map(|i| format!("/users/u{i:03}")).collect();
     for (i, name) in names.iter().enumerate() {
-        put(&client, &writer, name, &format!("v{i}"), &mut acked).await;
+        let value = format!("v{i}");
+        let version = common::put_until_acked(&client, name, &value, &writer).await;
+        acked.insert(name.clone(), (version, value));
         // An earlier name reads back right away, whichever scope holds it now.
         let earlier = &names[i / 2];
-        check(&client, earlier, &acked[earlier]).await;
+        common::reads_back(&client, earlier, &acked[earlier]).await;
     }
     let wrote_s = started.elapsed().as_secs_f32();
 
@@ -117,20 +119,21 @@ async fn run() {
             .as_ref()
             .map_or("/users/a".into(), |s| s.to_string());
         let name = format!("{first}-after");
-        put(&client, &writer, &name, "after", &mut acked).await;
+        let version = common::put_until_acked(&client, &name, "after", &writer).await;
+        acked.insert(name, (version, "after".to_string()));
     }
 
     // Every acknowledged write reads back linearizably, from a cold client too (its walk
     // goes root -> /users -> range).
     client.clear_cache();
     for (name, expected) in &acked {
-        check(&client, name, expected).await;
+        common::reads_back(&client, name, expected).await;
     }
     let cold = Client::connect_str(&trust, ClientConfig::default())
         .await
         .unwrap();
     for (name, expected) in &acked {
-        check(&cold, name, expected).await;
+        common::reads_back(&cold, name, expected).await;
     }
 
     // Every member of each scope ends with the same records, and the scopes' records
@@ -178,46 +181,4 @@ async fn run() {
     for a in &anchors {
         a.shutdown().await;
     }
-}
-
-/// Writes `name` until it is acknowledged and records the acknowledged version.
-async fn put(
-    client: &Client,
-    writer: &SigningKey,
-    name: &str,
-    value: &str,
-    acked: &mut BTreeMap<String, (u64, String)>,
-) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        match client
-            .put(name, vec![Record::Text(value.to_string())], 300, writer)
-            .await
-        {
-            Ok(version) => {
-                acked.insert(name.to_string(), (version, value.to_string()));
-                return;
-            }
-            // Not acknowledged (no leader yet, or the name is moving): only acknowledged
-            // writes are accounted for, and the name is written again.
-            Err(e) => {
-                assert!(Instant::now() < deadline, "{name} never committed: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
-}
-
-/// `name` reads back linearizably with the acknowledged version and value.
-async fn check(client: &Client, name: &str, expected: &(u64, String)) {
-    let set = client
-        .resolve(name, ReadLevel::Linearizable)
-        .await
-        .unwrap_or_else(|e| panic!("{name}: {e}"));
-    assert_eq!(set.version, expected.0, "{name}");
-    assert_eq!(
-        set.records,
-        vec![Record::Text(expected.1.clone())],
-        "{name}"
-    );
 }

@@ -34,3 +34,42 @@ pub fn init_tracing() {
         .with_test_writer()
         .try_init();
 }
+
+/// Writes `name` = `value` through `client` until it is acknowledged (within 20 s) and
+/// returns the acknowledged version. Only acknowledged writes are held to account, so a
+/// failed attempt (no leader yet, the name moving) is simply made again.
+pub async fn put_until_acked(
+    client: &resolver::Client,
+    name: &str,
+    value: &str,
+    key: &ed25519_dalek::SigningKey,
+) -> u64 {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let records = vec![proto::Record::Text(value.to_string())];
+        match client.put(name, records, 300, key).await {
+            Ok(version) => return version,
+            Err(e) => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{name} never committed: {e}"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// `name` reads back linearizably with the acknowledged version and text value.
+pub async fn reads_back(client: &resolver::Client, name: &str, expected: &(u64, String)) {
+    let set = client
+        .resolve(name, proto::ReadLevel::Linearizable)
+        .await
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    assert_eq!(set.version, expected.0, "{name}");
+    assert_eq!(
+        set.records,
+        vec![proto::Record::Text(expected.1.clone())],
+        "{name}"
+    );
+}
