@@ -1,8 +1,9 @@
-//! `anchorage scope split`, as an operator uses it on three real anchor processes: a
+//! Splits on three real anchor processes. `anchorage scope split`, as an operator uses it: a
 //! subtree split off the root, then the new scope cut by range, each signed by the admin,
 //! each taking over on the same anchors; `scope tree` shows the range; a split signed by a
 //! key that is not an admin's is refused; every acknowledged write reads back
-//! linearizably from a cold client, through the new scopes.
+//! linearizably from a cold client, through the new scopes. And a flat scope over its size
+//! limit that splits by range at its median by itself.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -112,6 +113,76 @@ async fn run() -> Result<()> {
         ensure!(
             set.version == *version && set.records == vec![Record::Text(value.clone())],
             "{name}: {set:?}, acknowledged v{version} {value}"
+        );
+    }
+    Ok(())
+}
+
+/// A flat scope over its size limit splits by range at its median, by itself, on three real
+/// anchor processes: the root splits `/users` off (one child label holds every name), then
+/// `/users`, which no child label dominates, cuts its range near the median name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_flat_scope_over_its_size_limit_splits_by_range_at_the_median() {
+    bounded(Duration::from_secs(120), flat_run()).await;
+}
+
+async fn flat_run() -> Result<()> {
+    let mut c = Cluster::start(3).await?;
+    let policy = anchorage_tests::split_policy(
+        &anchorage_tests::policy_toml(&[], 0, &[("/**", &[])], 3, &[])?,
+        &[("names_max", 12), ("interval_s_min", 1)],
+    )?;
+    let policy_file = c.write_file("root.toml", &policy)?;
+    c.init(Some(&policy_file)).await?;
+    let client = c.client().await?;
+    let writer = random_key();
+    let mut acked = BTreeMap::new();
+    for i in 0..20 {
+        let name = format!("/users/u{i:02}");
+        let value = format!("v{i}");
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let version = loop {
+            match client
+                .put(&name, vec![Record::Text(value.clone())], 300, &writer)
+                .await
+            {
+                Ok(v) => break v,
+                Err(e) => {
+                    ensure!(std::time::Instant::now() < deadline, "{name}: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        };
+        acked.insert(name, (version, value));
+    }
+    // The last name ends in a range scope of /users whose start lies near the middle.
+    let deadline = std::time::Instant::now() + Duration::from_secs(40);
+    let start = loop {
+        let info = client
+            .scope_info(&anchorage_tests::proto::Name::parse("/users/u19")?)
+            .await?;
+        if info.active && info.descriptor.prefix.to_string() == "/users" {
+            if let Some(start) = info.descriptor.range.start {
+                break start.to_string();
+            }
+        }
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "/users never split by range: {:?}",
+            info.descriptor
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    ensure!(
+        ("/users/u05".to_string()..="/users/u15".to_string()).contains(&start),
+        "the cut {start} is far from the median"
+    );
+    let cold = c.client().await?;
+    for (name, (version, value)) in &acked {
+        let set = cold.resolve(name, ReadLevel::Linearizable).await?;
+        ensure!(
+            set.version == *version && set.records == vec![Record::Text(value.clone())],
+            "{name}: {set:?}"
         );
     }
     Ok(())
