@@ -16,7 +16,7 @@
 //! - write latency (p50/p99/max) of each half's writers during the split (from the policy
 //!   change to 2 s after the hand-over), and before it, as the stall the split causes;
 //! - linearizable resolve latency during the split;
-//! - resident memory of each anchor before and after.
+//! - resident memory of each anchor before, after, and 30 s after the split.
 //!
 //! Uses `target/release/anchorage` when it exists and `ANCHORAGE_BIN` is not set. Bounded by
 //! `--timeout-s`; the anchors are children of this process and die with it.
@@ -253,6 +253,9 @@ async fn run_on(c: &mut Cluster, args: &Args) -> Result<()> {
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
     let rss_after = rss_all(c);
+    // Whether the growth stays: resident memory once more after a quiet while.
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let rss_later = rss_all(c);
 
     // ---- figures ----
     let right_ops = right.lock().map(|v| v.clone()).unwrap_or_default();
@@ -300,10 +303,15 @@ async fn run_on(c: &mut Cluster, args: &Args) -> Result<()> {
         row(label, "during split", &during);
     }
     println!();
-    println!("| anchor | RSS before MiB | RSS after MiB |");
-    println!("|---|---|---|");
-    for (i, (b, a)) in rss_before.iter().zip(&rss_after).enumerate() {
-        println!("| {i} | {} | {} |", mib(*b), mib(*a));
+    println!("| anchor | RSS before MiB | RSS after MiB | RSS 30 s later MiB |");
+    println!("|---|---|---|---|");
+    for (i, ((b, a), l)) in rss_before
+        .iter()
+        .zip(&rss_after)
+        .zip(&rss_later)
+        .enumerate()
+    {
+        println!("| {i} | {} | {} | {} |", mib(*b), mib(*a), mib(*l));
     }
     Ok(())
 }
