@@ -4,27 +4,18 @@
 use policy::Policy;
 use proto::{DelegationState, Op, ScopeDescriptor, WireError};
 
-use super::tests::{batch, entry, put, subtree_split};
+use super::tests::{batch, entry, put, size_split, subtree_split};
 use super::*;
 
 fn range_split(at: &str, left: u64, right: u64, at_ms: u64) -> ScopeCommand {
-    use proto::split::{Basis, LoadEvidence, SplitEvidence, SplitPlan, Trigger};
-    ScopeCommand::Split {
-        evidence: SplitEvidence {
-            plan: SplitPlan::Range {
-                at: Name::parse(at).unwrap(),
-                basis: Basis::Size,
-                left,
-                right,
-            },
-            trigger: Trigger::Names,
-            decided_at_ms: at_ms,
-            names: left + right,
-            bytes: 0,
-            load: LoadEvidence::default(),
-        },
-        proposed_at_ms: at_ms,
-    }
+    use proto::split::{Basis, SplitPlan};
+    let plan = SplitPlan::Range {
+        at: Name::parse(at).unwrap(),
+        basis: Basis::Size,
+        left,
+        right,
+    };
+    size_split(plan, left + right, at_ms)
 }
 
 #[tokio::test]

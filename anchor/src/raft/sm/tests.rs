@@ -319,18 +319,26 @@ async fn a_reader_never_sees_moved_names_gone_while_the_view_still_says_frozen()
 }
 
 pub(super) fn subtree_split(label: &str, part: u64, whole: u64, at_ms: u64) -> ScopeCommand {
-    use proto::split::{Basis, LoadEvidence, SplitEvidence, SplitPlan, Trigger};
+    use proto::split::{Basis, SplitPlan};
+    let plan = SplitPlan::Subtree {
+        label: label.into(),
+        basis: Basis::Size,
+        part,
+        whole,
+    };
+    size_split(plan, whole, at_ms)
+}
+
+/// A split entry for `plan`, triggered by the name limit with `names` held, decided and
+/// proposed at `at_ms`.
+pub(super) fn size_split(plan: proto::split::SplitPlan, names: u64, at_ms: u64) -> ScopeCommand {
+    use proto::split::{LoadEvidence, SplitEvidence, Trigger};
     ScopeCommand::Split {
         evidence: SplitEvidence {
-            plan: SplitPlan::Subtree {
-                label: label.into(),
-                basis: Basis::Size,
-                part,
-                whole,
-            },
+            plan,
             trigger: Trigger::Names,
             decided_at_ms: at_ms,
-            names: whole,
+            names,
             bytes: 0,
             load: LoadEvidence::default(),
         },
