@@ -204,6 +204,14 @@ pub enum DenyReason {
         /// The scope's prefix.
         scope: Name,
     },
+    /// An operator's merge names a part that is not strictly below the scope's prefix.
+    #[error("cannot merge {part} back: it must lie strictly below this scope's prefix {scope}")]
+    MergeNotBelow {
+        /// The part named.
+        part: Name,
+        /// The scope's prefix.
+        scope: Name,
+    },
     /// A chosen member anchor does not satisfy the child policy's placement.
     #[error("anchor {anchor} cannot host the new scope: {reason}")]
     DelegateMemberPlacement {
@@ -245,6 +253,7 @@ impl DenyReason {
             DenyReason::DelegateMemberPlacement { .. } => "delegate_member_placement",
             DenyReason::DelegateTooFewMembers { .. } => "delegate_too_few_members",
             DenyReason::SplitNotBelow { .. } => "split_not_below",
+            DenyReason::MergeNotBelow { .. } => "merge_not_below",
         }
     }
 }
@@ -317,6 +326,15 @@ fn check(
             if !at.is_under(req.scope_prefix) || at == req.scope_prefix {
                 return Err(DenyReason::SplitNotBelow {
                     at: at.clone(),
+                    scope: req.scope_prefix.clone(),
+                });
+            }
+            check_admins(policy, signers)
+        }
+        Op::Merge { part, .. } => {
+            if !part.is_under(req.scope_prefix) || part == req.scope_prefix {
+                return Err(DenyReason::MergeNotBelow {
+                    part: part.clone(),
                     scope: req.scope_prefix.clone(),
                 });
             }
@@ -757,6 +775,26 @@ jurisdiction = "eu"
         let op = set_policy("/eu", "");
         assert!(decide(&op, &[ADMINS[0], ADMINS[2]]).is_allow());
         assert!(decide(&op, &[OTHER, ADMINS[1], ADMINS[0]]).is_allow());
+    }
+
+    #[test]
+    fn an_operators_merge_needs_k_admins_and_a_part_below_the_scope() {
+        let merge = |part: &str| Op::Merge {
+            scope: name("/eu"),
+            part: name(part),
+        };
+        assert!(decide(&merge("/eu/shop"), &[ADMINS[0], ADMINS[1]]).is_allow());
+        assert_eq!(
+            deny(&merge("/eu/shop"), &[ADMINS[0], WRITER]),
+            DenyReason::NotEnoughAdminSignatures { have: 1, need: 2 }
+        );
+        assert_eq!(
+            deny(&merge("/us/shop"), &ADMINS),
+            DenyReason::MergeNotBelow {
+                part: name("/us/shop"),
+                scope: name("/eu")
+            }
+        );
     }
 
     #[test]

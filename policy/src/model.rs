@@ -141,7 +141,9 @@ impl WriteOp {
             Op::Put { .. } => Some(WriteOp::Put),
             Op::Delete { .. } => Some(WriteOp::Delete),
             Op::Cas { .. } => Some(WriteOp::Cas),
-            Op::SetPolicy { .. } | Op::Delegate { .. } | Op::Split { .. } => None,
+            Op::SetPolicy { .. } | Op::Delegate { .. } | Op::Split { .. } | Op::Merge { .. } => {
+                None
+            }
         }
     }
 

@@ -92,6 +92,16 @@ pub enum Op {
         /// Cut the range at `at` instead of splitting its subtree off.
         by_range: bool,
     },
+    /// An operator's merge of a scope split off the scope governing `scope` back into it,
+    /// signed by k of that scope's n admin keys: `part` is the first name of the part split
+    /// off (a subtree's prefix, or the first name of a range). The same execution as an
+    /// automatic merge, without the evidence: the admins decide. (Appended last.)
+    Merge {
+        /// A name the merging (parent) scope governs: where the mutation is sent.
+        scope: Name,
+        /// The first name of the part to take back.
+        part: Name,
+    },
 }
 
 impl Op {
@@ -101,6 +111,7 @@ impl Op {
             Op::Put { name, .. } | Op::Delete { name } | Op::Cas { name, .. } => name,
             Op::SetPolicy { prefix, .. } | Op::Delegate { prefix, .. } => prefix,
             Op::Split { at, .. } => at,
+            Op::Merge { scope, .. } => scope,
         }
     }
 
@@ -113,6 +124,7 @@ impl Op {
             Op::SetPolicy { .. } => "set_policy",
             Op::Delegate { .. } => "delegate",
             Op::Split { .. } => "split",
+            Op::Merge { .. } => "merge",
         }
     }
 
@@ -122,7 +134,9 @@ impl Op {
             Op::Put { records, ttl_s, .. } | Op::Cas { records, ttl_s, .. } => {
                 validate_records(records, *ttl_s)
             }
-            Op::Delete { .. } | Op::SetPolicy { .. } | Op::Split { .. } => Ok(()),
+            Op::Delete { .. } | Op::SetPolicy { .. } | Op::Split { .. } | Op::Merge { .. } => {
+                Ok(())
+            }
             Op::Delegate {
                 prefix,
                 members,

@@ -120,19 +120,8 @@ pub fn candidates<H: Host>(host: &H, parent: &Replica) -> Vec<Result<Candidate, 
         .as_ref()
         .map(|d| d.members.iter().map(|m| m.peer_id.clone()).collect())
         .unwrap_or_default();
+    let own = view.bounds();
     let mut out = Vec::new();
-    if view
-        .descriptor
-        .as_ref()
-        .is_some_and(|d| d.range.is_bounded())
-    {
-        // A range scope's split-off subtrees stay (the merge evidence is about whole
-        // subtrees only).
-        out.push(Err(
-            "merges into a range scope are not built yet: its split-off parts stay".to_string(),
-        ));
-        return out;
-    }
     for d in view.delegations.values() {
         let prefix = &d.referral.prefix;
         if let DelegationState::Merging { index } = d.state {
@@ -142,9 +131,11 @@ pub fn candidates<H: Host>(host: &H, parent: &Replica) -> Vec<Result<Candidate, 
         if d.state != DelegationState::Active {
             continue;
         }
-        if d.referral.range.is_bounded() {
+        // A range merges into the scope whose own names end where it starts; ranges
+        // further right wait for the ones between to merge first.
+        if d.referral.range.is_bounded() && d.referral.range.start != own.end {
             out.push(Err(format!(
-                "{prefix} {}: stay: a range split off this scope does not merge back yet",
+                "{prefix} {}: stay: not next to this scope's own names (the range before it merges first)",
                 d.referral.range
             )));
             continue;
@@ -227,8 +218,13 @@ pub fn verdict(
         cload.writes_peak = cload.writes_peak.max(writes);
         cload.peak_reliable &= reliable;
     }
-    let pb = ScopeBounds::subtree(parent.descriptor.prefix.clone());
-    let cb = ScopeBounds::subtree(c.delegation.referral.prefix.clone());
+    let pb = parent.state.view().bounds();
+    let range = &c.delegation.referral.range;
+    let cb = ScopeBounds {
+        prefix: c.delegation.referral.prefix.clone(),
+        start: range.start.clone(),
+        end: range.end.clone(),
+    };
     let side = |bounds, load, size| Side { bounds, load, size };
     merge_verdict(
         side(&pb, &pload, &psize),
@@ -358,19 +354,13 @@ fn fits(c: &Candidate, now_ms: u64) -> Result<(), String> {
 
 /// The encoded size of a `MergeDone` carrying the child's current state.
 fn state_bytes(child: &Replica, d: &Delegation, now_ms: u64) -> Result<usize, String> {
-    let prefix = &d.referral.prefix;
+    let (prefix, range) = (&d.referral.prefix, &d.referral.range);
     let err = |e: crate::AnchorError| format!("{prefix}: stay: reading its state: {e}");
     let cmd = ScopeCommand::MergeDone {
         child: d.referral.scope,
         retired_at: 0,
-        records: child
-            .state
-            .records_in(prefix, &proto::KeyRange::all())
-            .map_err(err)?,
-        nonces: child
-            .state
-            .nonces_in(prefix, &proto::KeyRange::all(), now_ms)
-            .map_err(err)?,
+        records: child.state.records_in(prefix, range).map_err(err)?,
+        nonces: child.state.nonces_in(prefix, range, now_ms).map_err(err)?,
     };
     codec::encode(&cmd)
         .map(|b| b.len())

@@ -40,6 +40,12 @@ pub trait ScopeRead {
         let _ = (at, by_range);
         Some("this state cannot split".into())
     }
+    /// Why an operator's merge of the part split off at `part` (`Op::Merge`) cannot be
+    /// carried out now, if it cannot; the state machine's own view says.
+    fn merge_refusal(&self, part: &Name) -> Option<String> {
+        let _ = part;
+        Some("this state cannot merge".into())
+    }
 }
 
 /// The live (not aborted) delegation that governs `name`: a delegated subtree whose prefix
@@ -103,6 +109,12 @@ pub enum Effect {
         at: Name,
         /// Cut the range at `at`.
         by_range: bool,
+    },
+    /// An operator's merge of the part split off at `part` back into this scope
+    /// (`Op::Merge`).
+    Merge {
+        /// The first name of the part.
+        part: Name,
     },
 }
 
@@ -190,10 +202,13 @@ pub fn decide(
             reason: reason.to_string(),
         });
     }
-    if let Op::Split { at, by_range } = &m.op {
-        if let Some(reason) = state.split_refusal(at, *by_range) {
-            return Err(WireError::Refused { reason });
-        }
+    let refusal = match &m.op {
+        Op::Split { at, by_range } => state.split_refusal(at, *by_range),
+        Op::Merge { part, .. } => state.merge_refusal(part),
+        _ => None,
+    };
+    if let Some(reason) = refusal {
+        return Err(WireError::Refused { reason });
     }
     let effect = effect_of(
         m.op.clone(),
@@ -296,6 +311,7 @@ fn effect_of(
             Ok(Effect::SetPolicy(Box::new(policy), policy_toml))
         }
         Op::Split { at, by_range } => Ok(Effect::Split { at, by_range }),
+        Op::Merge { part, .. } => Ok(Effect::Merge { part }),
         Op::Delegate {
             prefix,
             members,

@@ -224,12 +224,12 @@ fn bounds_of(side: &MergeSide) -> ScopeBounds {
     }
 }
 
-/// Consecutive ranges of one prefix, or a whole scope and a scope below it.
+/// Consecutive ranges of one prefix, or a scope and a subtree inside its own names.
 fn adjacent(left: &ScopeBounds, right: &ScopeBounds) -> bool {
     if left.prefix == right.prefix {
         return left.end.is_some() && left.end == right.start;
     }
-    !left.is_range() && right.prefix.is_under(&left.prefix)
+    !right.is_range() && left.contains(&right.prefix)
 }
 
 fn check_figures(

@@ -69,7 +69,8 @@ pub fn merge_verdict(
         MergeDecision::Stay(reason) => return Err(Hold::Decider(reason)),
     };
     let (load, size) = merged(parent, child);
-    match decide(&load, &size, policy, parent.bounds, now_ms, None) {
+    let bounds = merged_bounds(parent.bounds, child.bounds);
+    match decide(&load, &size, policy, &bounds, now_ms, None) {
         Decision::Split(e) => Err(Hold::WouldSplitAgain {
             plan: format!("{} ({} over the limit)", e.plan, e.trigger),
         }),
@@ -77,8 +78,19 @@ pub fn merge_verdict(
     }
 }
 
+/// The names of the merged scope: the parent's, extended to the child's end when the child
+/// is the range right after them.
+pub fn merged_bounds(parent: &ScopeBounds, child: &ScopeBounds) -> ScopeBounds {
+    let mut out = parent.clone();
+    if child.prefix == parent.prefix && child.is_range() {
+        out.end = child.end.clone();
+    }
+    out
+}
+
 /// The figures the merged scope would have: the summed peaks (CockroachDB keeps them after
-/// a merge), both sizes, and the child's subtree as one child label of the parent.
+/// a merge), both sizes, and the child's names among the parent's child labels (a subtree
+/// as one label, a range as its own labels).
 pub fn merged(parent: Side<'_>, child: Side<'_>) -> (LoadFigures, SizeFigures) {
     let mut load = parent.load.clone();
     load.reads_peak = load.reads_peak.saturating_add(child.load.reads_peak);
@@ -89,7 +101,19 @@ pub fn merged(parent: Side<'_>, child: Side<'_>) -> (LoadFigures, SizeFigures) {
     size.names = size.names.saturating_add(child.size.names);
     size.bytes = size.bytes.saturating_add(child.size.bytes);
     let depth = parent.bounds.prefix.depth();
-    if let Some(label) = child.bounds.prefix.labels().get(depth) {
+    if child.bounds.prefix == parent.bounds.prefix {
+        for c in &child.size.children {
+            match size.children.iter_mut().find(|p| p.label == c.label) {
+                Some(p) => {
+                    p.names = p.names.saturating_add(c.names);
+                    p.bytes = p.bytes.saturating_add(c.bytes);
+                }
+                None => size.children.push(c.clone()),
+            }
+        }
+        size.children
+            .sort_by(|a, b| b.names.cmp(&a.names).then_with(|| a.label.cmp(&b.label)));
+    } else if let Some(label) = child.bounds.prefix.labels().get(depth) {
         match size.children.iter_mut().find(|c| &c.label == label) {
             Some(c) => {
                 c.names = c.names.saturating_add(child.size.names);

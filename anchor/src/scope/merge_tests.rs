@@ -133,8 +133,16 @@ fn only_neighbours_merge() {
         ScopeBounds::subtree(name("/users")),
     );
     assert_eq!(stay(pair.decide(&policy(), NOW)), MergeReason::NotAdjacent);
-    // A range is not the parent of a child scope.
+    // A range scope takes back a subtree inside its own names only.
+    pair.bounds = (halves().0, ScopeBounds::subtree(name("/users/z")));
+    assert_eq!(stay(pair.decide(&policy(), NOW)), MergeReason::NotAdjacent);
     pair.bounds = (halves().0, ScopeBounds::subtree(name("/users/a")));
+    assert!(matches!(
+        pair.decide(&policy(), NOW),
+        MergeDecision::Merge(_)
+    ));
+    // A range does not merge into the range after it (the left one keeps going).
+    pair.bounds = (halves().1, halves().0);
     assert_eq!(stay(pair.decide(&policy(), NOW)), MergeReason::NotAdjacent);
 }
 

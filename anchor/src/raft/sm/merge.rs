@@ -15,7 +15,7 @@
 use openraft::StorageError;
 use proto::msg::SeededNonce;
 use proto::split::MergeEvidence;
-use proto::{codec, Delegation, DelegationState, Name, RecordSet, ScopeId};
+use proto::{codec, Delegation, DelegationState, KeyRange, Name, RecordSet, ScopeId};
 
 use super::keys::Meta;
 use super::overlay::{sm_err, Overlay};
@@ -47,41 +47,26 @@ impl Overlay<'_> {
         let Some(policy) = self.view.policy.clone() else {
             return Ok(Err("the scope has no policy yet".into()));
         };
-        if !self.view.writable() {
-            return Ok(Err("the scope is not taking writes".into()));
-        }
         let Some(mut d) = self.delegation_to(child) else {
             return Ok(Err(format!("no delegation to scope {child}")));
         };
-        if d.state != DelegationState::Active {
-            return Ok(Err(format!("the delegation to {child} is not active")));
+        if let Err(why) = self.mergeable(&d) {
+            return Ok(Err(why));
         }
         if self.read(&self.keys.proof(child)).is_some() {
             return Ok(Err(format!(
-                "{} was delegated by its admins, not split off: it does not merge back",
+                "{} was delegated by its admins, not split off: it does not merge back by itself",
                 d.referral.prefix
             )));
         }
-        let own_range = self.view.descriptor.as_ref().map(|d| d.range.clone());
-        if d.referral.range.is_bounded() || own_range.is_some_and(|r| r.is_bounded()) {
-            return Ok(Err(
-                "merges of ranges, or into a range scope, are not built yet".into(),
-            ));
-        }
-        let busy = self.view.delegations.values().any(|o| {
-            matches!(
-                o.state,
-                DelegationState::Frozen | DelegationState::Merging { .. }
-            )
-        });
-        if busy {
-            return Ok(Err("another split or merge is in flight".into()));
-        }
-        let whole = |start: &Option<Name>, end: &Option<Name>| start.is_none() && end.is_none();
-        if evidence.left.prefix != self.view.prefix
+        let own = self.view.bounds();
+        let range = &d.referral.range;
+        if evidence.left.prefix != own.prefix
+            || evidence.left.start != own.start
+            || evidence.left.end != own.end
             || evidence.right.prefix != d.referral.prefix
-            || !whole(&evidence.left.start, &evidence.left.end)
-            || !whole(&evidence.right.start, &evidence.right.end)
+            || evidence.right.start != range.start
+            || evidence.right.end != range.end
         {
             return Ok(Err("the evidence is about other scopes".into()));
         }
@@ -93,6 +78,104 @@ impl Overlay<'_> {
         if let Err(refusal) = justify_merge(evidence, &policy, proposed_at_ms) {
             return Ok(Err(refusal.to_string()));
         }
+        d.state = DelegationState::Merging { index };
+        self.store_delegation(d)?;
+        Ok(Ok(()))
+    }
+
+    /// Why the part split off as `d` cannot start merging back into this scope now, if it
+    /// cannot: the checks an automatic and an operator's merge share. The part must be
+    /// Active, on this scope's own members (each member takes the child's state from its own
+    /// replica), and adjacent: a subtree inside this scope's own names, or the range right
+    /// after them (so the scope's names stay one range).
+    pub(in crate::raft::sm) fn mergeable(&self, d: &Delegation) -> Result<(), String> {
+        let part = || format!("{} {}", d.referral.prefix, d.referral.range);
+        if !self.view.writable() {
+            return Err("the scope is not taking writes".into());
+        }
+        if d.state != DelegationState::Active {
+            return Err(format!("the delegation of {} is not active", part()));
+        }
+        let busy = self.view.delegations.values().any(|o| {
+            matches!(
+                o.state,
+                DelegationState::Frozen | DelegationState::Merging { .. }
+            )
+        });
+        if busy {
+            return Err("another split or merge is in flight".into());
+        }
+        let ours = self
+            .view
+            .descriptor
+            .as_ref()
+            .map(|x| &x.members[..])
+            .unwrap_or_default();
+        let same = d.referral.members.len() == ours.len()
+            && d.referral
+                .members
+                .iter()
+                .all(|m| ours.iter().any(|o| o.peer_id == m.peer_id));
+        if !same {
+            return Err(format!(
+                "{} is on other anchors than this scope: it cannot merge back here",
+                part()
+            ));
+        }
+        let own = self.view.bounds();
+        let adjacent = if d.referral.range.is_bounded() {
+            d.referral.prefix == own.prefix
+                && own.end.is_some()
+                && d.referral.range.start == own.end
+        } else {
+            own.contains(&d.referral.prefix) && d.referral.prefix != own.prefix
+        };
+        if !adjacent {
+            return Err(format!(
+                "{} does not border this scope's own names ({} {}): merge the parts between first",
+                part(),
+                own.prefix,
+                KeyRange {
+                    start: own.start,
+                    end: own.end
+                }
+            ));
+        }
+        Ok(())
+    }
+
+    /// The part an operator's merge (`Op::Merge`) of `part` takes back, or why it cannot:
+    /// the same checks as at apply, for the leader's and apply's decision.
+    pub(in crate::raft::sm) fn operator_merge_part(
+        &self,
+        part: &Name,
+    ) -> Result<Delegation, String> {
+        if self.view.retired.is_some() {
+            return Err("the scope retired to merge into its parent".into());
+        }
+        let d = self
+            .view
+            .delegations
+            .get(part)
+            .filter(|d| d.state != DelegationState::Aborted)
+            .ok_or_else(|| {
+                format!("this scope holds no scope split off at {part}: name the first name of the part (see `anchorage scope show`)")
+            })?;
+        self.mergeable(d)?;
+        Ok(d.clone())
+    }
+
+    /// An operator's merge of `part` at `index`: its delegation becomes `Merging`, and the
+    /// merge goes on as an automatic one does. `Err(why)` when it cannot.
+    pub(in crate::raft::sm) fn operator_merge(
+        &mut self,
+        part: &Name,
+        index: u64,
+    ) -> Result<Applied, StorageError<NodeId>> {
+        let mut d = match self.operator_merge_part(part) {
+            Ok(d) => d,
+            Err(why) => return Ok(Err(why)),
+        };
         d.state = DelegationState::Merging { index };
         self.store_delegation(d)?;
         Ok(Ok(()))
@@ -148,24 +231,24 @@ impl Overlay<'_> {
                 "index {index} is not past the child's index {retired_at}: versions would go back"
             )));
         }
-        let prefix = d.referral.prefix.clone();
+        let part = format!("{} {}", d.referral.prefix, d.referral.range);
         if let Some((name, _)) = records
             .iter()
-            .find(|(n, s)| !n.is_under(&prefix) || s.version > retired_at)
+            .find(|(n, s)| !d.referral.covers(n) || s.version > retired_at)
         {
             return Ok(Err(format!(
-                "record {name} is outside {prefix} or newer than the child"
+                "record {name} is outside {part} or newer than the child"
             )));
         }
-        if let Some(n) = nonces.iter().find(|n| !n.name.is_under(&prefix)) {
-            return Ok(Err(format!("a nonce for {} is outside {prefix}", n.name)));
+        if let Some(n) = nonces.iter().find(|n| !d.referral.covers(&n.name)) {
+            return Ok(Err(format!("a nonce for {} is outside {part}", n.name)));
         }
         // The parent dropped the subtree at the hand-over and took no write under it since;
         // anything left there is replaced by the child's state.
         let carried: std::collections::BTreeSet<&Name> = records.iter().map(|(n, _)| n).collect();
-        let stale: Vec<Vec<u8>> = self
-            .tree
-            .scan_prefix(self.keys.record(&prefix))
+        let span = self.keys.record_span(&d.referral.prefix, &d.referral.range);
+        let stale: Vec<Vec<u8>> = span
+            .scan(self.tree)
             .filter_map(|kv| kv.ok())
             .filter(|(k, _)| {
                 self.keys

@@ -387,6 +387,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 }
 
 #[cfg(test)]
+mod merge_range_tests;
+#[cfg(test)]
 mod split_tests;
 #[cfg(test)]
 #[path = "tests.rs"]

@@ -111,7 +111,7 @@ impl<'a> Overlay<'a> {
     ) -> Result<(), StorageError<NodeId>> {
         let target = match &acc.effect {
             Effect::Put(name, _) | Effect::Delete(name) => name.clone(),
-            Effect::Split { at, .. } => at.clone(),
+            Effect::Split { at, .. } | Effect::Merge { part: at } => at.clone(),
             Effect::Delegate(d, _) => d.referral.prefix.clone(),
             Effect::SetPolicy(..) => self.view.prefix.clone(),
         };
@@ -159,6 +159,14 @@ impl<'a> Overlay<'a> {
                     }
                 }
             }
+            Effect::Merge { part } => match self.operator_merge(&part, index)? {
+                Ok(()) => {
+                    tracing::info!(scope = %self.scope, %part, "operator merge: the part merges back into this scope")
+                }
+                Err(why) => {
+                    tracing::warn!(scope = %self.scope, %part, %why, "operator merge not carried out")
+                }
+            },
         }
         let names = self.view.names;
         self.put_meta(Meta::Names, &names)?;
@@ -349,6 +357,9 @@ impl ScopeRead for Overlay<'_> {
     }
     fn split_refusal(&self, at: &Name, by_range: bool) -> Option<String> {
         self.operator_split_region(at, by_range).err()
+    }
+    fn merge_refusal(&self, part: &Name) -> Option<String> {
+        self.operator_merge_part(part).err()
     }
     fn covers(&self, name: &Name) -> bool {
         match &self.view.descriptor {

@@ -1,5 +1,6 @@
 //! `anchorage scope ...`: inspect the scope hierarchy (`tree`, `show`), delegate a subtree
-//! to a child scope (`delegate`) and split a scope onto its own anchors (`split`).
+//! to a child scope (`delegate`), split a scope onto its own anchors (`split`) and merge a
+//! split-off scope back (`merge`).
 
 use anyhow::Result;
 use clap::Subcommand;
@@ -8,6 +9,7 @@ use crate::target::Target;
 
 pub mod delegate;
 pub mod fetch;
+pub mod merge;
 pub mod show;
 pub mod split;
 pub mod tree;
@@ -36,6 +38,10 @@ pub enum ScopeCmd {
     /// range, onto the same anchors (admin-signed; scopes with `[split] auto` do this
     /// themselves).
     Split(split::SplitArgs),
+    /// Merge the scope governing NAME back into the scope it was split off (its parent, or
+    /// the range before it), on the same anchors (admin-signed; scopes with `[merge] auto`
+    /// do this themselves).
+    Merge(merge::MergeArgs),
 }
 
 /// Runs `anchorage scope ...`.
@@ -45,5 +51,6 @@ pub async fn run(cmd: ScopeCmd) -> Result<()> {
         ScopeCmd::Show { scope, target } => show::run(&target, &scope).await,
         ScopeCmd::Delegate(args) => delegate::run(args).await,
         ScopeCmd::Split(args) => split::run(args).await,
+        ScopeCmd::Merge(args) => merge::run(args).await,
     }
 }
