@@ -34,7 +34,11 @@ async fn run() {
     let dir = tempfile::tempdir().unwrap();
     let mut anchors = Vec::new();
     for i in 0..3 {
-        anchors.push(Anchor::start(common::fast_config(dir.path(), i)).await.unwrap());
+        anchors.push(
+            Anchor::start(common::fast_config(dir.path(), i))
+                .await
+                .unwrap(),
+        );
     }
     let addrs: Vec<String> = anchors.iter().map(|a| a.dial_addr()).collect();
     let dial: Vec<Multiaddr> = addrs.iter().map(|a| a.parse().unwrap()).collect();
@@ -64,7 +68,10 @@ async fn run() {
     let deadline = Instant::now() + Duration::from_secs(90);
     let mut last = String::new();
     let ranges = loop {
-        assert!(Instant::now() < deadline, "the root did not learn every range: {last}");
+        assert!(
+            Instant::now() < deadline,
+            "the root did not learn every range: {last}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
         // The range scopes of /users, as the first anchor hosts them, active.
         let ranges: BTreeMap<ScopeId, Name> = anchors[0]
@@ -89,7 +96,10 @@ async fn run() {
             })
         });
         if !learned_everywhere {
-            last = format!("{} range scopes, not all learned by every root member", ranges.len());
+            last = format!(
+                "{} range scopes, not all learned by every root member",
+                ranges.len()
+            );
             continue;
         }
         break ranges;
@@ -133,9 +143,17 @@ async fn run() {
     }
     let learned: u64 = anchors
         .iter()
-        .map(|a| a.metrics().ranges_learned.with_label_values(&["learned"]).get())
+        .map(|a| {
+            a.metrics()
+                .ranges_learned
+                .with_label_values(&["learned"])
+                .get()
+        })
         .sum();
-    assert!(learned >= ranges.len() as u64, "anchorage_ranges_learned_total counts them");
+    assert!(
+        learned >= ranges.len() as u64,
+        "anchorage_ranges_learned_total counts them"
+    );
     for a in &anchors {
         a.shutdown().await;
     }

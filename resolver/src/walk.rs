@@ -346,7 +346,9 @@ pub(crate) async fn walk_from(
                         .referrals()
                         .remove(&prefix, range_start.as_ref());
                     let via = (back.0, back.1.clone());
-                    if let Some(base) = base_referral(engine, &prefix, level, via, deadline, trace).await {
+                    if let Some(base) =
+                        base_referral(engine, &prefix, level, via, deadline, trace).await
+                    {
                         let mut fresh = Walk::new(back.0, back.1, back.2);
                         if walk.request().is_ok() && fresh.follow(&base).is_ok() {
                             tracing::debug!(%scope, %prefix, "range scope gone; walking through the delegated scope");

@@ -110,7 +110,9 @@ fn ranges_to_push<H: Host>(host: &H, r: &Replica) -> Vec<(Referral, ScopeDescrip
             v.delegations
                 .values()
                 .filter(|d| d.state == DelegationState::Active)
-                .filter(|d| d.referral.range.is_bounded() && d.referral.prefix == r.descriptor.prefix)
+                .filter(|d| {
+                    d.referral.range.is_bounded() && d.referral.prefix == r.descriptor.prefix
+                })
                 .map(|d| d.referral.clone())
                 .collect()
         })
@@ -148,7 +150,8 @@ async fn push_one<H: Host>(
     holder: ScopeDescriptor,
 ) -> bool {
     let first = referral.first().clone();
-    let refers = |a: &Answer| matches!(a, Answer::Referral { referral: x, .. } if x.scope == referral.scope);
+    let refers =
+        |a: &Answer| matches!(a, Answer::Referral { referral: x, .. } if x.scope == referral.scope);
     if let Some(answer) = ask(&host, &holder.members, holder.id, &first).await {
         if refers(&answer.1) {
             return true;
@@ -212,7 +215,9 @@ async fn ask<H: Host>(
         let Ok(to) = AnchorAddr::from_info(m) else {
             continue;
         };
-        let reply = host.call(&to, Protocol::Resolve, &req, REQUEST_TIMEOUT).await;
+        let reply = host
+            .call(&to, Protocol::Resolve, &req, REQUEST_TIMEOUT)
+            .await;
         let Ok(ResolveResponse::Signed(signed)) = reply else {
             continue;
         };

@@ -54,8 +54,7 @@ pub fn delegation_over<'a>(
     // another live one, and a range is split off only with no live delegation inside it.
     // Learned ranges only refine the delegation they were learned under.
     let own = |d: &&Delegation| {
-        d.state != DelegationState::Aborted
-            && !matches!(d.state, DelegationState::Learned { .. })
+        d.state != DelegationState::Aborted && !matches!(d.state, DelegationState::Learned { .. })
     };
     let mut prefix = Some(name.clone());
     while let Some(p) = prefix {

@@ -131,8 +131,8 @@ pub fn check_learned(
             referral.members.len()
         )));
     }
-    let base = base_of(delegations, prefix)
-        .ok_or_else(|| LearnRefusal::NoDelegation(prefix.clone()))?;
+    let base =
+        base_of(delegations, prefix).ok_or_else(|| LearnRefusal::NoDelegation(prefix.clone()))?;
     let base_id = base.referral.scope;
     if referral.scope == base_id {
         return Err(LearnRefusal::NotARange(
@@ -145,7 +145,10 @@ pub fn check_learned(
                 return Ok(None);
             }
         }
-        Some(d) if d.state != DelegationState::Aborted && !matches!(d.state, DelegationState::Learned { .. }) => {
+        Some(d)
+            if d.state != DelegationState::Aborted
+                && !matches!(d.state, DelegationState::Learned { .. }) =>
+        {
             return Err(LearnRefusal::Conflict(format!(
                 "{first} is held by the delegation to {}",
                 d.referral.scope

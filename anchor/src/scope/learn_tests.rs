@@ -126,7 +126,10 @@ fn a_forged_proof_is_refused() {
     let mut proofs: Vec<_> = f.keys[..2].iter().map(|k| vouch(k, id(1), &r)).collect();
     proofs[1].signature[7] ^= 1;
     let e = check_learned(&f.delegations, &r, &proofs, 9).unwrap_err();
-    assert!(matches!(e, LearnRefusal::BadProof(ref why) if why.contains("does not verify")), "{e}");
+    assert!(
+        matches!(e, LearnRefusal::BadProof(ref why) if why.contains("does not verify")),
+        "{e}"
+    );
     // A signature over another answer, with the body swapped in.
     let mut proofs: Vec<_> = f.keys[..2].iter().map(|k| vouch(k, id(1), &r)).collect();
     let other = range(3, "/users/m", None, &f);
@@ -137,7 +140,9 @@ fn a_forged_proof_is_refused() {
     })
     .unwrap();
     assert_eq!(
-        check_learned(&f.delegations, &r, &proofs, 9).unwrap_err().label(),
+        check_learned(&f.delegations, &r, &proofs, 9)
+            .unwrap_err()
+            .label(),
         "bad_proof"
     );
 }
@@ -149,7 +154,10 @@ fn proofs_from_non_members_are_refused() {
     let strangers: Vec<Keypair> = (0..3).map(|_| Keypair::generate_ed25519()).collect();
     let proofs: Vec<_> = strangers.iter().map(|k| vouch(k, id(1), &r)).collect();
     let e = check_learned(&f.delegations, &r, &proofs, 9).unwrap_err();
-    assert!(matches!(e, LearnRefusal::BadProof(ref why) if why.contains("not a member")), "{e}");
+    assert!(
+        matches!(e, LearnRefusal::BadProof(ref why) if why.contains("not a member")),
+        "{e}"
+    );
 }
 
 #[test]
@@ -159,7 +167,9 @@ fn answers_that_do_not_vouch_for_this_referral_are_refused() {
     // From a scope that is neither the delegated one nor a range learned under it.
     let proofs: Vec<_> = f.keys.iter().map(|k| vouch(k, id(7), &r)).collect();
     assert_eq!(
-        check_learned(&f.delegations, &r, &proofs, 9).unwrap_err().label(),
+        check_learned(&f.delegations, &r, &proofs, 9)
+            .unwrap_err()
+            .label(),
         "bad_proof"
     );
     // About another name.
@@ -169,7 +179,9 @@ fn answers_that_do_not_vouch_for_this_referral_are_refused() {
     };
     let proofs: Vec<_> = f.keys.iter().map(|k| sign(k, &found)).collect();
     assert_eq!(
-        check_learned(&f.delegations, &r, &proofs, 9).unwrap_err().label(),
+        check_learned(&f.delegations, &r, &proofs, 9)
+            .unwrap_err()
+            .label(),
         "bad_proof"
     );
 }
@@ -190,14 +202,18 @@ fn a_referral_outside_the_delegations_prefix_or_not_a_range_is_refused() {
     r.range.start = Some(n("/groups/m"));
     let proofs: Vec<_> = f.keys.iter().map(|k| vouch(k, id(1), &r)).collect();
     assert_eq!(
-        check_learned(&f.delegations, &r, &proofs, 9).unwrap_err().label(),
+        check_learned(&f.delegations, &r, &proofs, 9)
+            .unwrap_err()
+            .label(),
         "not_a_range"
     );
     // A whole subtree.
     let mut r = range(2, "/users/m", None, &f);
     r.range = KeyRange::all();
     assert_eq!(
-        check_learned(&f.delegations, &r, &[], 9).unwrap_err().label(),
+        check_learned(&f.delegations, &r, &[], 9)
+            .unwrap_err()
+            .label(),
         "not_a_range"
     );
 }
@@ -210,7 +226,10 @@ fn a_range_of_a_learned_range_is_learned_from_its_answers() {
     learn(&mut f, &right, &proofs).unwrap();
     // Scope 2 splits [/users/t, -) off to scope 3: its members vouch from scope 2.
     let further = range(3, "/users/t", None, &f);
-    let proofs: Vec<_> = f.keys[1..].iter().map(|k| vouch(k, id(2), &further)).collect();
+    let proofs: Vec<_> = f.keys[1..]
+        .iter()
+        .map(|k| vouch(k, id(2), &further))
+        .collect();
     learn(&mut f, &further, &proofs).unwrap();
     let over = |s: &str| delegation_over(&f.delegations, &n(s)).map(|d| d.referral.scope);
     assert_eq!(over("/users/a"), Some(id(1)));
@@ -229,7 +248,8 @@ fn delegation_over_falls_back_to_the_delegation_outside_learned_ranges() {
     let mid = range(4, "/users/f", Some("/users/m"), &f);
     let proofs: Vec<_> = f.keys.iter().map(|k| vouch(k, id(1), &mid)).collect();
     learn(&mut f, &mid, &proofs).unwrap();
-    let over = |f: &Fixture, s: &str| delegation_over(&f.delegations, &n(s)).map(|d| d.referral.scope);
+    let over =
+        |f: &Fixture, s: &str| delegation_over(&f.delegations, &n(s)).map(|d| d.referral.scope);
     assert_eq!(over(&f, "/users/g"), Some(id(4)));
     assert_eq!(over(&f, "/users/a"), Some(id(1)));
     assert_eq!(over(&f, "/users/z"), Some(id(1)));
@@ -245,7 +265,9 @@ fn delegation_over_falls_back_to_the_delegation_outside_learned_ranges() {
     f.delegations.get_mut(&n("/users")).unwrap().state = DelegationState::Frozen;
     let proofs: Vec<_> = f.keys.iter().map(|k| vouch(k, id(1), &mid)).collect();
     assert_eq!(
-        check_learned(&f.delegations, &mid, &proofs, 9).unwrap_err().label(),
+        check_learned(&f.delegations, &mid, &proofs, 9)
+            .unwrap_err()
+            .label(),
         "no_delegation"
     );
 }
@@ -255,8 +277,7 @@ fn learned_ranges_under_one_delegation_are_bounded() {
     let mut f = fixture();
     for i in 0..LEARNED_PER_DELEGATION_MAX {
         let start = format!("/users/k{i:03}");
-        let r = range(100, &start, None, &f);
-        let mut r = r;
+        let mut r = range(100, &start, None, &f);
         r.scope = ScopeId::derive(&[start.as_bytes()]);
         let proofs: Vec<_> = f.keys.iter().map(|k| vouch(k, id(1), &r)).collect();
         learn(&mut f, &r, &proofs).unwrap();

@@ -26,7 +26,7 @@ impl Server {
         self.inner
             .metrics
             .ranges_learned
-            .with_label_values(&[label])
+            .with_label_values(&[*label])
             .inc();
         match outcome {
             Ok(_) => AdminResponse::Ok,

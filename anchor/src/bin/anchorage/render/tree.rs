@@ -97,9 +97,9 @@ fn build_node(
                 }
             }
             // A learned range is a child of the delegated scope, shown below it there.
-            DelegationState::Frozen | DelegationState::Aborted | DelegationState::Learned { .. } => {
-                ChildNode::Annotation(d.clone())
-            }
+            DelegationState::Frozen
+            | DelegationState::Aborted
+            | DelegationState::Learned { .. } => ChildNode::Annotation(d.clone()),
         };
         children.push(child);
     }
