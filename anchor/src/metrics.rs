@@ -43,6 +43,10 @@ pub struct Metrics {
     /// Merge steps this anchor drove (as the parent's leader, or removing a merged child), by
     /// outcome.
     pub merges: IntCounterVec,
+    /// Ranges split off below a delegation: learned here as the holder's leader (`learned`,
+    /// `already`, or the refusal: `bad_proof`, `minority`, ...), or pushed to the holder as
+    /// the splitting scope's leader (`pushed`, `push_error`).
+    pub ranges_learned: IntCounterVec,
     /// Group-commit flush latency.
     pub flush_seconds: prometheus::Histogram,
     /// Request handling latency by protocol.
@@ -122,6 +126,11 @@ impl Metrics {
             "Merge steps driven by this anchor, by outcome: proposed (Merge committed), refused (at apply), too_big (the child's state does not fit one entry), merged (MergeDone committed), aborted, removed (a merged child's replica deleted here), error",
             &["outcome"],
         );
+        let ranges_learned = counter(
+            "ranges_learned_total",
+            "Ranges a delegated child split off: learned by the delegation's holder (learned, already) or refused (bad_proof, minority, not_a_range, no_delegation, conflict, too_many, not_leader, error), and pushed by the splitting scope's leader (pushed, push_error)",
+            &["outcome"],
+        );
         let buckets = prometheus::exponential_buckets(0.000_05, 2.0, 16).expect("static buckets");
         let flush_seconds = prometheus::Histogram::with_opts(
             HistogramOpts::new("flush_seconds", "Group-commit fsync latency")
@@ -157,6 +166,7 @@ impl Metrics {
             splits,
             load_reports,
             merges,
+            ranges_learned,
             flush_seconds,
             request_seconds,
         }

@@ -280,6 +280,22 @@ pub enum AdminRequest {
     /// Seed a replica of a child scope on this member (sent by the parent's leader after the
     /// delegation committed; step 2 in `docs/design.md`, "Delegation").
     SeedScope(SeedScope),
+    /// Learn a range a delegated child split off (sent by the child's leader to the members
+    /// of the scope holding the delegation; see `docs/protocol.md`, "Learning a range").
+    /// (Appended last: a variant's position is its encoding.)
+    LearnRange(LearnRange),
+}
+
+/// A range split off below a delegation, and the proof: signed referral answers of a
+/// majority of the delegation's members, each referring the range's first name to it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LearnRange {
+    /// The scope that holds the delegation (the one to learn the range).
+    pub scope: ScopeId,
+    /// The range scope's referral, as the answers carry it.
+    pub referral: Referral,
+    /// Signed resolve answers (`Answer::Referral` for `referral.first()`), one per member.
+    pub proofs: Vec<SignedAnswer>,
 }
 
 /// Which scope an admin call is about.

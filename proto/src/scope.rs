@@ -220,6 +220,16 @@ pub enum DelegationState {
         /// The parent's log index of the merge entry.
         index: u64,
     },
+    /// Not a delegation this scope made but a range its child learned to split off: the
+    /// child `base` (a delegated subtree of this scope) split a range of its prefix off, and
+    /// a majority of `base`'s members vouched for the new range scope with signed referral
+    /// answers, so this scope refers names in the range straight to it, saving the hop
+    /// through `base`. It refines the live delegation to `base` only, is never seeded, handed
+    /// over or merged. (Appended last: a variant's position is its encoding.)
+    Learned {
+        /// The child scope whose delegation this range refines.
+        base: ScopeId,
+    },
 }
 
 impl DelegationState {
@@ -228,7 +238,9 @@ impl DelegationState {
     pub fn refers(&self) -> bool {
         matches!(
             self,
-            DelegationState::Active | DelegationState::Merging { .. }
+            DelegationState::Active
+                | DelegationState::Merging { .. }
+                | DelegationState::Learned { .. }
         )
     }
 }

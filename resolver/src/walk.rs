@@ -262,6 +262,12 @@ pub(crate) async fn walk_from(
     let mut range_start = start.range_start;
     let mut walk = Walk::new(scope, prefix.clone(), range_start.clone());
     let mut restarts = 0;
+    // The scope that referred this walk to the current one, when that referral skipped a
+    // level (a range a parent learned its child split off): if the range scope is gone, the
+    // walk asks that scope for the range's prefix instead, once (`docs/design.md`, "The
+    // walk").
+    let mut skipped_from: Option<(ScopeId, Name, Option<Name>)> = None;
+    let mut fell_back = false;
     let end = |result, scope, prefix| WalkEnd {
         result,
         scope,
@@ -313,6 +319,8 @@ pub(crate) async fn walk_from(
                         return end(Err(e), scope, prefix);
                     }
                     engine.known.take_referral(&referral);
+                    skipped_from = (referral.range.is_bounded() && referral.prefix != prefix)
+                        .then(|| (scope, prefix.clone(), range_start.clone()));
                     scope = referral.scope;
                     prefix = referral.prefix;
                     range_start = referral.range.start;
@@ -331,6 +339,29 @@ pub(crate) async fn walk_from(
                 // forget the referral and walk again from the root, a bounded number of times.
                 let gone = matches!(e, Error::NoScope { .. }) && scope != ScopeId::root();
                 let stale = (from_cache || gone) && !matches!(e, Error::Invalid { .. });
+                if let Some(back) = skipped_from.take().filter(|_| gone && !fell_back) {
+                    fell_back = true;
+                    engine
+                        .known
+                        .referrals()
+                        .remove(&prefix, range_start.as_ref());
+                    let via = (back.0, back.1.clone());
+                    if let Some(base) =
+                        base_referral(engine, &prefix, level, via, deadline, trace).await
+                    {
+                        let mut fresh = Walk::new(back.0, back.1, back.2);
+                        if walk.request().is_ok() && fresh.follow(&base).is_ok() {
+                            tracing::debug!(%scope, %prefix, "range scope gone; walking through the delegated scope");
+                            walk = fresh;
+                            engine.known.take_referral(&base);
+                            scope = base.scope;
+                            prefix = base.prefix;
+                            range_start = base.range.start;
+                            from_cache = false;
+                            continue;
+                        }
+                    }
+                }
                 if !stale || restarts >= RESTARTS_MAX {
                     return end(Err(e), scope, prefix);
                 }
@@ -348,6 +379,53 @@ pub(crate) async fn walk_from(
             }
         }
     }
+}
+
+/// The referral `via` (a scope and its prefix) gives for `prefix` itself: the delegation
+/// of the whole subtree, which a range learned under it skipped. One request, traced.
+async fn base_referral(
+    engine: &Engine,
+    prefix: &Name,
+    level: ReadLevel,
+    via: (ScopeId, Name),
+    deadline: Instant,
+    trace: &mut Trace,
+) -> Option<Referral> {
+    let started = Instant::now();
+    let asked = ask(engine, prefix, level, via.0, &via.1, deadline).await;
+    let (outcome, peer, referral) = match asked {
+        Ok(Answered {
+            value: Answer::Referral { referral, .. },
+            peer,
+            rtt: _,
+        }) if referral.prefix == *prefix && !referral.range.is_bounded() => (
+            HopOutcome::Referral(referral.clone()),
+            Some(peer),
+            Some(referral),
+        ),
+        Ok(a) => (
+            HopOutcome::Failed {
+                reason: "no referral to the delegated scope".into(),
+            },
+            Some(a.peer),
+            None,
+        ),
+        Err(f) => (
+            HopOutcome::Failed {
+                reason: f.into_error().to_string(),
+            },
+            None,
+            None,
+        ),
+    };
+    trace.hops.push(Hop {
+        scope: via.0,
+        prefix: via.1,
+        peer,
+        rtt: started.elapsed(),
+        outcome,
+    });
+    referral
 }
 
 /// One hop of a walk: asks `scope`'s members for `name` until one gives a verified

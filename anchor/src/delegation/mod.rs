@@ -29,10 +29,15 @@
 //! `Retire` (the child's state is final), the parent's leader `MergeDone` with the child's
 //! records, and every anchor removes the child's replica.
 //!
+//! A range split off a delegated scope is then pushed to the scope holding the delegation
+//! ([`push_ranges`]), with the signed answers of a majority of the scope's members as proof,
+//! so the holder refers names in the range straight to the range scope.
+//!
 //! Both sides see the anchor only through [`Host`]: its hosted replicas, its identity, a way
 //! to reach other anchors, and the two ways of hosting a child scope.
 
 mod driver;
+mod learner;
 mod merge_child;
 mod merger;
 mod receive;
@@ -58,6 +63,7 @@ use crate::replica::Replica;
 use crate::AnchorError;
 
 pub use driver::{drive, HAND_OVER_TIMEOUT, STRAGGLER_GRACE};
+pub use learner::{push_ranges, LEARN_EVERY};
 pub use merge_child::merged_into;
 pub use merger::{merge_lines, merge_scopes, MERGE_ENTRY_BYTES_MAX, MERGE_EVERY};
 pub use receive::Receiver;
@@ -94,6 +100,11 @@ pub trait Host: Clone + Send + Sync + 'static {
 
     /// Counts one merge step this anchor drove, by outcome.
     fn count_merge(&self, outcome: &str) {
+        let _ = outcome;
+    }
+
+    /// Counts one range pushed to (or learned by) a delegation's holder, by outcome.
+    fn count_learn(&self, outcome: &str) {
         let _ = outcome;
     }
 

@@ -47,6 +47,7 @@ fn unhosted<H: Host>(host: &H, parent: &Replica) -> Vec<ScopeId> {
             v.delegations
                 .values()
                 .filter(|d| d.state != proto::DelegationState::Aborted)
+                .filter(|d| !matches!(d.state, proto::DelegationState::Learned { .. }))
                 .filter(|d| d.referral.members.iter().any(|m| m.peer_id == me))
                 .map(|d| d.referral.scope)
                 .collect()

@@ -136,6 +136,18 @@ pub enum ScopeCommand {
         /// The parent's log index of the aborted merge entry.
         merge_index: u64,
     },
+    /// A range a delegated child split off, learned with the signed answers of a majority
+    /// of the delegation's members vouching for it. Every member checks the proofs at apply
+    /// against its own delegation ([`crate::scope::learn::check_learned`]); if they hold,
+    /// the range is stored as a `Learned` delegation keyed by its first name, and names in
+    /// it are referred straight to the range scope. Otherwise a no-op answering `Refused`.
+    /// (Appended last: a variant's position is its encoding.)
+    LearnRange {
+        /// The range scope's referral.
+        referral: proto::Referral,
+        /// Signed `Answer::Referral`s of the delegation's members for its first name.
+        proofs: Vec<proto::msg::SignedAnswer>,
+    },
 }
 
 /// What applying one entry produced; returned to the proposer.

@@ -49,7 +49,8 @@ pub trait ScopeRead {
 }
 
 /// The live (not aborted) delegation that governs `name`: a delegated subtree whose prefix
-/// is `name` or an ancestor of it, or a range split off this scope that holds `name`.
+/// is `name` or an ancestor of it (or, nearer, a range its child split off that this scope
+/// learned, [`super::learn::refine`]), or a range split off this scope that holds `name`.
 /// Delegations are keyed by their first name ([`proto::Referral::first`]).
 pub fn delegation_over<'a>(
     delegations: &'a std::collections::BTreeMap<Name, Delegation>,
@@ -57,12 +58,15 @@ pub fn delegation_over<'a>(
 ) -> Option<&'a Delegation> {
     // At most one live delegation covers a name: a new one may not contain or lie under
     // another live one, and a range is split off only with no live delegation inside it.
-    let live = |d: &&Delegation| d.state != DelegationState::Aborted;
+    // Learned ranges only refine the delegation they were learned under.
+    let own = |d: &&Delegation| {
+        d.state != DelegationState::Aborted && !matches!(d.state, DelegationState::Learned { .. })
+    };
     let mut prefix = Some(name.clone());
     while let Some(p) = prefix {
-        if let Some(d) = delegations.get(&p).filter(live) {
+        if let Some(d) = delegations.get(&p).filter(own) {
             if !d.referral.range.is_bounded() {
-                return Some(d);
+                return Some(super::learn::refine(delegations, d, name).unwrap_or(d));
             }
         }
         prefix = p.parent();
@@ -73,7 +77,7 @@ pub fn delegation_over<'a>(
         .range(..=name.clone())
         .rev()
         .map(|(_, d)| d)
-        .find(|d| d.referral.range.is_bounded() && d.state != DelegationState::Aborted)
+        .find(|d| d.referral.range.is_bounded() && own(d))
         .filter(|d| d.referral.covers(name))
 }
 
@@ -81,7 +85,9 @@ pub fn delegation_over<'a>(
 /// active (and while the child merges back: the child answers until it retires).
 pub fn refusal_for_delegated(d: &Delegation, name: &Name) -> WireError {
     match d.state {
-        DelegationState::Active | DelegationState::Merging { .. } => WireError::Delegated {
+        DelegationState::Active
+        | DelegationState::Merging { .. }
+        | DelegationState::Learned { .. } => WireError::Delegated {
             name: name.clone(),
             referral: Box::new(d.referral.clone()),
         },

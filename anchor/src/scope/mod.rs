@@ -8,6 +8,8 @@
 //!
 //! # Layout
 //! - [`decide`] — the decision for one mutation or delegation step.
+//! - [`learn`] — the proof check of a range a delegated child split off, and the
+//!   refinement of a delegation by the ranges learned under it.
 //! - [`rate`] — the request-rate meter behind `scope tree`'s load column.
 //! - [`sig_cache`] — signatures already checked.
 //! - [`load`] — a scope's load and size accounting for splits: 1 s rates, the retained
@@ -32,6 +34,7 @@
 //! splits and their merges are decided and shown only.
 
 pub mod decide;
+pub mod learn;
 pub mod load;
 pub mod merge;
 pub mod merge_plan;

@@ -53,6 +53,7 @@ impl Server {
                     }
                 }
             }
+            AdminRequest::LearnRange(learn) => self.learn_range(learn).await,
             AdminRequest::Snapshot => match registry.snapshot_all().await {
                 Ok(()) => AdminResponse::Ok,
                 Err(e) => AdminResponse::Error(WireError::Unavailable {

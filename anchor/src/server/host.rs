@@ -62,6 +62,14 @@ impl Host for Server {
             .inc();
     }
 
+    fn count_learn(&self, outcome: &str) {
+        self.inner
+            .metrics
+            .ranges_learned
+            .with_label_values(&[outcome])
+            .inc();
+    }
+
     fn count_merge(&self, outcome: &str) {
         self.inner
             .metrics

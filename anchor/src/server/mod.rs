@@ -5,11 +5,13 @@
 //! One file per protocol: `raft` (a scope group's RPCs, alone or coalesced), `resolve`
 //! (signed answers and referrals), `mutate` (propose here or forward to the leader),
 //! `watch` (long polls of a prefix's changes), `admin` (status, scope creation and
-//! information, child-scope seeds, snapshots). `host` gives the delegation code what it
+//! information, child-scope seeds, snapshots; `learn` the ranges a delegated child split
+//! off). `host` gives the delegation code what it
 //! needs of this anchor.
 
 mod admin;
 mod host;
+mod learn;
 mod mutate;
 mod raft;
 mod resolve;

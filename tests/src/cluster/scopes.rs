@@ -235,6 +235,9 @@ impl Cluster {
                         )
                     }
                     DelegationState::Frozen => last = format!("anchor {i}: still Frozen"),
+                    DelegationState::Learned { .. } => {
+                        last = format!("anchor {i}: only a learned range at {index}")
+                    }
                 }
             }
             if Instant::now() >= deadline {

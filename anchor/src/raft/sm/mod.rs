@@ -275,6 +275,31 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         }
                     }
                 },
+                EntryPayload::Normal(ScopeCommand::LearnRange { referral, proofs }) => {
+                    let checked = crate::scope::learn::check_learned(
+                        &overlay.view.delegations,
+                        &referral,
+                        &proofs,
+                        log_id.index,
+                    );
+                    let result = match checked {
+                        Ok(Some(d)) => {
+                            tracing::info!(scope = %self.scope, range_scope = %referral.scope, prefix = %referral.prefix, range = %referral.range, "learned a range split off below a delegation");
+                            overlay.store_delegation(d)?;
+                            Ok(log_id.index)
+                        }
+                        Ok(None) => Ok(log_id.index),
+                        Err(refusal) => {
+                            tracing::warn!(scope = %self.scope, range_scope = %referral.scope, %refusal, "range refused at apply");
+                            Err(proto::WireError::Refused {
+                                reason: refusal.to_string(),
+                            })
+                        }
+                    };
+                    ApplyOutcome {
+                        results: vec![result],
+                    }
+                }
                 EntryPayload::Normal(ScopeCommand::Writes {
                     mutations,
                     proposed_at_ms,

@@ -226,7 +226,7 @@ impl ScopeReader {
             return Ok(None);
         };
         Ok(match d.state {
-            DelegationState::Aborted => None,
+            DelegationState::Aborted | DelegationState::Learned { .. } => None,
             DelegationState::Active | DelegationState::Merging { .. } => {
                 Some(SplitChild::Active(d.clone()))
             }

@@ -71,6 +71,7 @@ pub fn state_text(state: DelegationState) -> &'static str {
         DelegationState::Active => "active",
         DelegationState::Aborted => "aborted",
         DelegationState::Merging { .. } => "merging",
+        DelegationState::Learned { .. } => "learned",
     }
 }
 

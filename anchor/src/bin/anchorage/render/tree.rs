@@ -96,7 +96,10 @@ fn build_node(
                     },
                 }
             }
-            DelegationState::Frozen | DelegationState::Aborted => ChildNode::Annotation(d.clone()),
+            // A learned range is a child of the delegated scope, shown below it there.
+            DelegationState::Frozen
+            | DelegationState::Aborted
+            | DelegationState::Learned { .. } => ChildNode::Annotation(d.clone()),
         };
         children.push(child);
     }
@@ -173,6 +176,12 @@ fn annotation_row(d: &Delegation) -> String {
             "{}  members {}  [merging back since v{index}]",
             short_id(&d.referral.scope),
             short_members(&d.referral.members)
+        ),
+        DelegationState::Learned { base } => format!(
+            "{}  [range learned at v{}: referred to directly, not through {}]",
+            short_id(&d.referral.scope),
+            d.index,
+            short_id(&base)
         ),
     }
 }

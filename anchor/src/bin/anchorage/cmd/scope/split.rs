@@ -118,6 +118,7 @@ pub async fn run(args: SplitArgs) -> Result<()> {
         DelegationState::Frozen => "frozen (being handed over)",
         DelegationState::Aborted => "aborted",
         DelegationState::Merging { .. } => "merging back",
+        DelegationState::Learned { .. } => "learned (a range of a child)",
     };
     if target.json {
         let v = json!({
