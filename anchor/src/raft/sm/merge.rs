@@ -278,6 +278,18 @@ impl Overlay<'_> {
         self.del(self.keys.delegation(&key));
         self.del(self.keys.proof(child));
         self.view.delegations.remove(&key);
+        // Ranges learned of the child's prefix refined the delegation that is gone.
+        let learned: Vec<Name> = self
+            .view
+            .delegations
+            .iter()
+            .filter(|(_, o)| o.state == DelegationState::Learned { base: *child })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in learned {
+            self.del(self.keys.delegation(&k));
+            self.view.delegations.remove(&k);
+        }
         let (names, changes) = (self.view.names, self.view.changes);
         self.put_meta(Meta::Names, &names)?;
         self.put_meta(Meta::Changes, &changes)?;

@@ -71,7 +71,8 @@ impl ScopeView {
 impl ScopeView {
     /// The names this scope holds itself, for its split decisions: its prefix and range,
     /// with the end brought down to the first range it split off (a range split always
-    /// moves the right-hand part away). Delegated subtrees inside are not taken out.
+    /// moves the right-hand part away). Delegated subtrees inside are not taken out; ranges
+    /// learned of a child's prefix are not this scope's.
     pub fn bounds(&self) -> ScopeBounds {
         let range = self
             .descriptor
@@ -81,7 +82,13 @@ impl ScopeView {
         let split_off = self
             .delegations
             .values()
-            .filter(|d| d.state != DelegationState::Aborted)
+            .filter(|d| d.referral.prefix == self.prefix)
+            .filter(|d| {
+                !matches!(
+                    d.state,
+                    DelegationState::Aborted | DelegationState::Learned { .. }
+                )
+            })
             .filter_map(|d| d.referral.range.start.clone())
             .min();
         let end = match (range.end, split_off) {
