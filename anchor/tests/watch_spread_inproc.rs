@@ -175,37 +175,38 @@ async fn run() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
-    let a = all.lock().unwrap();
-    let u = users.lock().unwrap();
-    for (what, s) in [("/", &*a), ("/users", &*u)] {
-        for (name, _) in &s.changes {
-            assert!(name.starts_with("/users/"), "{what}: change to {name}");
+    {
+        let a = all.lock().unwrap();
+        let u = users.lock().unwrap();
+        for (what, s) in [("/", &*a), ("/users", &*u)] {
+            for (name, _) in &s.changes {
+                assert!(name.starts_with("/users/"), "{what}: change to {name}");
+            }
+            assert!(
+                s.followed.iter().any(|f| f.starts_with("/users [/users/")),
+                "the watch of {what} followed a range of /users: {:?}",
+                s.followed
+            );
         }
         assert!(
-            s.followed.iter().any(|f| f.starts_with("/users [/users/")),
-            "the watch of {what} followed a range of /users: {:?}",
-            s.followed
+            a.followed.iter().any(|f| f == "/users [all]"),
+            "the watch of / followed the subtree /users: {:?}",
+            a.followed
+        );
+        assert_eq!(a.moved, 0, "the watch of / never moves");
+        assert_eq!(u.moved, 1, "the watch of /users moved to the /users scope");
+        eprintln!(
+            "{} writes in {wrote_s:.1} s; / saw {} changes following {:?} ({} errors); /users saw {} following {:?} ({} errors); total {:.1} s",
+            acked.len(),
+            a.changes.len(),
+            a.followed,
+            a.errors,
+            u.changes.len(),
+            u.followed,
+            u.errors,
+            started.elapsed().as_secs_f32()
         );
     }
-    assert!(
-        a.followed.iter().any(|f| f == "/users [all]"),
-        "the watch of / followed the subtree /users: {:?}",
-        a.followed
-    );
-    assert_eq!(a.moved, 0, "the watch of / never moves");
-    assert_eq!(u.moved, 1, "the watch of /users moved to the /users scope");
-    eprintln!(
-        "{} writes in {wrote_s:.1} s; / saw {} changes following {:?} ({} errors); /users saw {} following {:?} ({} errors); total {:.1} s",
-        acked.len(),
-        a.changes.len(),
-        a.followed,
-        a.errors,
-        u.changes.len(),
-        u.followed,
-        u.errors,
-        started.elapsed().as_secs_f32()
-    );
-    drop((a, u));
     // The watches stop before the anchors do.
     all_task.abort();
     users_task.abort();

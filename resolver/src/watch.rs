@@ -394,13 +394,13 @@ mod tests {
         let check = |scope: &ScopeId, prefix: &str, watched: &str, c: &[WatchChild]| {
             check_children(scope, &n(prefix), &all, &n(watched), c)
         };
-        assert!(check(&root, "/", "/", &[users.clone()]).is_ok());
+        assert!(check(&root, "/", "/", std::slice::from_ref(&users)).is_ok());
         let at_users = &users.referral.scope;
-        assert!(check(at_users, "/users", "/users", &[range.clone()]).is_ok());
-        let err = check(&root, "/", "/users", &[users.clone()]).unwrap_err();
+        assert!(check(at_users, "/users", "/users", std::slice::from_ref(&range)).is_ok());
+        let err = check(&root, "/", "/users", std::slice::from_ref(&users)).unwrap_err();
         assert!(err.contains("not below /users"), "{err}");
         assert!(
-            check(&root, "/", "/eu", &[users.clone()]).is_err(),
+            check(&root, "/", "/eu", std::slice::from_ref(&users)).is_err(),
             "not under the watched prefix"
         );
         let mut wrong_index = users.clone();
@@ -408,7 +408,7 @@ mod tests {
         let err = check(&root, "/", "/", &[wrong_index]).unwrap_err();
         assert!(err.contains("delegated at index 8"), "{err}");
         assert!(
-            check(&root, "/", "/", &[range.clone()]).is_err(),
+            check(&root, "/", "/", std::slice::from_ref(&range)).is_err(),
             "a range of /users is not the root's child"
         );
         let too_many = vec![users; WATCH_LEGS_MAX + 1];
