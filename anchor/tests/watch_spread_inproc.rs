@@ -12,21 +12,16 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anchor::Anchor;
 use ed25519_dalek::SigningKey;
-use libp2p::Multiaddr;
 use resolver::{Client, ClientConfig, WatchEvent};
 
-/// The root's `[split] names_max`: low, so a few dozen names split it.
-const NAMES_MAX: u32 = 16;
-/// Names written under `/users`.
-const NAMES: usize = 4 * NAMES_MAX as usize;
+/// The root splits past this many names (and `/users` by range as it grows on).
+const SPLIT_AT: u32 = 16;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watch_follows_its_prefix_into_split_off_subtrees_and_ranges() {
-    tokio::time::timeout(Duration::from_secs(170), run())
-        .await
-        .expect("the test finished in time");
+    let bounded = tokio::time::timeout(Duration::from_secs(170), run());
+    bounded.await.expect("the test finished in time");
 }
 
 /// What one watch delivered: each change as (name, version), and the scopes it followed.
@@ -63,27 +58,11 @@ fn drain(mut watch: resolver::Watch) -> (Arc<Mutex<Seen>>, tokio::task::JoinHand
 async fn run() {
     common::init_tracing();
     let dir = tempfile::tempdir().unwrap();
-    let mut anchors = Vec::new();
-    for i in 0..3 {
-        let cfg = common::fast_config(dir.path(), i);
-        anchors.push(Anchor::start(cfg).await.unwrap());
-    }
-    let addrs: Vec<String> = anchors.iter().map(|a| a.dial_addr()).collect();
-    let dial: Vec<Multiaddr> = addrs.iter().map(|a| a.parse().unwrap()).collect();
-    let mut policy = policy::Policy::development(None);
-    policy.split.auto = true;
-    policy.split.names_max = NAMES_MAX;
-    policy.split.interval_s_min = 1;
-    anchor::operator::init_root(&dial, policy.to_toml())
-        .await
-        .unwrap();
+    let (anchors, addrs) = common::splitting_root(dir.path(), SPLIT_AT).await;
     let trust: Vec<&str> = addrs.iter().map(String::as_str).collect();
-    let client = Client::connect_str(&trust, ClientConfig::default())
-        .await
-        .unwrap();
-    let watcher = Client::connect_str(&trust, ClientConfig::default())
-        .await
-        .unwrap();
+    // One client writes, another watches (its cache sees no write of its own).
+    let connect = || Client::connect_str(&trust, ClientConfig::default());
+    let (client, watcher) = (connect().await.unwrap(), connect().await.unwrap());
     let writer = SigningKey::from_bytes(&[9; 32]);
 
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -103,7 +82,7 @@ async fn run() {
 
     let started = Instant::now();
     let mut acked: BTreeSet<(String, u64)> = BTreeSet::new();
-    for i in 0..NAMES {
+    for i in 0..4 * SPLIT_AT as usize {
         let name = format!("/users/u{i:03}");
         let version = common::put_until_acked(&client, &name, &format!("v{i}"), &writer).await;
         acked.insert((name, version));
@@ -126,14 +105,9 @@ async fn run() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    for d in &ranges {
-        let first = d
-            .range
-            .start
-            .as_ref()
-            .map_or("/users/a".into(), |s| s.to_string());
-        let name = format!("{first}-after");
-        let version = common::put_until_acked(&client, &name, "after", &writer).await;
+    let firsts = ranges.iter().map(|d| d.range.start.clone());
+    for name in firsts.map(|s| format!("{}-late", s.map_or("/users/a".into(), |s| s.to_string()))) {
+        let version = common::put_until_acked(&client, &name, "late", &writer).await;
         acked.insert((name, version));
     }
     let wrote_s = started.elapsed().as_secs_f32();
