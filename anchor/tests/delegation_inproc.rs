@@ -185,6 +185,7 @@ async fn run() {
                 prefix: Name::parse("/eu").unwrap(),
                 after: None,
                 wait_ms: 0,
+                children: None,
             },
         )
         .await;
@@ -315,6 +316,7 @@ async fn run() {
             prefix: Name::parse("/eu").unwrap(),
             after: Some(after),
             wait_ms: 1000,
+            children: None,
         };
         match n.call(&anchors[at], Protocol::Watch, &req).await {
             WatchResponse::Changes { events, up_to, .. } => {

@@ -11,9 +11,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use anchor::Anchor;
 use ed25519_dalek::SigningKey;
-use libp2p::Multiaddr;
 use proto::{Name, ScopeId};
 use resolver::{Client, ClientConfig};
 
@@ -32,20 +30,7 @@ async fn a_flat_scope_splits_by_range_by_itself_and_loses_no_write() {
 async fn run() {
     common::init_tracing();
     let dir = tempfile::tempdir().unwrap();
-    let mut anchors = Vec::new();
-    for i in 0..3 {
-        let cfg = common::fast_config(dir.path(), i);
-        anchors.push(Anchor::start(cfg).await.unwrap());
-    }
-    let addrs: Vec<String> = anchors.iter().map(|a| a.dial_addr()).collect();
-    let dial: Vec<Multiaddr> = addrs.iter().map(|a| a.parse().unwrap()).collect();
-    let mut policy = policy::Policy::development(None);
-    policy.split.auto = true;
-    policy.split.names_max = NAMES_MAX;
-    policy.split.interval_s_min = 1;
-    anchor::operator::init_root(&dial, policy.to_toml())
-        .await
-        .unwrap();
+    let (anchors, addrs) = common::splitting_root(dir.path(), NAMES_MAX).await;
     let trust: Vec<&str> = addrs.iter().map(String::as_str).collect();
     let client = Client::connect_str(&trust, ClientConfig::default())
         .await

@@ -415,6 +415,7 @@ fn wire(dir: &Path) {
             prefix: n("/eu"),
             after,
             wait_ms: 4_000,
+            children: after.map(|_| vec![ScopeId::child(&ScopeId::root(), &n("/eu/a"), 7)]),
         };
         out.push((sel("WatchRequest"), "watch", enc(&w)));
     }
@@ -442,6 +443,14 @@ fn wire(dir: &Path) {
         },
         WatchResponse::Referral(referral()),
         WatchResponse::Error(WireError::NoScope { name: n("/eu") }),
+        WatchResponse::Children {
+            scope: ScopeId::root(),
+            children: vec![WatchChild {
+                referral: referral(),
+                index: 7,
+            }],
+            at: 12,
+        },
     ];
     for r in &watch_responses {
         out.push((sel("WatchResponse"), "watch-resp", enc(r)));

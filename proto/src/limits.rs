@@ -69,6 +69,10 @@ pub const WATCH_EVENTS_MAX: usize = 1024;
 pub const WATCH_EVENT_BYTES_MAX: usize = 128 * 1024;
 /// Longest a watch request waits for a change before answering empty, ms.
 pub const WATCH_WAIT_MS_MAX: u32 = 30_000;
+/// Scopes one watch may follow at once: the scope governing its prefix and the child scopes
+/// (delegated subtrees, split-off ranges) under the prefix, at any depth. Also the most child
+/// scopes one watch answer may list.
+pub const WATCH_LEGS_MAX: usize = 32;
 /// Log indexes of history each scope keeps for watches to resume from; older resumes get
 /// "compacted: resync".
 pub const WATCH_HISTORY_INDEXES: u64 = 100_000;

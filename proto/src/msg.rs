@@ -501,6 +501,23 @@ pub struct WatchRequest {
     /// How long the anchor may hold the request when nothing changed (at most
     /// [`crate::limits::WATCH_WAIT_MS_MAX`]).
     pub wait_ms: u32,
+    /// The child scopes under `prefix` the watcher already follows from this scope (each
+    /// one a leg of its own). With `Some`, the anchor answers [`WatchResponse::Children`]
+    /// at once, or as soon as it changes during the wait, when the scope's live (Active or
+    /// Merging) delegations under the prefix are not exactly these; with `None` it never
+    /// lists them. (Appended last: a field's position is its encoding.)
+    pub children: Option<Vec<ScopeId>>,
+}
+
+/// A child scope that governs part of a watched prefix: a subtree strictly under it, or a
+/// range split off it (or off a prefix under it).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatchChild {
+    /// Where the child is and what it governs.
+    pub referral: Referral,
+    /// The parent's log index of the delegation (or split): the parent delivers the child's
+    /// names' changes up to it, the child those after it (its history starts there).
+    pub index: u64,
 }
 
 /// One committed change.
@@ -541,6 +558,20 @@ pub enum WatchResponse {
     Referral(Referral),
     /// Could not answer.
     Error(WireError),
+    /// The scope's live delegations under the prefix (asked for with
+    /// [`WatchRequest::children`]), as of its applied index `at`: follow each child from its
+    /// `index`; stop following a child that is no longer listed (it merged back, and this
+    /// scope reports its records as changes at the merge). No changes are delivered with it:
+    /// ask again with the same `after`. (Appended last: a variant's position is its
+    /// encoding.)
+    Children {
+        /// The scope.
+        scope: ScopeId,
+        /// At most [`crate::limits::WATCH_LEGS_MAX`] children, by first name.
+        children: Vec<WatchChild>,
+        /// The scope's applied index the list is true at (a listing never goes back).
+        at: u64,
+    },
 }
 
 // ---- /anchorage/raft/1 ----

@@ -367,6 +367,7 @@ impl Client {
             prefix: prefix.clone(),
             after: None,
             wait_ms: 0,
+            children: None,
         };
         let bytes = codec::encode(&request).map_err(Error::from_proto)?;
         let deadline = Instant::now() + self.inner.cfg.operation_timeout;

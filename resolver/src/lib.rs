@@ -52,8 +52,10 @@
 //! - `known` — what a client has learned, shared by its clones and watches: members and
 //!   leaders per scope, cached referrals and answers.
 //! - [`verify`] — the checks every signed answer passes.
-//! - [`watch`] — [`Watch`] and [`WatchEvent`]: the long-poll task, which holds the network
-//!   and what the client knows, not the client.
+//! - [`watch`] — [`Watch`] and [`WatchEvent`]: a watch's legs (one per scope governing
+//!   part of the prefix), which hold the network and what the client knows, not the client.
+//! - `watch_leg` — one leg's long-poll task: moves, child scopes, merges.
+//! - `watch_book` — which scopes a watch follows (bounded) and where each leg stands.
 //! - [`addr`] — [`AnchorAddr`]: a remote anchor's peer id and addresses, and the one
 //!   parser of every form they come in.
 //! - [`clock`] — [`clock::Clock`]: the one wall clock, shared with the anchor; tests drive a
@@ -110,6 +112,8 @@ mod net_owner;
 pub mod verify;
 pub mod walk;
 pub mod watch;
+mod watch_book;
+mod watch_leg;
 // Shared with the anchor crate, which owns its shape; its one long type is left as it is.
 #[allow(clippy::type_complexity)]
 pub mod net;

@@ -1,54 +1,72 @@
-//! Watches: every committed change under a prefix, in version order, pulled
-//! by long polls on `/anchorage/watch/1`.
+//! Watches: every committed change under a prefix, in version order per scope, pulled
+//! by long polls on `/anchorage/watch/1`, from every scope that governs part of the prefix.
 //!
-//! A [`Watch`] owns a background task that sends `WatchRequest { scope, prefix, after,
-//! wait_ms }` to one member of the watched scope at a time. The anchor answers at once when
-//! changes in `(after, up_to]` exist, or after `wait_ms` with none; the task hands the changes
-//! to [`Watch::next`] and asks again from `up_to`. So a watch never has a gap:
+//! A [`Watch`] runs one background task per **leg**: a scope it follows. The **home** leg
+//! follows the scope governing the prefix itself; each other leg follows a child scope that
+//! governs part of the prefix (a subtree delegated or split off below it, a range split off
+//! it). A leg sends `WatchRequest { scope, prefix, after, wait_ms, children }` to one member
+//! of its scope at a time. The anchor answers at once when changes in `(after, up_to]`
+//! exist, or after `wait_ms` with none; the leg hands the changes to [`Watch::next`] and asks
+//! again from `up_to`. So a leg never has a gap:
 //!
 //! - a member that fails (no answer, `Unavailable`, `NoScope`...) is skipped and the *same*
 //!   `after` is asked of the next member; a full round of failures is reported as an
-//!   [`Error`] item (the watch keeps trying, with backoff);
-//! - [`Watch::position`] is the `after` a new watch ([`crate::Client::watch_from`]) must start
-//!   from to see exactly the events not yet returned by `next`;
+//!   [`Error`] item (the leg keeps trying, with backoff);
 //! - history the scope no longer keeps comes back as [`WatchEvent::Compacted`]: re-read what
-//!   you need, the watch goes on from `up_to`;
-//! - when the prefix was delegated to a child scope, the parent first delivers its changes up
-//!   to the move, then a referral: the watch emits [`WatchEvent::Moved`] and continues at the
-//!   child's members with the same `after` (versions keep growing across a move).
+//!   you need, the leg goes on from `up_to`;
+//! - when the prefix itself was delegated to a child scope, the parent first delivers its
+//!   changes up to the move, then a referral: the home leg emits [`WatchEvent::Moved`] and
+//!   continues at the child's members with the same `after` (versions keep growing across
+//!   a move).
+//!
+//! **Legs.** Each request lists the child scopes the leg already follows; when the scope's
+//! live delegations under the prefix are other ones, the anchor answers with the list
+//! instead (`WatchResponse::Children`, as of its applied index; an older list than one
+//! already taken is refused). Each listed child is checked as a walk's referral would be
+//! (`check_referral`, and its id must be the one its parent derives from its first name and
+//! delegation index), and a new leg is opened on it from the delegation index D with
+//! [`WatchEvent::Followed`]: the parent's history holds the changes to those names up to D,
+//! the child's starts at D (its seeded records are not changes), so nothing is lost or
+//! delivered twice across the hand-over. A watch follows at most
+//! [`proto::limits::WATCH_LEGS_MAX`] scopes; one more ends it with [`Error::Invalid`].
+//! A child that is no longer listed merged back into its parent, which reports the child's
+//! final records as changes at its merge index: its leg drains what the child still serves
+//! and ends with [`WatchEvent::Merged`] (changes the leg had not fetched before the child
+//! was removed are covered by that report of the final records).
+//!
+//! Events of one scope come in that scope's version order; events of different scopes
+//! interleave (their versions are indexes of different logs). [`Watch::last_scope`] says
+//! which scope the last event came from, [`Watch::positions`] where each leg stands.
 //!
 //! Every [`WatchEvent::Changed`] drops the client's cached answer for that name, so cached
 //! reads are invalidated by the same committed change (before `next` returns it).
-//! Watch answers are not signed: the task only asks members of the scope (authenticated
-//! libp2p connections) and checks every batch (`check_changes`). The task stops when the
-//! [`Watch`] is dropped, even in the middle of a long poll.
+//! Watch answers are not signed: the legs only ask members of their scopes (authenticated
+//! libp2p connections) and check every batch (`check_changes`, `check_children`). The
+//! tasks stop when the [`Watch`] is dropped, even in the middle of a long poll.
 //!
-//! The task does not hold the client: it holds a `WatchLink`, the network and what the
+//! The tasks do not hold the client: they hold a `WatchLink`, the network and what the
 //! client knows (members, referrals, cached answers), which keeps the network running while
 //! the watch lives.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use proto::limits::WATCH_WAIT_MS_MAX;
-use proto::msg::{ChangeEvent, WatchRequest, WatchResponse};
-use proto::{Name, Referral, ScopeId, WireError};
+use proto::limits::{WATCH_LEGS_MAX, WATCH_WAIT_MS_MAX};
+use proto::msg::{ChangeEvent, WatchChild};
+use proto::{KeyRange, Name, Referral, ScopeId};
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
+use tokio::task::AbortHandle;
 
-use crate::addr::AnchorAddr;
 use crate::error::Error;
 use crate::known::Known;
-use crate::net::{CallError, Protocol};
 use crate::net_owner::NetOwner;
 use crate::verify::check_referral;
+use crate::watch_book::{LegBook, Positions, HOME_LEG};
+use crate::watch_leg::Leg;
 
-/// Items buffered between the long-poll task and [`Watch::next`]; the task waits when the
+/// Items buffered between the legs' tasks and [`Watch::next`]; the tasks wait when the
 /// caller falls behind.
 const WATCH_BUFFER: usize = 256;
-/// Pause after a full round of failed polls, doubled each round up to [`BACKOFF_MAX`].
-const BACKOFF_MIN: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// Shortest long-poll wait.
 const WAIT_MIN: Duration = Duration::from_millis(500);
 
@@ -57,66 +75,117 @@ const WAIT_MIN: Duration = Duration::from_millis(500);
 pub enum WatchEvent {
     /// A committed change to a name under the prefix.
     Changed(ChangeEvent),
-    /// The history after the watch's position is gone: changes up to `up_to` may have been
-    /// missed. Re-read what matters; the watch continues after `up_to`.
+    /// The history after the leg's position is gone: changes up to `up_to` may have been
+    /// missed. Re-read what matters; the leg continues after `up_to`.
     Compacted {
         /// Oldest index the scope can still resume from.
         oldest: u64,
-        /// Where the watch continues from.
+        /// Where the leg continues from.
         up_to: u64,
     },
-    /// The prefix moved to this child scope; the watch continues there.
+    /// The prefix moved to this child scope; the home leg continues there.
     Moved(Referral),
+    /// Part of the prefix is governed by this child scope (a subtree or a range under the
+    /// prefix, delegated or split off); the watch follows it too, from its delegation on.
+    /// (Appended last.)
+    Followed(Referral),
+    /// The watch no longer follows this child scope: it merged back into its parent, which
+    /// reports the child's final records as changes at the merge. (Appended last.)
+    Merged(ScopeId),
 }
 
-/// What the task hands to [`Watch::next`]: an event (or error) and where the watch stands
+/// What a leg's task hands to [`Watch::next`]: an event (or error) and where the leg stands
 /// once it is consumed; position-only items advance past empty polls.
 #[derive(Debug)]
-struct Item {
-    scope: ScopeId,
-    position: u64,
-    event: Option<Result<WatchEvent, Error>>,
+pub(crate) struct Item {
+    pub leg: u64,
+    pub scope: ScopeId,
+    pub position: u64,
+    pub event: Option<Result<WatchEvent, Error>>,
 }
 
-/// A running watch of one prefix. Dropping it stops its task.
+/// What the legs of one watch share: the book of scopes followed and the tasks to stop.
+#[derive(Debug)]
+pub(crate) struct Legs {
+    pub book: Mutex<LegBook>,
+    tasks: Mutex<Vec<AbortHandle>>,
+}
+
+impl Legs {
+    /// Keeps `task` to stop with the watch.
+    pub(crate) fn keep(&self, task: AbortHandle) {
+        if let Ok(mut tasks) = self.tasks.lock() {
+            tasks.retain(|t| !t.is_finished());
+            tasks.push(task);
+        }
+    }
+
+    /// Stops every leg.
+    pub(crate) fn stop_all(&self) {
+        if let Ok(tasks) = self.tasks.lock() {
+            for t in tasks.iter() {
+                t.abort();
+            }
+        }
+    }
+}
+
+/// A running watch of one prefix. Dropping it stops its tasks.
 #[derive(Debug)]
 pub struct Watch {
     rx: mpsc::Receiver<Item>,
-    scope: ScopeId,
-    position: u64,
-    task: JoinHandle<()>,
+    positions: Positions,
+    last_scope: ScopeId,
+    legs: Arc<Legs>,
 }
 
 impl Watch {
-    /// The next event, in version order; an `Err` reports a failure the watch is retrying
-    /// past (or, for a final error such as `Invalid`, the last item). `None` once the watch
-    /// has closed.
+    /// The next event, in version order per scope; an `Err` reports a failure a leg is
+    /// retrying past (or, for a final error such as `Invalid`, the last item). `None` once
+    /// the watch has closed.
     pub async fn next(&mut self) -> Option<Result<WatchEvent, Error>> {
         loop {
             let item = self.rx.recv().await?;
-            self.scope = item.scope;
-            self.position = item.position;
+            self.positions.advance(item.leg, item.scope, item.position);
             if let Some(event) = item.event {
+                self.last_scope = item.scope;
+                if matches!(event, Ok(WatchEvent::Merged(_))) {
+                    self.positions.end(item.leg);
+                }
                 return Some(event);
             }
         }
     }
 
-    /// The scope currently watched (it changes after [`WatchEvent::Moved`]).
+    /// The scope the home leg watches: the one governing the prefix itself (it changes
+    /// after [`WatchEvent::Moved`]).
     pub fn scope(&self) -> ScopeId {
-        self.scope
+        self.positions.home().0
     }
 
-    /// The `after` to resume from: every change up to it has been returned by
-    /// [`Watch::next`] (or reported as compacted), none after it.
+    /// The home leg's `after` to resume from: every change of [`Watch::scope`] up to it has
+    /// been returned by [`Watch::next`] (or reported as compacted), none after it. A watch
+    /// started again from it ([`crate::Client::watch_from`]) follows child scopes from their
+    /// delegations again, so it may return changes of child scopes a second time.
     pub fn position(&self) -> u64 {
-        self.position
+        self.positions.home().1
+    }
+
+    /// The scope of the last event [`Watch::next`] returned: where a
+    /// [`WatchEvent::Changed`] was committed (its version is an index of that scope's log).
+    pub fn last_scope(&self) -> ScopeId {
+        self.last_scope
+    }
+
+    /// Every scope the watch follows and the position of its leg, the home leg first.
+    pub fn positions(&self) -> Vec<(ScopeId, u64)> {
+        self.positions.all()
     }
 }
 
 impl Drop for Watch {
     fn drop(&mut self) {
-        self.task.abort();
+        self.legs.stop_all();
     }
 }
 
@@ -130,8 +199,8 @@ pub(crate) struct WatchLink {
     pub request_timeout: Duration,
 }
 
-/// Starts the long-poll task at `scope` (governing `scope_prefix`) for changes under
-/// `prefix` after `after`.
+/// Starts the home leg at `scope` (governing `scope_prefix`) for changes under `prefix`
+/// after `after`.
 pub(crate) fn spawn(
     link: WatchLink,
     scope: ScopeId,
@@ -140,21 +209,63 @@ pub(crate) fn spawn(
     after: u64,
 ) -> Watch {
     let (tx, rx) = mpsc::channel(WATCH_BUFFER);
-    let poller = Poller {
+    let legs = Arc::new(Legs {
+        book: Mutex::new(LegBook::new(scope)),
+        tasks: Mutex::new(Vec::new()),
+    });
+    let scope_range = (link.known.directory().get(&scope))
+        .map(|s| s.range.clone())
+        .unwrap_or_default();
+    let home = Leg::new(
         link,
         tx,
-        scope,
-        scope_prefix,
-        referral: None,
+        legs.clone(),
+        HOME_LEG,
+        (scope, scope_prefix, scope_range),
         prefix,
         after,
-    };
+    );
+    home.start();
     Watch {
         rx,
-        scope,
-        position: after,
-        task: tokio::spawn(poller.run()),
+        positions: Positions::new(scope, after),
+        last_scope: scope,
+        legs,
     }
+}
+
+/// Checks a list of the child scopes under `prefix` that the scope `scope` (governing
+/// `scope_range` of `scope_prefix`) answered: at most [`WATCH_LEGS_MAX`], each one's first
+/// name strictly under the prefix, each a referral a walk would accept from that scope, and
+/// each child's id the one the scope derives from the child's first name and delegation
+/// index.
+pub(crate) fn check_children(
+    scope: &ScopeId,
+    scope_prefix: &Name,
+    scope_range: &KeyRange,
+    prefix: &Name,
+    children: &[WatchChild],
+) -> Result<(), String> {
+    if children.len() > WATCH_LEGS_MAX {
+        return Err(format!(
+            "{} child scopes listed, more than {WATCH_LEGS_MAX}",
+            children.len()
+        ));
+    }
+    for c in children {
+        let first = c.referral.first();
+        if !first.is_under(prefix) || first == prefix {
+            return Err(format!("child scope at {first} is not below {prefix}"));
+        }
+        check_referral(&c.referral, scope_prefix, scope_range, first)?;
+        if ScopeId::child(scope, first, c.index) != c.referral.scope {
+            return Err(format!(
+                "child scope {} at {first} is not the one delegated at index {}",
+                c.referral.scope, c.index
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// How long the anchor may hold a poll: the request timeout less a second, at least
@@ -206,198 +317,6 @@ pub(crate) fn positions(after: u64, events: &[ChangeEvent]) -> Vec<u64> {
     out
 }
 
-/// What one poll came to.
-enum Polled {
-    /// Events delivered; `after` moved on.
-    Progress,
-    /// This member failed; try the next.
-    Failed(String),
-    /// A final error: report it and stop.
-    Fatal(Error),
-    /// The caller dropped the watch.
-    Closed,
-}
-
-struct Poller {
-    link: WatchLink,
-    tx: mpsc::Sender<Item>,
-    scope: ScopeId,
-    scope_prefix: Name,
-    /// The referral that named the current scope (none for the root), to re-learn its
-    /// members if the client forgot them.
-    referral: Option<Referral>,
-    prefix: Name,
-    after: u64,
-}
-
-impl Poller {
-    async fn run(mut self) {
-        let mut backoff = BACKOFF_MIN;
-        let mut failures = 0usize;
-        loop {
-            let known = &self.link.known;
-            let mut plan = known.plan(&self.scope, false);
-            if plan.is_empty() {
-                if let Some(r) = &self.referral {
-                    known.adopt(r);
-                    plan = known.plan(&self.scope, false);
-                }
-            }
-            let Some(target) = plan.first().cloned() else {
-                let e = Error::unavailable(format!("no known member of scope {}", self.scope));
-                let _ = self.emit(Some(Err(e))).await;
-                return;
-            };
-            match self.poll(&target).await {
-                Polled::Progress => {
-                    failures = 0;
-                    backoff = BACKOFF_MIN;
-                }
-                Polled::Failed(reason) => {
-                    tracing::debug!(peer = %target.peer, scope = %self.scope, %reason, "watch poll failed; trying the next member");
-                    self.link.known.failed(&self.scope, &target.peer);
-                    failures += 1;
-                    if failures >= plan.len() {
-                        failures = 0;
-                        let e = Error::unavailable(format!(
-                            "every member of scope {} failed the watch of {}; last: anchor {}: {reason}; retrying",
-                            self.scope, self.prefix, target.peer
-                        ));
-                        if !self.emit(Some(Err(e))).await {
-                            return;
-                        }
-                        tokio::select! {
-                            _ = tokio::time::sleep(backoff) => {}
-                            _ = self.tx.closed() => return,
-                        }
-                        backoff = (backoff * 2).min(BACKOFF_MAX);
-                    }
-                }
-                Polled::Fatal(e) => {
-                    let _ = self.emit(Some(Err(e))).await;
-                    return;
-                }
-                Polled::Closed => return,
-            }
-        }
-    }
-
-    /// Sends an item at the current scope and position; false once the watch is dropped.
-    async fn emit(&self, event: Option<Result<WatchEvent, Error>>) -> bool {
-        self.emit_at(self.after, event).await
-    }
-
-    async fn emit_at(&self, position: u64, event: Option<Result<WatchEvent, Error>>) -> bool {
-        let item = Item {
-            scope: self.scope,
-            position,
-            event,
-        };
-        self.tx.send(item).await.is_ok()
-    }
-
-    async fn poll(&mut self, target: &AnchorAddr) -> Polled {
-        let wait = wait_for(self.link.request_timeout);
-        let request = WatchRequest {
-            scope: self.scope,
-            prefix: self.prefix.clone(),
-            after: Some(self.after),
-            wait_ms: wait.as_millis() as u32,
-        };
-        let bytes = match proto::codec::encode(&request) {
-            Ok(b) => b,
-            Err(e) => return Polled::Fatal(Error::from_proto(e)),
-        };
-        let timeout = wait + self.link.request_timeout;
-        let net = &self.link.net;
-        let reply = tokio::select! {
-            r = net.call_encoded::<WatchResponse>(target, Protocol::Watch, bytes, timeout) => r,
-            _ = self.tx.closed() => return Polled::Closed,
-        };
-        let response = match reply {
-            Ok(r) => r,
-            Err(CallError::Decode { reason, .. }) => {
-                return Polled::Failed(format!("undecodable watch answer: {reason}"))
-            }
-            Err(e) => return Polled::Failed(e.to_string()),
-        };
-        match response {
-            WatchResponse::Changes {
-                scope,
-                events,
-                up_to,
-            } => {
-                if scope != self.scope {
-                    return Polled::Failed(format!("answered for scope {scope}"));
-                }
-                if let Err(reason) = check_changes(self.after, &self.prefix, &events, up_to) {
-                    return Polled::Failed(reason);
-                }
-                let at = positions(self.after, &events);
-                for (event, position) in events.into_iter().zip(at) {
-                    self.link.known.cache().remove(&event.name);
-                    if !self
-                        .emit_at(position, Some(Ok(WatchEvent::Changed(event))))
-                        .await
-                    {
-                        return Polled::Closed;
-                    }
-                }
-                self.after = up_to;
-                if !self.emit(None).await {
-                    return Polled::Closed;
-                }
-                Polled::Progress
-            }
-            WatchResponse::Compacted {
-                scope,
-                oldest,
-                up_to,
-            } => {
-                if scope != self.scope || up_to < self.after {
-                    return Polled::Failed(format!(
-                        "bad compaction notice (scope {scope}, up_to {up_to})"
-                    ));
-                }
-                self.after = up_to;
-                if !self
-                    .emit(Some(Ok(WatchEvent::Compacted { oldest, up_to })))
-                    .await
-                {
-                    return Polled::Closed;
-                }
-                Polled::Progress
-            }
-            WatchResponse::Referral(referral) => {
-                let range = (self.link.known.directory().get(&self.scope))
-                    .map(|s| s.range.clone())
-                    .unwrap_or_default();
-                if let Err(reason) =
-                    check_referral(&referral, &self.scope_prefix, &range, &self.prefix)
-                {
-                    return Polled::Failed(format!("unusable watch referral: {reason}"));
-                }
-                self.link.known.take_referral(&referral);
-                tracing::debug!(from = %self.scope, to = %referral.scope, prefix = %referral.prefix, "watch follows the prefix to its new scope");
-                self.scope = referral.scope;
-                self.scope_prefix = referral.prefix.clone();
-                self.referral = Some(referral.clone());
-                if !self.emit(Some(Ok(WatchEvent::Moved(referral)))).await {
-                    return Polled::Closed;
-                }
-                Polled::Progress
-            }
-            WatchResponse::Error(w) => match w {
-                WireError::NotLeader { .. }
-                | WireError::Unavailable { .. }
-                | WireError::NoScope { .. }
-                | WireError::Refused { .. } => Polled::Failed(w.to_string()),
-                w => Polled::Fatal(w.into()),
-            },
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -445,6 +364,55 @@ mod tests {
         ];
         assert_eq!(positions(10, &events), vec![10, 11, 12, 14]);
         assert!(positions(10, &[]).is_empty());
+    }
+
+    fn child(scope: &ScopeId, prefix: &str, start: Option<&str>, index: u64) -> WatchChild {
+        let range = KeyRange {
+            start: start.map(n),
+            end: None,
+        };
+        let first = range.start.clone().unwrap_or_else(|| n(prefix));
+        WatchChild {
+            referral: Referral {
+                scope: ScopeId::child(scope, &first, index),
+                prefix: n(prefix),
+                epoch: 1,
+                members: Vec::new(),
+                ttl_s: 60,
+                range,
+            },
+            index,
+        }
+    }
+
+    #[test]
+    fn listed_children_are_checked_like_referrals_and_by_their_ids() {
+        let root = ScopeId::root();
+        let all = KeyRange::all();
+        let users = child(&root, "/users", None, 7);
+        let range = child(&users.referral.scope, "/users", Some("/users/m"), 9);
+        let check = |scope: &ScopeId, prefix: &str, watched: &str, c: &[WatchChild]| {
+            check_children(scope, &n(prefix), &all, &n(watched), c)
+        };
+        assert!(check(&root, "/", "/", std::slice::from_ref(&users)).is_ok());
+        let at_users = &users.referral.scope;
+        assert!(check(at_users, "/users", "/users", std::slice::from_ref(&range)).is_ok());
+        let err = check(&root, "/", "/users", std::slice::from_ref(&users)).unwrap_err();
+        assert!(err.contains("not below /users"), "{err}");
+        assert!(
+            check(&root, "/", "/eu", std::slice::from_ref(&users)).is_err(),
+            "not under the watched prefix"
+        );
+        let mut wrong_index = users.clone();
+        wrong_index.index = 8;
+        let err = check(&root, "/", "/", &[wrong_index]).unwrap_err();
+        assert!(err.contains("delegated at index 8"), "{err}");
+        assert!(
+            check(&root, "/", "/", std::slice::from_ref(&range)).is_err(),
+            "a range of /users is not the root's child"
+        );
+        let too_many = vec![users; WATCH_LEGS_MAX + 1];
+        assert!(check(&root, "/", "/", &too_many).is_err());
     }
 
     #[test]

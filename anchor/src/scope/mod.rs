@@ -26,6 +26,8 @@
 //!   ([`merge::justify_merge`]).
 //! - [`merge_plan`] — the verdict for a parent and a child it split off: the merge decider,
 //!   then a check that the split decider would not split the merged scope right back.
+//! - [`watch_children`] — the child scopes a watch of a prefix must follow besides the
+//!   scope it asks.
 //!
 //! Every resolve and mutation a replica serves is recorded into its [`meter`], and
 //! `scope show` and the per-scope load gauges read it through [`show`]. Subtree splits are
@@ -45,3 +47,4 @@ pub mod show;
 pub mod sig_cache;
 pub mod split;
 pub mod verdict;
+pub mod watch_children;

@@ -73,3 +73,24 @@ pub async fn reads_back(client: &resolver::Client, name: &str, expected: &(u64, 
         "{name}"
     );
 }
+
+/// Three in-process anchors under `dir` whose root scope (initialized on them) splits by
+/// itself once it holds more than `names_max` names (at most once a second), and their dial
+/// addresses (the trust anchors).
+pub async fn splitting_root(dir: &Path, names_max: u32) -> (Vec<anchor::Anchor>, Vec<String>) {
+    let mut anchors = Vec::new();
+    for i in 0..3 {
+        let cfg = fast_config(dir, i);
+        anchors.push(anchor::Anchor::start(cfg).await.unwrap());
+    }
+    let addrs: Vec<String> = anchors.iter().map(|a| a.dial_addr()).collect();
+    let dial: Vec<libp2p::Multiaddr> = addrs.iter().map(|a| a.parse().unwrap()).collect();
+    let mut policy = policy::Policy::development(None);
+    policy.split.auto = true;
+    policy.split.names_max = names_max;
+    policy.split.interval_s_min = 1;
+    anchor::operator::init_root(&dial, policy.to_toml())
+        .await
+        .unwrap();
+    (anchors, addrs)
+}

@@ -393,6 +393,23 @@ fn watch_lines_and_json() {
         ttl_s: 60,
         range: proto::KeyRange::all(),
     };
+    let followed = WatchEvent::Followed(Referral {
+        range: proto::KeyRange {
+            start: Some(name("/eu/m")),
+            end: None,
+        },
+        ..r.clone()
+    });
+    let line = watch_line(&followed);
+    assert!(
+        line.starts_with("following child scope /eu [/eu/m, -) "),
+        "{line}"
+    );
+    assert_eq!(watch_json(&followed)["event"], "followed");
+    assert_eq!(watch_json(&followed)["range"], "[/eu/m, -)");
+    let merged = WatchEvent::Merged(ScopeId::root());
+    assert!(watch_line(&merged).starts_with("child scope "));
+    assert_eq!(watch_json(&merged)["event"], "merged");
     let moved = WatchEvent::Moved(r);
     assert!(
         watch_line(&moved).starts_with("moved to child scope /eu"),

@@ -39,6 +39,17 @@ pub fn watch_line(event: &WatchEvent) -> String {
             short_id(&r.scope),
             short_members(&r.members)
         ),
+        WatchEvent::Followed(r) => format!(
+            "following child scope {} {} ({}) [{}] too",
+            r.prefix,
+            r.range,
+            short_id(&r.scope),
+            short_members(&r.members)
+        ),
+        WatchEvent::Merged(scope) => format!(
+            "child scope {} merged back into its parent; its names' changes come from there",
+            short_id(scope)
+        ),
     }
 }
 
@@ -60,5 +71,11 @@ pub fn watch_json(event: &WatchEvent) -> Value {
             "event": "moved", "scope": r.scope.to_hex(), "prefix": r.prefix.to_string(),
             "members": r.members.iter().map(|m| m.peer_id.clone()).collect::<Vec<_>>(),
         }),
+        WatchEvent::Followed(r) => json!({
+            "event": "followed", "scope": r.scope.to_hex(), "prefix": r.prefix.to_string(),
+            "range": r.range.to_string(),
+            "members": r.members.iter().map(|m| m.peer_id.clone()).collect::<Vec<_>>(),
+        }),
+        WatchEvent::Merged(scope) => json!({ "event": "merged", "scope": scope.to_hex() }),
     }
 }
