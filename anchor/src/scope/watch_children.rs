@@ -6,20 +6,21 @@
 use std::collections::BTreeMap;
 
 use proto::msg::WatchChild;
-use proto::{Delegation, Name, ScopeId};
+use proto::{Delegation, DelegationState, Name, ScopeId};
 
 /// The live (Active or Merging) delegations whose first name lies strictly under `prefix`,
 /// in key order. A delegation of `prefix` itself (or above it) is not among them: that one
 /// moves the whole watch (`WatchResponse::Referral`). Frozen delegations are left out (the
 /// child takes no write before it is Active, and one may still abort), and so are Aborted
-/// ones.
+/// ones, and so are ranges learned of a child's prefix (the child lists those).
 pub fn children_under(delegations: &BTreeMap<Name, Delegation>, prefix: &Name) -> Vec<WatchChild> {
     // Names order by their labels, so the names under `prefix` follow it contiguously.
     delegations
         .range(prefix.clone()..)
         .skip_while(|(first, _)| *first == prefix)
         .take_while(|(first, _)| first.is_under(prefix))
-        .filter(|(_, d)| d.state.refers())
+        // A range learned of a child's prefix is the child's to list, not this scope's.
+        .filter(|(_, d)| d.state.refers() && !matches!(d.state, DelegationState::Learned { .. }))
         .map(|(_, d)| WatchChild {
             referral: d.referral.clone(),
             index: d.index,
