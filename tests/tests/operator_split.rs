@@ -2,8 +2,10 @@
 //! subtree split off the root, then the new scope cut by range, each signed by the admin,
 //! each taking over on the same anchors; `scope tree` shows the range; a split signed by a
 //! key that is not an admin's is refused; every acknowledged write reads back
-//! linearizably from a cold client, through the new scopes. And a flat scope over its size
-//! limit that splits by range at its median by itself.
+//! linearizably from a cold client, through the new scopes. `anchorage scope merge` then
+//! takes the range and the subtree back (an outsider's merge refused), and everything still
+//! reads back. And a flat scope over its size limit that splits by range at its median by
+//! itself.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -104,8 +106,44 @@ async fn run() -> Result<()> {
             .with_context(|| format!("put {name} after the splits"))?;
         acked.insert(name.to_string(), (version, "after".to_string()));
     }
-    let cold = c.client().await?;
-    for (name, (version, value)) in &acked {
+    reads_back(&c.client().await?, &acked).await?;
+
+    // The operator merges the range back into /users, then /shop/eu into the root.
+    let merge = |name: &str, key: &std::path::Path| -> Result<Vec<String>> {
+        let mut v: Vec<String> = ["scope", "merge", name].iter().map(|s| s.to_string()).collect();
+        v.push("--sign".into());
+        v.push(key.display().to_string());
+        v.extend(c.anchor_args()?);
+        Ok(v)
+    };
+    let out = c.cli(&merge("/users/u09", &outsider_key)?).await?;
+    ensure!(!out.status.success(), "an outsider's merge succeeded");
+    for name in ["/users/u09", "/shop/eu/a"] {
+        let out = c.cli_ok(&merge(name, &admin_key)?).await?;
+        ensure!(out.contains("merged back"), "scope merge {name} printed {out}");
+    }
+    let info = client
+        .scope_info(&anchorage_tests::proto::Name::parse("/users/u09")?)
+        .await?;
+    ensure!(
+        info.descriptor.prefix.to_string() == "/users" && !info.descriptor.range.is_bounded(),
+        "/users/u09 is governed by {:?} after the merge",
+        info.descriptor
+    );
+    let version = client
+        .put("/users/u10", vec![Record::Text("merged".into())], 300, &writer)
+        .await
+        .context("put /users/u10 after the merge")?;
+    acked.insert("/users/u10".to_string(), (version, "merged".to_string()));
+    reads_back(&c.client().await?, &acked).await
+}
+
+/// Every acknowledged write reads back linearizably from `cold`.
+async fn reads_back(
+    cold: &anchorage_tests::resolver::Client,
+    acked: &BTreeMap<String, (u64, String)>,
+) -> Result<()> {
+    for (name, (version, value)) in acked {
         let set = cold
             .resolve(name, ReadLevel::Linearizable)
             .await
