@@ -200,7 +200,7 @@ async fn push_one<H: Host>(
 }
 
 /// A signed answer for `name` from `scope`, from the first of `members` that gives one.
-async fn ask<H: Host>(
+pub(super) async fn ask<H: Host>(
     host: &H,
     members: &[AnchorInfo],
     scope: ScopeId,

@@ -37,6 +37,7 @@
 //! to reach other anchors, and the two ways of hosting a child scope.
 
 mod driver;
+mod forgetter;
 mod learner;
 mod merge_child;
 mod merger;
@@ -63,6 +64,7 @@ use crate::replica::Replica;
 use crate::AnchorError;
 
 pub use driver::{drive, HAND_OVER_TIMEOUT, STRAGGLER_GRACE};
+pub use forgetter::{forget_stale_ranges, FORGET_EVERY};
 pub use learner::{push_ranges, LEARN_EVERY};
 pub use merge_child::merged_into;
 pub use merger::{merge_lines, merge_scopes, MERGE_ENTRY_BYTES_MAX, MERGE_EVERY};

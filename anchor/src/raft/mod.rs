@@ -148,6 +148,17 @@ pub enum ScopeCommand {
         /// Signed `Answer::Referral`s of the delegation's members for its first name.
         proofs: Vec<proto::msg::SignedAnswer>,
     },
+    /// A learned range whose scope no longer governs its first name (it merged back):
+    /// every member checks the proofs at apply ([`crate::scope::forget::check_forget`]) and
+    /// drops the learned range if they hold; a no-op answering `Refused` otherwise.
+    /// (Appended last.)
+    ForgetRange {
+        /// The learned range's first name.
+        first: proto::Name,
+        /// Signed answers of a majority of the delegation's members that answer `first`
+        /// themselves, from the delegated scope or another learned range.
+        proofs: Vec<proto::msg::SignedAnswer>,
+    },
 }
 
 /// What applying one entry produced; returned to the proposer.

@@ -96,7 +96,7 @@ fn base_of<'a>(
 }
 
 /// The ranges learned under the delegation to `base`, by first name.
-fn learned_under<'a>(
+pub(super) fn learned_under<'a>(
     delegations: &'a BTreeMap<Name, Delegation>,
     base: &'a ScopeId,
 ) -> impl Iterator<Item = &'a Delegation> + 'a {
@@ -216,14 +216,7 @@ fn vouches(
     referral: &Referral,
     askable: &[ScopeId],
 ) -> Result<String, String> {
-    let key = PublicKey::try_decode_protobuf(&proof.public_key)
-        .map_err(|e| format!("its public key does not decode: {e}"))?;
-    let signer = key.to_peer_id().to_base58();
-    if !key.verify(&Answer::signing_bytes(&proof.body), &proof.signature) {
-        return Err(format!("the signature of {signer} does not verify"));
-    }
-    let answer: Answer = proto::codec::decode(&proof.body, CLIENT_FRAME_BYTES_MAX)
-        .map_err(|e| format!("the answer of {signer} does not decode: {e}"))?;
+    let (signer, answer) = signed_answer(proof)?;
     match answer {
         Answer::Referral {
             scope,
@@ -241,6 +234,19 @@ fn vouches(
             other.scope()
         )),
     }
+}
+
+/// The signer (base58 peer id) of `proof` and its answer, once the signature verifies.
+pub(super) fn signed_answer(proof: &SignedAnswer) -> Result<(String, Answer), String> {
+    let key = PublicKey::try_decode_protobuf(&proof.public_key)
+        .map_err(|e| format!("its public key does not decode: {e}"))?;
+    let signer = key.to_peer_id().to_base58();
+    if !key.verify(&Answer::signing_bytes(&proof.body), &proof.signature) {
+        return Err(format!("the signature of {signer} does not verify"));
+    }
+    let answer: Answer = proto::codec::decode(&proof.body, CLIENT_FRAME_BYTES_MAX)
+        .map_err(|e| format!("the answer of {signer} does not decode: {e}"))?;
+    Ok((signer, answer))
 }
 
 /// The range learned under `base` (a live subtree delegation of `prefix`) that holds `name`:
@@ -267,4 +273,4 @@ pub fn refine<'a>(
 
 #[cfg(test)]
 #[path = "learn_tests.rs"]
-mod tests;
+pub(super) mod tests;

@@ -3,15 +3,15 @@ use crate::scope::decide::delegation_over;
 use libp2p::identity::Keypair;
 use proto::{AnchorInfo, KeyRange};
 
-fn n(s: &str) -> Name {
+pub(crate) fn n(s: &str) -> Name {
     Name::parse(s).unwrap()
 }
 
-fn id(b: u8) -> ScopeId {
+pub(crate) fn id(b: u8) -> ScopeId {
     ScopeId([b; 16])
 }
 
-fn info(k: &Keypair) -> AnchorInfo {
+pub(crate) fn info(k: &Keypair) -> AnchorInfo {
     AnchorInfo {
         peer_id: k.public().to_peer_id().to_base58(),
         addrs: vec![],
@@ -19,12 +19,12 @@ fn info(k: &Keypair) -> AnchorInfo {
 }
 
 /// Three members, the root's Active delegation of `/users` to scope 1 on them.
-struct Fixture {
-    keys: Vec<Keypair>,
-    delegations: BTreeMap<Name, Delegation>,
+pub(crate) struct Fixture {
+    pub(crate) keys: Vec<Keypair>,
+    pub(crate) delegations: BTreeMap<Name, Delegation>,
 }
 
-fn fixture() -> Fixture {
+pub(crate) fn fixture() -> Fixture {
     let keys: Vec<Keypair> = (0..3).map(|_| Keypair::generate_ed25519()).collect();
     let referral = Referral {
         scope: id(1),
@@ -46,7 +46,7 @@ fn fixture() -> Fixture {
     Fixture { keys, delegations }
 }
 
-fn range(scope: u8, start: &str, end: Option<&str>, f: &Fixture) -> Referral {
+pub(crate) fn range(scope: u8, start: &str, end: Option<&str>, f: &Fixture) -> Referral {
     Referral {
         scope: id(scope),
         prefix: n("/users"),
@@ -60,7 +60,7 @@ fn range(scope: u8, start: &str, end: Option<&str>, f: &Fixture) -> Referral {
     }
 }
 
-fn sign(k: &Keypair, answer: &Answer) -> SignedAnswer {
+pub(crate) fn sign(k: &Keypair, answer: &Answer) -> SignedAnswer {
     let body = proto::codec::encode(answer).unwrap();
     SignedAnswer {
         signature: k.sign(&Answer::signing_bytes(&body)).unwrap(),
@@ -70,7 +70,7 @@ fn sign(k: &Keypair, answer: &Answer) -> SignedAnswer {
 }
 
 /// `k`'s answer from scope `asked` referring the range's first name to `r`.
-fn vouch(k: &Keypair, asked: ScopeId, r: &Referral) -> SignedAnswer {
+pub(crate) fn vouch(k: &Keypair, asked: ScopeId, r: &Referral) -> SignedAnswer {
     let answer = Answer::Referral {
         scope: asked,
         name: r.first().clone(),
@@ -79,7 +79,11 @@ fn vouch(k: &Keypair, asked: ScopeId, r: &Referral) -> SignedAnswer {
     sign(k, &answer)
 }
 
-fn learn(f: &mut Fixture, r: &Referral, proofs: &[SignedAnswer]) -> Result<(), LearnRefusal> {
+pub(crate) fn learn(
+    f: &mut Fixture,
+    r: &Referral,
+    proofs: &[SignedAnswer],
+) -> Result<(), LearnRefusal> {
     if let Some(d) = check_learned(&f.delegations, r, proofs, 9)? {
         f.delegations.insert(d.referral.first().clone(), d);
     }

@@ -36,6 +36,7 @@
 //! splits and their merges are decided and shown only.
 
 pub mod decide;
+pub mod forget;
 pub mod learn;
 pub mod load;
 pub mod merge;

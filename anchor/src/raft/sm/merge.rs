@@ -287,8 +287,7 @@ impl Overlay<'_> {
             .map(|(k, _)| k.clone())
             .collect();
         for k in learned {
-            self.del(self.keys.delegation(&k));
-            self.view.delegations.remove(&k);
+            self.forget_delegation(&k);
         }
         let (names, changes) = (self.view.names, self.view.changes);
         self.put_meta(Meta::Names, &names)?;

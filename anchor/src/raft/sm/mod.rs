@@ -300,6 +300,27 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         results: vec![result],
                     }
                 }
+                EntryPayload::Normal(ScopeCommand::ForgetRange { first, proofs }) => {
+                    let result = match crate::scope::forget::check_forget(
+                        &overlay.view.delegations,
+                        &first,
+                        &proofs,
+                    ) {
+                        Ok(forget) => {
+                            if forget {
+                                tracing::info!(scope = %self.scope, %first, "forgot a learned range: its scope no longer governs it");
+                                overlay.forget_delegation(&first);
+                            }
+                            Ok(log_id.index)
+                        }
+                        Err(refusal) => Err(proto::WireError::Refused {
+                            reason: refusal.to_string(),
+                        }),
+                    };
+                    ApplyOutcome {
+                        results: vec![result],
+                    }
+                }
                 EntryPayload::Normal(ScopeCommand::Writes {
                     mutations,
                     proposed_at_ms,

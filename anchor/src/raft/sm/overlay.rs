@@ -298,6 +298,12 @@ impl<'a> Overlay<'a> {
         Ok(())
     }
 
+    /// Drops the delegation stored at `first` (a learned range that went stale).
+    pub(super) fn forget_delegation(&mut self, first: &Name) {
+        self.del(self.keys.delegation(first));
+        self.view.delegations.remove(first);
+    }
+
     pub(super) fn apply_genesis(
         &mut self,
         descriptor: ScopeDescriptor,
