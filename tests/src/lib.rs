@@ -52,6 +52,7 @@
 //! - `http`: [`http_get`] and [`metric_value`].
 //! - `workload`: the client workload of the write/read tests ([`write_many`],
 //!   [`check_all`], [`Written`], [`text_of`], [`Acked`]).
+//! - `zipf`: [`Zipf`], the seeded skewed draws of the split workloads.
 //! - [`chaos`]: seeded chaos campaigns against an in-process cluster; [`faults`]: the
 //!   seeded fault injector they use; [`linearizability`]: histories and the checker;
 //!   [`netns`]: Linux network namespaces to cut links between anchor processes;
@@ -69,6 +70,7 @@ mod keys;
 mod process;
 mod wait;
 mod workload;
+mod zipf;
 
 pub mod chaos;
 pub mod faults;
@@ -86,3 +88,4 @@ pub use keys::{policy_toml, public_hex, random_key, sign_op, split_policy, to_he
 pub use process::AnchorProc;
 pub use wait::{wait_for, POLL};
 pub use workload::{check_all, text_of, write_many, Acked, Written};
+pub use zipf::Zipf;
