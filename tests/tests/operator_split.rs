@@ -110,7 +110,10 @@ async fn run() -> Result<()> {
 
     // The operator merges the range back into /users, then /shop/eu into the root.
     let merge = |name: &str, key: &std::path::Path| -> Result<Vec<String>> {
-        let mut v: Vec<String> = ["scope", "merge", name].iter().map(|s| s.to_string()).collect();
+        let mut v: Vec<String> = ["scope", "merge", name]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         v.push("--sign".into());
         v.push(key.display().to_string());
         v.extend(c.anchor_args()?);
@@ -120,7 +123,10 @@ async fn run() -> Result<()> {
     ensure!(!out.status.success(), "an outsider's merge succeeded");
     for name in ["/users/u09", "/shop/eu/a"] {
         let out = c.cli_ok(&merge(name, &admin_key)?).await?;
-        ensure!(out.contains("merged back"), "scope merge {name} printed {out}");
+        ensure!(
+            out.contains("merged back"),
+            "scope merge {name} printed {out}"
+        );
     }
     let info = client
         .scope_info(&anchorage_tests::proto::Name::parse("/users/u09")?)
@@ -131,7 +137,12 @@ async fn run() -> Result<()> {
         info.descriptor
     );
     let version = client
-        .put("/users/u10", vec![Record::Text("merged".into())], 300, &writer)
+        .put(
+            "/users/u10",
+            vec![Record::Text("merged".into())],
+            300,
+            &writer,
+        )
         .await
         .context("put /users/u10 after the merge")?;
     acked.insert("/users/u10".to_string(), (version, "merged".to_string()));

@@ -22,7 +22,7 @@ struct Args {
     /// Stop starting new seeds after this many minutes.
     #[arg(long, default_value_t = 30.0)]
     minutes: f64,
-    /// Seconds of faults and load per campaign (default 8; 20 with --merge-names-min).
+    /// Seconds of faults and load per campaign (default 8; 30 with --merge-names-min).
     #[arg(long)]
     duration_s: Option<u64>,
     /// Concurrent clients per campaign.
@@ -38,22 +38,21 @@ struct Args {
     split_names_max: Option<u32>,
     /// Let split-off scopes merge back under this many names (`[merge] auto = true`, at
     /// most half of --split-names-max): a filler client writes names beside the checked
-    /// ones, then deletes them from 40% of the campaign on, so the scopes split and then
+    /// ones, then deletes them from 35% of the campaign on, so the scopes split and then
     /// merge back while the faults are on.
     #[arg(long, requires = "split_names_max")]
     merge_names_min: Option<u32>,
 }
 
 impl Args {
-    /// The campaign length: `--duration-s`, else 8 s, or 20 s with merges (a new scope's
+    /// The campaign length: `--duration-s`, else 8 s, or 30 s with merges (a new scope's
     /// peak load is known only after a 6 s window, so merges come late).
     fn duration_s(&self) -> u64 {
-        self.duration_s
-            .unwrap_or(if self.merge_names_min.is_some() {
-                20
-            } else {
-                8
-            })
+        let default = match self.merge_names_min {
+            Some(_) => 30,
+            None => 8,
+        };
+        self.duration_s.unwrap_or(default)
     }
 }
 

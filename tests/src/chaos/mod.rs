@@ -19,7 +19,7 @@
 //! 6 s peak load window, the shortest allowed, so a new scope's peak is known soon). The
 //! checked names are spread over a deep subtree and a flat part (`/chaos/s/t/k<n>`,
 //! `/chaos/u/k<n>`), and a filler client (`filler.rs`) writes enough names beside them for
-//! every level and both parts to split (the flat part by range), then, from 40% of the
+//! every level and both parts to split (the flat part by range), then, from 35% of the
 //! campaign on, deletes them, so the scopes shrink under `names_min` and merge back (ranges
 //! into their left neighbour, children into their parent) while the nemesis still acts. The
 //! filler's puts and deletes are in the history like every other operation. The report
@@ -444,7 +444,7 @@ const SPLIT_LEVELS: usize = 3;
 const MERGE_PEAK_WINDOW_S: u64 = 6;
 
 /// The share of a campaign with merges after which the filler deletes its names.
-const SHRINK_AT: f64 = 0.4;
+const SHRINK_AT: f64 = 0.35;
 
 /// Waits until the healed cluster commits a write again.
 async fn settle(client: &Client, key: &ed25519_dalek::SigningKey) -> Result<()> {

@@ -29,7 +29,8 @@ pub struct Splits {
     /// Splits still Frozen when the campaign stopped waiting for them.
     pub frozen: usize,
     /// Split entries the leaders' splitters saw committed and justified
-    /// (`anchorage_splits_total{outcome="split"}` summed over the anchors).
+    /// (`anchorage_splits_total{outcome="split"}` summed over the anchors, subtree and
+    /// range splits).
     pub committed: u64,
     /// Split proposals refused at apply or not known to have committed (outcomes
     /// `refused` and `error`).
@@ -228,15 +229,19 @@ pub(super) async fn count(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let splits_metric = |outcome: &str| -> u64 {
-        let splits = |a: &Anchor, reason| {
+        let splits = |a: &Anchor, kind, reason| {
             a.metrics()
                 .splits
-                .with_label_values(&["subtree", reason, outcome])
+                .with_label_values(&[kind, reason, outcome])
                 .get()
         };
+        let kinds = [("subtree", "size"), ("subtree", "load")];
+        let kinds = kinds
+            .into_iter()
+            .chain([("range", "size"), ("range", "load")]);
         anchors
             .iter()
-            .map(|a| splits(a, "size") + splits(a, "load"))
+            .flat_map(|a| kinds.clone().map(move |(k, r)| splits(a, k, r)))
             .sum()
     };
     let merges_metric = |outcome: &str| -> u64 {
