@@ -1,7 +1,7 @@
 //! The short chaos campaign run by `cargo test`: a few fixed seeds of partitions, drops and
 //! delays against three in-process anchors; each must stay linearizable and lose no
 //! acknowledged write, also across a delegation of the names' prefix to a child scope and
-//! while the scopes split by themselves.
+//! while the scopes split by themselves, and while they merge back.
 //! `scripts/chaos` runs the long campaign.
 
 use std::time::Duration;
@@ -123,6 +123,55 @@ async fn chaos_campaign_with_automatic_splits() {
     assert!(
         report.passed,
         "seed {seed} failed: lost {} acknowledged writes; {}\nreplay: scripts/chaos --seed {seed} --duration-s 10 --split-names-max 2",
+        report.lost_acked, report.verdict
+    );
+}
+
+/// One campaign in which split-off scopes merge back by themselves while faults are
+/// injected: `[split] names_max = 8`, `[merge] auto = true`, `names_min = 4`; a filler
+/// client writes names beside the checked ones (every level and the flat part split), then
+/// deletes them from 35% of the 30 s on, and the scopes merge back (the first merges come
+/// once a new scope's 6 s peak window is known, about 15 s in). Still linearizable,
+/// nothing acknowledged lost, a merge begun while the faults were on, none left halfway.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn chaos_campaign_with_automatic_merges() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let seed = 66;
+    let cfg = CampaignConfig {
+        duration: Duration::from_secs(30),
+        split_names_max: Some(8),
+        merge_names_min: Some(4),
+        ..CampaignConfig::default()
+    };
+    let report = tokio::time::timeout(Duration::from_secs(240), campaign(seed, &cfg))
+        .await
+        .unwrap_or_else(|_| panic!("seed {seed}: campaign did not finish in 240 s"))
+        .unwrap_or_else(|e| panic!("seed {seed}: harness error: {e:#}"));
+    println!(
+        "seed {seed} (splits {:?}, merges {:?}): {} ops ({} unknown), nemesis {:?}, lost {}, {}",
+        report.splits,
+        report.merges,
+        report.ops,
+        report.unknown,
+        report.nemesis,
+        report.lost_acked,
+        report.verdict
+    );
+    let merges = report.merges.expect("a campaign with merges counts them");
+    assert!(
+        merges.begun_during_faults >= 1,
+        "no merge began while the faults were on: {merges:?}"
+    );
+    assert_eq!(merges.merging, 0, "a merge never finished: {merges:?}");
+    let splits = report.splits.expect("a campaign with splits counts them");
+    assert_eq!(splits.frozen, 0, "a split never finished: {splits:?}");
+    assert!(report.ops > 20, "too few operations ran ({})", report.ops);
+    assert!(
+        report.passed,
+        "seed {seed} failed: lost {} acknowledged writes; {}\nreplay: scripts/chaos --seed {seed} --split-names-max 8 --merge-names-min 4",
         report.lost_acked, report.verdict
     );
 }
