@@ -203,23 +203,8 @@ fn summary(
         );
     }
     if args.merge_names_min.is_some() {
-        let merges: Vec<_> = reports.iter().filter_map(|r| r.merges).collect();
-        let sum = |f: fn(&Merges) -> u64| merges.iter().map(f).sum::<u64>();
-        println!(
-            "merges:                     {} merged back ({} begun during the faults, {} done \
-             during them; {} seeds with none), {} aborted, {} still merging; metrics: {} \
-             proposed, {} merged, {} aborted or too big, {} refused or unknown",
-            sum(|m| m.merged as u64),
-            sum(|m| m.begun_during_faults as u64),
-            sum(|m| m.merged_during_faults as u64),
-            merges.iter().filter(|m| m.merged == 0).count(),
-            sum(|m| m.aborted as u64),
-            sum(|m| m.merging as u64),
-            sum(|m| m.proposed),
-            sum(|m| m.committed),
-            sum(|m| m.aborted_steps),
-            sum(|m| m.refused_or_error)
-        );
+        let merges: Vec<Merges> = reports.iter().filter_map(|r| r.merges).collect();
+        println!("merges:                     {}", merges_line(&merges));
     }
     println!("harness errors:             {}", errors.len());
     let merge = args
@@ -258,4 +243,24 @@ fn summary(
     } else {
         std::process::ExitCode::FAILURE
     }
+}
+
+/// The summary's merge figures, summed over the seeds.
+fn merges_line(merges: &[Merges]) -> String {
+    let total = |f: fn(&Merges) -> u64| -> u64 { merges.iter().map(f).sum() };
+    let without = merges.iter().filter(|m| m.merged == 0).count();
+    format!(
+        "{} merged back ({} begun during the faults, {} done during them; {without} seeds \
+         with none), {} aborted, {} still merging; metrics: {} proposed, {} merged, {} \
+         aborted or too big, {} refused or unknown",
+        total(|m| m.merged as u64),
+        total(|m| m.begun_during_faults as u64),
+        total(|m| m.merged_during_faults as u64),
+        total(|m| m.aborted as u64),
+        total(|m| m.merging as u64),
+        total(|m| m.proposed),
+        total(|m| m.committed),
+        total(|m| m.aborted_steps),
+        total(|m| m.refused_or_error)
+    )
 }

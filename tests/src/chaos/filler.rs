@@ -20,7 +20,7 @@ pub const FILLER: u32 = u32::MAX - 1;
 /// The checked names of a merge campaign: even ones in the deep subtree, odd ones in the
 /// flat part, so both the subtree chain and the ranges of `/chaos/u` hold checked names.
 pub(super) fn checked_name(n: usize) -> String {
-    if n % 2 == 0 {
+    if n.is_multiple_of(2) {
         format!("/chaos/s/t/k{n}")
     } else {
         format!("/chaos/u/k{n}")
