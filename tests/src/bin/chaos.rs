@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use anchorage_tests::chaos::{campaign, CampaignConfig, Report, Splits};
+use anchorage_tests::chaos::{campaign, CampaignConfig, Merges, Report, Splits};
 use clap::Parser;
 
 /// Seeded chaos campaigns against three in-process anchors.
@@ -22,9 +22,9 @@ struct Args {
     /// Stop starting new seeds after this many minutes.
     #[arg(long, default_value_t = 30.0)]
     minutes: f64,
-    /// Seconds of faults and load per campaign.
-    #[arg(long, default_value_t = 8)]
-    duration_s: u64,
+    /// Seconds of faults and load per campaign (default 8; 30 with --merge-names-min).
+    #[arg(long)]
+    duration_s: Option<u64>,
     /// Concurrent clients per campaign.
     #[arg(long, default_value_t = 4)]
     clients: usize,
@@ -36,6 +36,24 @@ struct Args {
     /// during the faults.
     #[arg(long)]
     split_names_max: Option<u32>,
+    /// Let split-off scopes merge back under this many names (`[merge] auto = true`, at
+    /// most half of --split-names-max): a filler client writes names beside the checked
+    /// ones, then deletes them from 35% of the campaign on, so the scopes split and then
+    /// merge back while the faults are on.
+    #[arg(long, requires = "split_names_max")]
+    merge_names_min: Option<u32>,
+}
+
+impl Args {
+    /// The campaign length: `--duration-s`, else 8 s, or 30 s with merges (a new scope's
+    /// peak load is known only after a 6 s window, so merges come late).
+    fn duration_s(&self) -> u64 {
+        let default = match self.merge_names_min {
+            Some(_) => 30,
+            None => 8,
+        };
+        self.duration_s.unwrap_or(default)
+    }
 }
 
 fn main() -> std::process::ExitCode {
@@ -52,10 +70,11 @@ fn main() -> std::process::ExitCode {
         .build()
         .expect("tokio runtime");
     let cfg = CampaignConfig {
-        duration: Duration::from_secs(args.duration_s),
+        duration: Duration::from_secs(args.duration_s()),
         clients: args.clients,
         delegate_at: args.delegate_at_s.map(Duration::from_secs_f64),
         split_names_max: args.split_names_max,
+        merge_names_min: args.merge_names_min,
         ..CampaignConfig::default()
     };
     let seeds: Vec<u64> = match args.seed {
@@ -91,8 +110,22 @@ fn main() -> std::process::ExitCode {
                         )
                     })
                     .unwrap_or_default();
+                let merges = r
+                    .merges
+                    .map(|m| {
+                        format!(
+                            ", merges {} ({} begun during faults, {} done during faults)/{} \
+                             aborted/{} merging",
+                            m.merged,
+                            m.begun_during_faults,
+                            m.merged_during_faults,
+                            m.aborted,
+                            m.merging
+                        )
+                    })
+                    .unwrap_or_default();
                 println!(
-                    "seed {seed}: {} ops ({} unknown), lost {}{splits}, {}",
+                    "seed {seed}: {} ops ({} unknown), lost {}{splits}{merges}, {}",
                     r.ops,
                     r.unknown,
                     r.lost_acked,
@@ -169,13 +202,21 @@ fn summary(
             sum(|s| s.not_committed)
         );
     }
+    if args.merge_names_min.is_some() {
+        let merges: Vec<Merges> = reports.iter().filter_map(|r| r.merges).collect();
+        println!("merges:                     {}", merges_line(&merges));
+    }
     println!("harness errors:             {}", errors.len());
+    let merge = args
+        .merge_names_min
+        .map(|m| format!(" --merge-names-min {m}"))
+        .unwrap_or_default();
     let delegate = args
         .delegate_at_s
         .map(|s| format!(" --delegate-at-s {s}"))
         .or(args
             .split_names_max
-            .map(|n| format!(" --split-names-max {n}")))
+            .map(|n| format!(" --split-names-max {n}{merge}")))
         .unwrap_or_default();
     for r in &failed {
         println!(
@@ -184,14 +225,17 @@ fn summary(
         );
         println!(
             "  replay: scripts/chaos --seed {} --duration-s {} --clients {}{delegate}",
-            r.seed, args.duration_s, args.clients
+            r.seed,
+            args.duration_s(),
+            args.clients
         );
     }
     for (seed, e) in errors {
         println!("ERROR seed {seed}: {e}");
         println!(
             "  replay: scripts/chaos --seed {seed} --duration-s {} --clients {}{delegate}",
-            args.duration_s, args.clients
+            args.duration_s(),
+            args.clients
         );
     }
     if failed.is_empty() && errors.is_empty() {
@@ -199,4 +243,24 @@ fn summary(
     } else {
         std::process::ExitCode::FAILURE
     }
+}
+
+/// The summary's merge figures, summed over the seeds.
+fn merges_line(merges: &[Merges]) -> String {
+    let total = |f: fn(&Merges) -> u64| -> u64 { merges.iter().map(f).sum() };
+    let without = merges.iter().filter(|m| m.merged == 0).count();
+    format!(
+        "{} merged back ({} begun during the faults, {} done during them; {without} seeds \
+         with none), {} aborted, {} still merging; metrics: {} proposed, {} merged, {} \
+         aborted or too big, {} refused or unknown",
+        total(|m| m.merged as u64),
+        total(|m| m.begun_during_faults as u64),
+        total(|m| m.merged_during_faults as u64),
+        total(|m| m.aborted as u64),
+        total(|m| m.merging as u64),
+        total(|m| m.proposed),
+        total(|m| m.committed),
+        total(|m| m.aborted_steps),
+        total(|m| m.refused_or_error)
+    )
 }

@@ -14,6 +14,17 @@
 //! and the last split is a second old, while the nemesis acts. The report counts the splits
 //! (`splits.rs`), and how many of them started while the faults were on.
 //!
+//! With [`CampaignConfig::merge_names_min`] as well, the policy also lets split-off scopes
+//! merge back (`[merge] auto = true`, that `names_min`, `age_s_min = 1`; the anchors keep a
+//! 6 s peak load window, the shortest allowed, so a new scope's peak is known soon). The
+//! checked names are spread over a deep subtree and a flat part (`/chaos/s/t/k<n>`,
+//! `/chaos/u/k<n>`), and a filler client (`filler.rs`) writes enough names beside them for
+//! every level and both parts to split (the flat part by range), then, from 35% of the
+//! campaign on, deletes them, so the scopes shrink under `names_min` and merge back (ranges
+//! into their left neighbour, children into their parent) while the nemesis still acts. The
+//! filler's puts and deletes are in the history like every other operation. The report
+//! counts the merges and how many began while the faults were on.
+//!
 //! One seed replays one campaign: `scripts/chaos --seed N`.
 
 use std::collections::BTreeMap;
@@ -32,9 +43,11 @@ use crate::faults::{Noise, SeededFaults};
 use crate::linearizability::{Budget, Outcome, Recorder};
 use crate::recorded::{lost_acknowledged, record_read, run_client, Mix, FINAL_READER};
 
+mod filler;
 mod splits;
 
-pub use splits::Splits;
+pub use filler::FILLER;
+pub use splits::{Merges, Splits};
 
 /// What one campaign does.
 #[derive(Clone, Debug)]
@@ -50,6 +63,9 @@ pub struct CampaignConfig {
     /// Let scopes split by themselves at this many names (see the module docs); not
     /// together with `delegate_at`.
     pub split_names_max: Option<u32>,
+    /// With `split_names_max`: let split-off scopes merge back under this many names, and
+    /// delete names in the campaign's later part so they do (see the module docs).
+    pub merge_names_min: Option<u32>,
 }
 
 impl Default for CampaignConfig {
@@ -60,6 +76,7 @@ impl Default for CampaignConfig {
             names: 4,
             delegate_at: None,
             split_names_max: None,
+            merge_names_min: None,
         }
     }
 }
@@ -91,6 +108,8 @@ pub struct Report {
     pub delegated_at_index: Option<u64>,
     /// With `split_names_max`: the splits the scopes made.
     pub splits: Option<Splits>,
+    /// With `merge_names_min`: the merges back.
+    pub merges: Option<Merges>,
 }
 
 fn free_port() -> Result<u16> {
@@ -107,6 +126,7 @@ struct Cluster {
 }
 
 async fn start_cluster(faults: &Arc<SeededFaults>, cfg: &CampaignConfig) -> Result<Cluster> {
+    let merge_names_min = cfg.merge_names_min;
     let dir = tempfile::tempdir()?;
     let mut anchors = Vec::new();
     for i in 0..3 {
@@ -117,6 +137,10 @@ async fn start_cluster(faults: &Arc<SeededFaults>, cfg: &CampaignConfig) -> Resu
         cfg.raft.election_max_ms = 600;
         cfg.raft.snapshot_logs = 200;
         cfg.raft.logs_kept_after_snapshot = 50;
+        if merge_names_min.is_some() {
+            // The shortest window: a new scope's peak load is known (and it may merge) soon.
+            cfg.load.peak_window_s = MERGE_PEAK_WINDOW_S;
+        }
         let opts = StartOptions {
             faults: Some(faults.clone()),
             ..StartOptions::default()
@@ -137,6 +161,11 @@ async fn start_cluster(faults: &Arc<SeededFaults>, cfg: &CampaignConfig) -> Resu
         root_policy.split.auto = true;
         root_policy.split.names_max = names_max;
         root_policy.split.interval_s_min = 1;
+        if let Some(names_min) = cfg.merge_names_min {
+            root_policy.merge.auto = true;
+            root_policy.merge.names_min = Some(names_min);
+            root_policy.merge.age_s_min = 1;
+        }
         root_policy.validate()?;
     }
     anchor::operator::init_root(&addrs, root_policy.to_toml()).await?;
@@ -175,9 +204,17 @@ pub async fn campaign(seed: u64, cfg: &CampaignConfig) -> Result<Report> {
     if cfg.delegate_at.is_some() && cfg.split_names_max.is_some() {
         bail!("a campaign either delegates /chaos or lets it split by itself, not both");
     }
-    let name: fn(usize) -> String = match cfg.split_names_max {
-        Some(_) => deep_name,
-        None => name,
+    if cfg.merge_names_min.is_some() && cfg.split_names_max.is_none() {
+        bail!("a campaign with merges needs splits (split_names_max) first");
+    }
+    let name: fn(usize) -> String = match (cfg.split_names_max, cfg.merge_names_min) {
+        (Some(_), Some(_)) => filler::checked_name,
+        (Some(_), None) => deep_name,
+        (None, _) => name,
+    };
+    let filler_names = match (cfg.split_names_max, cfg.merge_names_min) {
+        (Some(max), Some(_)) => filler::names(filler::per_part(max)),
+        _ => Vec::new(),
     };
     let faults = SeededFaults::new(seed);
     let cluster = start_cluster(&faults, cfg)
@@ -213,6 +250,22 @@ pub async fn campaign(seed: u64, cfg: &CampaignConfig) -> Result<Report> {
             |_, _| {},
         ));
     }
+    if !filler_names.is_empty() {
+        let net = NetConfig {
+            faults: Some(faults.clone()),
+            ..NetConfig::client()
+        };
+        let client = Client::connect_with_net(&cluster.addrs, client_config(), net).await?;
+        let shrink_at = Instant::now() + cfg.duration.mul_f64(SHRINK_AT);
+        tasks.spawn(filler::run(
+            client,
+            key.clone(),
+            recorder.clone(),
+            filler_names.clone(),
+            shrink_at,
+            deadline,
+        ));
+    }
     let delegation = match cfg.delegate_at {
         Some(at) => {
             let net = NetConfig {
@@ -239,14 +292,15 @@ pub async fn campaign(seed: u64, cfg: &CampaignConfig) -> Result<Report> {
         faults.heal();
         done
     };
-    // With splits, note each one as it appears: did it start while the faults were on?
+    // With splits, note each one as it appears (did it start while the faults were on?),
+    // and each merge.
     let split_watch = async {
         match cfg.split_names_max {
             Some(_) => splits::watch(&cluster.anchors, deadline).await,
             None => Default::default(),
         }
     };
-    let (nemesis, delegated, during_faults) = tokio::join!(nemesis, delegate, split_watch);
+    let (nemesis, delegated, timeline) = tokio::join!(nemesis, delegate, split_watch);
     delegated?;
     while tasks.join_next().await.is_some() {}
     faults.heal();
@@ -256,20 +310,22 @@ pub async fn campaign(seed: u64, cfg: &CampaignConfig) -> Result<Report> {
     };
     let final_client = Client::connect(&cluster.addrs, client_config()).await?;
     settle(&final_client, &key).await?;
-    for n in 0..cfg.names {
-        record_read(&final_client, &recorder, FINAL_READER, &name(n)).await;
+    for n in (0..cfg.names).map(name).chain(filler_names) {
+        record_read(&final_client, &recorder, FINAL_READER, &n).await;
     }
-    let splits = match cfg.split_names_max {
-        Some(_) => Some(
-            splits::count(
-                &cluster.anchors,
-                SPLIT_LEVELS,
-                &during_faults,
-                Duration::from_secs(20),
-            )
-            .await,
-        ),
-        None => None,
+    // With merges, the number of splits due is not known (scopes merge and split again):
+    // wait only for the splits and merges in flight.
+    let levels = match cfg.merge_names_min {
+        Some(_) => 0,
+        None => SPLIT_LEVELS,
+    };
+    let (splits, merges) = match cfg.split_names_max {
+        Some(_) => {
+            let (s, m) =
+                splits::count(&cluster.anchors, levels, timeline, Duration::from_secs(20)).await;
+            (Some(s), cfg.merge_names_min.map(|_| m))
+        }
+        None => (None, None),
     };
     let injected = faults.injected();
     cluster.shutdown().await;
@@ -293,6 +349,7 @@ pub async fn campaign(seed: u64, cfg: &CampaignConfig) -> Result<Report> {
         passed,
         delegated_at_index,
         splits,
+        merges,
     })
 }
 
@@ -382,6 +439,12 @@ fn deep_name(n: usize) -> String {
 
 /// The scopes a campaign with splits can split off: `/chaos`, `/chaos/s`, `/chaos/s/t`.
 const SPLIT_LEVELS: usize = 3;
+
+/// The anchors' peak load window in a campaign with merges (the shortest allowed).
+const MERGE_PEAK_WINDOW_S: u64 = 6;
+
+/// The share of a campaign with merges after which the filler deletes its names.
+const SHRINK_AT: f64 = 0.35;
 
 /// Waits until the healed cluster commits a write again.
 async fn settle(client: &Client, key: &ed25519_dalek::SigningKey) -> Result<()> {
