@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 
 use anchor::Anchor;
 use ed25519_dalek::SigningKey;
-use libp2p::Multiaddr;
 use proto::{Name, ReadLevel, Record, ScopeId};
 use resolver::{Client, ClientConfig, Error};
 
@@ -48,25 +47,9 @@ fn kept() -> Vec<String> {
 async fn run() {
     common::init_tracing();
     let dir = tempfile::tempdir().unwrap();
-    let mut anchors = Vec::new();
-    for i in 0..3 {
-        let mut cfg = common::fast_config(dir.path(), i);
-        cfg.load.peak_window_s = 6;
-        anchors.push(Anchor::start(cfg).await.unwrap());
-    }
-    let addrs: Vec<String> = anchors.iter().map(|a| a.dial_addr()).collect();
-    let dial: Vec<Multiaddr> = addrs.iter().map(|a| a.parse().unwrap()).collect();
-    let mut policy = policy::Policy::development(None);
-    policy.split.auto = true;
-    policy.split.names_max = NAMES_MAX;
-    policy.split.interval_s_min = 1;
-    policy.merge.auto = true;
-    policy.merge.names_min = Some(NAMES_MIN);
-    policy.merge.age_s_min = 2;
-    policy.validate().unwrap();
-    anchor::operator::init_root(&dial, policy.to_toml())
-        .await
-        .unwrap();
+    let policy = common::merge_policy(NAMES_MAX, NAMES_MIN, 2);
+    let (anchors, addrs) =
+        common::root_with(dir.path(), &policy, |cfg| cfg.load.peak_window_s = 6).await;
     let trust: Vec<&str> = addrs.iter().map(String::as_str).collect();
     let connect = || Client::connect_str(&trust, ClientConfig::default());
     let client = connect().await.unwrap();
@@ -89,7 +72,7 @@ async fn run() {
             .insert(name.clone(), (version, format!("v{i}")));
     }
     let eu = Name::parse("/shop/eu/n000").unwrap();
-    wait_for(Duration::from_secs(40), "/shop/eu split off", || async {
+    common::wait_for(Duration::from_secs(40), "/shop/eu split off", || async {
         matches!(client.scope_info(&eu).await, Ok(info)
             if info.descriptor.prefix.to_string() == "/shop/eu" && info.active)
     })
@@ -202,7 +185,7 @@ async fn run() {
     let deleted_at = Instant::now();
 
     // Phase 4: both children merge back; every anchor ends with the root alone.
-    wait_for(
+    common::wait_for(
         Duration::from_secs(100),
         "both children merged back",
         || {
@@ -318,18 +301,5 @@ async fn put_until_acked(client: &Client, name: &str, value: &str, key: &Signing
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
-    }
-}
-
-/// Waits until `cond` holds, polling, or fails with `what` after `limit`.
-async fn wait_for<F, Fut>(limit: Duration, what: &str, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + limit;
-    while !cond().await {
-        assert!(Instant::now() < deadline, "not in {limit:?}: {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

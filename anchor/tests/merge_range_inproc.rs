@@ -14,10 +14,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anchor::Anchor;
 use common::put_until_acked;
 use ed25519_dalek::SigningKey;
-use libp2p::Multiaddr;
 use proto::{Name, ReadLevel, Record, RecordSet};
 use resolver::{Client, ClientConfig, WatchEvent};
 
@@ -51,25 +49,9 @@ type Cache = Arc<Mutex<BTreeMap<String, Option<RecordSet>>>>;
 async fn run() {
     common::init_tracing();
     let dir = tempfile::tempdir().unwrap();
-    let mut anchors = Vec::new();
-    for i in 0..3 {
-        let mut cfg = common::fast_config(dir.path(), i);
-        cfg.load.peak_window_s = 6;
-        anchors.push(Anchor::start(cfg).await.unwrap());
-    }
-    let addrs: Vec<String> = anchors.iter().map(|a| a.dial_addr()).collect();
-    let dial: Vec<Multiaddr> = addrs.iter().map(|a| a.parse().unwrap()).collect();
-    let mut policy = policy::Policy::development(None);
-    policy.split.auto = true;
-    policy.split.names_max = NAMES_MAX;
-    policy.split.interval_s_min = 1;
-    policy.merge.auto = true;
-    policy.merge.names_min = Some(NAMES_MIN);
-    policy.merge.age_s_min = 2;
-    policy.validate().unwrap();
-    anchor::operator::init_root(&dial, policy.to_toml())
-        .await
-        .unwrap();
+    let policy = common::merge_policy(NAMES_MAX, NAMES_MIN, 2);
+    let (anchors, addrs) =
+        common::root_with(dir.path(), &policy, |cfg| cfg.load.peak_window_s = 6).await;
     let trust: Vec<&str> = addrs.iter().map(String::as_str).collect();
     let connect = || Client::connect_str(&trust, ClientConfig::default());
     let client = connect().await.unwrap();
@@ -88,12 +70,12 @@ async fn run() {
         acked.lock().unwrap().insert(user(i), (version, value));
     }
     let last = Name::parse(&user(NAMES - 1)).unwrap();
-    wait_for(Duration::from_secs(60), "/users split by range", || async {
+    common::wait_for(Duration::from_secs(60), "/users split by range", || async {
         matches!(client.scope_info(&last).await, Ok(info)
             if info.descriptor.range.is_bounded() && info.active)
     })
     .await;
-    wait_for(
+    common::wait_for(
         Duration::from_secs(30),
         "the root learned the range",
         || {
@@ -168,7 +150,7 @@ async fn run() {
     let deleted_at = Instant::now();
 
     // Phase 4: the range merges into the left one, /users into the root.
-    wait_for(Duration::from_secs(100), "everything merged back", || {
+    common::wait_for(Duration::from_secs(100), "everything merged back", || {
         let anchors = &anchors;
         async move {
             anchors.iter().all(|a| {
@@ -203,7 +185,7 @@ async fn run() {
         assert_eq!(set.records, vec![Record::Text(value.clone())], "{name}");
         want.insert(name.clone(), set.records);
     }
-    wait_for(
+    common::wait_for(
         Duration::from_secs(20),
         "the watch saw the final state",
         || {
@@ -240,17 +222,4 @@ fn watched(cache: &Cache) -> BTreeMap<String, Vec<Record>> {
         .iter()
         .filter_map(|(n, s)| s.as_ref().map(|s| (n.clone(), s.records.clone())))
         .collect()
-}
-
-/// Waits until `cond` holds, polling, or fails with `what` after `limit`.
-async fn wait_for<F, Fut>(limit: Duration, what: &str, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + limit;
-    while !cond().await {
-        assert!(Instant::now() < deadline, "timed out waiting: {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }

@@ -69,7 +69,7 @@ async fn run() {
         .await;
     }
     let eu = Name::parse("/shop/eu/n00").unwrap();
-    wait_for(Duration::from_secs(40), "/shop/eu split off", || async {
+    common::wait_for(Duration::from_secs(40), "/shop/eu split off", || async {
         matches!(client.scope_info(&eu).await, Ok(info)
             if info.descriptor.prefix.to_string() == "/shop/eu" && info.active)
     })
@@ -81,7 +81,7 @@ async fn run() {
 
     // Four names of 60 KiB: small by count, too big for one entry. No merge, and why.
     let shop = Name::parse("/shop").unwrap();
-    wait_for(
+    common::wait_for(
         Duration::from_secs(40),
         "scope show says too big",
         || async {
@@ -95,7 +95,7 @@ async fn run() {
         },
     )
     .await;
-    wait_for(Duration::from_secs(20), "the merger refused it", || async {
+    common::wait_for(Duration::from_secs(20), "the merger refused it", || async {
         anchors
             .iter()
             .map(|a| a.metrics().merges.with_label_values(&["too_big"]).get())
@@ -114,7 +114,7 @@ async fn run() {
 
     // One blob fewer: it fits, and both children merge back.
     retry("delete n03", || client.delete("/shop/eu/n03", &writer)).await;
-    wait_for(Duration::from_secs(90), "both children merged back", || {
+    common::wait_for(Duration::from_secs(90), "both children merged back", || {
         let anchors = &anchors;
         async move { hosted(anchors) == 3 && merged(anchors) == 2 }
     })
@@ -152,18 +152,5 @@ where
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
-    }
-}
-
-/// Waits until `cond` holds, polling, or fails with `what` after `limit`.
-async fn wait_for<F, Fut>(limit: Duration, what: &str, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + limit;
-    while !cond().await {
-        assert!(Instant::now() < deadline, "not in {limit:?}: {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

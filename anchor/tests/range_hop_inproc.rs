@@ -10,9 +10,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use anchor::Anchor;
 use ed25519_dalek::SigningKey;
-use libp2p::Multiaddr;
 use proto::msg::ScopeTarget;
 use proto::{DelegationState, Name, ReadLevel, ScopeId};
 use resolver::{Client, ClientConfig};
@@ -32,23 +30,7 @@ async fn a_cold_walk_into_a_range_takes_no_extra_hop_once_the_root_learned_it() 
 async fn run() {
     common::init_tracing();
     let dir = tempfile::tempdir().unwrap();
-    let mut anchors = Vec::new();
-    for i in 0..3 {
-        anchors.push(
-            Anchor::start(common::fast_config(dir.path(), i))
-                .await
-                .unwrap(),
-        );
-    }
-    let addrs: Vec<String> = anchors.iter().map(|a| a.dial_addr()).collect();
-    let dial: Vec<Multiaddr> = addrs.iter().map(|a| a.parse().unwrap()).collect();
-    let mut policy = policy::Policy::development(None);
-    policy.split.auto = true;
-    policy.split.names_max = NAMES_MAX;
-    policy.split.interval_s_min = 1;
-    anchor::operator::init_root(&dial, policy.to_toml())
-        .await
-        .unwrap();
+    let (anchors, addrs) = common::splitting_root(dir.path(), NAMES_MAX).await;
     let trust: Vec<&str> = addrs.iter().map(String::as_str).collect();
     let client = Client::connect_str(&trust, ClientConfig::default())
         .await

@@ -152,16 +152,8 @@ pub async fn drive<H: Host>(host: H, mut stop: tokio::sync::watch::Receiver<bool
     let mut hosting: BTreeMap<ScopeId, JoinHandle<()>> = BTreeMap::new();
     let mut first_seen: BTreeMap<ScopeId, Instant> = BTreeMap::new();
     let mut joins: BTreeMap<(ScopeId, NodeId), Instant> = BTreeMap::new();
-    let mut tick = tokio::time::interval(TICK);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = stop.changed() => {}
-        }
-        if *stop.borrow() {
-            break;
-        }
+    let mut tick = super::every(TICK);
+    while super::next_tick(&mut tick, &mut stop).await {
         jobs.retain(|_, j| !j.is_finished());
         hosting.retain(|_, j| !j.is_finished());
         let me = host.node_id();
@@ -222,14 +214,6 @@ pub async fn drive<H: Host>(host: H, mut stop: tokio::sync::watch::Receiver<bool
     }
 }
 
-/// A timer for a retry or poll loop: the first tick is immediate; a late tick does not make
-/// the loop catch up.
-fn every(period: Duration) -> tokio::time::Interval {
-    let mut t = tokio::time::interval(period);
-    t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    t
-}
-
 fn leads<H: Host>(host: &H, r: &Replica) -> bool {
     r.led_by(host.node_id())
 }
@@ -245,7 +229,7 @@ async fn hand_over<H: Host>(
     let child = d.referral.scope;
     let mut last_error: Option<StepError> = None;
     let mut seeded = BTreeSet::new();
-    let mut retry = every(HAND_OVER_RETRY);
+    let mut retry = super::every(HAND_OVER_RETRY);
     loop {
         retry.tick().await;
         if !leads(&host, &parent) {
@@ -456,7 +440,7 @@ async fn child_ready<H: Host>(
     let req = AdminRequest::ScopeInfo {
         target: ScopeTarget::Id(child),
     };
-    let mut poll = every(CHILD_POLL);
+    let mut poll = super::every(CHILD_POLL);
     loop {
         poll.tick().await;
         for m in members {
@@ -550,13 +534,13 @@ async fn activate_child<H: Host>(host: H, child: Arc<Replica>, parent: ScopeDesc
         level: ReadLevel::Replica,
         scope: parent.id,
     };
-    let mut poll = every(PARENT_POLL);
+    let mut poll = super::every(PARENT_POLL);
     let mut slowed = false;
     loop {
         poll.tick().await;
         // An aborted delegation leaves an inactive child: ask less often as time goes by.
         if !slowed && started.elapsed() > PARENT_POLL_SLOW_AFTER {
-            poll = every(PARENT_POLL_SLOW);
+            poll = super::every(PARENT_POLL_SLOW);
             poll.tick().await;
             slowed = true;
         }

@@ -25,16 +25,8 @@ const PROPOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Runs until `stop`: drops the stale learned ranges of the scopes this anchor leads.
 pub async fn forget_stale_ranges<H: Host>(host: H, mut stop: tokio::sync::watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(FORGET_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = stop.changed() => {}
-        }
-        if *stop.borrow() {
-            break;
-        }
+    let mut tick = super::every(FORGET_EVERY);
+    while super::next_tick(&mut tick, &mut stop).await {
         for r in host.replicas() {
             if !r.led_by(host.node_id()) {
                 continue;

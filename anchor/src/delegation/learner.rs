@@ -44,16 +44,8 @@ pub async fn push_ranges<H: Host>(host: H, mut stop: tokio::sync::watch::Receive
     let mut done: BTreeSet<ScopeId> = BTreeSet::new();
     let mut jobs: BTreeMap<ScopeId, (JoinHandle<bool>, u32)> = BTreeMap::new();
     let mut not_before: BTreeMap<ScopeId, (Instant, u32)> = BTreeMap::new();
-    let mut tick = tokio::time::interval(LEARN_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = stop.changed() => {}
-        }
-        if *stop.borrow() {
-            break;
-        }
+    let mut tick = super::every(LEARN_EVERY);
+    while super::next_tick(&mut tick, &mut stop).await {
         // Collect finished jobs.
         let finished: Vec<ScopeId> = jobs
             .iter()

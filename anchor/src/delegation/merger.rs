@@ -55,17 +55,9 @@ const ASK_TIMEOUT: Duration = Duration::from_secs(2);
 pub async fn merge_scopes<H: Host>(host: H, mut stop: tokio::sync::watch::Receiver<bool>) {
     let mut finishing: BTreeMap<ScopeId, JoinHandle<()>> = BTreeMap::new();
     let mut deciding: BTreeMap<ScopeId, JoinHandle<()>> = BTreeMap::new();
-    let mut tick = tokio::time::interval(TICK);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut tick = super::every(TICK);
     let mut last_decided = tokio::time::Instant::now();
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = stop.changed() => {}
-        }
-        if *stop.borrow() {
-            break;
-        }
+    while super::next_tick(&mut tick, &mut stop).await {
         finishing.retain(|_, j| !j.is_finished());
         deciding.retain(|_, j| !j.is_finished());
         let decide_now = last_decided.elapsed() >= MERGE_EVERY;
@@ -383,8 +375,7 @@ async fn propose(r: &Replica, cmd: ScopeCommand) -> Result<Result<(), String>, S
 /// Steps 3 (or the abort) for one `Merging` delegation, while this anchor leads the parent.
 async fn finish<H: Host>(host: H, parent: Arc<Replica>, d: Delegation) {
     let child = d.referral.scope;
-    let mut retry = tokio::time::interval(FINISH_RETRY);
-    retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut retry = super::every(FINISH_RETRY);
     loop {
         retry.tick().await;
         let still = parent

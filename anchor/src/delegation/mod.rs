@@ -63,6 +63,27 @@ use crate::raft::NodeId;
 use crate::replica::Replica;
 use crate::AnchorError;
 
+/// A timer for a background, retry or poll loop: the first tick is immediate; a late tick
+/// does not make the loop catch up.
+fn every(period: Duration) -> tokio::time::Interval {
+    let mut t = tokio::time::interval(period);
+    t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    t
+}
+
+/// Waits for the next tick of a background loop, or for `stop` to change: false once the
+/// anchor stops.
+async fn next_tick(
+    tick: &mut tokio::time::Interval,
+    stop: &mut tokio::sync::watch::Receiver<bool>,
+) -> bool {
+    tokio::select! {
+        _ = tick.tick() => {}
+        _ = stop.changed() => {}
+    }
+    !*stop.borrow()
+}
+
 pub use driver::{drive, HAND_OVER_TIMEOUT, STRAGGLER_GRACE};
 pub use forgetter::{forget_stale_ranges, FORGET_EVERY};
 pub use learner::{push_ranges, LEARN_EVERY};

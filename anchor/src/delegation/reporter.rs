@@ -21,16 +21,8 @@ const REPORT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Runs until `stop`: sends each hosted follower replica's read counts to its leader.
 pub async fn report_loads<H: Host>(host: H, mut stop: tokio::sync::watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(REPORT_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = stop.changed() => {}
-        }
-        if *stop.borrow() {
-            break;
-        }
+    let mut tick = super::every(REPORT_EVERY);
+    while super::next_tick(&mut tick, &mut stop).await {
         let now_ms = host.now_ms();
         for r in host.replicas() {
             let Some(report) = r.load.take_report(now_ms) else {

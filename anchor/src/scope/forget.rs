@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use proto::msg::{Answer, SignedAnswer};
 use proto::{Delegation, DelegationState, Name, ScopeId};
 
-use super::learn::{learned_under, signed_answer, LearnRefusal};
+use super::learn::{learned_under, majority, signed_answer, LearnRefusal};
 
 /// Checks the proofs that the range learned at `first` is stale, against the scope's
 /// `delegations` (the check every member runs at apply, and the leader before proposing).
@@ -44,43 +44,22 @@ pub fn check_forget(
         .chain(learned_under(delegations, &base_id).map(|d| d.referral.scope))
         .filter(|s| *s != stale)
         .collect();
-    let members = &base.referral.members;
-    if proofs.len() > members.len() {
-        return Err(LearnRefusal::BadProof(format!(
-            "{} proofs for {} members",
-            proofs.len(),
-            members.len()
-        )));
-    }
-    let mut vouched: Vec<String> = Vec::new();
-    for p in proofs {
-        let (signer, answer) = signed_answer(p).map_err(LearnRefusal::BadProof)?;
+    majority(base, proofs, |p| {
+        let (signer, answer) = signed_answer(p)?;
         let governs = match &answer {
             Answer::Found { scope, name, .. } | Answer::NotFound { scope, name } => {
                 name == first && askable.contains(scope)
             }
             Answer::Referral { .. } => false,
         };
-        if !governs {
-            return Err(LearnRefusal::BadProof(format!(
+        if governs {
+            Ok(signer)
+        } else {
+            Err(format!(
                 "{signer} did not answer {first} itself from the delegated scope or another learned range"
-            )));
+            ))
         }
-        if !members.iter().any(|m| m.peer_id == signer) {
-            return Err(LearnRefusal::BadProof(format!(
-                "{signer} is not a member of the delegation to {base_id}"
-            )));
-        }
-        if !vouched.contains(&signer) {
-            vouched.push(signer);
-        }
-    }
-    if vouched.len() * 2 <= members.len() {
-        return Err(LearnRefusal::Minority {
-            vouched: vouched.len(),
-            members: members.len(),
-        });
-    }
+    })?;
     Ok(true)
 }
 

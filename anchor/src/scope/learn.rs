@@ -166,32 +166,7 @@ pub fn check_learned(
     let askable: Vec<ScopeId> = std::iter::once(base_id)
         .chain(learned_under(delegations, &base_id).map(|d| d.referral.scope))
         .collect();
-    let members = &base.referral.members;
-    if proofs.len() > members.len() {
-        return Err(LearnRefusal::BadProof(format!(
-            "{} proofs for {} members",
-            proofs.len(),
-            members.len()
-        )));
-    }
-    let mut vouched: Vec<String> = Vec::new();
-    for p in proofs {
-        let signer = vouches(p, first, referral, &askable).map_err(LearnRefusal::BadProof)?;
-        if !members.iter().any(|m| m.peer_id == signer) {
-            return Err(LearnRefusal::BadProof(format!(
-                "{signer} is not a member of the delegation to {base_id}"
-            )));
-        }
-        if !vouched.contains(&signer) {
-            vouched.push(signer);
-        }
-    }
-    if vouched.len() * 2 <= members.len() {
-        return Err(LearnRefusal::Minority {
-            vouched: vouched.len(),
-            members: members.len(),
-        });
-    }
+    majority(base, proofs, |p| vouches(p, first, referral, &askable))?;
     Ok(Some(Delegation {
         referral: referral.clone(),
         members: referral
@@ -234,6 +209,43 @@ fn vouches(
             other.scope()
         )),
     }
+}
+
+/// Checks that `proofs` come from a strict majority of distinct members of the delegation
+/// `base`, each accepted by `check` (which returns its signer).
+pub(super) fn majority(
+    base: &Delegation,
+    proofs: &[SignedAnswer],
+    check: impl Fn(&SignedAnswer) -> Result<String, String>,
+) -> Result<(), LearnRefusal> {
+    let members = &base.referral.members;
+    if proofs.len() > members.len() {
+        return Err(LearnRefusal::BadProof(format!(
+            "{} proofs for {} members",
+            proofs.len(),
+            members.len()
+        )));
+    }
+    let mut vouched: Vec<String> = Vec::new();
+    for p in proofs {
+        let signer = check(p).map_err(LearnRefusal::BadProof)?;
+        if !members.iter().any(|m| m.peer_id == signer) {
+            return Err(LearnRefusal::BadProof(format!(
+                "{signer} is not a member of the delegation to {}",
+                base.referral.scope
+            )));
+        }
+        if !vouched.contains(&signer) {
+            vouched.push(signer);
+        }
+    }
+    if vouched.len() * 2 <= members.len() {
+        return Err(LearnRefusal::Minority {
+            vouched: vouched.len(),
+            members: members.len(),
+        });
+    }
+    Ok(())
 }
 
 /// The signer (base58 peer id) of `proof` and its answer, once the signature verifies.

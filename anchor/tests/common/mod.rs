@@ -78,19 +78,63 @@ pub async fn reads_back(client: &resolver::Client, name: &str, expected: &(u64, 
 /// itself once it holds more than `names_max` names (at most once a second), and their dial
 /// addresses (the trust anchors).
 pub async fn splitting_root(dir: &Path, names_max: u32) -> (Vec<anchor::Anchor>, Vec<String>) {
-    let mut anchors = Vec::new();
-    for i in 0..3 {
-        let cfg = fast_config(dir, i);
-        anchors.push(anchor::Anchor::start(cfg).await.unwrap());
-    }
-    let addrs: Vec<String> = anchors.iter().map(|a| a.dial_addr()).collect();
-    let dial: Vec<libp2p::Multiaddr> = addrs.iter().map(|a| a.parse().unwrap()).collect();
+    root_with(dir, &split_policy(names_max), |_| {}).await
+}
+
+/// A development policy whose scopes split by themselves past `names_max` names (at most
+/// once a second).
+pub fn split_policy(names_max: u32) -> policy::Policy {
     let mut policy = policy::Policy::development(None);
     policy.split.auto = true;
     policy.split.names_max = names_max;
     policy.split.interval_s_min = 1;
+    policy
+}
+
+/// [`split_policy`] whose split-off scopes also merge back by themselves once both sides
+/// hold fewer than `names_min` names and the split is `age_s_min` old.
+pub fn merge_policy(names_max: u32, names_min: u32, age_s_min: u32) -> policy::Policy {
+    let mut policy = split_policy(names_max);
+    policy.merge.auto = true;
+    policy.merge.names_min = Some(names_min);
+    policy.merge.age_s_min = age_s_min;
+    policy.validate().expect("a valid merge policy");
+    policy
+}
+
+/// Three in-process anchors under `dir` ([`fast_config`], then `tune`), the root scope
+/// initialized on them with `policy`, and their dial addresses (the trust anchors).
+pub async fn root_with(
+    dir: &Path,
+    policy: &policy::Policy,
+    tune: impl Fn(&mut AnchorConfig),
+) -> (Vec<anchor::Anchor>, Vec<String>) {
+    let mut anchors = Vec::new();
+    for i in 0..3 {
+        let mut cfg = fast_config(dir, i);
+        tune(&mut cfg);
+        anchors.push(anchor::Anchor::start(cfg).await.unwrap());
+    }
+    let addrs: Vec<String> = anchors.iter().map(|a| a.dial_addr()).collect();
+    let dial: Vec<libp2p::Multiaddr> = addrs.iter().map(|a| a.parse().unwrap()).collect();
     anchor::operator::init_root(&dial, policy.to_toml())
         .await
         .unwrap();
     (anchors, addrs)
+}
+
+/// Waits until `cond` holds, polling every 100 ms, or fails with `what` after `limit`.
+pub async fn wait_for<F, Fut>(limit: std::time::Duration, what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + limit;
+    while !cond().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting: {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }
