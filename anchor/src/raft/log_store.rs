@@ -555,7 +555,19 @@ mod tests {
 
     impl Anchor {
         fn open(path: &Path) -> Anchor {
-            let db = sled::open(path).unwrap();
+            // sled lets go of a closed database's file lock from its own background thread:
+            // a reopen right after a close may find it still held for a moment.
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            let db = loop {
+                match sled::open(path) {
+                    Ok(db) => break db,
+                    Err(e) if std::time::Instant::now() < deadline => {
+                        eprintln!("reopening {}: {e}; retrying", path.display());
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    Err(e) => panic!("reopening {}: {e}", path.display()),
+                }
+            };
             let flushes = histogram();
             let (flusher, handle) = Flusher::new(db.clone(), Some(flushes.clone()));
             let task = tokio::spawn(flusher.run());
