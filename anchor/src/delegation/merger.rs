@@ -96,6 +96,15 @@ pub async fn merge_scopes<H: Host>(host: H, mut stop: tokio::sync::watch::Receiv
     }
 }
 
+/// How `scope show` names a part split off: its prefix, and its range when it is one.
+fn part_text(d: &Delegation) -> String {
+    if d.referral.range.is_bounded() {
+        format!("{} {}", d.referral.prefix, d.referral.range)
+    } else {
+        d.referral.prefix.to_string()
+    }
+}
+
 /// A child `parent` split off, hosted here, that may merge back.
 pub struct Candidate {
     /// Its delegation in the parent.
@@ -115,7 +124,7 @@ pub fn candidates<H: Host>(host: &H, parent: &Replica) -> Vec<Result<Candidate, 
     let own = view.bounds();
     let mut out = Vec::new();
     for d in view.delegations.values() {
-        let prefix = &d.referral.prefix;
+        let prefix = &part_text(d);
         if let DelegationState::Merging { index } = d.state {
             out.push(Err(format!("{prefix}: merging back since v{index}")));
             continue;
@@ -127,8 +136,7 @@ pub fn candidates<H: Host>(host: &H, parent: &Replica) -> Vec<Result<Candidate, 
         // further right wait for the ones between to merge first.
         if d.referral.range.is_bounded() && d.referral.range.start != own.end {
             out.push(Err(format!(
-                "{prefix} {}: stay: not next to this scope's own names (the range before it merges first)",
-                d.referral.range
+                "{prefix}: stay: not next to this scope's own names (the range before it merges first)"
             )));
             continue;
         }
@@ -185,7 +193,7 @@ pub fn verdict(
     now_ms: u64,
     remote: Option<(u64, u64, bool)>,
 ) -> Result<Box<MergeEvidence>, String> {
-    let stay = |why: String| format!("{}: stay: {why}", c.delegation.referral.prefix);
+    let stay = |why: String| format!("{}: stay: {why}", part_text(&c.delegation));
     let (policy, split_at) = parent
         .state
         .with_view(|v| v.policy.clone().map(|p| (p, v.last_split_ms.unwrap_or(0))))
@@ -238,7 +246,7 @@ pub fn merge_lines<H: Host>(host: &H, parent: &Replica, now_ms: u64) -> Vec<Stri
                 Err(line) => line,
                 Ok(e) => format!(
                     "{}: merge due: {} names, {} bytes, peaks {}/s reads {}/s writes (summed {}/s, {}/s)",
-                    c.delegation.referral.prefix,
+                    part_text(&c.delegation),
                     e.right.names,
                     e.right.bytes,
                     e.right.load.reads_peak,
@@ -338,7 +346,7 @@ fn fits(c: &Candidate, now_ms: u64) -> Result<(), String> {
     if bytes > MERGE_DECIDE_BYTES_MAX {
         return Err(format!(
             "{}: stay: its state takes {bytes} bytes in one entry; a merge needs at most {MERGE_DECIDE_BYTES_MAX}",
-            c.delegation.referral.prefix
+            part_text(&c.delegation)
         ));
     }
     Ok(())
