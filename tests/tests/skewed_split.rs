@@ -1,5 +1,5 @@
 //! A skewed workload makes scopes split by themselves, on three real `anchorage` processes
-//! on loopback (`docs/design.md`, "Splits and merges: the decision"; issue 9, test 1).
+//! on loopback (`docs/design.md`, "Splits and merges: the decision").
 //!
 //! The root has automatic splits on with a low name limit, and no operator command is ever
 //! given. Writers put Zipf-drawn names under `/shop/<region>/<item>` (a few regions, `eu`
