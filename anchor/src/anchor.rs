@@ -176,6 +176,10 @@ impl Anchor {
             anchor.inner.server.clone(),
             anchor.inner.stop.subscribe(),
         ));
+        tokio::spawn(crate::delegation::move_members(
+            anchor.inner.server.clone(),
+            anchor.inner.stop.subscribe(),
+        ));
         let http =
             crate::http::serve(anchor.clone(), cfg.http, anchor.inner.stop.subscribe()).await?;
         if let Ok(mut h) = anchor.inner.http_addr.write() {

@@ -164,8 +164,9 @@ impl Replica {
         m.membership_config.membership().get_node(&leader).cloned()
     }
 
-    /// Whether `peer` is a member: in the group's configuration, or in the descriptor the
-    /// scope was created with.
+    /// Whether `peer` is a member: in the group's configuration (voter or learner), or,
+    /// before the group has one, in the descriptor the replica was created with. A member
+    /// that left is not one any more, whatever the descriptor says.
     pub fn is_member(&self, peer: &PeerId) -> bool {
         let peer = peer.to_base58();
         let metrics = self.raft.metrics().borrow().clone();
@@ -174,8 +175,7 @@ impl Replica {
         if nodes.peek().is_none() {
             return self.descriptor.members.iter().any(|m| m.peer_id == peer);
         }
-        let in_config = nodes.any(|(_, n)| n.peer_id == peer);
-        in_config || self.descriptor.members.iter().any(|m| m.peer_id == peer)
+        nodes.any(|(_, n)| n.peer_id == peer)
     }
 
     /// The replica's status, as `anchorage status` shows it.
@@ -206,6 +206,7 @@ impl Replica {
                 members
             },
             names: self.state.view().names,
+            membership_log: m.membership_config.log_id().map(|l| l.index),
         }
     }
 }

@@ -316,6 +316,7 @@ fn wire(dir: &Path) {
             snapshot: None,
             members: vec!["12D3KooWExample".into()],
             names: 5,
+            membership_log: Some(1),
         }],
     };
     let info = ScopeInfo {
@@ -336,6 +337,7 @@ fn wire(dir: &Path) {
             writes: 2,
         },
         split: None,
+        member_change: None,
     };
     for a in [
         AdminResponse::Status(status),

@@ -212,6 +212,14 @@ pub enum DenyReason {
         /// The scope's prefix.
         scope: Name,
     },
+    /// An anchor a member change adds does not satisfy the scope's placement.
+    #[error("anchor {anchor} cannot join this scope: {reason}")]
+    MemberPlacement {
+        /// The anchor's peer id.
+        anchor: String,
+        /// The placement rule it breaks.
+        reason: Box<DenyReason>,
+    },
     /// A chosen member anchor does not satisfy the child policy's placement.
     #[error("anchor {anchor} cannot host the new scope: {reason}")]
     DelegateMemberPlacement {
@@ -254,6 +262,7 @@ impl DenyReason {
             DenyReason::DelegateTooFewMembers { .. } => "delegate_too_few_members",
             DenyReason::SplitNotBelow { .. } => "split_not_below",
             DenyReason::MergeNotBelow { .. } => "merge_not_below",
+            DenyReason::MemberPlacement { .. } => "member_placement",
         }
     }
 }
@@ -339,6 +348,18 @@ fn check(
                 });
             }
             check_admins(policy, signers)
+        }
+        Op::Members { add, .. } => {
+            check_admins(policy, signers)?;
+            for m in add {
+                placement_allows(policy, &m.labels).map_err(|reason| {
+                    DenyReason::MemberPlacement {
+                        anchor: m.anchor.peer_id.clone(),
+                        reason: Box::new(reason),
+                    }
+                })?;
+            }
+            Ok(())
         }
     }
 }
@@ -795,6 +816,47 @@ jurisdiction = "eu"
                 scope: name("/eu")
             }
         );
+    }
+
+    #[test]
+    fn a_member_change_needs_k_admins_and_new_members_that_meet_placement() {
+        let spec = |peer: &str, jurisdiction: Option<&str>| proto::MemberSpec {
+            anchor: proto::AnchorInfo {
+                peer_id: peer.into(),
+                addrs: vec![],
+            },
+            labels: jurisdiction
+                .map(|j| BTreeMap::from([("jurisdiction".to_string(), j.to_string())]))
+                .unwrap_or_default(),
+        };
+        let change = |add: Vec<proto::MemberSpec>| Op::Members {
+            scope: name("/eu"),
+            add,
+            remove: vec!["old".into()],
+        };
+        let good = change(vec![spec("new", Some("eu"))]);
+        assert!(decide(&good, &[ADMINS[0], ADMINS[1]]).is_allow());
+        assert_eq!(
+            deny(&good, &[ADMINS[0], WRITER]),
+            DenyReason::NotEnoughAdminSignatures { have: 1, need: 2 }
+        );
+        assert_eq!(
+            deny(&change(vec![spec("us", Some("us"))]), &ADMINS),
+            DenyReason::MemberPlacement {
+                anchor: "us".into(),
+                reason: Box::new(DenyReason::PlacementLabelMismatch {
+                    label: "jurisdiction".into(),
+                    required: "eu".into(),
+                    found: "us".into()
+                })
+            }
+        );
+        assert!(matches!(
+            deny(&change(vec![spec("bare", None)]), &ADMINS),
+            DenyReason::MemberPlacement { .. }
+        ));
+        // Removing only needs the admins.
+        assert!(decide(&change(vec![]), &[ADMINS[1], ADMINS[2]]).is_allow());
     }
 
     #[test]

@@ -141,9 +141,11 @@ impl WriteOp {
             Op::Put { .. } => Some(WriteOp::Put),
             Op::Delete { .. } => Some(WriteOp::Delete),
             Op::Cas { .. } => Some(WriteOp::Cas),
-            Op::SetPolicy { .. } | Op::Delegate { .. } | Op::Split { .. } | Op::Merge { .. } => {
-                None
-            }
+            Op::SetPolicy { .. }
+            | Op::Delegate { .. }
+            | Op::Split { .. }
+            | Op::Merge { .. }
+            | Op::Members { .. } => None,
         }
     }
 

@@ -34,6 +34,6 @@ pub use mutation::{Mutation, Op, SignedMutation};
 pub use name::Name;
 pub use record::{Record, RecordKind, RecordSet};
 pub use scope::{
-    AnchorInfo, Delegation, DelegationState, KeyRange, MemberSpec, Referral, ScopeDescriptor,
-    ScopeId,
+    AnchorInfo, Delegation, DelegationState, KeyRange, MemberChange, MemberSpec, Referral,
+    ScopeDescriptor, ScopeId,
 };

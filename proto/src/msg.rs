@@ -174,6 +174,19 @@ pub enum Answer {
         /// The child.
         referral: Referral,
     },
+    /// A member's word on its scope's members after a membership change (never an answer to
+    /// a resolve): the scope's parent updates its referral on the signed word of a majority
+    /// of the members it lists. `name` is the scope's first name. (Appended last.)
+    Members {
+        /// The scope.
+        scope: ScopeId,
+        /// Its first name.
+        name: Name,
+        /// The descriptor epoch the member list belongs to.
+        epoch: u64,
+        /// The members.
+        members: Vec<AnchorInfo>,
+    },
 }
 
 impl Answer {
@@ -182,7 +195,8 @@ impl Answer {
         match self {
             Answer::Found { scope, .. }
             | Answer::NotFound { scope, .. }
-            | Answer::Referral { scope, .. } => *scope,
+            | Answer::Referral { scope, .. }
+            | Answer::Members { scope, .. } => *scope,
         }
     }
 
@@ -191,7 +205,8 @@ impl Answer {
         match self {
             Answer::Found { name, .. }
             | Answer::NotFound { name, .. }
-            | Answer::Referral { name, .. } => name,
+            | Answer::Referral { name, .. }
+            | Answer::Members { name, .. } => name,
         }
     }
 
@@ -284,6 +299,41 @@ pub enum AdminRequest {
     /// of the scope holding the delegation; see `docs/protocol.md`, "Learning a range").
     /// (Appended last: a variant's position is its encoding.)
     LearnRange(LearnRange),
+    /// Host an empty replica of a scope this anchor joins (sent by the scope's leader while
+    /// it carries out a member change; the replica catches up by Raft). Accepted only from a
+    /// member of the scope and when this anchor's labels meet `labels_required`.
+    JoinScope {
+        /// The scope, with its members once the change is done.
+        descriptor: ScopeDescriptor,
+        /// The labels the scope's placement requires.
+        labels_required: BTreeMap<String, String>,
+    },
+    /// A hint that this anchor left the scope: it asks the scope's members and drops its
+    /// replica once a majority of them confirm a newer configuration without it.
+    LeaveScope {
+        /// The scope.
+        scope: ScopeId,
+    },
+    /// Sign this anchor's word on the members of one of its scopes (`Answer::Members`).
+    SignMembers {
+        /// The scope.
+        scope: ScopeId,
+    },
+    /// A child scope's new member list, with the signed word of a majority of the members
+    /// the parent lists for it: the parent's leader commits it and refers to the new
+    /// members from then on.
+    ChildMembers(ChildMembers),
+}
+
+/// A child's new members and the proof (see [`AdminRequest::ChildMembers`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChildMembers {
+    /// The parent scope (the one holding the delegation).
+    pub scope: ScopeId,
+    /// The child scope.
+    pub child: ScopeId,
+    /// Signed `Answer::Members`, one per member.
+    pub proofs: Vec<SignedAnswer>,
 }
 
 /// A range split off below a delegation, and the proof: signed referral answers of a
@@ -359,6 +409,8 @@ pub enum AdminResponse {
     Ok,
     /// Refused.
     Error(WireError),
+    /// A signed statement (the answer to [`AdminRequest::SignMembers`]). (Appended last.)
+    Signed(SignedAnswer),
 }
 
 /// One anchor, as `anchorage status` shows it.
@@ -399,6 +451,8 @@ pub struct ScopeStatus {
     pub members: Vec<String>,
     /// Names stored.
     pub names: u64,
+    /// The log index of the Raft configuration `members` comes from. (Appended last.)
+    pub membership_log: Option<u64>,
 }
 
 /// One hosted scope in detail, as `anchorage scope show` prints it.
@@ -423,6 +477,8 @@ pub struct ScopeInfo {
     /// The split decider's view on the answering anchor; `None` before the replica has
     /// applied its scope's policy.
     pub split: Option<SplitView>,
+    /// The member change in flight, if any. (Appended last.)
+    pub member_change: Option<crate::scope::MemberChange>,
 }
 
 /// Requests one anchor served for one scope in the last [`Load::WINDOW_S`] seconds.

@@ -102,6 +102,20 @@ pub enum Op {
         /// The first name of the part to take back.
         part: Name,
     },
+    /// An operator's change of the members of the scope governing `scope`, signed by k of
+    /// its n admin keys: the anchors in `add` join (each as a learner first, promoted once it
+    /// has caught up; their labels are checked against the scope's `[placement]`), the
+    /// anchors in `remove` (peer ids) leave and drop their replica. A move is one of each.
+    /// The scope's leader carries it out (`docs/design.md`, "Membership changes").
+    /// (Appended last.)
+    Members {
+        /// A name the scope governs: where the mutation is sent.
+        scope: Name,
+        /// The anchors that join, with their labels.
+        add: Vec<crate::scope::MemberSpec>,
+        /// The peer ids of the anchors that leave.
+        remove: Vec<String>,
+    },
 }
 
 impl Op {
@@ -111,7 +125,7 @@ impl Op {
             Op::Put { name, .. } | Op::Delete { name } | Op::Cas { name, .. } => name,
             Op::SetPolicy { prefix, .. } | Op::Delegate { prefix, .. } => prefix,
             Op::Split { at, .. } => at,
-            Op::Merge { scope, .. } => scope,
+            Op::Merge { scope, .. } | Op::Members { scope, .. } => scope,
         }
     }
 
@@ -125,6 +139,7 @@ impl Op {
             Op::Delegate { .. } => "delegate",
             Op::Split { .. } => "split",
             Op::Merge { .. } => "merge",
+            Op::Members { .. } => "members",
         }
     }
 
@@ -143,8 +158,39 @@ impl Op {
                 policy_toml,
                 referral_ttl_s,
             } => validate_delegate(prefix, members, policy_toml, *referral_ttl_s),
+            Op::Members { add, remove, .. } => validate_member_change(add, remove),
         }
     }
+}
+
+fn validate_member_change(
+    add: &[crate::scope::MemberSpec],
+    remove: &[String],
+) -> Result<(), ProtoError> {
+    use crate::limits::{PEER_ID_BYTES_MAX, SCOPE_MEMBERS_MAX};
+    let bad = |reason: String| Err(ProtoError::Malformed { reason });
+    if add.is_empty() && remove.is_empty() {
+        return bad("a member change adds or removes at least one anchor".into());
+    }
+    if add.len() > SCOPE_MEMBERS_MAX || remove.len() > SCOPE_MEMBERS_MAX {
+        return bad(format!(
+            "a member change adds or removes at most {SCOPE_MEMBERS_MAX} anchors each"
+        ));
+    }
+    validate_member_specs(add)?;
+    let mut seen = std::collections::BTreeSet::new();
+    for peer in remove {
+        if peer.is_empty() || peer.len() > PEER_ID_BYTES_MAX {
+            return bad(format!("peer id {peer:?} to remove is empty or too long"));
+        }
+        if !seen.insert(peer) {
+            return bad(format!("anchor {peer} is removed twice"));
+        }
+        if add.iter().any(|m| &m.anchor.peer_id == peer) {
+            return bad(format!("anchor {peer} is both added and removed"));
+        }
+    }
+    Ok(())
 }
 
 fn validate_delegate(
@@ -153,10 +199,7 @@ fn validate_delegate(
     policy_toml: &str,
     referral_ttl_s: u32,
 ) -> Result<(), ProtoError> {
-    use crate::limits::{
-        ADDR_BYTES_MAX, ANCHOR_ADDRS_MAX, LABELS_MAX, LABEL_TEXT_BYTES_MAX, PEER_ID_BYTES_MAX,
-        POLICY_TOML_BYTES_MAX, SCOPE_MEMBERS_MAX, TTL_S_MAX,
-    };
+    use crate::limits::{POLICY_TOML_BYTES_MAX, SCOPE_MEMBERS_MAX, TTL_S_MAX};
     let bad = |reason: String| Err(ProtoError::Malformed { reason });
     if prefix.depth() == 0 {
         return bad("the root cannot be delegated".into());
@@ -167,6 +210,27 @@ fn validate_delegate(
             members.len()
         ));
     }
+    validate_member_specs(members)?;
+    if policy_toml.len() > POLICY_TOML_BYTES_MAX {
+        return bad(format!(
+            "the child policy is {} bytes; at most {POLICY_TOML_BYTES_MAX}",
+            policy_toml.len()
+        ));
+    }
+    if referral_ttl_s == 0 || referral_ttl_s > TTL_S_MAX {
+        return bad(format!(
+            "referral_ttl_s is {referral_ttl_s}; it must be 1..={TTL_S_MAX}"
+        ));
+    }
+    Ok(())
+}
+
+/// Each member named once, with a bounded peer id, addresses and labels.
+fn validate_member_specs(members: &[crate::scope::MemberSpec]) -> Result<(), ProtoError> {
+    use crate::limits::{
+        ADDR_BYTES_MAX, ANCHOR_ADDRS_MAX, LABELS_MAX, LABEL_TEXT_BYTES_MAX, PEER_ID_BYTES_MAX,
+    };
+    let bad = |reason: String| Err(ProtoError::Malformed { reason });
     let mut seen = std::collections::BTreeSet::new();
     for m in members {
         let peer = &m.anchor.peer_id;
@@ -192,17 +256,6 @@ fn validate_delegate(
                 "member {peer}: at most {LABELS_MAX} labels of {LABEL_TEXT_BYTES_MAX} bytes"
             ));
         }
-    }
-    if policy_toml.len() > POLICY_TOML_BYTES_MAX {
-        return bad(format!(
-            "the child policy is {} bytes; at most {POLICY_TOML_BYTES_MAX}",
-            policy_toml.len()
-        ));
-    }
-    if referral_ttl_s == 0 || referral_ttl_s > TTL_S_MAX {
-        return bad(format!(
-            "referral_ttl_s is {referral_ttl_s}; it must be 1..={TTL_S_MAX}"
-        ));
     }
     Ok(())
 }

@@ -89,6 +89,31 @@ pub struct MemberSpec {
     pub labels: std::collections::BTreeMap<String, String>,
 }
 
+/// A change of a scope's members in flight: committed by an admin-signed `Op::Members`
+/// (or the scope's own placement decision), carried out by the scope's leader: each new
+/// anchor joins as a learner, is promoted once it has caught up (a joint, then a uniform
+/// Raft configuration), and the anchors that leave drop their replica.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberChange {
+    /// The log index of the entry that started it.
+    pub index: u64,
+    /// The members once it is done, in the scope's order.
+    pub target: Vec<AnchorInfo>,
+    /// The anchors that join, with the labels checked against placement.
+    pub added: Vec<MemberSpec>,
+    /// The peer ids of the anchors that leave.
+    pub removed: Vec<String>,
+    /// When it was committed (the entry's proposal time), ms since the epoch.
+    pub started_ms: u64,
+}
+
+impl MemberChange {
+    /// The peer ids of the members once it is done.
+    pub fn target_peers(&self) -> Vec<&str> {
+        self.target.iter().map(|a| a.peer_id.as_str()).collect()
+    }
+}
+
 /// Where a resolver goes for names under `prefix`: the child scope and its members. Handed
 /// out by the parent from its delegations (`docs/design.md`, "Scopes" and "Resolution").
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

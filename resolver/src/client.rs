@@ -295,6 +295,7 @@ impl Client {
                 Ok(set)
             }
             Answer::NotFound { name, .. } => Err(Error::NotFound { name }),
+            Answer::Members { .. } => Err(Error::unavailable("unexpected answer to a resolve")),
             Answer::Referral { referral, .. } => {
                 self.known().take_referral(&referral);
                 let start = Start {

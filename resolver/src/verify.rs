@@ -88,6 +88,11 @@ pub(crate) fn verify_answer(
     if let Answer::Referral { referral, .. } = &answer {
         check_referral(referral, asked.prefix, asked.range, asked.name).map_err(unverified)?;
     }
+    if let Answer::Members { .. } = &answer {
+        return Err(unverified(
+            "a member list is not an answer to a resolve".into(),
+        ));
+    }
     Ok(answer)
 }
 

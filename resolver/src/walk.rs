@@ -326,6 +326,10 @@ pub(crate) async fn walk_from(
                     range_start = referral.range.start;
                     from_cache = false;
                 }
+                Answer::Members { .. } => {
+                    let e = Error::unavailable("unexpected answer to a resolve");
+                    return end(Err(e), scope, prefix);
+                }
             },
             Err(failure) => {
                 let e = failure.into_error();

@@ -477,6 +477,9 @@ async fn split_survives_a_member_down_and_the_parent_leader_killed() {
                                 Answer::Referral { .. } => {
                                     bail!("anchor {i} refers {n} elsewhere")
                                 }
+                                Answer::Members { .. } => {
+                                    bail!("anchor {i} answered {n} with a member list")
+                                }
                             }
                         }
                         match held {

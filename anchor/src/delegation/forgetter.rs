@@ -130,7 +130,7 @@ async fn governing_answer<H: Host>(
             Answer::Referral { referral, .. } if askable.contains(&referral.scope) => {
                 scope = referral.scope;
             }
-            Answer::Referral { .. } => return None,
+            Answer::Referral { .. } | Answer::Members { .. } => return None,
         }
     }
     None

@@ -33,6 +33,11 @@
 //! ([`push_ranges`]), with the signed answers of a majority of the scope's members as proof,
 //! so the holder refers names in the range straight to the range scope.
 //!
+//! A scope's members change the same way, driven by its leader ([`move_members`]): the
+//! anchors that join become learners, then voters alongside the old members; the change
+//! commits (`MembersChanged`); the parent learns the new members; the members that leave
+//! stop voting and drop their replica ([`check_removed`]).
+//!
 //! Both sides see the anchor only through [`Host`]: its hosted replicas, its identity, a way
 //! to reach other anchors, and the two ways of hosting a child scope.
 
@@ -41,6 +46,7 @@ mod forgetter;
 mod learner;
 mod merge_child;
 mod merger;
+mod mover;
 mod receive;
 mod reporter;
 mod split;
@@ -89,6 +95,7 @@ pub use forgetter::{forget_stale_ranges, FORGET_EVERY};
 pub use learner::{push_ranges, LEARN_EVERY};
 pub use merge_child::merged_into;
 pub use merger::{merge_lines, merge_scopes, MERGE_ENTRY_BYTES_MAX, MERGE_EVERY};
+pub use mover::{check_removed, move_members, MOVE_EVERY};
 pub use receive::Receiver;
 pub use reporter::{report_loads, REPORT_EVERY};
 pub use splitter::{propose_splits, SPLIT_EVERY};

@@ -159,6 +159,34 @@ pub enum ScopeCommand {
         /// themselves, from the delegated scope or another learned range.
         proofs: Vec<proto::msg::SignedAnswer>,
     },
+    /// The member change started at `index` is done: the Raft configuration is uniform with
+    /// the old and the new members as voters. Every member checks that against the last
+    /// configuration it applied; if it holds, the descriptor takes the new members (epoch
+    /// + 1) and the change is over (the members that leave are taken out of the voters
+    /// next). A no-op answering `Refused` otherwise. (Appended last.)
+    MembersChanged {
+        /// The log index of the entry that started the change.
+        index: u64,
+    },
+    /// The member change started at `index` is given up (a new anchor did not catch up in
+    /// time); the members stay as they were. A no-op unless that change is in flight and the
+    /// voters are still the old members. (Appended last.)
+    MembersAborted {
+        /// The log index of the entry that started the change.
+        index: u64,
+        /// Why, for operators.
+        reason: String,
+    },
+    /// In a parent: a child's new members, vouched for by the signed word
+    /// (`Answer::Members`) of a majority of the members the parent lists for it. Every
+    /// member checks the proofs at apply ([`crate::scope::members::check_child_members`]).
+    /// (Appended last.)
+    ChildMembers {
+        /// The child scope.
+        child: ScopeId,
+        /// Signed `Answer::Members`, one per member.
+        proofs: Vec<proto::msg::SignedAnswer>,
+    },
 }
 
 /// What applying one entry produced; returned to the proposer.

@@ -46,6 +46,12 @@ pub trait ScopeRead {
         let _ = part;
         Some("this state cannot merge".into())
     }
+    /// Why an operator's member change (`Op::Members`) cannot start now, if it cannot; the
+    /// state machine's own view says.
+    fn members_refusal(&self, add: &[proto::MemberSpec], remove: &[String]) -> Option<String> {
+        let _ = (add, remove);
+        Some("this state cannot change its members".into())
+    }
 }
 
 /// The live (not aborted) delegation that governs `name`: a delegated subtree whose prefix
@@ -121,6 +127,13 @@ pub enum Effect {
     Merge {
         /// The first name of the part.
         part: Name,
+    },
+    /// An operator's member change (`Op::Members`): it starts; the leader carries it out.
+    Members {
+        /// The anchors that join.
+        add: Vec<proto::MemberSpec>,
+        /// The peer ids of the anchors that leave.
+        remove: Vec<String>,
     },
 }
 
@@ -211,6 +224,7 @@ pub fn decide(
     let refusal = match &m.op {
         Op::Split { at, by_range } => state.split_refusal(at, *by_range),
         Op::Merge { part, .. } => state.merge_refusal(part),
+        Op::Members { add, remove, .. } => state.members_refusal(add, remove),
         _ => None,
     };
     if let Some(reason) = refusal {
@@ -318,6 +332,7 @@ fn effect_of(
         }
         Op::Split { at, by_range } => Ok(Effect::Split { at, by_range }),
         Op::Merge { part, .. } => Ok(Effect::Merge { part }),
+        Op::Members { add, remove, .. } => Ok(Effect::Members { add, remove }),
         Op::Delegate {
             prefix,
             members,

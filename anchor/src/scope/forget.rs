@@ -50,7 +50,7 @@ pub fn check_forget(
             Answer::Found { scope, name, .. } | Answer::NotFound { scope, name } => {
                 name == first && askable.contains(scope)
             }
-            Answer::Referral { .. } => false,
+            Answer::Referral { .. } | Answer::Members { .. } => false,
         };
         if governs {
             Ok(signer)

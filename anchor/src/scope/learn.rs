@@ -204,6 +204,7 @@ fn vouches(
                 Answer::Found { .. } => "found",
                 Answer::NotFound { .. } => "not found",
                 Answer::Referral { .. } => "another referral",
+                Answer::Members { .. } => "its members",
             },
             other.name(),
             other.scope()

@@ -28,6 +28,8 @@
 //!   then a check that the split decider would not split the merged scope right back.
 //! - [`watch_children`] — the child scopes a watch of a prefix must follow besides the
 //!   scope it asks.
+//! - [`members`] — member changes: whether one may start, its target, the leader's next
+//!   step, and the proof a parent needs to refer to a child's new members.
 //!
 //! Every resolve and mutation a replica serves is recorded into its [`meter`], and
 //! `scope show` and the per-scope load gauges read it through [`show`]. Subtree splits are
@@ -39,6 +41,7 @@ pub mod decide;
 pub mod forget;
 pub mod learn;
 pub mod load;
+pub mod members;
 pub mod merge;
 pub mod merge_plan;
 pub mod meter;

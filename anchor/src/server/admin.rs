@@ -54,6 +54,13 @@ impl Server {
                 }
             }
             AdminRequest::LearnRange(learn) => self.learn_range(learn).await,
+            AdminRequest::JoinScope {
+                descriptor,
+                labels_required,
+            } => self.join_scope(peer, descriptor, labels_required).await,
+            AdminRequest::LeaveScope { scope } => self.leave_scope(peer, scope),
+            AdminRequest::SignMembers { scope } => self.sign_members(peer, scope),
+            AdminRequest::ChildMembers(req) => self.child_members(req).await,
             AdminRequest::Snapshot => match registry.snapshot_all().await {
                 Ok(()) => AdminResponse::Ok,
                 Err(e) => AdminResponse::Error(WireError::Unavailable {
@@ -121,6 +128,7 @@ impl Server {
                 v.merges = crate::delegation::merge_lines(self, &r, now_ms);
                 v
             }),
+            member_change: view.member_change,
         })
     }
 

@@ -12,6 +12,7 @@
 mod admin;
 mod host;
 mod learn;
+mod members;
 mod mutate;
 mod raft;
 mod resolve;

@@ -146,23 +146,28 @@ impl Server {
 
     /// Signs an answer with this anchor's identity key.
     fn sign_answer(&self, answer: &Answer) -> ResolveResponse {
-        let body = match codec::encode(answer) {
-            Ok(b) => b,
-            Err(e) => {
-                return ResolveResponse::Error(WireError::Unavailable {
-                    reason: format!("cannot encode the answer: {e}"),
-                })
-            }
-        };
-        match self.inner.keypair.sign(&Answer::signing_bytes(&body)) {
-            Ok(signature) => ResolveResponse::Signed(SignedAnswer {
-                body,
-                public_key: self.inner.keypair.public().encode_protobuf(),
-                signature,
-            }),
-            Err(e) => ResolveResponse::Error(WireError::Unavailable {
-                reason: format!("cannot sign the answer: {e}"),
-            }),
+        match self.sign(answer) {
+            Ok(signed) => ResolveResponse::Signed(signed),
+            Err(e) => ResolveResponse::Error(e),
         }
+    }
+
+    /// An answer signed with this anchor's identity key.
+    pub(super) fn sign(&self, answer: &Answer) -> Result<SignedAnswer, WireError> {
+        let body = codec::encode(answer).map_err(|e| WireError::Unavailable {
+            reason: format!("cannot encode the answer: {e}"),
+        })?;
+        let signature = self
+            .inner
+            .keypair
+            .sign(&Answer::signing_bytes(&body))
+            .map_err(|e| WireError::Unavailable {
+                reason: format!("cannot sign the answer: {e}"),
+            })?;
+        Ok(SignedAnswer {
+            body,
+            public_key: self.inner.keypair.public().encode_protobuf(),
+            signature,
+        })
     }
 }

@@ -76,6 +76,8 @@ pub(super) enum Meta {
     /// A split-off scope that retired to merge back into its parent: which, and the
     /// parent's merge index.
     Retired,
+    /// The member change in flight.
+    MemberChange,
 }
 
 impl Meta {
@@ -93,6 +95,7 @@ impl Meta {
             Meta::Origin => b"origin",
             Meta::LastSplit => b"last_split",
             Meta::Retired => b"retired",
+            Meta::MemberChange => b"member_change",
         }
     }
 }

@@ -105,6 +105,9 @@ impl Overlay<'_> {
         if busy {
             return Err("another split or merge is in flight".into());
         }
+        if self.view.member_change.is_some() {
+            return Err("a member change is in flight".into());
+        }
         let ours = self
             .view
             .descriptor

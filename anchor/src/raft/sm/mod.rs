@@ -321,6 +321,19 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         results: vec![result],
                     }
                 }
+                EntryPayload::Normal(ScopeCommand::MembersChanged { index }) => {
+                    let applied = overlay.apply_members_changed(index)?;
+                    self.outcome("members changed", &self.scope, applied, log_id.index)
+                }
+                EntryPayload::Normal(ScopeCommand::MembersAborted { index, reason }) => {
+                    tracing::warn!(scope = %self.scope, index, %reason, "member change aborted");
+                    let applied = overlay.apply_members_aborted(index)?;
+                    self.outcome("members aborted", &self.scope, applied, log_id.index)
+                }
+                EntryPayload::Normal(ScopeCommand::ChildMembers { child, proofs }) => {
+                    let applied = overlay.apply_child_members(child, &proofs)?.map(|_| ());
+                    self.outcome("child members", &child, applied, log_id.index)
+                }
                 EntryPayload::Normal(ScopeCommand::Writes {
                     mutations,
                     proposed_at_ms,
@@ -432,6 +445,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 }
 
+#[cfg(test)]
+mod members_tests;
 #[cfg(test)]
 mod merge_range_tests;
 #[cfg(test)]

@@ -29,6 +29,9 @@ pub const SPLIT_REFERRAL_TTL_S: u32 = 600;
 #[path = "overlay_split.rs"]
 mod split;
 
+#[path = "overlay_members.rs"]
+mod members;
+
 /// A state machine write failure, as openraft wants it.
 pub(super) fn sm_err(e: impl std::fmt::Display) -> StorageError<NodeId> {
     sto_err(ErrorSubject::StateMachine, ErrorVerb::Write, e)
@@ -113,7 +116,7 @@ impl<'a> Overlay<'a> {
             Effect::Put(name, _) | Effect::Delete(name) => name.clone(),
             Effect::Split { at, .. } | Effect::Merge { part: at } => at.clone(),
             Effect::Delegate(d, _) => d.referral.prefix.clone(),
-            Effect::SetPolicy(..) => self.view.prefix.clone(),
+            Effect::SetPolicy(..) | Effect::Members { .. } => self.view.prefix.clone(),
         };
         match acc.effect {
             Effect::Put(name, set) => {
@@ -167,6 +170,9 @@ impl<'a> Overlay<'a> {
                     tracing::warn!(scope = %self.scope, %part, %why, "operator merge not carried out")
                 }
             },
+            Effect::Members { add, remove } => {
+                self.begin_member_change(&add, &remove, index, at_ms)?
+            }
         }
         let names = self.view.names;
         self.put_meta(Meta::Names, &names)?;
@@ -363,6 +369,9 @@ impl ScopeRead for Overlay<'_> {
     }
     fn split_refusal(&self, at: &Name, by_range: bool) -> Option<String> {
         self.operator_split_region(at, by_range).err()
+    }
+    fn members_refusal(&self, add: &[proto::MemberSpec], remove: &[String]) -> Option<String> {
+        self.member_change_refusal(add, remove)
     }
     fn merge_refusal(&self, part: &Name) -> Option<String> {
         self.operator_merge_part(part).err()

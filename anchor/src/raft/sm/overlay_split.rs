@@ -88,6 +88,9 @@ impl Overlay<'_> {
 
     /// Why the part (`prefix`, `range`) cannot be split off now, if it cannot.
     fn check_region(&self, prefix: &Name, range: &KeyRange) -> Result<(), String> {
+        if self.view.member_change.is_some() {
+            return Err("a member change is in flight".into());
+        }
         let first = range.start.clone().unwrap_or_else(|| prefix.clone());
         if let Some(d) = delegation_over(&self.view.delegations, &first) {
             return Err(format!(

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use openraft::LogId;
 use policy::Policy;
-use proto::{codec, Delegation, DelegationState, Name, ScopeDescriptor, ScopeId};
+use proto::{codec, Delegation, DelegationState, MemberChange, Name, ScopeDescriptor, ScopeId};
 use serde::{Deserialize, Serialize};
 
 use super::keys::{Keys, Meta, Tag};
@@ -50,6 +50,8 @@ pub struct ScopeView {
     /// Set (in memory only) when this replica is being removed: its stored state may be
     /// gone, so nothing may be read from it any more.
     pub removed: bool,
+    /// The member change in flight, if any.
+    pub member_change: Option<MemberChange>,
 }
 
 /// A scope's retirement into its parent (`ScopeCommand::Retire`).
@@ -124,6 +126,7 @@ impl ScopeView {
         let origin: Option<u64> = read_meta(tree, keys, Meta::Origin)?;
         let last_split_ms: Option<u64> = read_meta(tree, keys, Meta::LastSplit)?;
         let retired: Option<Retired> = read_meta(tree, keys, Meta::Retired)?;
+        let member_change: Option<MemberChange> = read_meta(tree, keys, Meta::MemberChange)?;
         let mut delegations = BTreeMap::new();
         for kv in tree.scan_prefix(keys.all(Tag::Delegation)) {
             let (_, v) = kv?;
@@ -150,6 +153,7 @@ impl ScopeView {
             last_split_ms,
             retired,
             removed: false,
+            member_change,
         })
     }
 }

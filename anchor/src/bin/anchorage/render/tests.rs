@@ -49,6 +49,7 @@ fn info(id: ScopeId, prefix: &str, members: &[&str], names: u64) -> ScopeInfo {
             snapshot: None,
             members: members.iter().map(|m| m.peer_id.clone()).collect(),
             names,
+            membership_log: Some(1),
         },
         descriptor: ScopeDescriptor {
             id,
@@ -66,6 +67,7 @@ fn info(id: ScopeId, prefix: &str, members: &[&str], names: u64) -> ScopeInfo {
             writes: 3,
         },
         split: None,
+        member_change: None,
     }
 }
 

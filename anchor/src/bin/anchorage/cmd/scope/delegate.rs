@@ -53,7 +53,7 @@ pub struct DelegateArgs {
 }
 
 /// Asks each chosen anchor for its status: who it is, where it listens, its labels.
-async fn member_specs(addrs: &[AnchorAddr]) -> Result<Vec<MemberSpec>> {
+pub async fn member_specs(addrs: &[AnchorAddr]) -> Result<Vec<MemberSpec>> {
     let conn = Operator::new()?;
     let mut out = Vec::new();
     for a in addrs {

@@ -1,6 +1,7 @@
 //! `anchorage scope ...`: inspect the scope hierarchy (`tree`, `show`), delegate a subtree
-//! to a child scope (`delegate`), split a scope onto its own anchors (`split`) and merge a
-//! split-off scope back (`merge`).
+//! to a child scope (`delegate`), split a scope onto its own anchors (`split`), merge a
+//! split-off scope back (`merge`), and change the anchors that hold a scope (`move`,
+//! `add-anchor`, `remove-anchor`).
 
 use anyhow::Result;
 use clap::Subcommand;
@@ -9,6 +10,7 @@ use crate::target::Target;
 
 pub mod delegate;
 pub mod fetch;
+pub mod members;
 pub mod merge;
 pub mod show;
 pub mod split;
@@ -42,6 +44,14 @@ pub enum ScopeCmd {
     /// the range before it), on the same anchors (admin-signed; scopes with `[merge] auto`
     /// do this themselves).
     Merge(merge::MergeArgs),
+    /// Move the scope governing SCOPE from one anchor to another (admin-signed): the new
+    /// anchor joins as a learner, votes once it caught up, and the old one leaves and drops
+    /// its replica.
+    Move(members::MoveArgs),
+    /// Add an anchor to the scope governing SCOPE (admin-signed).
+    AddAnchor(members::AddArgs),
+    /// Remove an anchor from the scope governing SCOPE (admin-signed); it drops its replica.
+    RemoveAnchor(members::RemoveArgs),
 }
 
 /// Runs `anchorage scope ...`.
@@ -52,5 +62,8 @@ pub async fn run(cmd: ScopeCmd) -> Result<()> {
         ScopeCmd::Delegate(args) => delegate::run(args).await,
         ScopeCmd::Split(args) => split::run(args).await,
         ScopeCmd::Merge(args) => merge::run(args).await,
+        ScopeCmd::Move(args) => members::run_move(args).await,
+        ScopeCmd::AddAnchor(args) => members::run_add(args).await,
+        ScopeCmd::RemoveAnchor(args) => members::run_remove(args).await,
     }
 }

@@ -1,0 +1,168 @@
+//! The admin calls of a member change: hosting a replica of a scope this anchor joins
+//! (`JoinScope`), the hint that it left one (`LeaveScope`), signing its word on a scope's
+//! members (`SignMembers`), and, on a parent's leader, committing a child's new members
+//! (`ChildMembers`). Every refusal is counted (`anchorage_refused_total{protocol="admin"}`).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use libp2p::PeerId;
+use proto::msg::{AdminResponse, Answer, ChildMembers};
+use proto::{ScopeDescriptor, ScopeId, WireError};
+use resolver::net::Protocol;
+
+use super::Server;
+use crate::raft::ScopeCommand;
+use crate::scope::members::check_child_members;
+
+/// How long the parent's leader waits for `ChildMembers` to commit.
+const COMMIT_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Server {
+    /// Refuses with `reason`, counted under `label`.
+    fn refuse_admin(&self, label: &str, reason: String) -> AdminResponse {
+        tracing::info!(%reason, "member change call refused");
+        self.refuse(Protocol::Admin, label);
+        AdminResponse::Error(WireError::Refused { reason })
+    }
+
+    /// `JoinScope`: hosts an empty replica of a scope this anchor joins. Only a member of the
+    /// scope may ask, this anchor must be listed, and its labels must meet the placement.
+    pub(super) async fn join_scope(
+        &self,
+        peer: PeerId,
+        descriptor: ScopeDescriptor,
+        labels_required: BTreeMap<String, String>,
+    ) -> AdminResponse {
+        let me = self.inner.peer_id.to_base58();
+        let listed = |p: &str| descriptor.members.iter().any(|m| m.peer_id == p);
+        if descriptor.members.len() > 2 * proto::limits::SCOPE_MEMBERS_MAX {
+            return self.refuse_admin("join_too_many", "too many members".into());
+        }
+        if !listed(&me) {
+            return self.refuse_admin(
+                "join_not_listed",
+                format!("this anchor ({me}) is not among the scope's members"),
+            );
+        }
+        if peer != self.inner.peer_id && !listed(&peer.to_base58()) {
+            return self.refuse_admin(
+                "join_not_member",
+                format!("{peer} is not a member of scope {}", descriptor.id),
+            );
+        }
+        for (label, value) in &labels_required {
+            if self.inner.labels.get(label) != Some(value) {
+                return self.refuse_admin(
+                    "join_placement",
+                    format!("this anchor lacks the label {label}={value} the scope's placement requires"),
+                );
+            }
+        }
+        if self.inner.registry.get(&descriptor.id).is_some() {
+            return AdminResponse::Ok;
+        }
+        match self.inner.registry.host_empty(&descriptor).await {
+            Ok(_) => {
+                tracing::info!(scope = %descriptor.id, prefix = %descriptor.prefix, from = %peer, "joined a scope: empty replica hosted");
+                AdminResponse::Ok
+            }
+            Err(e) => AdminResponse::Error(WireError::Unavailable {
+                reason: e.to_string(),
+            }),
+        }
+    }
+
+    /// `LeaveScope`: a member's hint that this anchor left a scope; the replica asks the
+    /// members it knows before it drops anything.
+    pub(super) fn leave_scope(&self, peer: PeerId, scope: ScopeId) -> AdminResponse {
+        let Some(r) = self.inner.registry.get(&scope) else {
+            return AdminResponse::Ok;
+        };
+        if peer != self.inner.peer_id && !r.is_member(&peer) && !listed(&r.descriptor, &peer) {
+            return self.refuse_admin(
+                "leave_not_member",
+                format!("{peer} is not a member of scope {scope}"),
+            );
+        }
+        tokio::spawn(crate::delegation::check_removed(self.clone(), r));
+        AdminResponse::Ok
+    }
+
+    /// `SignMembers`: this anchor's signed word on a scope's members, as its replica has them.
+    pub(super) fn sign_members(&self, peer: PeerId, scope: ScopeId) -> AdminResponse {
+        let Some(r) = self.inner.registry.get(&scope) else {
+            return AdminResponse::Error(WireError::NoScope {
+                name: proto::Name::root(),
+            });
+        };
+        if peer != self.inner.peer_id && !r.is_member(&peer) {
+            return self.refuse_admin(
+                "sign_not_member",
+                format!("{peer} is not a member of scope {scope}"),
+            );
+        }
+        let Some(d) = r.state.with_view(|v| v.descriptor.clone()).flatten() else {
+            return AdminResponse::Error(WireError::Unavailable {
+                reason: "the scope has no descriptor yet".into(),
+            });
+        };
+        let answer = Answer::Members {
+            scope,
+            name: d.range.start.clone().unwrap_or_else(|| d.prefix.clone()),
+            epoch: d.epoch,
+            members: d.members,
+        };
+        match self.sign(&answer) {
+            Ok(signed) => AdminResponse::Signed(signed),
+            Err(e) => AdminResponse::Error(e),
+        }
+    }
+
+    /// `ChildMembers`, on the parent's leader: checks the proofs, then commits them.
+    pub(super) async fn child_members(&self, req: ChildMembers) -> AdminResponse {
+        let Some(replica) = self.inner.registry.get(&req.scope) else {
+            return AdminResponse::Error(WireError::NoScope {
+                name: proto::Name::root(),
+            });
+        };
+        if !replica.led_by(self.inner.registry.node_id()) {
+            return AdminResponse::Error(WireError::NotLeader {
+                scope: req.scope,
+                leader: replica.leader_info(),
+            });
+        }
+        let checked = replica.state.with_view(|v| {
+            let d = v
+                .delegations
+                .values()
+                .find(|d| d.referral.scope == req.child);
+            check_child_members(d, req.child, &req.proofs).map(|u| u.is_some())
+        });
+        match checked {
+            Some(Ok(true)) => {}
+            Some(Ok(false)) => return AdminResponse::Ok,
+            Some(Err(r)) => return self.refuse_admin(r.label(), r.to_string()),
+            None => return self.refuse_admin("no_state", "the scope's state is gone".into()),
+        }
+        let cmd = ScopeCommand::ChildMembers {
+            child: req.child,
+            proofs: req.proofs,
+        };
+        let unavailable = |reason: String| AdminResponse::Error(WireError::Unavailable { reason });
+        match tokio::time::timeout(COMMIT_TIMEOUT, replica.raft.client_write(cmd)).await {
+            Err(_) => unavailable("not committed in time".into()),
+            Ok(Err(e)) => unavailable(e.to_string()),
+            Ok(Ok(w)) => match w.data.results.into_iter().next() {
+                Some(Ok(_)) => AdminResponse::Ok,
+                Some(Err(e)) => AdminResponse::Error(e),
+                None => unavailable("no outcome".into()),
+            },
+        }
+    }
+}
+
+fn listed(d: &ScopeDescriptor, peer: &PeerId) -> bool {
+    let peer = peer.to_base58();
+    d.members.iter().any(|m| m.peer_id == peer)
+}
