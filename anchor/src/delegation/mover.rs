@@ -379,29 +379,17 @@ async fn tell_parent<H: Host>(host: &H, r: &Replica) -> Result<(), String> {
         .start
         .clone()
         .unwrap_or_else(|| descriptor.prefix.clone());
-    if parent_refers(host, &parent, &first, &descriptor).await {
+    let Some(listed) = parent_referral(host, &parent, &first, r.id).await else {
+        return Err("no member of the parent answered with a referral".into());
+    };
+    if listed.epoch >= descriptor.epoch {
         return Ok(());
     }
+    // The members the parent lists vouch (they all still vote: the members that leave are
+    // taken out of the voters only after this).
     let mut proofs: Vec<SignedAnswer> = Vec::new();
-    for m in &descriptor.members {
+    for m in &listed.members {
         let Ok(to) = AnchorAddr::from_info(m) else {
-            continue;
-        };
-        let req = AdminRequest::SignMembers { scope: r.id };
-        if let Ok(AdminResponse::Signed(s)) = host
-            .call::<_, AdminResponse>(&to, Protocol::Admin, &req, STEP_TIMEOUT)
-            .await
-        {
-            proofs.push(s);
-        }
-    }
-    // Members that leave still vote and vouch too (the parent lists them).
-    let m = r.raft.metrics().borrow().clone();
-    for (_, n) in m.membership_config.membership().nodes() {
-        if descriptor.members.iter().any(|d| d.peer_id == n.peer_id) {
-            continue;
-        }
-        let Ok(to) = AnchorAddr::from_info(n) else {
             continue;
         };
         let req = AdminRequest::SignMembers { scope: r.id };
@@ -417,7 +405,7 @@ async fn tell_parent<H: Host>(host: &H, r: &Replica) -> Result<(), String> {
         child: r.id,
         proofs,
     });
-    let mut last = String::from("no parent member answered");
+    let mut errors: Vec<String> = Vec::new();
     for m in &parent.members {
         let Ok(to) = AnchorAddr::from_info(m) else {
             continue;
@@ -430,21 +418,21 @@ async fn tell_parent<H: Host>(host: &H, r: &Replica) -> Result<(), String> {
                 tracing::info!(scope = %r.id, parent = %parent.id, epoch = descriptor.epoch, "the parent refers to the new members");
                 return Ok(());
             }
-            Ok(AdminResponse::Error(e)) => last = e.to_string(),
-            Ok(_) => {}
-            Err(e) => last = e.to_string(),
+            Ok(AdminResponse::Error(e)) => errors.push(format!("{}: {e}", m.peer_id)),
+            Ok(_) => errors.push(format!("{}: an odd answer", m.peer_id)),
+            Err(e) => errors.push(format!("{}: {e}", m.peer_id)),
         }
     }
-    Err(last)
+    Err(errors.join("; "))
 }
 
-/// True if one of the parent's members refers `first` to exactly `descriptor`'s members.
-async fn parent_refers<H: Host>(
+/// The referral to `child` one of the parent's members hands out for `first`.
+async fn parent_referral<H: Host>(
     host: &H,
     parent: &ScopeDescriptor,
     first: &proto::Name,
-    descriptor: &ScopeDescriptor,
-) -> bool {
+    child: ScopeId,
+) -> Option<proto::Referral> {
     let req = ResolveRequest {
         name: first.clone(),
         level: ReadLevel::Replica,
@@ -454,18 +442,21 @@ async fn parent_refers<H: Host>(
         let Ok(to) = AnchorAddr::from_info(m) else {
             continue;
         };
-        let Ok(ResolveResponse::Signed(signed)) =
-            host.call(&to, Protocol::Resolve, &req, STEP_TIMEOUT).await
+        let Ok(ResolveResponse::Signed(signed)) = host
+            .call(&to, Protocol::Resolve, &req, STEP_TIMEOUT)
+            .await
         else {
             continue;
         };
         if let Ok(Answer::Referral { referral, .. }) =
             codec::decode::<Answer>(&signed.body, signed.body.len())
         {
-            return referral.scope == descriptor.id && referral.epoch >= descriptor.epoch;
+            if referral.scope == child {
+                return Some(referral);
+            }
         }
     }
-    false
+    None
 }
 
 /// Asks the members this replica knows whether it was removed from its scope, and drops
@@ -475,6 +466,7 @@ pub async fn check_removed<H: Host>(host: H, r: Arc<Replica>) {
     let m = r.raft.metrics().borrow().clone();
     let mine = m.membership_config.log_id().map(|l| l.index);
     let membership = m.membership_config.membership();
+    let listed = membership.nodes().any(|(_, n)| n.peer_id == me);
     let mut voters: Vec<AnchorInfo> = membership
         .get_joint_config()
         .iter()
@@ -501,7 +493,7 @@ pub async fn check_removed<H: Host>(host: H, r: Arc<Replica>) {
             .await
         {
             let s = &info.status;
-            if report_shows_removed(&me, mine, s.membership_log, &s.members) {
+            if report_shows_removed(&me, mine, listed, s.membership_log, &s.members) {
                 confirmed += 1;
             }
         }

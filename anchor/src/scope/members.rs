@@ -226,17 +226,18 @@ pub fn leaving(before: &[AnchorInfo], after: &[AnchorInfo]) -> Vec<AnchorInfo> {
 }
 
 /// True if a member's report of the scope's configuration (`log` index, `nodes` peer ids)
-/// shows that `me` left: a configuration newer than the one `me` last applied (`mine`)
-/// that does not list it.
+/// shows that `me` left: a configuration that does not list it, newer than the one `me`
+/// last applied (`mine`), or as new when that one does not list `me` either (`listed`).
 pub fn report_shows_removed(
     me: &str,
     mine: Option<u64>,
+    listed: bool,
     log: Option<u64>,
     nodes: &[String],
 ) -> bool {
     match (log, mine) {
-        (Some(theirs), Some(ours)) if theirs <= ours => false,
         (None, _) => false,
+        (Some(theirs), Some(ours)) if theirs < ours || (theirs == ours && listed) => false,
         _ => !nodes.iter().any(|n| n == me),
     }
 }
