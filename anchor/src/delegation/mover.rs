@@ -442,9 +442,8 @@ async fn parent_referral<H: Host>(
         let Ok(to) = AnchorAddr::from_info(m) else {
             continue;
         };
-        let Ok(ResolveResponse::Signed(signed)) = host
-            .call(&to, Protocol::Resolve, &req, STEP_TIMEOUT)
-            .await
+        let Ok(ResolveResponse::Signed(signed)) =
+            host.call(&to, Protocol::Resolve, &req, STEP_TIMEOUT).await
         else {
             continue;
         };

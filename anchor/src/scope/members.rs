@@ -282,11 +282,13 @@ pub fn check_child_members(
                 epoch,
                 members,
             } if scope == child && name == first => (epoch, members),
-            other => return Err(LearnRefusal::BadProof(format!(
+            other => {
+                return Err(LearnRefusal::BadProof(format!(
                 "{signer} did not give the members of {child} (its answer is about {} in scope {})",
                 other.name(),
                 other.scope()
-            ))),
+            )))
+            }
         };
         if members.is_empty() || members.len() > proto::limits::SCOPE_MEMBERS_MAX {
             return Err(LearnRefusal::BadProof(format!(

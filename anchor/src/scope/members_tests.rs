@@ -177,9 +177,21 @@ fn a_removed_replica_needs_a_majority_reporting_a_newer_configuration_without_it
     assert!(!report_shows_removed("me", Some(5), true, None, &others));
     // This replica applied the configuration that left it out: the same one counts.
     assert!(report_shows_removed("me", Some(9), false, Some(9), &others));
-    assert!(!report_shows_removed("me", Some(9), false, Some(7), &others));
+    assert!(!report_shows_removed(
+        "me",
+        Some(9),
+        false,
+        Some(7),
+        &others
+    ));
     let with_me = vec!["a".to_string(), "me".to_string()];
-    assert!(!report_shows_removed("me", Some(5), true, Some(9), &with_me));
+    assert!(!report_shows_removed(
+        "me",
+        Some(5),
+        true,
+        Some(9),
+        &with_me
+    ));
     assert!(report_shows_removed("me", None, false, Some(1), &others));
     assert!(confirms_removal(2, 3));
     assert!(!confirms_removal(1, 3));

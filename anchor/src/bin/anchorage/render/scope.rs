@@ -57,6 +57,14 @@ pub fn info_json(info: &ScopeInfo) -> Value {
         "delegations": info.delegations.iter().map(delegation_json).collect::<Vec<_>>(),
         "policy_toml": info.policy_toml,
         "split": info.split.as_ref().map(split_json),
+        "member_change": info.member_change.as_ref().map(|c| json!({
+            "index": c.index,
+            "joining": c.added.iter().map(|a| a.anchor.peer_id.clone()).collect::<Vec<_>>(),
+            "leaving": c.removed,
+            "target": c.target.iter().map(|m| m.peer_id.clone()).collect::<Vec<_>>(),
+            "started_ms": c.started_ms,
+        })),
+        "voters_and_learners": info.status.members,
     })
 }
 
@@ -208,6 +216,35 @@ pub fn show_lines(info: &ScopeInfo) -> Vec<String> {
             ""
         };
         out.push(format!("    {}  {}{lead}", m.peer_id, m.addrs.join(" ")));
+    }
+    if let Some(c) = &info.member_change {
+        let peers = |v: Vec<&str>| {
+            if v.is_empty() {
+                "-".to_string()
+            } else {
+                v.join(", ")
+            }
+        };
+        out.push(format!(
+            "  changing     members since v{}: joining {}; leaving {} (the leader carries it out)",
+            c.index,
+            peers(c.added.iter().map(|a| a.anchor.peer_id.as_str()).collect()),
+            peers(c.removed.iter().map(|p| p.as_str()).collect()),
+        ));
+    }
+    let listed = |p: &String| d.members.iter().any(|m| &m.peer_id == p);
+    let extra: Vec<&str> = info
+        .status
+        .members
+        .iter()
+        .filter(|p| !listed(p))
+        .map(|p| p.as_str())
+        .collect();
+    if !extra.is_empty() {
+        out.push(format!(
+            "  also in the Raft configuration (joining, or leaving): {}",
+            extra.join(", ")
+        ));
     }
     let s = &info.status;
     out.push(format!(
