@@ -2,6 +2,7 @@
 //! load meters and split view, and the queues of its leader-side proposer and read-index rounds; with the
 //! questions about its group that the handlers and the delegation driver ask.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use libp2p::PeerId;
@@ -36,6 +37,10 @@ pub struct Replica {
     pub load: ReplicaLoad,
     /// The last size scan and when it was made, ms.
     size_scan: Mutex<Option<(u64, SizeScan)>>,
+    /// Until when (ms since the epoch) this replica, leading, hands its leadership to
+    /// another member: it takes no writes and no linearizable reads meanwhile, so the
+    /// other members' leader leases run out and the chosen one can win an election.
+    yield_until_ms: AtomicU64,
     proposals: mpsc::Sender<Proposal>,
     reads: mpsc::Sender<ReadWaiter>,
 }
@@ -55,12 +60,23 @@ impl Replica {
             id: descriptor.id,
             load: ReplicaLoad::new(descriptor.prefix.clone(), seed, load),
             size_scan: Mutex::new(None),
+            yield_until_ms: AtomicU64::new(0),
             descriptor,
             raft,
             state,
             proposals,
             reads,
         }
+    }
+
+    /// True while this replica hands its leadership over (until `set_yield_until`'s time).
+    pub fn yielding(&self, now_ms: u64) -> bool {
+        now_ms < self.yield_until_ms.load(Ordering::Relaxed)
+    }
+
+    /// Hands the leadership over until `until_ms` (0 ends it): see [`Replica::yielding`].
+    pub fn set_yield_until(&self, until_ms: u64) {
+        self.yield_until_ms.store(until_ms, Ordering::Relaxed);
     }
 
     /// Queues a verified write for the proposer; false when its queue is full.

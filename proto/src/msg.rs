@@ -323,6 +323,17 @@ pub enum AdminRequest {
     /// the parent lists for it: the parent's leader commits it and refers to the new
     /// members from then on.
     ChildMembers(ChildMembers),
+    /// Sent by a scope's leader handing its leadership to this anchor: once the other
+    /// members' leader leases ran out (`after_ms`), this anchor's replica starts elections
+    /// until it leads or `within_ms` passed. Accepted only from the scope's leader.
+    Campaign {
+        /// The scope.
+        scope: ScopeId,
+        /// How long to wait before the first election, ms.
+        after_ms: u64,
+        /// How long to keep trying, ms.
+        within_ms: u64,
+    },
 }
 
 /// A child's new members and the proof (see [`AdminRequest::ChildMembers`]).

@@ -51,6 +51,7 @@ mod receive;
 mod reporter;
 mod split;
 mod splitter;
+mod transfer;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -99,6 +100,7 @@ pub use mover::{check_removed, move_members, MOVE_EVERY};
 pub use receive::Receiver;
 pub use reporter::{report_loads, REPORT_EVERY};
 pub use splitter::{propose_splits, SPLIT_EVERY};
+pub use transfer::{campaign, transfer_leadership};
 
 /// What delegation needs of the anchor it runs on.
 pub trait Host: Clone + Send + Sync + 'static {

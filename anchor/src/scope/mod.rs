@@ -28,6 +28,7 @@
 //!   then a check that the split decider would not split the merged scope right back.
 //! - [`watch_children`] — the child scopes a watch of a prefix must follow besides the
 //!   scope it asks.
+//! - [`place`] — placement decided locally: repairs, leadership and replica balance.
 //! - [`members`] — member changes: whether one may start, its target, the leader's next
 //!   step, and the proof a parent needs to refer to a child's new members.
 //!
@@ -45,6 +46,7 @@ pub mod members;
 pub mod merge;
 pub mod merge_plan;
 pub mod meter;
+pub mod place;
 pub mod rate;
 pub mod sampler;
 pub mod show;

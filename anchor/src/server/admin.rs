@@ -61,6 +61,11 @@ impl Server {
             AdminRequest::LeaveScope { scope } => self.leave_scope(peer, scope),
             AdminRequest::SignMembers { scope } => self.sign_members(peer, scope),
             AdminRequest::ChildMembers(req) => self.child_members(req).await,
+            AdminRequest::Campaign {
+                scope,
+                after_ms,
+                within_ms,
+            } => self.campaign(peer, scope, after_ms, within_ms),
             AdminRequest::Snapshot => match registry.snapshot_all().await {
                 Ok(()) => AdminResponse::Ok,
                 Err(e) => AdminResponse::Error(WireError::Unavailable {

@@ -162,6 +162,41 @@ impl Server {
     }
 }
 
+impl Server {
+    /// `Campaign`: the scope's leader hands its leadership to this anchor; elections start
+    /// once the other members' leases ran out. Bounded: at most a few seconds of elections.
+    pub(super) fn campaign(
+        &self,
+        peer: PeerId,
+        scope: ScopeId,
+        after_ms: u64,
+        within_ms: u64,
+    ) -> AdminResponse {
+        let Some(r) = self.inner.registry.get(&scope) else {
+            return AdminResponse::Error(WireError::NoScope {
+                name: proto::Name::root(),
+            });
+        };
+        let sender = crate::identity::node_id(&peer);
+        if !r.led_by(sender) {
+            return self.refuse_admin(
+                "campaign_not_leader",
+                format!("{peer} does not lead scope {scope} here"),
+            );
+        }
+        let lease_max = 4 * r.raft.config().election_timeout_max;
+        let (after_ms, within_ms) = (after_ms.min(lease_max), within_ms.min(4 * lease_max));
+        let me = self.inner.registry.node_id();
+        tokio::spawn(crate::delegation::campaign(
+            r,
+            me,
+            Duration::from_millis(after_ms),
+            Duration::from_millis(within_ms),
+        ));
+        AdminResponse::Ok
+    }
+}
+
 fn listed(d: &ScopeDescriptor, peer: &PeerId) -> bool {
     let peer = peer.to_base58();
     d.members.iter().any(|m| m.peer_id == peer)

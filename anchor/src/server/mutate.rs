@@ -90,7 +90,15 @@ impl Server {
         }
         let leader = replica.raft.metrics().borrow().current_leader;
         match leader {
-            Some(l) if l == self.inner.registry.node_id() => self.propose(&replica, &m, req).await,
+            Some(l) if l == self.inner.registry.node_id() => {
+                if replica.yielding(self.inner.clock.unix_ms()) {
+                    return MutateResponse::Error(WireError::NotLeader {
+                        scope: replica.id,
+                        leader: None,
+                    });
+                }
+                self.propose(&replica, &m, req).await
+            }
             Some(_) => self.forward(&replica, req).await,
             None => MutateResponse::Error(WireError::Unavailable {
                 reason: format!(

@@ -78,6 +78,12 @@ impl Server {
         }
         replica.record_read(&req.name, self.inner.clock.unix_ms());
         if req.level == ReadLevel::Linearizable {
+            if replica.yielding(self.inner.clock.unix_ms()) {
+                return ResolveResponse::Error(WireError::NotLeader {
+                    scope: replica.id,
+                    leader: None,
+                });
+            }
             let (tx, rx) = tokio::sync::oneshot::channel();
             if !replica.queue_read(tx) {
                 return ResolveResponse::Error(WireError::Unavailable {
