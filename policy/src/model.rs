@@ -334,6 +334,11 @@ pub struct Placement {
     pub replicas: u32,
     /// Required anchor labels, e.g. `jurisdiction = "eu"`.
     pub labels: BTreeMap<String, String>,
+    /// Whether the scope's leader may change its members by itself: replace a member on a
+    /// dead anchor or one that no longer meets the labels, add one when there are fewer
+    /// than `replicas`, and move replicas off anchors above the cluster's mean. With
+    /// `false`, members change only by an admin-signed member change.
+    pub auto: bool,
 }
 
 impl Default for Placement {
@@ -341,6 +346,7 @@ impl Default for Placement {
         Placement {
             replicas: 3,
             labels: BTreeMap::new(),
+            auto: true,
         }
     }
 }

@@ -187,6 +187,23 @@ pub enum ScopeCommand {
         /// Signed `Answer::Members`, one per member.
         proofs: Vec<proto::msg::SignedAnswer>,
     },
+    /// The leader's own member change (a dead or misplaced member replaced, a missing one
+    /// added, a replica moved off a loaded anchor), decided from its view of the cluster.
+    /// Every member checks at apply ([`crate::scope::members::check_placement_change`])
+    /// that the policy lets the scope place itself, that it adds at most one anchor that
+    /// meets the placement and removes at most one, and that nothing else is in flight;
+    /// then it starts like an admin's member change. A no-op answering `Refused` otherwise.
+    /// (Appended last.)
+    Place {
+        /// The anchor that joins, if any.
+        add: Vec<proto::MemberSpec>,
+        /// The member that leaves, if any.
+        remove: Vec<String>,
+        /// Why, for operators (`dead`, `placement`, `balance`, `short`).
+        why: String,
+        /// Leader's wall clock when it proposed, ms since the epoch.
+        proposed_at_ms: u64,
+    },
 }
 
 /// What applying one entry produced; returned to the proposer.

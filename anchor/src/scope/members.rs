@@ -91,6 +91,28 @@ pub fn change_refusal(
     None
 }
 
+/// Why the leader's own member change (`ScopeCommand::Place`) cannot start under `policy`,
+/// if it cannot: automatic placement off, more than one anchor added or removed, nothing
+/// added, or an added anchor that does not meet the placement labels. (What
+/// [`change_refusal`] checks is checked too, by the caller.)
+pub fn placement_refusal(
+    policy: &policy::Policy,
+    add: &[MemberSpec],
+    remove: &[String],
+) -> Option<String> {
+    if !policy.placement.auto {
+        return Some("the scope's policy turns automatic placement off".into());
+    }
+    if add.len() != 1 || remove.len() > 1 {
+        return Some("a scope's own member change adds one anchor and removes at most one".into());
+    }
+    add.iter().find_map(|m| {
+        policy::placement_allows(policy, &m.labels)
+            .err()
+            .map(|e| format!("{} cannot join: {e}", m.anchor.peer_id))
+    })
+}
+
 /// The Raft node ids of `members` (peer ids that do not parse are left out: a change never
 /// admits one).
 pub fn node_ids(members: &[AnchorInfo]) -> BTreeSet<NodeId> {

@@ -203,10 +203,9 @@ pub fn plan(
         if actions.len() >= knobs.actions_max {
             break;
         }
-        let (Some(mean_scopes), Some(mine)) = (
-            mean(&loads, |a| a.scopes),
-            loads.get(me).map(|a| a.scopes),
-        ) else {
+        let (Some(mean_scopes), Some(mine)) =
+            (mean(&loads, |a| a.scopes), loads.get(me).map(|a| a.scopes))
+        else {
             break;
         };
         if !over(mine, mean_scopes) {
@@ -233,7 +232,11 @@ pub fn plan(
 /// The live anchor that is not a member of `s`, meets its placement and holds at most
 /// `ceiling` replicas, with the fewest replicas (ties: the peer id, so every anchor that
 /// computes it picks the same).
-fn candidate(loads: &BTreeMap<String, AnchorLoad>, s: &LedScope, ceiling: u32) -> Option<AnchorLoad> {
+fn candidate(
+    loads: &BTreeMap<String, AnchorLoad>,
+    s: &LedScope,
+    ceiling: u32,
+) -> Option<AnchorLoad> {
     loads
         .values()
         .filter(|a| !s.members.contains(&a.peer))

@@ -50,7 +50,10 @@ fn a_dead_member_is_replaced_by_the_least_loaded_anchor_that_meets_placement() {
             ..
         } => {
             assert_eq!(leaving, "c");
-            assert_eq!(joining.anchor.peer_id, "d", "e is lighter but not in the eu");
+            assert_eq!(
+                joining.anchor.peer_id, "d",
+                "e is lighter but not in the eu"
+            );
             assert_eq!(*why, "dead");
         }
         other => panic!("{other:?}"),
@@ -87,14 +90,22 @@ fn a_member_whose_labels_changed_is_moved_and_a_short_scope_gets_one_more() {
             if leaving == "b" && joining.anchor.peer_id == "d"
     ));
     let short = scope(2, &["a", "b"], 5);
-    let actions = plan("a", &anchors[2..].to_vec(), &BTreeSet::new(), &[short], KNOBS);
+    let actions = plan(
+        "a",
+        &anchors[2..].to_vec(),
+        &BTreeSet::new(),
+        &[short],
+        KNOBS,
+    );
     assert!(matches!(&actions[..], [Action::Add { joining, .. }] if joining.anchor.peer_id == "c"));
 }
 
 #[test]
 fn an_anchor_above_the_mean_hands_a_leadership_to_a_member_below_it() {
     // a leads 6, b 0, c 0: mean 2.
-    let led: Vec<LedScope> = (0..6).map(|i| scope(i, &["a", "b", "c"], u64::from(i))).collect();
+    let led: Vec<LedScope> = (0..6)
+        .map(|i| scope(i, &["a", "b", "c"], u64::from(i)))
+        .collect();
     let anchors = vec![anchor("a", 6, 6), anchor("b", 6, 0), anchor("c", 6, 0)];
     let actions = plan("a", &anchors, &BTreeSet::new(), &led, KNOBS);
     let transfers: Vec<&Action> = actions
@@ -110,7 +121,9 @@ fn an_anchor_above_the_mean_hands_a_leadership_to_a_member_below_it() {
 #[test]
 fn replicas_move_from_an_anchor_above_the_mean_to_new_anchors_without_overshooting() {
     // Three anchors with 10 replicas each, two new empty ones: mean 6.
-    let led: Vec<LedScope> = (0..4).map(|i| scope(i, &["a", "b", "c"], u64::from(i))).collect();
+    let led: Vec<LedScope> = (0..4)
+        .map(|i| scope(i, &["a", "b", "c"], u64::from(i)))
+        .collect();
     let anchors = vec![
         anchor("a", 10, 4),
         anchor("b", 10, 3),
@@ -148,7 +161,12 @@ fn replicas_move_from_an_anchor_above_the_mean_to_new_anchors_without_overshooti
     ];
     assert!(plan("a", &settled, &BTreeSet::new(), &led, knobs).is_empty());
     // Never to an anchor that would end above the mean.
-    let near = vec![anchor("a", 8, 2), anchor("b", 6, 2), anchor("c", 6, 2), anchor("d", 6, 2)];
+    let near = vec![
+        anchor("a", 8, 2),
+        anchor("b", 6, 2),
+        anchor("c", 6, 2),
+        anchor("d", 6, 2),
+    ];
     assert!(plan("a", &near, &BTreeSet::new(), &led, knobs)
         .iter()
         .all(|a| !matches!(a, Action::Replace { .. })));

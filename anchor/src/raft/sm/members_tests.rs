@@ -189,3 +189,88 @@ async fn a_change_is_given_up_while_the_old_members_alone_vote() {
         .unwrap();
     assert!(refused(&out).contains("is a member already"));
 }
+
+#[tokio::test]
+async fn the_scopes_own_member_change_adds_one_anchor_and_only_when_its_policy_lets_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = sled::Config::new().path(dir.path()).open().unwrap();
+    let all = anchors(5);
+    let mut sm = root_on(&db, &all[..3]).await;
+    let spec = |a: &AnchorInfo| MemberSpec {
+        anchor: a.clone(),
+        labels: Default::default(),
+    };
+    let place = |index: u64, add: Vec<MemberSpec>, remove: Vec<String>| {
+        entry(
+            index,
+            ScopeCommand::Place {
+                add,
+                remove,
+                why: "balance".into(),
+                proposed_at_ms: 1_000_000,
+            },
+        )
+    };
+    let out = sm
+        .apply(vec![place(3, vec![spec(&all[3]), spec(&all[4])], vec![])])
+        .await
+        .unwrap();
+    assert!(refused(&out).contains("adds one anchor"));
+    let out = sm
+        .apply(vec![place(4, vec![], vec![all[2].peer_id.clone()])])
+        .await
+        .unwrap();
+    assert!(refused(&out).contains("adds one anchor"));
+    let out = sm
+        .apply(vec![place(
+            5,
+            vec![spec(&all[3])],
+            vec![all[2].peer_id.clone()],
+        )])
+        .await
+        .unwrap();
+    assert_eq!(out[0].results[0], Ok(5));
+    let change = sm.reader().view().member_change.expect("in flight");
+    assert_eq!(change.removed, vec![all[2].peer_id.clone()]);
+    // One at a time.
+    let out = sm
+        .apply(vec![place(6, vec![spec(&all[4])], vec![])])
+        .await
+        .unwrap();
+    assert!(refused(&out).contains("in flight"));
+}
+
+#[tokio::test]
+async fn a_policy_with_automatic_placement_off_refuses_the_scopes_own_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = sled::Config::new().path(dir.path()).open().unwrap();
+    let all = anchors(4);
+    let mut sm = root_on(&db, &all[..3]).await;
+    let admin = ed25519_dalek::SigningKey::from_bytes(&[3; 32]).verifying_key();
+    let mut policy = Policy::development(Some(
+        policy::PublicKey::from_bytes(&admin.to_bytes()).unwrap(),
+    ));
+    policy.placement.auto = false;
+    let set = Op::SetPolicy {
+        prefix: Name::root(),
+        policy_toml: policy.to_toml(),
+    };
+    let out = sm.apply(vec![entry(3, batch(vec![set], 1))]).await.unwrap();
+    assert_eq!(out[0].results[0], Ok(3));
+    let out = sm
+        .apply(vec![entry(
+            4,
+            ScopeCommand::Place {
+                add: vec![MemberSpec {
+                    anchor: all[3].clone(),
+                    labels: Default::default(),
+                }],
+                remove: vec![],
+                why: "short".into(),
+                proposed_at_ms: 1_000_000,
+            },
+        )])
+        .await
+        .unwrap();
+    assert!(refused(&out).contains("automatic placement off"));
+}

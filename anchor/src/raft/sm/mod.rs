@@ -330,6 +330,17 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     let applied = overlay.apply_members_aborted(index)?;
                     self.outcome("members aborted", &self.scope, applied, log_id.index)
                 }
+                EntryPayload::Normal(ScopeCommand::Place {
+                    add,
+                    remove,
+                    why,
+                    proposed_at_ms,
+                }) => {
+                    tracing::info!(scope = %self.scope, %why, "the scope's own member change");
+                    let applied =
+                        overlay.apply_place(&add, &remove, log_id.index, proposed_at_ms)?;
+                    self.outcome("place", &self.scope, applied, log_id.index)
+                }
                 EntryPayload::Normal(ScopeCommand::ChildMembers { child, proofs }) => {
                     let applied = overlay.apply_child_members(child, &proofs)?.map(|_| ());
                     self.outcome("child members", &child, applied, log_id.index)

@@ -10,7 +10,9 @@ use super::Overlay;
 use crate::raft::sm::keys::Meta;
 use crate::raft::sm::snapshot::StoredMem;
 use crate::raft::NodeId;
-use crate::scope::members::{change_refusal, check_child_members, node_ids, target_members};
+use crate::scope::members::{
+    change_refusal, check_child_members, node_ids, placement_refusal, target_members,
+};
 
 impl Overlay<'_> {
     /// Why a member change adding `add` and removing `remove` cannot start now, if it
@@ -38,6 +40,29 @@ impl Overlay<'_> {
             None
         };
         change_refusal(&descriptor.members, add, remove, busy)
+    }
+
+    /// `Place`: the leader's own member change starts if the policy and the state let it.
+    pub(in crate::raft::sm) fn apply_place(
+        &mut self,
+        add: &[MemberSpec],
+        remove: &[String],
+        index: u64,
+        at_ms: u64,
+    ) -> Result<Result<(), String>, StorageError<NodeId>> {
+        let Some(policy) = &self.view.policy else {
+            return Ok(Err("the scope has no policy yet".into()));
+        };
+        if let Some(why) = placement_refusal(policy, add, remove)
+            .or_else(|| self.member_change_refusal(add, remove))
+        {
+            return Ok(Err(why));
+        }
+        if !self.view.writable() {
+            return Ok(Err("the scope is not taking writes".into()));
+        }
+        self.begin_member_change(add, remove, index, at_ms)?;
+        Ok(Ok(()))
     }
 
     /// Starts a member change at `index` (the state `decide` checked just before): the
