@@ -317,6 +317,8 @@ fn wire(dir: &Path) {
             members: vec!["12D3KooWExample".into()],
             names: 5,
         }],
+        peers: vec![],
+        peers_omitted: 0,
     };
     let info = ScopeInfo {
         status: status.scopes[0].clone(),
