@@ -102,12 +102,12 @@ pub enum SummaryRefusal {
     #[error("summary without a signed source")]
     Unsigned,
     /// Signed by another peer than the anchor it describes.
-    #[error("summary about {anchor} signed by {source}")]
+    #[error("summary about {anchor} signed by {signer}")]
     WrongSource {
         /// The anchor the summary names.
         anchor: String,
         /// The signer.
-        source: String,
+        signer: String,
     },
     /// A field over its bound.
     #[error("summary field out of bounds: {what}")]
@@ -159,7 +159,7 @@ impl LoadSummary {
         if self.anchor != source {
             return Err(SummaryRefusal::WrongSource {
                 anchor: truncated(&self.anchor),
-                source: source.to_string(),
+                signer: source.to_string(),
             });
         }
         if self.anchor.len() > PEER_ID_BYTES_MAX {

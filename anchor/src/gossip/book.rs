@@ -162,6 +162,20 @@ impl PeerBook {
             .filter(|e| self.is_live(e, now_ms))
     }
 
+    /// The live anchors carrying every label of `required` (a placement policy's
+    /// `[placement.labels]`), by peer id.
+    pub fn satisfying<'a>(
+        &'a self,
+        required: &'a BTreeMap<String, String>,
+        now_ms: u64,
+    ) -> impl Iterator<Item = &'a PeerEntry> + 'a {
+        self.live(now_ms).filter(move |e| {
+            required
+                .iter()
+                .all(|(k, v)| e.summary.labels.get(k) == Some(v))
+        })
+    }
+
     /// Entries held (live or not yet expired by [`PeerBook::expire`]).
     pub fn len(&self) -> usize {
         self.entries.len()
@@ -270,5 +284,23 @@ mod tests {
         assert_eq!(m.reads_per_s, 30.0);
         let m = b.mean(3_000).unwrap();
         assert_eq!((m.anchors, m.scopes), (1, 4.0));
+    }
+
+    #[test]
+    fn placement_labels_select_anchors() {
+        let mut b = PeerBook::new(3, 10);
+        let mut eu = summary("eu", 1, 1, 0);
+        eu.labels.insert("jurisdiction".into(), "eu".into());
+        eu.labels.insert("zone".into(), "a".into());
+        b.insert(eu, 0);
+        b.insert(summary("us", 1, 1, 0), 0);
+        let want: BTreeMap<String, String> = [("jurisdiction".into(), "eu".into())].into();
+        let got: Vec<&str> = b
+            .satisfying(&want, 0)
+            .map(|e| e.summary.anchor.as_str())
+            .collect();
+        assert_eq!(got, vec!["eu"]);
+        assert_eq!(b.satisfying(&BTreeMap::new(), 0).count(), 2);
+        assert_eq!(b.satisfying(&want, 3_000).count(), 0, "expired");
     }
 }
