@@ -215,10 +215,7 @@ impl Metrics {
             scopes: peer_gauge("peer_scopes", "Scope replicas each anchor hosts"),
             leaderships: peer_gauge("peer_leaderships", "Scopes each anchor leads"),
             reads_per_s: peer_gauge("peer_reads_per_second", "Reads/s each anchor served"),
-            writes_per_s: peer_gauge(
-                "peer_writes_per_second",
-                "Writes/s each anchor received",
-            ),
+            writes_per_s: peer_gauge("peer_writes_per_second", "Writes/s each anchor received"),
         };
         let buckets = prometheus::exponential_buckets(0.000_05, 2.0, 16).expect("static buckets");
         let flush_seconds = prometheus::Histogram::with_opts(

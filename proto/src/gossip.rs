@@ -187,7 +187,10 @@ impl LoadSummary {
             ));
         }
         if self.labels.len() > LABELS_MAX {
-            return oob(format!("{} labels (at most {LABELS_MAX})", self.labels.len()));
+            return oob(format!(
+                "{} labels (at most {LABELS_MAX})",
+                self.labels.len()
+            ));
         }
         if let Some((k, _)) = self
             .labels
@@ -279,7 +282,11 @@ mod tests {
     fn round_trip_from_its_signer() {
         let s = summary();
         let bytes = s.encode().unwrap();
-        assert!(bytes.len() < 512, "a typical summary is small: {}", bytes.len());
+        assert!(
+            bytes.len() < 512,
+            "a typical summary is small: {}",
+            bytes.len()
+        );
         assert_eq!(decode_summary(&bytes, Some(&s.anchor)).unwrap(), s);
     }
 
@@ -289,7 +296,10 @@ mod tests {
         let bytes = s.encode().unwrap();
         let e = decode_summary(&bytes, Some("someone-else")).unwrap_err();
         assert_eq!(e.label(), "wrong_source");
-        assert_eq!(decode_summary(&bytes, None).unwrap_err().label(), "unsigned");
+        assert_eq!(
+            decode_summary(&bytes, None).unwrap_err().label(),
+            "unsigned"
+        );
         let e = decode_summary(&bytes[..bytes.len() - 3], Some(&s.anchor)).unwrap_err();
         assert_eq!(e.label(), "malformed");
         let big = vec![0u8; LOAD_SUMMARY_BYTES_MAX + 1];
@@ -310,14 +320,18 @@ mod tests {
     #[test]
     fn bounds_are_checked() {
         let hot = summary().hot[0].clone();
-        let cases: Vec<Box<dyn Fn(&mut LoadSummary)>> = vec![
+        type Edit = Box<dyn Fn(&mut LoadSummary)>;
+        let cases: Vec<Edit> = vec![
             Box::new(move |s: &mut LoadSummary| s.hot = vec![hot.clone(); HOT_SCOPES_MAX + 1]),
             Box::new(|s: &mut LoadSummary| s.interval_ms = 0),
             Box::new(|s: &mut LoadSummary| s.leaderships = s.scopes + 1),
             Box::new(|s: &mut LoadSummary| s.disk_free_bytes = s.disk_total_bytes + 1),
-            Box::new(|s: &mut LoadSummary| s.addrs = vec!["/ip4/1.2.3.4/tcp/1".into(); ANCHOR_ADDRS_MAX + 1]),
             Box::new(|s: &mut LoadSummary| {
-                s.labels.insert("k".into(), "v".repeat(LABEL_TEXT_BYTES_MAX + 1));
+                s.addrs = vec!["/ip4/1.2.3.4/tcp/1".into(); ANCHOR_ADDRS_MAX + 1]
+            }),
+            Box::new(|s: &mut LoadSummary| {
+                s.labels
+                    .insert("k".into(), "v".repeat(LABEL_TEXT_BYTES_MAX + 1));
             }),
         ];
         for (i, f) in cases.iter().enumerate() {

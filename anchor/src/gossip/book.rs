@@ -157,9 +157,7 @@ impl PeerBook {
 
     /// One anchor's live entry.
     pub fn get(&self, anchor: &str, now_ms: u64) -> Option<&PeerEntry> {
-        self.entries
-            .get(anchor)
-            .filter(|e| self.is_live(e, now_ms))
+        self.entries.get(anchor).filter(|e| self.is_live(e, now_ms))
     }
 
     /// The live anchors carrying every label of `required` (a placement policy's
@@ -249,7 +247,11 @@ mod tests {
         b.insert(summary("a", 1, 1, 0), 1_000);
         b.insert(summary("b", 1, 1, 0), 2_000);
         assert_eq!(b.live(3_999).count(), 2);
-        assert_eq!(b.live(4_000).count(), 1, "a expires 3 intervals after receipt");
+        assert_eq!(
+            b.live(4_000).count(),
+            1,
+            "a expires 3 intervals after receipt"
+        );
         assert!(b.get("a", 4_000).is_none());
         assert_eq!(b.expire(4_000), vec!["a".to_string()]);
         assert_eq!(b.len(), 1);

@@ -209,7 +209,9 @@ mod tests {
         let mut f = LocalFigures {
             disk_free_bytes: 11,
             disk_total_bytes: 10,
-            scopes: (0..40).map(|i| scope(i, false, 1 + u64::from(i), 0)).collect(),
+            scopes: (0..40)
+                .map(|i| scope(i, false, 1 + u64::from(i), 0))
+                .collect(),
             ..Default::default()
         };
         f.labels = (0..LABELS_MAX + 5)
@@ -244,10 +246,22 @@ mod tests {
         let p = publisher(8);
         let base = build(&p, 1, 0, &f(100, 100));
         assert!(!changed_much(&base, &build(&p, 2, 0, &f(100, 100)), &t));
-        assert!(!changed_much(&base, &build(&p, 2, 0, &f(104, 100)), &t), "4 %");
-        assert!(changed_much(&base, &build(&p, 2, 0, &f(106, 100)), &t), "6 scopes");
-        assert!(!changed_much(&base, &build(&p, 2, 0, &f(100, 149)), &t), "49 %");
-        assert!(changed_much(&base, &build(&p, 2, 0, &f(100, 151)), &t), "51 %");
+        assert!(
+            !changed_much(&base, &build(&p, 2, 0, &f(104, 100)), &t),
+            "4 %"
+        );
+        assert!(
+            changed_much(&base, &build(&p, 2, 0, &f(106, 100)), &t),
+            "6 scopes"
+        );
+        assert!(
+            !changed_much(&base, &build(&p, 2, 0, &f(100, 149)), &t),
+            "49 %"
+        );
+        assert!(
+            changed_much(&base, &build(&p, 2, 0, &f(100, 151)), &t),
+            "51 %"
+        );
         // Small absolute rate changes never count.
         let idle = build(&p, 1, 0, &f(100, 2));
         assert!(!changed_much(&idle, &build(&p, 2, 0, &f(100, 9)), &t));

@@ -38,7 +38,9 @@ impl CpuMeter {
         let out = match self.last {
             Some((t, c)) if now_ms > t && cpu_s >= c => {
                 let wall_s = (now_ms - t) as f64 / 1000.0;
-                ((cpu_s - c) / wall_s * 1000.0).round().min(f64::from(u32::MAX)) as u32
+                ((cpu_s - c) / wall_s * 1000.0)
+                    .round()
+                    .min(f64::from(u32::MAX)) as u32
             }
             _ => 0,
         };
@@ -77,7 +79,8 @@ mod tests {
 
     #[test]
     fn proc_texts_parse() {
-        let stat = "4242 (anchor age (x)) S 1 4242 4242 0 -1 4194560 1000 0 0 0 250 50 0 0 20 0 9 0";
+        let stat =
+            "4242 (anchor age (x)) S 1 4242 4242 0 -1 4194560 1000 0 0 0 250 50 0 0 20 0 9 0";
         assert_eq!(cpu_seconds_from_stat(stat), Some(3.0));
         assert_eq!(cpu_seconds_from_stat("garbage"), None);
         let status = "Name:\tanchorage\nVmPeak:\t  9000 kB\nVmRSS:\t  2048 kB\n";

@@ -67,7 +67,9 @@ pub fn peer_lines(me: &str, peers: &[PeerLoad], omitted: u32) -> Vec<String> {
         ));
     }
     if omitted > 0 {
-        out.push(format!("  ... and {omitted} more (see --json of another anchor, or /metrics)"));
+        out.push(format!(
+            "  ... and {omitted} more (see --json of another anchor, or /metrics)"
+        ));
     }
     out
 }

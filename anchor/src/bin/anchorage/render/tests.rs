@@ -4,9 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use proto::msg::{
-    AnchorStatus, ChangeEvent, Load, PeerLoad, ScopeInfo, ScopeStatus, SplitView,
-};
+use proto::msg::{AnchorStatus, ChangeEvent, Load, PeerLoad, ScopeInfo, ScopeStatus, SplitView};
 use proto::{
     AnchorInfo, Delegation, DelegationState, MemberSpec, Name, Record, RecordSet, Referral,
     ScopeDescriptor, ScopeId,
@@ -567,7 +565,9 @@ fn peer_table_output() {
     let lines = peer_lines(P1, &peers, 2);
     assert!(lines[0].trim_start().starts_with("peer"), "{}", lines[0]);
     assert!(lines[1].starts_with(&format!("* {P1}")), "{}", lines[1]);
-    for want in ["1.2s", " 3 ", "0.25", "64.0 MiB", "3.0 GiB", "120", "zone=a"] {
+    for want in [
+        "1.2s", " 3 ", "0.25", "64.0 MiB", "3.0 GiB", "120", "zone=a",
+    ] {
         assert!(lines[1].contains(want), "{want:?} in {}", lines[1]);
     }
     assert!(lines[2].starts_with("  other"), "{}", lines[2]);
