@@ -153,9 +153,15 @@ impl Parts {
         };
         if due {
             s.cpu_millicores = sys::cpu_seconds().map_or(0, |c| st.cpu.sample(now, c));
-            self.publish(&s).await;
             st.seq = s.seq;
-            st.last_ms = now;
+            st.last_ms = if self.publish(&s).await {
+                now
+            } else {
+                // Nobody subscribed yet (a starting or joining anchor): try again after
+                // `min_interval_ms`, so the mesh hears of this anchor soon after it joins.
+                now.saturating_sub(g.interval_ms)
+                    .saturating_add(g.min_interval_ms)
+            };
             if let Ok(mut b) = self.book.lock() {
                 b.insert(s.clone(), now);
             }
@@ -171,23 +177,28 @@ impl Parts {
         }
     }
 
-    async fn publish(&self, s: &LoadSummary) {
+    /// Publishes `s`; false when no peer is subscribed yet.
+    async fn publish(&self, s: &LoadSummary) -> bool {
         let bytes = match s.encode() {
             Ok(b) => b,
             Err(e) => {
                 tracing::warn!(error = %e, "own summary does not encode");
                 self.count("publish_error");
-                return;
+                return true;
             }
         };
         match self.net.publish(bytes).await {
             Ok(()) => self.count("published"),
-            Err(NetError::NoPeers) => self.count("no_peers"),
+            Err(NetError::NoPeers) => {
+                self.count("no_peers");
+                return false;
+            }
             Err(e) => {
                 tracing::debug!(error = %e, "publish failed");
                 self.count("publish_error");
             }
         }
+        true
     }
 
     /// Dials the join list, and anchors in the book, while they are unconnected.
