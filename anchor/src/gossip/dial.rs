@@ -13,6 +13,7 @@ pub const BACKOFF_MAX_MS: u64 = 30_000;
 struct Attempt {
     next_ms: u64,
     backoff_ms: u64,
+    count: u32,
 }
 
 /// Dial schedule per peer.
@@ -22,12 +23,13 @@ pub struct Redial {
 }
 
 impl Redial {
-    /// True when `peer` should be dialled now; records the attempt. A connected peer is
-    /// never dialled, and its next dial after a disconnection happens at once.
-    pub fn due(&mut self, peer: &str, connected: bool, now_ms: u64) -> bool {
+    /// `Some(n)` when `peer` should be dialled now, for the `n`th time since it was last
+    /// connected (1 = first); records the attempt. A connected peer is never dialled, and
+    /// its next dial after a disconnection happens at once.
+    pub fn due(&mut self, peer: &str, connected: bool, now_ms: u64) -> Option<u32> {
         if connected {
             self.peers.remove(peer);
-            return false;
+            return None;
         }
         match self.peers.get_mut(peer) {
             None => {
@@ -36,17 +38,24 @@ impl Redial {
                     Attempt {
                         next_ms: now_ms + BACKOFF_MIN_MS,
                         backoff_ms: BACKOFF_MIN_MS,
+                        count: 1,
                     },
                 );
-                true
+                Some(1)
             }
             Some(a) if now_ms >= a.next_ms => {
                 a.backoff_ms = (a.backoff_ms * 2).min(BACKOFF_MAX_MS);
                 a.next_ms = now_ms + a.backoff_ms;
-                true
+                a.count = a.count.saturating_add(1);
+                Some(a.count)
             }
-            Some(_) => false,
+            Some(_) => None,
         }
+    }
+
+    /// The pause before the next dial of `peer`, ms (0 when none is planned).
+    pub fn backoff_ms(&self, peer: &str) -> u64 {
+        self.peers.get(peer).map_or(0, |a| a.backoff_ms)
     }
 
     /// Forgets peers not in `keep` (expired from the book, say).
@@ -62,20 +71,26 @@ mod tests {
     #[test]
     fn backoff_doubles_while_unconnected_and_resets_on_connection() {
         let mut r = Redial::default();
-        assert!(r.due("a", false, 0));
-        assert!(!r.due("a", false, 999));
-        assert!(r.due("a", false, 1_000));
-        assert!(!r.due("a", false, 2_999));
-        assert!(r.due("a", false, 3_000), "then 2 s");
-        assert!(r.due("a", false, 7_000), "then 4 s");
+        assert_eq!(r.due("a", false, 0), Some(1));
+        assert_eq!(r.due("a", false, 999), None);
+        assert_eq!(r.due("a", false, 1_000), Some(2));
+        assert_eq!(r.due("a", false, 2_999), None);
+        assert_eq!(r.due("a", false, 3_000), Some(3), "then 2 s");
+        assert_eq!(r.due("a", false, 7_000), Some(4), "then 4 s");
+        assert_eq!(r.backoff_ms("a"), 8_000);
         let mut t = 7_000;
         for _ in 0..10 {
             t += BACKOFF_MAX_MS;
-            assert!(r.due("a", false, t), "capped at 30 s");
+            assert!(r.due("a", false, t).is_some(), "capped at 30 s");
         }
-        assert!(!r.due("a", true, t + 1));
-        assert!(r.due("a", false, t + 2), "at once after a disconnection");
+        assert_eq!(r.backoff_ms("a"), BACKOFF_MAX_MS);
+        assert_eq!(r.due("a", true, t + 1), None);
+        assert_eq!(
+            r.due("a", false, t + 2),
+            Some(1),
+            "at once after a disconnection"
+        );
         r.retain(|p| p != "a");
-        assert!(r.due("a", false, t + 3));
+        assert_eq!(r.due("a", false, t + 3), Some(1));
     }
 }

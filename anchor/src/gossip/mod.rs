@@ -204,13 +204,18 @@ impl Parts {
     /// Dials the join list, and anchors in the book, while they are unconnected.
     fn dial(&self, st: &mut State, now: u64) {
         for j in &self.join {
-            if st
-                .redial
-                .due(&j.peer.to_base58(), self.net.is_connected(&j.peer), now)
-            {
-                tracing::debug!(peer = %j.peer, "dialling a join address");
-                self.net.dial(j.peer, j.addrs.clone());
+            let peer = j.peer.to_base58();
+            match st.redial.due(&peer, self.net.is_connected(&j.peer), now) {
+                None => continue,
+                Some(1) => tracing::info!(%peer, addrs = ?j.addrs, "joining"),
+                Some(n) if n % 5 == 0 => tracing::warn!(
+                    %peer, addrs = ?j.addrs, attempts = n - 1,
+                    next_s = st.redial.backoff_ms(&peer) / 1000,
+                    "join address not reachable; still trying"
+                ),
+                Some(_) => {}
             }
+            self.net.dial(j.peer, j.addrs.clone());
         }
         let me = self.peer_id.to_base58();
         let known: Vec<AnchorAddr> = match self.book.lock() {
@@ -229,6 +234,7 @@ impl Parts {
             if st
                 .redial
                 .due(&a.peer.to_base58(), self.net.is_connected(&a.peer), now)
+                .is_some()
             {
                 dialled += 1;
                 self.net.dial(a.peer, a.addrs.clone());
