@@ -65,8 +65,8 @@ pub struct GossipSettings {
     pub expire_intervals: u32,
     /// Hottest scopes listed in a summary (at most 16).
     pub hot_scopes: usize,
-    /// Anchors known from summaries that this anchor dials when not connected (the join
-    /// list is always dialled).
+    /// Anchors heard of in summaries are dialled until this anchor is connected to this
+    /// many of them (the join list is always dialled).
     pub dial_peers_max: usize,
     /// Gossipsub heartbeat (mesh upkeep), ms.
     pub heartbeat_ms: u64,

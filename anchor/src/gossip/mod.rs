@@ -14,7 +14,7 @@ pub mod dial;
 pub mod summary;
 pub mod sys;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -226,9 +226,15 @@ impl Parts {
                 .collect(),
             Err(_) => return,
         };
-        let mut dialled = 0;
+        // Dial anchors heard of until connected to `dial_peers_max` of them (gossipsub
+        // relays the rest), so a large mesh does not churn connections.
+        let connected = known
+            .iter()
+            .filter(|a| self.net.is_connected(&a.peer))
+            .count();
+        let mut budget = self.settings.dial_peers_max.saturating_sub(connected);
         for a in &known {
-            if dialled >= self.settings.dial_peers_max {
+            if budget == 0 {
                 break;
             }
             if st
@@ -236,16 +242,16 @@ impl Parts {
                 .due(&a.peer.to_base58(), self.net.is_connected(&a.peer), now)
                 .is_some()
             {
-                dialled += 1;
+                budget -= 1;
                 self.net.dial(a.peer, a.addrs.clone());
             }
         }
-        let keep: Vec<String> = known
+        let keep: HashSet<String> = known
             .iter()
             .map(|a| a.peer.to_base58())
             .chain(self.join.iter().map(|j| j.peer.to_base58()))
             .collect();
-        st.redial.retain(|p| keep.iter().any(|k| k == p));
+        st.redial.retain(|p| keep.contains(p));
     }
 
     /// This anchor's figures now.
