@@ -14,6 +14,7 @@ use resolver::clock::{self, SharedClock};
 use resolver::net::{self, NetConfig, NetHandle, Protocol};
 
 use crate::config::AnchorConfig;
+use crate::gossip::{self, PeerBook, SharedBook};
 use crate::identity;
 use crate::metrics::Metrics;
 use crate::raft::log_store::FlusherHandle;
@@ -59,6 +60,10 @@ struct Inner {
     http_addr: RwLock<Option<SocketAddr>>,
     /// Frames the codec refused, per protocol, as last copied into the metrics.
     codec_refused_seen: Mutex<[u64; 5]>,
+    /// Gossip messages refused, per reason, as last copied into the metrics.
+    gossip_refused_seen: Mutex<Vec<u64>>,
+    /// The load summaries of the anchors this one hears from.
+    peers: SharedBook,
     stop: tokio::sync::watch::Sender<bool>,
 }
 
@@ -82,6 +87,17 @@ impl Anchor {
             path: "listen".into(),
             reason: format!("{e}"),
         })?;
+        let join = cfg
+            .join
+            .iter()
+            .map(|j| {
+                resolver::AnchorAddr::parse(j).map_err(|e| AnchorError::Config {
+                    path: "join".into(),
+                    reason: format!("{j}: {e}"),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let (gossip_tx, gossip_rx) = tokio::sync::mpsc::channel(gossip::INBOX_MAX);
         let (net, inbound) = net::spawn(NetConfig {
             keypair: keypair.clone(),
             listen: vec![listen],
@@ -90,6 +106,10 @@ impl Anchor {
             idle_timeout: Duration::from_secs(120),
             frame_bytes_max_override: None,
             faults: opts.faults,
+            gossip: Some(resolver::net::GossipConfig {
+                heartbeat: Duration::from_millis(cfg.gossip.heartbeat_ms),
+                inbox: gossip_tx,
+            }),
         })?;
         let addrs: Vec<String> = match &cfg.advertise {
             Some(a) => vec![a.clone()],
@@ -107,6 +127,10 @@ impl Anchor {
         let raft_config = Arc::new(raft_config(&cfg)?);
         let coalesce = Duration::from_millis(cfg.raft.coalesce_ms);
         let verified = Arc::new(SigCache::default());
+        let peers: SharedBook = Arc::new(Mutex::new(PeerBook::new(
+            cfg.gossip.expire_intervals,
+            proto::limits::PEER_BOOK_MAX,
+        )));
         let registry = Arc::new(
             Registry::open(Plumbing {
                 db: db.clone(),
@@ -133,7 +157,8 @@ impl Anchor {
             info: info.clone(),
             labels: cfg.labels.clone(),
             verified,
-            clock: opts.clock,
+            clock: opts.clock.clone(),
+            peers: peers.clone(),
         });
         let anchor = Anchor {
             inner: Arc::new(Inner {
@@ -146,6 +171,8 @@ impl Anchor {
                 metrics,
                 http_addr: RwLock::new(None),
                 codec_refused_seen: Mutex::new([0; 5]),
+                gossip_refused_seen: Mutex::new(Vec::new()),
+                peers: peers.clone(),
                 stop: tokio::sync::watch::channel(false).0,
             }),
         };
@@ -180,6 +207,23 @@ impl Anchor {
             anchor.inner.server.clone(),
             anchor.inner.stop.subscribe(),
         ));
+        tokio::spawn(gossip::run(
+            gossip::Parts {
+                net: anchor.inner.net.clone(),
+                book: peers,
+                settings: cfg.gossip.clone(),
+                join,
+                registry: anchor.inner.registry.clone(),
+                peer_id,
+                labels: cfg.labels.clone(),
+                addrs: anchor.inner.info.addrs.clone(),
+                data_dir: cfg.data_dir.clone(),
+                metrics: anchor.inner.metrics.clone(),
+                clock: opts.clock,
+            },
+            gossip_rx,
+            anchor.inner.stop.subscribe(),
+        ));
         let http =
             crate::http::serve(anchor.clone(), cfg.http, anchor.inner.stop.subscribe()).await?;
         if let Ok(mut h) = anchor.inner.http_addr.write() {
@@ -208,6 +252,12 @@ impl Anchor {
     /// The metrics registry.
     pub fn metrics(&self) -> &Metrics {
         &self.inner.metrics
+    }
+
+    /// The peer book: what this anchor believes about the load of every anchor it hears
+    /// from (itself included). Lock it briefly; never across an await.
+    pub fn peer_book(&self) -> &SharedBook {
+        &self.inner.peers
     }
 
     /// Hosted replicas.
@@ -258,6 +308,7 @@ impl Anchor {
                 seen[i] = now;
             }
         }
+        self.refresh_gossip_gauges();
         let me = self.inner.registry.node_id();
         let now_ms = self.inner.server.clock().unix_ms();
         for r in self.replicas() {
@@ -288,6 +339,48 @@ impl Anchor {
                 i64::try_from(r.state.with_view(|v| v.names).unwrap_or(0)).unwrap_or(i64::MAX),
             );
         }
+    }
+
+    /// Copies the gossip refusals into the metrics and sets the peer gauges from the book.
+    fn refresh_gossip_gauges(&self) {
+        let g = &self.inner.metrics;
+        if let Ok(mut seen) = self.inner.gossip_refused_seen.lock() {
+            let counts = self.inner.net.gossip_refused().counts();
+            seen.resize(counts.len(), 0);
+            for (i, (reason, now)) in counts.into_iter().enumerate() {
+                g.refused
+                    .with_label_values(&["gossip", reason])
+                    .inc_by(now.saturating_sub(seen[i]));
+                seen[i] = now;
+            }
+        }
+        let p = &g.peers;
+        for gauge in p.all() {
+            gauge.reset();
+        }
+        let now_ms = self.inner.server.clock().unix_ms();
+        let Ok(book) = self.inner.peers.lock() else {
+            return;
+        };
+        let mut live = 0;
+        for e in book.live(now_ms) {
+            live += 1;
+            let s = &e.summary;
+            let set = |gauge: &prometheus::IntGaugeVec, v: u64| {
+                gauge
+                    .with_label_values(&[&s.anchor])
+                    .set(i64::try_from(v).unwrap_or(i64::MAX));
+            };
+            set(&p.age_seconds, e.age_ms(now_ms) / 1000);
+            set(&p.cpu_millicores, u64::from(s.cpu_millicores));
+            set(&p.memory_bytes, s.mem_bytes);
+            set(&p.disk_free_bytes, s.disk_free_bytes);
+            set(&p.scopes, u64::from(s.scopes));
+            set(&p.leaderships, u64::from(s.leaderships));
+            set(&p.reads_per_s, s.reads_per_s);
+            set(&p.writes_per_s, s.writes_per_s);
+        }
+        p.live.set(live);
     }
 
     /// True when every hosted scope knows its leader.

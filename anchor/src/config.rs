@@ -35,6 +35,57 @@ pub struct AnchorConfig {
     /// Load accounting.
     #[serde(default)]
     pub load: LoadSettings,
+    /// Anchors to join at start: `/ip4/<ip>/tcp/<port>/p2p/<peer id>` each; dialled at
+    /// start and redialled with backoff while unconnected.
+    #[serde(default)]
+    pub join: Vec<String>,
+    /// Load-summary gossip.
+    #[serde(default)]
+    pub gossip: GossipSettings,
+}
+
+/// Load summaries gossiped between anchors (`docs/operations.md`, "Gossip settings").
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GossipSettings {
+    /// Publish a summary at least this often, ms.
+    pub interval_ms: u64,
+    /// Publish early, but not more often than this, ms, when the load changed a lot (see
+    /// the three thresholds below).
+    pub min_interval_ms: u64,
+    /// Early publish when the number of hosted scopes or leaderships changed by more than
+    /// this many percent ...
+    pub change_percent: u64,
+    /// ... or by more than this many scopes ...
+    pub change_scopes: u64,
+    /// ... or the request rate (reads + writes per second) changed by more than this many
+    /// percent (and by at least 10 requests per second).
+    pub load_change_percent: u64,
+    /// A summary is dropped after this many of its sender's intervals without a newer one.
+    pub expire_intervals: u32,
+    /// Hottest scopes listed in a summary (at most 16).
+    pub hot_scopes: usize,
+    /// Anchors heard of in summaries are dialled until this anchor is connected to this
+    /// many of them (the join list is always dialled).
+    pub dial_peers_max: usize,
+    /// Gossipsub heartbeat (mesh upkeep), ms.
+    pub heartbeat_ms: u64,
+}
+
+impl Default for GossipSettings {
+    fn default() -> Self {
+        GossipSettings {
+            interval_ms: 5_000,
+            min_interval_ms: 1_000,
+            change_percent: 5,
+            change_scopes: 5,
+            load_change_percent: 50,
+            expire_intervals: 3,
+            hot_scopes: 8,
+            dial_peers_max: 16,
+            heartbeat_ms: 1_000,
+        }
+    }
 }
 
 /// Load accounting of the hosted scopes (what the split and merge deciders read).
@@ -134,6 +185,8 @@ impl AnchorConfig {
             raft: RaftSettings::default(),
             storage: StorageSettings::default(),
             load: LoadSettings::default(),
+            join: Vec::new(),
+            gossip: GossipSettings::default(),
         }
     }
 
@@ -185,6 +238,29 @@ impl AnchorConfig {
         if self.load.peak_window_s < crate::scope::load::SUB_WINDOWS as u64 {
             return Err(Invalid::PeakWindow);
         }
+        for j in &self.join {
+            resolver::AnchorAddr::parse(j).map_err(|e| Invalid::Join {
+                value: j.clone(),
+                reason: e.to_string(),
+            })?;
+        }
+        let g = &self.gossip;
+        if g.interval_ms < 100
+            || g.interval_ms > proto::limits::SUMMARY_INTERVAL_MS_MAX
+            || g.min_interval_ms == 0
+            || g.min_interval_ms > g.interval_ms
+        {
+            return Err(Invalid::GossipInterval);
+        }
+        if g.expire_intervals < 2 {
+            return Err(Invalid::GossipExpire);
+        }
+        if g.hot_scopes > proto::limits::HOT_SCOPES_MAX {
+            return Err(Invalid::GossipHot);
+        }
+        if g.heartbeat_ms < 50 {
+            return Err(Invalid::GossipHeartbeat);
+        }
         Ok(())
     }
 }
@@ -224,6 +300,26 @@ pub enum Invalid {
     /// The peak window is shorter than its sub-windows.
     #[error("load.peak_window_s must be at least 6")]
     PeakWindow,
+    /// A `join` entry that is not an anchor address.
+    #[error("join {value:?}: {reason}")]
+    Join {
+        /// What was given.
+        value: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Gossip intervals that cannot work.
+    #[error("gossip.interval_ms must be 100..=600000 and gossip.min_interval_ms 1..=interval_ms")]
+    GossipInterval,
+    /// Summaries would expire before the next one could arrive.
+    #[error("gossip.expire_intervals must be at least 2")]
+    GossipExpire,
+    /// Too many hot scopes per summary.
+    #[error("gossip.hot_scopes must be at most 16")]
+    GossipHot,
+    /// A heartbeat too short.
+    #[error("gossip.heartbeat_ms must be at least 50")]
+    GossipHeartbeat,
 }
 
 #[cfg(test)]
@@ -247,5 +343,27 @@ mod tests {
             .to_string()
             .contains("multiaddr"));
         assert!(toml::from_str::<AnchorConfig>("data_dir = \"/x\"\nbogus = 1").is_err());
+    }
+
+    #[test]
+    fn join_and_gossip_settings() {
+        let peer = "12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN";
+        let text = format!(
+            "data_dir = \"/x\"\njoin = [\"/ip4/10.0.0.1/tcp/7400/p2p/{peer}\"]\n\
+             [gossip]\ninterval_ms = 2000\n"
+        );
+        let cfg: AnchorConfig = toml::from_str(&text).unwrap();
+        cfg.validate().unwrap();
+        assert_eq!(cfg.gossip.interval_ms, 2_000);
+        assert_eq!(cfg.gossip.expire_intervals, 3);
+        let mut bad = cfg.clone();
+        bad.join = vec!["/ip4/10.0.0.1/tcp/7400".into()];
+        assert!(bad.validate().unwrap_err().to_string().contains("/p2p"));
+        let mut bad = cfg.clone();
+        bad.gossip.min_interval_ms = 3_000;
+        assert_eq!(bad.validate().unwrap_err(), Invalid::GossipInterval);
+        let mut bad = cfg;
+        bad.gossip.hot_scopes = 17;
+        assert_eq!(bad.validate().unwrap_err(), Invalid::GossipHot);
     }
 }

@@ -9,6 +9,8 @@
 //!   (raft, resolve with referrals and signed answers, mutate, watch long polls, admin).
 //! - [`delegation`] — seeding a child scope and handing a prefix over to it, behind
 //!   [`delegation::Host`].
+//! - [`gossip`] — joining other anchors and gossiping load summaries; the [`gossip::PeerBook`]
+//!   placement reads.
 //! - [`config`] — `anchor.toml`.
 //! - [`identity`] — the libp2p key in the data dir; peer id → Raft node id.
 //! - [`raft`] — openraft type config, sled log store with group commit, state machine,
@@ -26,6 +28,7 @@ pub mod anchor;
 pub mod config;
 pub mod delegation;
 pub mod error;
+pub mod gossip;
 pub mod http;
 pub mod identity;
 pub mod metrics;

@@ -47,10 +47,56 @@ pub struct Metrics {
     /// `already`, or the refusal: `bad_proof`, `minority`, ...), or pushed to the holder as
     /// the splitting scope's leader (`pushed`, `push_error`).
     pub ranges_learned: IntCounterVec,
+    /// Load summaries: this anchor's own (`published`, `no_peers`, `publish_error`) and
+    /// received ones (`new`, `updated`, `stale`, `book_full`), and expiries (`expired`).
+    /// Refused ones count in `refused_messages_total{protocol="gossip"}`.
+    pub gossip_summaries: IntCounterVec,
+    /// Per anchor in the peer book (this one included): its summary's figures.
+    pub peers: PeerGauges,
     /// Group-commit flush latency.
     pub flush_seconds: prometheus::Histogram,
     /// Request handling latency by protocol.
     pub request_seconds: HistogramVec,
+}
+
+/// Gauges of the anchors in the peer book, labelled by `peer` (reset before each
+/// rendering, so an expired anchor disappears).
+#[derive(Clone)]
+pub struct PeerGauges {
+    /// Anchors with a live summary.
+    pub live: prometheus::IntGauge,
+    /// Seconds since its summary arrived.
+    pub age_seconds: IntGaugeVec,
+    /// CPU, thousandths of a core.
+    pub cpu_millicores: IntGaugeVec,
+    /// Resident memory.
+    pub memory_bytes: IntGaugeVec,
+    /// Free disk.
+    pub disk_free_bytes: IntGaugeVec,
+    /// Scopes hosted.
+    pub scopes: IntGaugeVec,
+    /// Scopes led.
+    pub leaderships: IntGaugeVec,
+    /// Reads per second.
+    pub reads_per_s: IntGaugeVec,
+    /// Writes per second.
+    pub writes_per_s: IntGaugeVec,
+}
+
+impl PeerGauges {
+    /// Every labelled gauge, for resetting.
+    pub fn all(&self) -> [&IntGaugeVec; 8] {
+        [
+            &self.age_seconds,
+            &self.cpu_millicores,
+            &self.memory_bytes,
+            &self.disk_free_bytes,
+            &self.scopes,
+            &self.leaderships,
+            &self.reads_per_s,
+            &self.writes_per_s,
+        ]
+    }
 }
 
 impl Metrics {
@@ -131,6 +177,46 @@ impl Metrics {
             "Ranges a delegated child split off: learned by the delegation's holder (learned, already) or refused (bad_proof, minority, not_a_range, no_delegation, conflict, too_many, not_leader, error), and pushed by the splitting scope's leader (pushed, push_error)",
             &["outcome"],
         );
+        let gossip_summaries = counter(
+            "gossip_summaries_total",
+            "Load summaries: own (published, no_peers, publish_error), received (new, updated, stale, book_full), expired; refused ones are in refused_messages_total{protocol=\"gossip\"}",
+            &["outcome"],
+        );
+        let peer_gauge = |name: &str, help: &str| {
+            let g = IntGaugeVec::new(Opts::new(name, help), &["peer"]).expect("static metric");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("unique metric");
+            g
+        };
+        let live = prometheus::IntGauge::new(
+            "peers_live",
+            "Anchors with a live load summary in this anchor's peer book (itself included)",
+        )
+        .expect("static metric");
+        registry
+            .register(Box::new(live.clone()))
+            .expect("unique metric");
+        let peers = PeerGauges {
+            live,
+            age_seconds: peer_gauge(
+                "peer_summary_age_seconds",
+                "Seconds since each anchor's load summary arrived",
+            ),
+            cpu_millicores: peer_gauge(
+                "peer_cpu_millicores",
+                "Each anchor's CPU use, thousandths of a core",
+            ),
+            memory_bytes: peer_gauge("peer_memory_bytes", "Each anchor's resident memory"),
+            disk_free_bytes: peer_gauge(
+                "peer_disk_free_bytes",
+                "Free bytes on each anchor's data file system",
+            ),
+            scopes: peer_gauge("peer_scopes", "Scope replicas each anchor hosts"),
+            leaderships: peer_gauge("peer_leaderships", "Scopes each anchor leads"),
+            reads_per_s: peer_gauge("peer_reads_per_second", "Reads/s each anchor served"),
+            writes_per_s: peer_gauge("peer_writes_per_second", "Writes/s each anchor received"),
+        };
         let buckets = prometheus::exponential_buckets(0.000_05, 2.0, 16).expect("static buckets");
         let flush_seconds = prometheus::Histogram::with_opts(
             HistogramOpts::new("flush_seconds", "Group-commit fsync latency")
@@ -167,6 +253,8 @@ impl Metrics {
             load_reports,
             merges,
             ranges_learned,
+            gossip_summaries,
+            peers,
             flush_seconds,
             request_seconds,
         }

@@ -318,6 +318,8 @@ fn wire(dir: &Path) {
             names: 5,
             membership_log: Some(1),
         }],
+        peers: vec![],
+        peers_omitted: 0,
     };
     let info = ScopeInfo {
         status: status.scopes[0].clone(),

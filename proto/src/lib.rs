@@ -13,12 +13,14 @@
 //! - [`load`] — [`load::FollowerReport`], a follower's request counts for its leader.
 //! - [`split`] — [`split::SplitEvidence`] and [`split::MergeEvidence`], the figures a scope
 //!   proposes when it reshapes itself, checked by every member at apply.
+//! - [`gossip`] — [`gossip::LoadSummary`], an anchor's load as it gossips it, and its checks.
 //! - [`codec`] — bincode 2 encode/decode with size checks before decoding.
 //! - [`error`] — [`ProtoError`].
 #![deny(missing_docs)]
 
 pub mod codec;
 pub mod error;
+pub mod gossip;
 pub mod limits;
 pub mod load;
 pub mod msg;

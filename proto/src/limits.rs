@@ -81,7 +81,31 @@ pub const DELEGATIONS_MAX: usize = 4096;
 /// Bytes of records in one seeding chunk sent to a new scope's members.
 pub const SEED_CHUNK_BYTES_MAX: usize = 128 * 1024;
 
+/// Hot scopes one load summary may list.
+pub const HOT_SCOPES_MAX: usize = 16;
+/// Longest publishing interval a load summary may announce, ms.
+pub const SUMMARY_INTERVAL_MS_MAX: u64 = 10 * 60 * 1000;
+/// Encoded bytes of one load summary (gossipsub topic `anchorage/load`): totals, the hot
+/// scopes, labels and addresses, each at its bound, fit.
+pub const LOAD_SUMMARY_BYTES_MAX: usize = 24 * 1024;
+/// Bytes of one gossipsub message on the wire: a summary plus the envelope (signer key,
+/// signature, sequence number, topic).
+pub const GOSSIP_MESSAGE_BYTES_MAX: usize = LOAD_SUMMARY_BYTES_MAX + 4 * 1024;
+/// Peers an anchor keeps load summaries of.
+pub const PEER_BOOK_MAX: usize = 1024;
+/// Bytes of peer summaries one status answer carries.
+pub const STATUS_PEERS_BYTES_MAX: usize = 96 * 1024;
+
 const _: () = assert!(NAME_BYTES_MAX > LABEL_BYTES_MAX);
+const _: () = assert!(
+    LOAD_SUMMARY_BYTES_MAX
+        > 256
+            + PEER_ID_BYTES_MAX
+            + HOT_SCOPES_MAX * (16 + 8 + NAME_BYTES_MAX + 1 + 16)
+            + LABELS_MAX * (16 + 2 * LABEL_TEXT_BYTES_MAX)
+            + ANCHOR_ADDRS_MAX * (8 + ADDR_BYTES_MAX)
+);
+const _: () = assert!(CLIENT_FRAME_BYTES_MAX > STATUS_PEERS_BYTES_MAX + 64 * 1024);
 const _: () = assert!(RECORD_SET_BYTES_MAX > BLOB_BYTES_MAX + 1024);
 const _: () = assert!(MUTATION_BYTES_MAX > RECORD_SET_BYTES_MAX);
 const _: () = assert!(CLIENT_FRAME_BYTES_MAX > 2 * MUTATION_BYTES_MAX);

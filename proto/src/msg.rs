@@ -437,6 +437,20 @@ pub struct AnchorStatus {
     pub labels: BTreeMap<String, String>,
     /// Hosted scopes.
     pub scopes: Vec<ScopeStatus>,
+    /// The load summaries this anchor holds of live anchors (its own included), as many as
+    /// fit [`crate::limits::STATUS_PEERS_BYTES_MAX`]. (Appended last.)
+    pub peers: Vec<PeerLoad>,
+    /// Live summaries left out of `peers` for size. (Appended last.)
+    pub peers_omitted: u32,
+}
+
+/// One anchor's load summary as another anchor holds it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerLoad {
+    /// The summary.
+    pub summary: crate::gossip::LoadSummary,
+    /// How long ago the holder received it, ms (by the holder's clock).
+    pub age_ms: u64,
 }
 
 /// One hosted scope replica.

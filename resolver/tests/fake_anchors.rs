@@ -536,6 +536,8 @@ async fn status_all_reports_each_trust_anchor() {
                         addrs: vec![],
                         labels: Default::default(),
                         scopes: vec![],
+                        peers: vec![],
+                        peers_omitted: 0,
                     }),
                     _ => AdminResponse::Error(WireError::Refused {
                         reason: "not here".into(),

@@ -3,6 +3,9 @@
 
 use crate::process::AnchorProc;
 
+/// Load-summary interval of the harness's anchors, ms (summaries expire after 3).
+pub const GOSSIP_INTERVAL_MS: u64 = 1_000;
+
 /// Raft and storage settings written into every anchor's config.
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -45,6 +48,7 @@ pub(crate) fn config_toml(a: &AnchorProc, o: &Options) -> String {
         "data_dir = \"{data_dir}\"\n\
          listen = \"/ip4/{ip}/tcp/{p2p}\"\n\
          http = \"{ip}:{http}\"\n\
+         join = [{join}]\n\
          \n\
          [labels]\n\
          test_index = \"{index}\"\n\
@@ -58,7 +62,11 @@ pub(crate) fn config_toml(a: &AnchorProc, o: &Options) -> String {
          logs_kept_after_snapshot = {kept}\n\
          \n\
          [storage]\n\
-         cache_bytes = {cache}\n",
+         cache_bytes = {cache}\n\
+         \n\
+         [gossip]\n\
+         interval_ms = {gossip}\n\
+         min_interval_ms = {gossip_min}\n",
         ip = a.ip,
         p2p = a.p2p_port,
         http = a.http_port,
@@ -74,6 +82,14 @@ pub(crate) fn config_toml(a: &AnchorProc, o: &Options) -> String {
         snap = o.snapshot_logs,
         kept = o.logs_kept_after_snapshot,
         cache = o.cache_bytes,
+        join = a
+            .join
+            .iter()
+            .map(|j| format!("\"{}\"", toml_escape(j)))
+            .collect::<Vec<_>>()
+            .join(", "),
+        gossip = GOSSIP_INTERVAL_MS,
+        gossip_min = GOSSIP_INTERVAL_MS / 4,
     )
 }
 

@@ -30,6 +30,8 @@ pub struct AnchorProc {
     pub netns: Option<String>,
     /// Labels written into its config besides `test_index` (placement policy reads them).
     pub labels: BTreeMap<String, String>,
+    /// Anchors it joins at start (`join` in its config: `/ip4/…/p2p/…` each).
+    pub join: Vec<String>,
     /// True while it is stopped by [`Cluster::pause`](crate::Cluster::pause).
     pub paused: bool,
     pub(crate) child: Option<Child>,

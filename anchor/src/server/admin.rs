@@ -4,7 +4,8 @@
 use std::sync::Arc;
 
 use libp2p::PeerId;
-use proto::msg::{AdminRequest, AdminResponse, AnchorStatus, ScopeInfo, ScopeTarget};
+use proto::limits::STATUS_PEERS_BYTES_MAX;
+use proto::msg::{AdminRequest, AdminResponse, AnchorStatus, PeerLoad, ScopeInfo, ScopeTarget};
 use proto::{codec, Name, WireError};
 use resolver::net::Protocol;
 
@@ -146,12 +147,38 @@ impl Server {
             .iter()
             .map(|r| r.status())
             .collect();
+        let (peers, peers_omitted) = self.peer_loads();
         AnchorStatus {
             peer_id: self.inner.peer_id.to_base58(),
             node_id: self.inner.registry.node_id(),
             addrs: self.inner.info.addrs.clone(),
             labels: self.inner.labels.clone(),
             scopes,
+            peers,
+            peers_omitted,
         }
+    }
+
+    /// The live summaries of the peer book, as many as fit [`STATUS_PEERS_BYTES_MAX`], and
+    /// how many were left out.
+    fn peer_loads(&self) -> (Vec<PeerLoad>, u32) {
+        let now_ms = self.inner.clock.unix_ms();
+        let Ok(book) = self.inner.peers.lock() else {
+            return (Vec::new(), 0);
+        };
+        let mut out = Vec::new();
+        let (mut bytes, mut omitted) = (0, 0u32);
+        for e in book.live(now_ms) {
+            bytes += codec::encode(&e.summary).map_or(0, |b| b.len());
+            if bytes > STATUS_PEERS_BYTES_MAX {
+                omitted += 1;
+                continue;
+            }
+            out.push(PeerLoad {
+                summary: e.summary.clone(),
+                age_ms: e.age_ms(now_ms),
+            });
+        }
+        (out, omitted)
     }
 }

@@ -33,6 +33,7 @@ use tokio::sync::Semaphore;
 use tracing::Instrument;
 
 use crate::delegation::Receiver;
+use crate::gossip::SharedBook;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::scope::sig_cache::SigCache;
@@ -58,6 +59,8 @@ pub(crate) struct Parts {
     pub verified: Arc<SigCache>,
     /// Wall-clock time (mutation expiry, request meters).
     pub clock: SharedClock,
+    /// The load summaries of the anchors this one hears from.
+    pub peers: SharedBook,
 }
 
 /// The handlers of the five protocols. Cheap to clone.
@@ -76,6 +79,7 @@ struct Shared {
     labels: BTreeMap<String, String>,
     verified: Arc<SigCache>,
     clock: SharedClock,
+    peers: SharedBook,
     /// Child-scope seeds being received.
     receiver: Receiver,
 }
@@ -98,9 +102,16 @@ impl Server {
                 labels: parts.labels,
                 verified: parts.verified,
                 clock: parts.clock,
+                peers: parts.peers,
                 receiver: Receiver::default(),
             }),
         }
+    }
+
+    /// The peer book: the load summaries of the anchors this one hears from (itself
+    /// included), for placement decisions. Lock it briefly; never across an await.
+    pub fn peer_book(&self) -> &SharedBook {
+        &self.inner.peers
     }
 
     /// The wall clock the handlers use.

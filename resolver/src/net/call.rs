@@ -53,7 +53,14 @@ impl CallError {
             CallError::Net(NetError::Failed { reason, .. }) => {
                 !(reason.starts_with("Failed to dial") || reason.contains("supports none"))
             }
-            CallError::Net(NetError::Stopped | NetError::Setup(_)) => false,
+            // The gossip errors never come from a request; listed for exhaustiveness.
+            CallError::Net(
+                NetError::Stopped
+                | NetError::Setup(_)
+                | NetError::NoPeers
+                | NetError::Publish { .. }
+                | NetError::NoGossip,
+            ) => false,
             CallError::Timeout { .. } | CallError::Decode { .. } => true,
         }
     }

@@ -1,12 +1,13 @@
 //! [`NetHandle`]: the cheap, cloneable handle everyone holds to the swarm task; it sends
 //! requests (through the test fault injector when one is set) over a command channel.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use libp2p::{Multiaddr, PeerId};
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 
-use super::{Fate, FaultInjector, NetError, Protocol, RefusedFrames};
+use super::{Fate, FaultInjector, GossipRefused, NetError, Protocol, RefusedFrames};
 
 /// What the handle asks of the swarm task.
 pub(super) enum Command {
@@ -18,6 +19,14 @@ pub(super) enum Command {
         done: oneshot::Sender<Result<Vec<u8>, NetError>>,
     },
     Shutdown,
+    Publish {
+        bytes: Vec<u8>,
+        done: oneshot::Sender<Result<(), NetError>>,
+    },
+    Dial {
+        peer: PeerId,
+        addrs: Vec<Multiaddr>,
+    },
 }
 
 /// A cheap, cloneable handle to the swarm task.
@@ -29,6 +38,8 @@ pub struct NetHandle {
     pub(super) local: PeerId,
     pub(super) inflight: Arc<Semaphore>,
     pub(super) listen: watch::Receiver<Vec<Multiaddr>>,
+    pub(super) connected: watch::Receiver<HashSet<PeerId>>,
+    pub(super) gossip_refused: Arc<GossipRefused>,
 }
 
 impl std::fmt::Debug for Command {
@@ -36,6 +47,8 @@ impl std::fmt::Debug for Command {
         match self {
             Command::Request { peer, protocol, .. } => write!(f, "Request({peer}, {protocol:?})"),
             Command::Shutdown => f.write_str("Shutdown"),
+            Command::Publish { bytes, .. } => write!(f, "Publish({} bytes)", bytes.len()),
+            Command::Dial { peer, .. } => write!(f, "Dial({peer})"),
         }
     }
 }
@@ -44,6 +57,36 @@ impl NetHandle {
     /// Frames refused by the codec, per protocol.
     pub fn refused_frames(&self) -> &RefusedFrames {
         &self.refused
+    }
+
+    /// Gossip messages refused on receipt, by reason.
+    pub fn gossip_refused(&self) -> &GossipRefused {
+        &self.gossip_refused
+    }
+
+    /// Publishes `bytes` on the load-summary topic (the swarm signs the message).
+    /// [`NetError::NoPeers`] while no connected peer subscribes to it.
+    pub async fn publish(&self, bytes: Vec<u8>) -> Result<(), NetError> {
+        let (done, rx) = oneshot::channel();
+        self.cmd
+            .send(Command::Publish { bytes, done })
+            .map_err(|_| NetError::Stopped)?;
+        rx.await.map_err(|_| NetError::Stopped)?
+    }
+
+    /// Dials `peer` at `addrs` unless connected or dialing already; does not wait.
+    pub fn dial(&self, peer: PeerId, addrs: Vec<Multiaddr>) {
+        let _ = self.cmd.send(Command::Dial { peer, addrs });
+    }
+
+    /// True while at least one connection to `peer` is open.
+    pub fn is_connected(&self, peer: &PeerId) -> bool {
+        self.connected.borrow().contains(peer)
+    }
+
+    /// Peers with at least one open connection.
+    pub fn connected_peers(&self) -> Vec<PeerId> {
+        self.connected.borrow().iter().copied().collect()
     }
 
     /// This node's peer id.

@@ -12,6 +12,7 @@
 //! - `handle` — [`NetHandle`]: what everyone holds to send requests;
 //! - `call` — [`NetHandle::call`]: the one typed request call and its [`CallError`];
 //! - `frame` — [`FrameCodec`]: length-prefixed, size-checked frames;
+//! - `gossip` — gossipsub on anchors: the load-summary topic, checked on receipt;
 //! - `swarm` — [`spawn`]: the task that owns the swarm.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,11 +27,13 @@ use proto::limits::{CLIENT_FRAME_BYTES_MAX, RAFT_FRAME_BYTES_MAX};
 
 mod call;
 mod frame;
+mod gossip;
 mod handle;
 mod swarm;
 
 pub use call::{encode_request, CallError};
 pub use frame::FrameCodec;
+pub use gossip::{GossipConfig, GossipRefused, Received};
 pub use handle::NetHandle;
 pub use swarm::spawn;
 
@@ -95,6 +98,18 @@ pub enum NetError {
     /// The transport could not be built or could not listen.
     #[error("network setup failed: {0}")]
     Setup(String),
+    /// Nothing was published: no connected peer is subscribed to the topic (yet).
+    #[error("no peer subscribed to the topic")]
+    NoPeers,
+    /// Gossipsub refused to publish.
+    #[error("publish failed: {reason}")]
+    Publish {
+        /// What gossipsub said.
+        reason: String,
+    },
+    /// This swarm was built without gossip.
+    #[error("gossip is not enabled on this node")]
+    NoGossip,
 }
 
 /// How to build the swarm.
@@ -114,6 +129,8 @@ pub struct NetConfig {
     pub frame_bytes_max_override: Option<usize>,
     /// Test-only fault injection on outbound requests (`None` in production).
     pub faults: Option<Arc<dyn FaultInjector>>,
+    /// Gossipsub (load summaries): anchors only; `None` for clients.
+    pub gossip: Option<GossipConfig>,
 }
 
 /// What happens to one outbound request, decided by a [`FaultInjector`].
@@ -148,6 +165,7 @@ impl NetConfig {
             idle_timeout: Duration::from_secs(60),
             frame_bytes_max_override: None,
             faults: None,
+            gossip: None,
         }
     }
 }

@@ -1,14 +1,17 @@
-//! The task that owns the libp2p swarm: five request-response behaviours, dialing, and the
-//! hand-off of inbound requests to the anchor through a bounded channel; it never awaits a
-//! channel, it polls the answers.
+//! The task that owns the libp2p swarm: five request-response behaviours, gossipsub on
+//! anchors, dialing, and the hand-off of inbound requests to the anchor through a bounded
+//! channel; it never awaits a channel, it polls the answers.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
+use libp2p::gossipsub;
 use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport, ResponseChannel};
+use libp2p::swarm::behaviour::toggle::Toggle;
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{noise, tcp, yamux, Multiaddr, PeerId, StreamProtocol, Swarm};
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
@@ -17,9 +20,10 @@ use proto::msg::{
     ADMIN_PROTOCOL, MUTATE_PROTOCOL, RAFT_PROTOCOL, RESOLVE_PROTOCOL, WATCH_PROTOCOL,
 };
 
+use super::gossip::{self, Received};
 use super::handle::Command;
 use super::{
-    FrameCodec, Inbound, NetConfig, NetError, NetHandle, Protocol, RefusedFrames,
+    FrameCodec, GossipRefused, Inbound, NetConfig, NetError, NetHandle, Protocol, RefusedFrames,
     INBOUND_QUEUE_MAX, OUTBOUND_INFLIGHT_MAX, STREAMS_PER_CONNECTION_MAX,
 };
 
@@ -32,6 +36,7 @@ struct Behaviour {
     mutate: Rr,
     admin: Rr,
     watch: Rr,
+    gossip: Toggle<gossipsub::Behaviour>,
 }
 
 impl Behaviour {
@@ -75,6 +80,10 @@ pub fn spawn(cfg: NetConfig) -> Result<(NetHandle, Option<mpsc::Receiver<Inbound
         mutate: rr(MUTATE_PROTOCOL, Protocol::Mutate),
         admin: rr(ADMIN_PROTOCOL, Protocol::Admin),
         watch: rr(WATCH_PROTOCOL, Protocol::Watch),
+        gossip: Toggle::from(match &cfg.gossip {
+            Some(g) => Some(gossip::behaviour(&cfg.keypair, g)?),
+            None => None,
+        }),
     };
     let idle = cfg.idle_timeout;
     let mut swarm = libp2p::SwarmBuilder::with_existing_identity(cfg.keypair.clone())
@@ -102,12 +111,17 @@ pub fn spawn(cfg: NetConfig) -> Result<(NetHandle, Option<mpsc::Receiver<Inbound
     } else {
         (None, None)
     };
+    let (connected_tx, connected_rx) = watch::channel(HashSet::new());
+    let gossip_refused = Arc::new(GossipRefused::default());
     let local = *swarm.local_peer_id();
     let event_loop = EventLoop {
         swarm,
         cmd_rx,
         inbound_tx,
         listen_tx,
+        connected_tx,
+        gossip_inbox: cfg.gossip.as_ref().map(|g| g.inbox.clone()),
+        gossip_refused: gossip_refused.clone(),
         pending: HashMap::new(),
         replies: FuturesUnordered::new(),
     };
@@ -119,6 +133,8 @@ pub fn spawn(cfg: NetConfig) -> Result<(NetHandle, Option<mpsc::Receiver<Inbound
         local,
         inflight: Arc::new(Semaphore::new(OUTBOUND_INFLIGHT_MAX)),
         listen: listen_rx,
+        connected: connected_rx,
+        gossip_refused,
     };
     Ok((handle, inbound_rx))
 }
@@ -130,6 +146,9 @@ struct EventLoop {
     cmd_rx: mpsc::UnboundedReceiver<Command>,
     inbound_tx: Option<mpsc::Sender<Inbound>>,
     listen_tx: watch::Sender<Vec<Multiaddr>>,
+    connected_tx: watch::Sender<HashSet<PeerId>>,
+    gossip_inbox: Option<mpsc::Sender<Received>>,
+    gossip_refused: Arc<GossipRefused>,
     pending: HashMap<(Protocol, OutboundRequestId), oneshot::Sender<Result<Vec<u8>, NetError>>>,
     replies: FuturesUnordered<BoxFuture<'static, Reply>>,
 }
@@ -143,6 +162,22 @@ impl EventLoop {
                         let id = self.swarm.behaviour_mut().get(protocol)
                             .send_request_with_addresses(&peer, bytes, addrs);
                         self.pending.insert((protocol, id), done);
+                    }
+                    Some(Command::Publish { bytes, done }) => {
+                        let r = match self.swarm.behaviour_mut().gossip.as_mut() {
+                            Some(g) => gossip::publish(g, bytes),
+                            None => Err(NetError::NoGossip),
+                        };
+                        let _ = done.send(r);
+                    }
+                    Some(Command::Dial { peer, addrs }) => {
+                        let opts = DialOpts::peer_id(peer)
+                            .addresses(addrs)
+                            .condition(PeerCondition::DisconnectedAndNotDialing)
+                            .build();
+                        if let Err(e) = self.swarm.dial(opts) {
+                            tracing::debug!(%peer, error = %e, "dial not started");
+                        }
                     }
                     Some(Command::Shutdown) | None => break,
                 },
@@ -160,6 +195,22 @@ impl EventLoop {
 
     fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
         match event {
+            SwarmEvent::Behaviour(BehaviourEvent::Gossip(ev)) => {
+                let b = self.swarm.behaviour_mut();
+                if let (Some(g), Some(inbox)) = (b.gossip.as_mut(), &self.gossip_inbox) {
+                    gossip::on_event(g, ev, inbox, &self.gossip_refused);
+                }
+            }
+            SwarmEvent::ConnectionEstablished { peer_id, .. } => {
+                self.connected_tx.send_if_modified(|c| c.insert(peer_id));
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established: 0,
+                ..
+            } => {
+                self.connected_tx.send_if_modified(|c| c.remove(&peer_id));
+            }
             SwarmEvent::Behaviour(ev) => {
                 let (protocol, ev) = match ev {
                     BehaviourEvent::Raft(e) => (Protocol::Raft, e),
@@ -167,6 +218,7 @@ impl EventLoop {
                     BehaviourEvent::Mutate(e) => (Protocol::Mutate, e),
                     BehaviourEvent::Admin(e) => (Protocol::Admin, e),
                     BehaviourEvent::Watch(e) => (Protocol::Watch, e),
+                    BehaviourEvent::Gossip(_) => return,
                 };
                 self.on_rr_event(protocol, ev);
             }

@@ -125,6 +125,7 @@ impl Cluster {
                     .map_or(std::net::Ipv4Addr::LOCALHOST, |f| f.addr(i)),
                 netns: fabric.as_ref().map(|f| f.namespace(i)),
                 labels: labels.get(i).cloned().unwrap_or_default(),
+                join: Vec::new(),
                 paused: false,
                 child: None,
                 starts: 0,
@@ -236,6 +237,43 @@ impl Cluster {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Starts one more anchor on loopback whose config joins the anchors `join` (their
+    /// `/ip4/…/tcp/…/p2p/…` addresses), and waits until it listens; returns its index.
+    pub async fn add_joining(&mut self, join: &[usize]) -> Result<usize> {
+        if self.fabric.is_some() {
+            bail!("add_joining runs on loopback clusters only");
+        }
+        let i = self.anchors.len();
+        let join = join
+            .iter()
+            .map(|&j| Ok(self.anchors[j].addr()?.to_string()))
+            .collect::<Result<Vec<_>>>()?;
+        let ports = free_ports(2)?;
+        let data_dir = self.dir().join(format!("a{i}"));
+        std::fs::create_dir_all(&data_dir)?;
+        let a = AnchorProc {
+            index: i,
+            data_dir,
+            config: self.dir().join(format!("a{i}.toml")),
+            p2p_port: ports[0],
+            http_port: ports[1],
+            peer: None,
+            ip: std::net::Ipv4Addr::LOCALHOST,
+            netns: None,
+            labels: BTreeMap::new(),
+            join,
+            paused: false,
+            child: None,
+            starts: 0,
+            logs: Vec::new(),
+        };
+        std::fs::write(&a.config, config_toml(&a, &self.options))?;
+        self.anchors.push(a);
+        self.spawn(i)?;
+        self.wait_listening(i).await?;
+        Ok(i)
     }
 
     /// SIGKILLs anchor `i` and reaps it.

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use proto::msg::{AnchorStatus, ChangeEvent, Load, ScopeInfo, ScopeStatus, SplitView};
+use proto::msg::{AnchorStatus, ChangeEvent, Load, PeerLoad, ScopeInfo, ScopeStatus, SplitView};
 use proto::{
     AnchorInfo, Delegation, DelegationState, MemberSpec, Name, Record, RecordSet, Referral,
     ScopeDescriptor, ScopeId,
@@ -14,7 +14,7 @@ use resolver::{Hop, HopOutcome, Trace, WatchEvent};
 use super::answer::{answer_json, answer_lines, version_json, version_line};
 use super::delegated::Delegated;
 use super::scope::{delegation_lines, info_json, policy_summary, show_lines};
-use super::status::status_lines;
+use super::status::{bytes_text, peer_lines, status_lines};
 use super::trace::{hop_json, trace_lines};
 use super::tree::{build_tree, find_in_tree, render_tree, tree_json, ChildNode, Found};
 use super::watch::{watch_json, watch_line};
@@ -516,6 +516,8 @@ fn version_and_status_output() {
         addrs: vec!["/ip4/127.0.0.1/tcp/7401".into()],
         labels: BTreeMap::from([("zone".into(), "a".into())]),
         scopes: vec![root.status.clone()],
+        peers: vec![],
+        peers_omitted: 0,
     };
     let lines = status_lines(&s);
     assert_eq!(
@@ -529,6 +531,51 @@ fn version_and_status_output() {
     );
     assert!(lines[1].contains("snapshot -"), "{}", lines[1]);
     assert!(lines[1].ends_with(&format!("leader {P1}")), "{}", lines[1]);
+    assert_eq!(lines[2], "  peers: none heard from yet");
+}
+
+#[test]
+fn peer_table_output() {
+    let summary = |anchor: &str| proto::gossip::LoadSummary {
+        anchor: anchor.into(),
+        seq: 1,
+        sent_at_ms: 0,
+        interval_ms: 5_000,
+        cpu_millicores: 250,
+        cores: 2,
+        mem_bytes: 64 << 20,
+        disk_free_bytes: 3 << 30,
+        disk_total_bytes: 4 << 30,
+        scopes: 3,
+        leaderships: 1,
+        reads_per_s: 120,
+        writes_per_s: 7,
+        hot: vec![],
+        labels: BTreeMap::from([("zone".into(), "a".into())]),
+        addrs: vec![],
+    };
+    let peers = vec![
+        PeerLoad {
+            summary: summary(P1),
+            age_ms: 1_200,
+        },
+        PeerLoad {
+            summary: summary("other"),
+            age_ms: 3_000,
+        },
+    ];
+    let lines = peer_lines(P1, &peers, 2);
+    assert!(lines[0].trim_start().starts_with("peer"), "{}", lines[0]);
+    assert!(lines[1].starts_with(&format!("* {P1}")), "{}", lines[1]);
+    for want in [
+        "1.2s", " 3 ", "0.25", "64.0 MiB", "3.0 GiB", "120", "zone=a",
+    ] {
+        assert!(lines[1].contains(want), "{want:?} in {}", lines[1]);
+    }
+    assert!(lines[2].starts_with("  other"), "{}", lines[2]);
+    assert!(lines[3].contains("2 more"), "{}", lines[3]);
+    assert_eq!(bytes_text(512), "512 B");
+    assert_eq!(bytes_text(1536), "1.5 KiB");
 }
 
 #[test]
