@@ -207,6 +207,11 @@ impl Anchor {
             anchor.inner.server.clone(),
             anchor.inner.stop.subscribe(),
         ));
+        tokio::spawn(crate::delegation::rebalance(
+            anchor.inner.server.clone(),
+            cfg.placement.clone(),
+            anchor.inner.stop.subscribe(),
+        ));
         tokio::spawn(gossip::run(
             gossip::Parts {
                 net: anchor.inner.net.clone(),

@@ -42,6 +42,42 @@ pub struct AnchorConfig {
     /// Load-summary gossip.
     #[serde(default)]
     pub gossip: GossipSettings,
+    /// Placement decided by this anchor for the scopes it leads.
+    #[serde(default)]
+    pub placement: PlacementSettings,
+}
+
+/// Placement decided locally (`docs/operations.md`, "Rebalancing"): for the scopes it leads,
+/// an anchor replaces members on dead anchors, moves members that no longer meet their
+/// scope's labels, and, when it is above the cluster's mean by `tolerance_pct`, hands
+/// leaderships and then its own replicas to anchors below the mean. Scopes whose policy
+/// says `[placement] auto = false` are left alone.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PlacementSettings {
+    /// Whether this anchor rebalances at all.
+    pub rebalance: bool,
+    /// How often it looks, ms.
+    pub every_ms: u64,
+    /// How far above the mean (leaderships, replicas) it must be before it acts, percent.
+    pub tolerance_pct: u32,
+    /// Most member changes it has in flight at once.
+    pub changes_max: usize,
+    /// How long a member's anchor may be silent (no load summary) before its replicas are
+    /// re-created elsewhere, seconds.
+    pub replace_after_s: u64,
+}
+
+impl Default for PlacementSettings {
+    fn default() -> Self {
+        PlacementSettings {
+            rebalance: true,
+            every_ms: 10_000,
+            tolerance_pct: 10,
+            changes_max: 4,
+            replace_after_s: 300,
+        }
+    }
 }
 
 /// Load summaries gossiped between anchors (`docs/operations.md`, "Gossip settings").
@@ -187,6 +223,7 @@ impl AnchorConfig {
             load: LoadSettings::default(),
             join: Vec::new(),
             gossip: GossipSettings::default(),
+            placement: PlacementSettings::default(),
         }
     }
 

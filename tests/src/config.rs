@@ -21,6 +21,12 @@ pub struct Options {
     pub logs_kept_after_snapshot: u64,
     /// `storage.cache_bytes`.
     pub cache_bytes: u64,
+    /// `[placement]`: `None` turns rebalancing off (most tests place every scope
+    /// themselves); `Some(every_ms)` turns it on, looking every that many ms, with
+    /// `replace_after_s` from [`Options::replace_after_s`].
+    pub rebalance_every_ms: Option<u64>,
+    /// `placement.replace_after_s`.
+    pub replace_after_s: u64,
 }
 
 impl Default for Options {
@@ -32,6 +38,8 @@ impl Default for Options {
             snapshot_logs: 100_000,
             logs_kept_after_snapshot: 1_000,
             cache_bytes: 8 * 1024 * 1024,
+            rebalance_every_ms: None,
+            replace_after_s: 300,
         }
     }
 }
@@ -66,7 +74,12 @@ pub(crate) fn config_toml(a: &AnchorProc, o: &Options) -> String {
          \n\
          [gossip]\n\
          interval_ms = {gossip}\n\
-         min_interval_ms = {gossip_min}\n",
+         min_interval_ms = {gossip_min}\n\
+         \n\
+         [placement]\n\
+         rebalance = {rebalance}\n\
+         every_ms = {every}\n\
+         replace_after_s = {replace}\n",
         ip = a.ip,
         p2p = a.p2p_port,
         http = a.http_port,
@@ -90,6 +103,9 @@ pub(crate) fn config_toml(a: &AnchorProc, o: &Options) -> String {
             .join(", "),
         gossip = GOSSIP_INTERVAL_MS,
         gossip_min = GOSSIP_INTERVAL_MS / 4,
+        rebalance = o.rebalance_every_ms.is_some(),
+        every = o.rebalance_every_ms.unwrap_or(10_000),
+        replace = o.replace_after_s,
     )
 }
 

@@ -47,6 +47,7 @@ mod learner;
 mod merge_child;
 mod merger;
 mod mover;
+mod rebalancer;
 mod receive;
 mod reporter;
 mod split;
@@ -97,6 +98,7 @@ pub use learner::{push_ranges, LEARN_EVERY};
 pub use merge_child::merged_into;
 pub use merger::{merge_lines, merge_scopes, MERGE_ENTRY_BYTES_MAX, MERGE_EVERY};
 pub use mover::{check_removed, move_members, MOVE_EVERY};
+pub use rebalancer::rebalance;
 pub use receive::Receiver;
 pub use reporter::{report_loads, REPORT_EVERY};
 pub use splitter::{propose_splits, SPLIT_EVERY};
@@ -112,6 +114,18 @@ pub trait Host: Clone + Send + Sync + 'static {
 
     /// This anchor's placement labels.
     fn labels(&self) -> &BTreeMap<String, String>;
+
+    /// This anchor's listen addresses.
+    fn addrs(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// The other anchors this one hears from (live load summaries), as the placement
+    /// planner sees them.
+    fn anchors_heard(&self, now_ms: u64) -> Vec<crate::scope::place::AnchorLoad> {
+        let _ = now_ms;
+        Vec::new()
+    }
 
     /// Every hosted replica.
     fn replicas(&self) -> Vec<Arc<Replica>>;

@@ -34,6 +34,25 @@ impl Host for Server {
         &self.inner.labels
     }
 
+    fn addrs(&self) -> Vec<String> {
+        self.inner.info.addrs.clone()
+    }
+
+    fn anchors_heard(&self, now_ms: u64) -> Vec<crate::scope::place::AnchorLoad> {
+        let Ok(book) = self.inner.peers.lock() else {
+            return Vec::new();
+        };
+        book.live(now_ms)
+            .map(|e| crate::scope::place::AnchorLoad {
+                peer: e.summary.anchor.clone(),
+                addrs: e.summary.addrs.clone(),
+                labels: e.summary.labels.clone(),
+                scopes: e.summary.scopes,
+                leaderships: e.summary.leaderships,
+            })
+            .collect()
+    }
+
     fn replicas(&self) -> Vec<Arc<Replica>> {
         self.inner.registry.all()
     }

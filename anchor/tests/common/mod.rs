@@ -17,13 +17,14 @@ pub fn free_port() -> u16 {
 }
 
 /// Anchor `i`'s configuration under `dir`: loopback on a free port, 50 ms heartbeats,
-/// 300-600 ms elections.
+/// 300-600 ms elections, no rebalancing (these tests place every scope themselves).
 pub fn fast_config(dir: &Path, i: usize) -> AnchorConfig {
     let mut cfg = AnchorConfig::new(dir.join(format!("a{i}")));
     cfg.listen = format!("/ip4/127.0.0.1/tcp/{}", free_port());
     cfg.raft.heartbeat_ms = 50;
     cfg.raft.election_min_ms = 300;
     cfg.raft.election_max_ms = 600;
+    cfg.placement.rebalance = false;
     cfg
 }
 

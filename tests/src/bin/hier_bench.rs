@@ -98,6 +98,7 @@ async fn run(args: Args) -> Result<()> {
         snapshot_logs: d.snapshot_logs,
         logs_kept_after_snapshot: d.logs_kept_after_snapshot,
         cache_bytes: StorageSettings::default().cache_bytes,
+        ..Options::default()
     };
     println!(
         "hier_bench: 7 anchors, heartbeat {} ms, election {}-{} ms, binary {}",

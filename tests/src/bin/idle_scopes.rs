@@ -326,6 +326,7 @@ async fn run(args: Args) -> Result<()> {
         snapshot_logs: d.snapshot_logs,
         logs_kept_after_snapshot: d.logs_kept_after_snapshot,
         cache_bytes: StorageSettings::default().cache_bytes,
+        ..Options::default()
     };
     println!(
         "idle_scopes: {} anchors, {} scopes, heartbeat {hb} ms, election {emin}-{emax} ms, binary {}",

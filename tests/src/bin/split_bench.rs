@@ -91,6 +91,7 @@ async fn run(args: Args) -> Result<()> {
         snapshot_logs: d.snapshot_logs,
         logs_kept_after_snapshot: d.logs_kept_after_snapshot,
         cache_bytes: StorageSettings::default().cache_bytes,
+        ..Options::default()
     };
     println!(
         "split_bench: 3 anchors, {} names of {} B, {} writers per half, heartbeat {} ms, election {}-{} ms, binary {}",
