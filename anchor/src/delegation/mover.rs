@@ -43,6 +43,8 @@ const REMOVAL_CHECK_ROUNDS: u64 = 5;
 /// How long a replica with no configuration of its own (hosted for a change, not yet
 /// added by the leader) is left alone before it asks whether it is still wanted.
 const UNCONFIGURED_GRACE: Duration = Duration::from_secs(60);
+/// Most steps one job takes in a row before the next look.
+const STEPS_PER_JOB: usize = 8;
 /// How long one request or one Raft call may take.
 const STEP_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the members that leave keep voting while the parent cannot be told of the new
@@ -166,33 +168,55 @@ fn may_be_removed(r: &Replica, me: crate::raft::NodeId) -> bool {
     (!listed && !empty) || m.current_leader.is_none()
 }
 
+/// Takes `step`, then the steps that follow at once (each needs the previous one applied),
+/// at most [`STEPS_PER_JOB`], until one fails, waits or the scope is idle.
 async fn take_step<H: Host>(
     host: H,
     r: Arc<Replica>,
-    step: Step,
-    members: Vec<AnchorInfo>,
-    change: Option<MemberChange>,
+    mut step: Step,
+    mut members: Vec<AnchorInfo>,
+    mut change: Option<MemberChange>,
     since: Instant,
 ) {
-    let outcome = match step {
-        Step::Idle | Step::Wait(_) => return,
-        Step::AddLearners(joining) => {
-            add_learners(&host, &r, &members, change.as_ref(), &joining).await
+    for _ in 0..STEPS_PER_JOB {
+        let outcome = match step {
+            Step::Idle | Step::Wait(_) => return,
+            Step::AddLearners(joining) => {
+                add_learners(&host, &r, &members, change.as_ref(), &joining).await
+            }
+            Step::ChangeVoters(voters) => change_voters(&r, voters).await,
+            Step::Finish => match &change {
+                Some(c) => propose(&r, ScopeCommand::MembersChanged { index: c.index }).await,
+                None => Ok("finish"),
+            },
+            Step::Abort(reason) => abort(&r, change.as_ref(), reason).await,
+            Step::Shrink { voters, .. } => shrink(&host, &r, voters, since).await,
+        };
+        match outcome {
+            Ok(label) => host.count("members", label),
+            Err(e) => {
+                tracing::info!(scope = %r.id, error = %e, "member change step not taken; retrying");
+                host.count("members", "error");
+                return;
+            }
         }
-        Step::ChangeVoters(voters) => change_voters(&r, voters).await,
-        Step::Finish => match change {
-            Some(c) => propose(&r, ScopeCommand::MembersChanged { index: c.index }).await,
-            None => Ok("finish"),
-        },
-        Step::Abort(reason) => abort(&r, change.as_ref(), reason).await,
-        Step::Shrink { voters, .. } => shrink(&host, &r, voters, since).await,
-    };
-    match outcome {
-        Ok(label) => host.count("members", label),
-        Err(e) => {
-            tracing::info!(scope = %r.id, error = %e, "member change step not taken; retrying");
-            host.count("members", "error");
+        if !r.led_by(host.node_id()) {
+            return;
         }
+        let Some((m, c)) = r
+            .state
+            .with_view(|v| {
+                Some((
+                    v.descriptor.as_ref()?.members.clone(),
+                    v.member_change.clone(),
+                ))
+            })
+            .flatten()
+        else {
+            return;
+        };
+        (members, change) = (m, c);
+        step = next_step(&members, change.as_ref(), &group_view(&r), host.now_ms());
     }
 }
 

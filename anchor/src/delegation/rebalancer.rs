@@ -157,6 +157,20 @@ fn led_scope(r: &Replica, now_ms: u64) -> Option<LedScope> {
             Some((v.descriptor.clone()?.members, v.policy.clone()?, busy))
         })
         .flatten()?;
+    // Until the members that left stop voting (the mover's last step), the scope is still
+    // changing.
+    let voters: std::collections::BTreeSet<u64> = r
+        .raft
+        .metrics()
+        .borrow()
+        .membership_config
+        .membership()
+        .get_joint_config()
+        .iter()
+        .flatten()
+        .copied()
+        .collect();
+    let busy = busy || voters != crate::scope::members::node_ids(&members);
     let window = r.load.window(now_ms / 1000);
     Some(LedScope {
         id: r.id,
