@@ -285,16 +285,42 @@ async fn add_learners<H: Host>(
     Ok("learner_added")
 }
 
-/// Changes the voters to exactly `voters` (openraft: joint, then uniform).
+/// Changes the voters to exactly `voters` (openraft: joint, then uniform). Done as soon as
+/// this replica has applied a uniform configuration with exactly those voters: a leader that
+/// removes itself steps down at that point and openraft may never answer the call.
 async fn change_voters(r: &Replica, voters: BTreeSet<u64>) -> Result<&'static str, String> {
-    tokio::time::timeout(
-        STEP_TIMEOUT,
-        r.raft
-            .change_membership(ChangeMembers::ReplaceAllVoters(voters), false),
-    )
+    let call = r
+        .raft
+        .change_membership(ChangeMembers::ReplaceAllVoters(voters.clone()), false);
+    let mut metrics = r.raft.metrics();
+    let applied = async {
+        loop {
+            let reached = {
+                let m = metrics.borrow();
+                let config = m.membership_config.membership().get_joint_config();
+                let committed = match (m.membership_config.log_id(), m.last_applied) {
+                    (Some(c), Some(a)) => c.index <= a.index,
+                    _ => false,
+                };
+                // A leader that removed itself steps down once the configuration without
+                // it is committed, possibly before it applies it.
+                let stepped_down = m.state != openraft::ServerState::Leader;
+                (committed || stepped_down) && config.len() == 1 && config[0] == voters
+            };
+            if reached || metrics.changed().await.is_err() {
+                return;
+            }
+        }
+    };
+    let outcome = tokio::time::timeout(STEP_TIMEOUT, async {
+        tokio::select! {
+            answer = call => answer.map(|_| ()).map_err(|e| e.to_string()),
+            () = applied => Ok(()),
+        }
+    })
     .await
-    .map_err(|_| "the configuration change timed out".to_string())?
-    .map_err(|e| e.to_string())?;
+    .map_err(|_| "the configuration change timed out".to_string())?;
+    outcome?;
     tracing::info!(scope = %r.id, "voters changed");
     Ok("voters_changed")
 }
