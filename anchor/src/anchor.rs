@@ -17,6 +17,7 @@ use crate::config::AnchorConfig;
 use crate::gossip::{self, PeerBook, SharedBook};
 use crate::identity;
 use crate::metrics::Metrics;
+use crate::quiescer::Quiescer;
 use crate::raft::log_store::FlusherHandle;
 use crate::raft::network::Coalescer;
 use crate::registry::{Plumbing, Registry};
@@ -131,12 +132,13 @@ impl Anchor {
             cfg.gossip.expire_intervals,
             proto::limits::PEER_BOOK_MAX,
         )));
+        let coalescer = Coalescer::new(net.clone(), coalesce);
         let registry = Arc::new(
             Registry::open(Plumbing {
                 db: db.clone(),
                 flusher,
                 net: net.clone(),
-                coalescer: Coalescer::new(net.clone(), coalesce),
+                coalescer: coalescer.clone(),
                 verified: verified.clone(),
                 raft_config,
                 node_id: identity::node_id(&peer_id),
@@ -146,8 +148,16 @@ impl Anchor {
                     peak_window_ms: cfg.load.peak_window_s.saturating_mul(1000),
                     ..Default::default()
                 },
+                wakes: metrics.scope_wakes.clone(),
             })
             .await?,
+        );
+        let quiescer = Quiescer::new(
+            registry.clone(),
+            coalescer,
+            net.clone(),
+            metrics.clone(),
+            &cfg.raft,
         );
         let server = Server::new(server::Parts {
             registry: registry.clone(),
@@ -179,6 +189,7 @@ impl Anchor {
         if let Some(rx) = inbound {
             tokio::spawn(anchor.inner.server.clone().serve(rx));
         }
+        tokio::spawn(quiescer.run(anchor.inner.stop.subscribe()));
         tokio::spawn(crate::delegation::drive(
             anchor.inner.server.clone(),
             anchor.inner.stop.subscribe(),

@@ -78,3 +78,61 @@ async fn the_anchor_reads_wall_clock_time_from_the_clock_it_is_given() {
     );
     anchor.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_scope_sleeps_and_a_write_wakes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = AnchorConfig::new(dir.path());
+    cfg.raft.heartbeat_ms = 50;
+    cfg.raft.election_min_ms = 300;
+    cfg.raft.election_max_ms = 600;
+    cfg.raft.quiesce_after_ms = 200;
+    let clock = ManualClock::new(T0);
+    let opts = StartOptions {
+        clock: clock.clone(),
+        ..StartOptions::default()
+    };
+    let anchor = Anchor::start_with(cfg, opts).await.unwrap();
+    let root = ScopeDescriptor {
+        id: ScopeId::root(),
+        prefix: Name::root(),
+        epoch: 1,
+        members: vec![anchor.info()],
+        range: proto::KeyRange::all(),
+    };
+    let policy = policy::Policy::development(None).to_toml();
+    anchor.create_scope(root, policy, true).await.unwrap();
+    let replica = anchor.replicas().pop().unwrap();
+    let asleep = |r: &Replica| r.sleep.is_asleep();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !asleep(&replica) {
+        assert!(std::time::Instant::now() < deadline, "never fell asleep");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let key = SigningKey::from_bytes(&[7; 32]);
+    let answer = mutate(&anchor, put(&key, T0 + 30_000)).await;
+    assert!(
+        matches!(answer, MutateResponse::Committed { .. }),
+        "{answer:?}"
+    );
+    let wakes = anchor
+        .metrics()
+        .scope_wakes
+        .with_label_values(&["write"])
+        .get();
+    assert_eq!(wakes, 1);
+    // Kept awake, it does not fall asleep again; released, it does.
+    let guard = replica.keep_awake();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(!asleep(&replica), "slept while kept awake");
+    drop(guard);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !asleep(&replica) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never fell asleep again"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    anchor.shutdown().await;
+}

@@ -170,6 +170,19 @@ pub struct RaftSettings {
     /// message with the heartbeats of other scopes to the same anchor; 0 sends each alone.
     /// With many scopes per anchor this turns thousands of RPCs per tick into a few.
     pub coalesce_ms: u64,
+    /// Quiescence: a scope whose leader saw no write, read or log change for this long, and
+    /// whose live members all have its last entry, stops ticking and heartbeating until a
+    /// write, a linearizable read or a vote wakes it (`docs/design.md`, "Quiescence"). 0
+    /// turns quiescence off.
+    pub quiesce_after_ms: u64,
+    /// How often this anchor pings every anchor it shares a group with (node-level
+    /// liveness, which sleeping followers rely on to learn that their leader died).
+    pub liveness_ms: u64,
+    /// An anchor that cannot be dialed for this long counts as dead: the sleeping
+    /// followers it leads wake and elect, and the groups it lags in may sleep without it.
+    /// One that is reachable but does not answer pings counts as dead after
+    /// `scope::quiesce::SILENT_FACTOR` (20) times this.
+    pub dead_after_ms: u64,
 }
 
 impl Default for RaftSettings {
@@ -181,6 +194,9 @@ impl Default for RaftSettings {
             snapshot_logs: 10_000,
             logs_kept_after_snapshot: 1_000,
             coalesce_ms: 5,
+            quiesce_after_ms: 5_000,
+            liveness_ms: 500,
+            dead_after_ms: 1_500,
         }
     }
 }
@@ -269,6 +285,12 @@ impl AnchorConfig {
         if r.coalesce_ms * 4 > r.heartbeat_ms {
             return Err(Invalid::Coalesce);
         }
+        if r.quiesce_after_ms > 0 && (r.liveness_ms == 0 || r.dead_after_ms < 2 * r.liveness_ms) {
+            return Err(Invalid::Liveness);
+        }
+        if r.quiesce_after_ms > 0 && r.quiesce_after_ms < 2 * r.heartbeat_ms {
+            return Err(Invalid::Quiesce);
+        }
         if self.storage.cache_bytes < 1024 * 1024 {
             return Err(Invalid::Cache);
         }
@@ -331,6 +353,12 @@ pub enum Invalid {
     /// Coalescing would delay heartbeats too much.
     #[error("raft.coalesce_ms must be at most a quarter of raft.heartbeat_ms (0 turns it off)")]
     Coalesce,
+    /// Liveness pings too rare for the grace given.
+    #[error("raft.liveness_ms must be positive and raft.dead_after_ms at least twice it (with quiescence on)")]
+    Liveness,
+    /// Quiescence sooner than two heartbeats.
+    #[error("raft.quiesce_after_ms must be 0 (off) or at least twice raft.heartbeat_ms")]
+    Quiesce,
     /// The cache is too small to work.
     #[error("storage.cache_bytes must be at least 1 MiB")]
     Cache,
@@ -369,6 +397,21 @@ mod tests {
         assert!(cfg.validate().is_ok());
         assert_eq!(cfg.raft.heartbeat_ms, 500);
         assert_eq!(cfg.raft.election_min_ms, 1_250);
+        assert_eq!(cfg.raft.quiesce_after_ms, 5_000);
+    }
+
+    #[test]
+    fn quiescence_settings_are_checked() {
+        let cfg: AnchorConfig =
+            toml::from_str("data_dir = \"/x\"\n[raft]\nquiesce_after_ms = 0\nliveness_ms = 0")
+                .unwrap();
+        assert!(cfg.validate().is_ok(), "off: liveness unused");
+        let cfg: AnchorConfig =
+            toml::from_str("data_dir = \"/x\"\n[raft]\ndead_after_ms = 600").unwrap();
+        assert_eq!(cfg.validate(), Err(Invalid::Liveness));
+        let cfg: AnchorConfig =
+            toml::from_str("data_dir = \"/x\"\n[raft]\nquiesce_after_ms = 600").unwrap();
+        assert_eq!(cfg.validate(), Err(Invalid::Quiesce));
     }
 
     #[test]

@@ -16,6 +16,8 @@
 //! - [`raft`] — openraft type config, sled log store with group commit, state machine,
 //!   network adapter multiplexed by scope id, and the leader-side proposer (one log entry
 //!   for many writes, one read-index round for many reads).
+//! - [`quiescer`] — quiescence: idle groups this anchor leads go to sleep; liveness pings
+//!   wake the sleeping followers of a dead anchor.
 //! - [`scope`] — pure decisions: what a mutation does to a scope.
 //! - [`http`] — `/metrics`, `/healthz`, `/readyz`.
 //! - [`metrics`] — the Prometheus registry.
@@ -33,6 +35,7 @@ pub mod http;
 pub mod identity;
 pub mod metrics;
 pub mod operator;
+pub mod quiescer;
 pub mod raft;
 pub mod registry;
 pub mod replica;

@@ -53,6 +53,15 @@ pub struct Metrics {
     pub gossip_summaries: IntCounterVec,
     /// Per anchor in the peer book (this one included): its summary's figures.
     pub peers: PeerGauges,
+    /// Hosted replicas whose group sleeps, by role (leader, follower).
+    pub scopes_asleep: IntGaugeVec,
+    /// Sleeping groups woken, by cause (write, read, vote, append, snapshot, leader_dead,
+    /// peer_back, log_moved, not_leader, kept_awake).
+    pub scope_wakes: IntCounterVec,
+    /// Quiescence steps, by side (leader: a round; member: a request answered) and outcome.
+    pub quiesce: IntCounterVec,
+    /// Anchors sharing a group with this one that count as dead (no ping answer).
+    pub peers_dead: prometheus::IntGauge,
     /// Group-commit flush latency.
     pub flush_seconds: prometheus::Histogram,
     /// Request handling latency by protocol.
@@ -217,6 +226,35 @@ impl Metrics {
             reads_per_s: peer_gauge("peer_reads_per_second", "Reads/s each anchor served"),
             writes_per_s: peer_gauge("peer_writes_per_second", "Writes/s each anchor received"),
         };
+        let scopes_asleep = IntGaugeVec::new(
+            Opts::new(
+                "scopes_asleep",
+                "Hosted replicas whose group sleeps (quiescence), by role",
+            ),
+            &["role"],
+        )
+        .expect("static metric");
+        registry
+            .register(Box::new(scopes_asleep.clone()))
+            .expect("unique metric");
+        let scope_wakes = counter(
+            "scope_wakes_total",
+            "Sleeping groups woken here, by cause (write, read, vote, append, snapshot, leader_dead, peer_back, log_moved, not_leader, kept_awake)",
+            &["cause"],
+        );
+        let quiesce = counter(
+            "quiesce_total",
+            "Quiescence steps: side=leader, a round by outcome (asleep, refused, unanswered); side=member, a request by outcome (asleep, or the mismatch: term, leader, log, not_applied, sender, kept_awake, malformed)",
+            &["side", "outcome"],
+        );
+        let peers_dead = prometheus::IntGauge::new(
+            "peers_dead",
+            "Anchors sharing a group with this one that have not answered liveness pings for raft.dead_after_ms",
+        )
+        .expect("static metric");
+        registry
+            .register(Box::new(peers_dead.clone()))
+            .expect("unique metric");
         let buckets = prometheus::exponential_buckets(0.000_05, 2.0, 16).expect("static buckets");
         let flush_seconds = prometheus::Histogram::with_opts(
             HistogramOpts::new("flush_seconds", "Group-commit fsync latency")
@@ -255,6 +293,10 @@ impl Metrics {
             ranges_learned,
             gossip_summaries,
             peers,
+            scopes_asleep,
+            scope_wakes,
+            quiesce,
+            peers_dead,
             flush_seconds,
             request_seconds,
         }

@@ -15,6 +15,7 @@ use crate::identity;
 use crate::raft::log_store::{self, FlusherHandle, LogStore};
 use crate::raft::network::{Coalescer, NetworkFactory};
 use crate::raft::proposer;
+use crate::raft::quiesce::Sleep;
 use crate::raft::sm::{self, Seed, StateMachine};
 use crate::raft::{NodeId, ScopeCommand};
 use crate::replica::Replica;
@@ -48,6 +49,8 @@ pub(crate) struct Plumbing {
     pub clock: SharedClock,
     /// How each replica's load accounting is set up.
     pub load: crate::scope::load::LoadConfig,
+    /// Where wakes of sleeping groups are counted (label: cause).
+    pub wakes: prometheus::IntCounterVec,
 }
 
 /// The hosted replicas, by scope id.
@@ -141,7 +144,13 @@ impl Registry {
         let proposals = proposer::spawn_proposer(raft.clone(), id, p.clock.clone());
         let reads = proposer::spawn_read_rounds(raft.clone(), id);
         let replica = Arc::new(Replica::new(
-            descriptor, raft, state, proposals, reads, p.load,
+            descriptor,
+            raft,
+            state,
+            proposals,
+            reads,
+            p.load,
+            Sleep::new(p.wakes.clone()),
         ));
         if let Ok(mut s) = self.scopes.write() {
             s.insert(id, replica.clone());

@@ -3,7 +3,7 @@
 //! questions about its group that the handlers and the delegation driver ask.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use libp2p::PeerId;
 use proto::msg::{ScopeStatus, SplitView};
@@ -11,6 +11,7 @@ use proto::{AnchorInfo, Name, ScopeDescriptor, ScopeId};
 use tokio::sync::mpsc;
 
 use crate::raft::proposer::{Proposal, ReadWaiter};
+use crate::raft::quiesce::{Cause, KeepAwake, Sleep};
 use crate::raft::sm::{ScopeReader, SizeScan};
 use crate::raft::{NodeId, ScopeRaft};
 use crate::scope::load::LoadLimits;
@@ -35,6 +36,8 @@ pub struct Replica {
     pub state: ScopeReader,
     /// Requests served for this scope here: the rate meter and the split accounting.
     pub load: ReplicaLoad,
+    /// Whether its group sleeps (quiescence), and what keeps it awake.
+    pub sleep: Arc<Sleep>,
     /// The last size scan and when it was made, ms.
     size_scan: Mutex<Option<(u64, SizeScan)>>,
     /// Until when (ms since the epoch) this replica, leading, hands its leadership to
@@ -43,6 +46,7 @@ pub struct Replica {
     yield_until_ms: AtomicU64,
     proposals: mpsc::Sender<Proposal>,
     reads: mpsc::Sender<ReadWaiter>,
+    metrics: tokio::sync::watch::Receiver<openraft::RaftMetrics<NodeId, AnchorInfo>>,
 }
 
 impl Replica {
@@ -54,6 +58,7 @@ impl Replica {
         proposals: mpsc::Sender<Proposal>,
         reads: mpsc::Sender<ReadWaiter>,
         load: crate::scope::load::LoadConfig,
+        sleep: Sleep,
     ) -> Replica {
         let seed = u64::from_le_bytes(descriptor.id.0[..8].try_into().unwrap_or_default());
         Replica {
@@ -61,6 +66,8 @@ impl Replica {
             load: ReplicaLoad::new(descriptor.prefix.clone(), seed, load),
             size_scan: Mutex::new(None),
             yield_until_ms: AtomicU64::new(0),
+            sleep: Arc::new(sleep),
+            metrics: raft.metrics(),
             descriptor,
             raft,
             state,
@@ -79,14 +86,30 @@ impl Replica {
         self.yield_until_ms.store(until_ms, Ordering::Relaxed);
     }
 
-    /// Queues a verified write for the proposer; false when its queue is full.
+    /// Queues a verified write for the proposer (waking the group first if it sleeps);
+    /// false when its queue is full.
     pub(crate) fn queue_write(&self, proposal: Proposal) -> bool {
+        self.sleep.wake_leader(&self.raft, Cause::Write);
         self.proposals.try_send(proposal).is_ok()
     }
 
-    /// Queues a linearizable read for the next read-index round; false when its queue is full.
+    /// Queues a linearizable read for the next read-index round (waking the group first if
+    /// it sleeps); false when its queue is full.
     pub(crate) fn queue_read(&self, waiter: ReadWaiter) -> bool {
+        self.sleep.wake_leader(&self.raft, Cause::Read);
         self.reads.try_send(waiter).is_ok()
+    }
+
+    /// Wakes the group if it sleeps as this scope's leader (its followers wake on its first
+    /// heartbeat); true if it slept. For callers that propose without the proposer.
+    pub fn wake(&self) -> bool {
+        self.sleep.wake_leader(&self.raft, Cause::KeptAwake)
+    }
+
+    /// Keeps the group awake (and wakes it now) until the guard is dropped: hold it across a
+    /// membership change. While held, this replica never agrees to sleep.
+    pub fn keep_awake(&self) -> KeepAwake {
+        self.sleep.keep_awake(&self.raft)
     }
 
     /// The load limits of the scope's current policy (none before genesis is applied).
@@ -168,9 +191,11 @@ impl Replica {
         Some(view)
     }
 
-    /// Whether `node` leads this scope, as far as this replica knows.
+    /// Whether `node` leads this scope, as far as this replica knows. (Asked of every
+    /// hosted scope several times a second: it reads the group's metrics through a receiver
+    /// kept for the purpose instead of cloning one.)
     pub fn led_by(&self, node: NodeId) -> bool {
-        self.raft.metrics().borrow().current_leader == Some(node)
+        self.metrics.borrow().current_leader == Some(node)
     }
 
     /// The current leader's id and addresses, when known.

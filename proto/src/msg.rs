@@ -676,6 +676,37 @@ pub enum RaftRpc {
     /// `codec(proto::load::FollowerReport)`, the answer `RaftResponse::Ok` with an empty
     /// payload. (Appended last.)
     LoadReport,
+    /// A scope's leader asks a member to sleep with it: `payload` is
+    /// `codec(QuiesceRequest)`, the answer `RaftResponse::Ok(codec(QuiesceAnswer))`.
+    /// (Appended last.)
+    Quiesce,
+    /// Anchor-level liveness ping (the outer `scope` is ignored, `payload` empty): the answer
+    /// is `RaftResponse::Ok(codec(u64))`, the answering anchor's incarnation (its start time,
+    /// ms), so a restart is seen even when it was quicker than the ping interval.
+    /// (Appended last.)
+    Ping,
+}
+
+/// A scope leader's request that a member's replica sleep (no ticks, no heartbeats, no
+/// elections) until something wakes it: the member agrees only when it has the same term,
+/// knows the sender as leader, and has the same last log id, applied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuiesceRequest {
+    /// The leader's term.
+    pub term: u64,
+    /// The leader's Raft node id.
+    pub leader: u64,
+    /// The leader's last log id as (term, index); `None` for an empty log.
+    pub last_log: Option<(u64, u64)>,
+}
+
+/// A member's answer to a [`QuiesceRequest`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum QuiesceAnswer {
+    /// Its replica sleeps now.
+    Asleep,
+    /// It stays awake; why (term, leader, log, not_applied, sender).
+    Mismatch(String),
 }
 
 /// A Raft RPC for one scope; `payload` is the codec-encoded openraft request.

@@ -27,6 +27,20 @@ pub struct Options {
     pub rebalance_every_ms: Option<u64>,
     /// `placement.replace_after_s`.
     pub replace_after_s: u64,
+    /// `raft.quiesce_after_ms`, `raft.liveness_ms`, `raft.dead_after_ms` (`None`: the
+    /// anchor's defaults; `quiesce_after_ms = 0` turns quiescence off).
+    pub quiesce: Option<Quiesce>,
+}
+
+/// Quiescence settings written into every anchor's config.
+#[derive(Clone, Copy, Debug)]
+pub struct Quiesce {
+    /// `raft.quiesce_after_ms`.
+    pub after_ms: u64,
+    /// `raft.liveness_ms`.
+    pub liveness_ms: u64,
+    /// `raft.dead_after_ms`.
+    pub dead_after_ms: u64,
 }
 
 impl Default for Options {
@@ -40,6 +54,7 @@ impl Default for Options {
             cache_bytes: 8 * 1024 * 1024,
             rebalance_every_ms: None,
             replace_after_s: 300,
+            quiesce: None,
         }
     }
 }
@@ -68,6 +83,7 @@ pub(crate) fn config_toml(a: &AnchorProc, o: &Options) -> String {
          election_max_ms = {emax}\n\
          snapshot_logs = {snap}\n\
          logs_kept_after_snapshot = {kept}\n\
+         {quiesce}\
          \n\
          [storage]\n\
          cache_bytes = {cache}\n\
@@ -106,6 +122,10 @@ pub(crate) fn config_toml(a: &AnchorProc, o: &Options) -> String {
         rebalance = o.rebalance_every_ms.is_some(),
         every = o.rebalance_every_ms.unwrap_or(10_000),
         replace = o.replace_after_s,
+        quiesce = o.quiesce.map_or(String::new(), |q| format!(
+            "quiesce_after_ms = {}\nliveness_ms = {}\ndead_after_ms = {}\n",
+            q.after_ms, q.liveness_ms, q.dead_after_ms
+        )),
     )
 }
 

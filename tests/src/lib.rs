@@ -77,12 +77,13 @@ pub mod faults;
 pub mod linearizability;
 pub mod netns;
 pub mod recorded;
+pub mod wake;
 
 pub use binary::{anchorage_bin, bench_main, workspace_root};
 pub use bounded::bounded;
 pub use cluster::scopes::Delegated;
 pub use cluster::Cluster;
-pub use config::Options;
+pub use config::{Options, Quiesce};
 pub use http::{http_get, metric_value};
 pub use keys::{policy_toml, public_hex, random_key, sign_op, split_policy, to_hex};
 pub use process::AnchorProc;

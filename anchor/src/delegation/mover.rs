@@ -93,7 +93,7 @@ pub async fn move_members<H: Host>(host: H, mut stop: tokio::sync::watch::Receiv
                 let since = *waiting.entry(r.id).or_insert_with(Instant::now);
                 let job = take_step(host.clone(), r.clone(), step, members, change, since);
                 jobs.insert(r.id, tokio::spawn(job));
-            } else if round % REMOVAL_CHECK_ROUNDS == 0 && may_be_removed(&r, me) {
+            } else if round.is_multiple_of(REMOVAL_CHECK_ROUNDS) && may_be_removed(&r, me) {
                 // A replica that has no configuration yet may be one a leader is adding
                 // right now: give it time to be added before asking.
                 let empty = r

@@ -40,10 +40,15 @@ pub(super) fn start_hosting<H: Host>(
 
 /// The split-off children of `parent` this anchor is a member of and hosts no replica of.
 fn unhosted<H: Host>(host: &H, parent: &Replica) -> Vec<ScopeId> {
-    let me = host.peer_id().to_base58();
     let wanted: Vec<ScopeId> = parent
         .state
         .with_view(|v| {
+            // Most scopes delegate nothing: no peer id to encode (this runs for every
+            // hosted scope five times a second).
+            if v.delegations.is_empty() {
+                return Vec::new();
+            }
+            let me = host.peer_id().to_base58();
             v.delegations
                 .values()
                 .filter(|d| d.state != proto::DelegationState::Aborted)

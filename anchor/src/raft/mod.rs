@@ -1,6 +1,6 @@
 //! Raft plumbing shared by every scope: one openraft type configuration, the sled-backed
 //! log store ([`log_store`]) and state machine ([`sm`]), and the network adapter that sends
-//! RPCs by scope id ([`network`]).
+//! RPCs by scope id ([`network`]), and each group's sleep switches ([`quiesce`]).
 //!
 //! Group identity (the [`ScopeId`]) lives in the storage and network instances; the type
 //! configuration is the same for every scope.
@@ -8,6 +8,7 @@
 pub mod log_store;
 pub mod network;
 pub mod proposer;
+pub mod quiesce;
 pub mod sm;
 
 use std::io::Cursor;
@@ -161,9 +162,9 @@ pub enum ScopeCommand {
     },
     /// The member change started at `index` is done: the Raft configuration is uniform with
     /// the old and the new members as voters. Every member checks that against the last
-    /// configuration it applied; if it holds, the descriptor takes the new members (epoch
-    /// + 1) and the change is over (the members that leave are taken out of the voters
-    /// next). A no-op answering `Refused` otherwise. (Appended last.)
+    /// configuration it applied; if it holds, the descriptor takes the new members (its
+    /// epoch plus one) and the change is over (the members that leave are taken out of the
+    /// voters next). A no-op answering `Refused` otherwise. (Appended last.)
     MembersChanged {
         /// The log index of the entry that started the change.
         index: u64,

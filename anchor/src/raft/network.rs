@@ -125,6 +125,22 @@ impl Coalescer {
         !self.linger.is_zero()
     }
 
+    /// One small Raft frame to `to` (a quiesce request of one scope), sharing a message with
+    /// other scopes' frames to the same anchor when they are dense; its answer, or why none.
+    pub(crate) async fn call(
+        &self,
+        to: AnchorAddr,
+        frame: RaftRequest,
+        ttl: Duration,
+    ) -> Result<RaftResponse, String> {
+        let out = if self.enabled() {
+            self.send(to, frame, ttl).await
+        } else {
+            exchange(&self.net, &to, &frame, ttl).await
+        };
+        out.map_err(|e| e.to_string())
+    }
+
     /// Queues `frame` for `to` and waits (at most `ttl`) for its own answer.
     async fn send(
         &self,

@@ -62,12 +62,20 @@ fn a_change_is_refused_when_busy_or_when_it_makes_no_sense() {
     let k = keys(4);
     let members: Vec<AnchorInfo> = k[..3].iter().map(anchor).collect();
     let new = spec(&k[3]);
-    assert_eq!(change_refusal(&members, &[new.clone()], &[], None), None);
-    let busy = change_refusal(&members, &[new.clone()], &[], Some("a split"));
+    assert_eq!(
+        change_refusal(&members, std::slice::from_ref(&new), &[], None),
+        None
+    );
+    let busy = change_refusal(&members, std::slice::from_ref(&new), &[], Some("a split"));
     assert!(busy.unwrap().contains("a split is in flight"));
     let again = change_refusal(&members, &[spec(&k[0])], &[], None);
     assert!(again.unwrap().contains("is a member already"));
-    let stranger = change_refusal(&members, &[], &[new.anchor.peer_id.clone()], None);
+    let stranger = change_refusal(
+        &members,
+        &[],
+        std::slice::from_ref(&new.anchor.peer_id),
+        None,
+    );
     assert!(stranger.unwrap().contains("is not a member"));
     let all: Vec<String> = members.iter().map(|m| m.peer_id.clone()).collect();
     let empty = change_refusal(&members, &[], &all, None);

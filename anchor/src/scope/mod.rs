@@ -26,6 +26,8 @@
 //!   ([`merge::justify_merge`]).
 //! - [`merge_plan`] — the verdict for a parent and a child it split off: the merge decider,
 //!   then a check that the split decider would not split the merged scope right back.
+//! - [`quiesce`] — quiescence of idle scopes: when a leader may sleep, when a follower
+//!   agrees, which anchors count as dead, how the survivors of a dead leader elect.
 //! - [`watch_children`] — the child scopes a watch of a prefix must follow besides the
 //!   scope it asks.
 //! - [`place`] — placement decided locally: repairs, leadership and replica balance.
@@ -47,6 +49,7 @@ pub mod merge;
 pub mod merge_plan;
 pub mod meter;
 pub mod place;
+pub mod quiesce;
 pub mod rate;
 pub mod sampler;
 pub mod show;

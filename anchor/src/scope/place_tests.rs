@@ -90,13 +90,7 @@ fn a_member_whose_labels_changed_is_moved_and_a_short_scope_gets_one_more() {
             if leaving == "b" && joining.anchor.peer_id == "d"
     ));
     let short = scope(2, &["a", "b"], 5);
-    let actions = plan(
-        "a",
-        &anchors[2..].to_vec(),
-        &BTreeSet::new(),
-        &[short],
-        KNOBS,
-    );
+    let actions = plan("a", &anchors[2..], &BTreeSet::new(), &[short], KNOBS);
     assert!(matches!(&actions[..], [Action::Add { joining, .. }] if joining.anchor.peer_id == "c"));
 }
 

@@ -6,7 +6,7 @@
 //! (signed answers and referrals), `mutate` (propose here or forward to the leader),
 //! `watch` (long polls of a prefix's changes), `admin` (status, scope creation and
 //! information, child-scope seeds, snapshots; `learn` the ranges a delegated child split
-//! off). `host` gives the delegation code what it
+//! off); `quiesce` a leader's request that a replica sleep, and liveness pings. `host` gives the delegation code what it
 //! needs of this anchor.
 
 mod admin;
@@ -14,6 +14,7 @@ mod host;
 mod learn;
 mod members;
 mod mutate;
+mod quiesce;
 mod raft;
 mod resolve;
 mod watch;
@@ -82,6 +83,8 @@ struct Shared {
     peers: SharedBook,
     /// Child-scope seeds being received.
     receiver: Receiver,
+    /// This anchor's incarnation (its start time, ms), the answer to liveness pings.
+    incarnation: u64,
 }
 
 fn encode_or_empty<T: Serialize>(v: &T) -> Vec<u8> {
@@ -101,6 +104,7 @@ impl Server {
                 info: parts.info,
                 labels: parts.labels,
                 verified: parts.verified,
+                incarnation: parts.clock.unix_ms(),
                 clock: parts.clock,
                 peers: parts.peers,
                 receiver: Receiver::default(),

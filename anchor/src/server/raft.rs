@@ -1,7 +1,8 @@
 //! The Raft protocol's inbound side: a scope group's RPC from a member (append, vote,
 //! snapshot) handed to the group, or several groups' RPCs coalesced into one message by the
 //! sender's network adapter, each handled as if it had come alone; and a member's load
-//! report, added to this replica's split accounting.
+//! report, added to this replica's split accounting. Any append, vote or snapshot wakes a
+//! sleeping group; quiesce requests and liveness pings are answered in `quiesce.rs`.
 
 use libp2p::PeerId;
 use proto::limits::RAFT_FRAME_BYTES_MAX;
@@ -9,7 +10,11 @@ use proto::msg::{RaftRequest, RaftResponse, RaftRpc};
 use proto::{codec, WireError};
 use resolver::net::Protocol;
 
+use openraft::raft::AppendEntriesRequest;
+
 use super::Server;
+use crate::raft::quiesce::Cause;
+use crate::raft::TypeConfig;
 
 impl Server {
     pub(super) async fn handle_raft(&self, peer: PeerId, bytes: &[u8]) -> RaftResponse {
@@ -19,6 +24,9 @@ impl Server {
         };
         if req.rpc == RaftRpc::Coalesced {
             return self.handle_raft_coalesced(peer, &req.payload).await;
+        }
+        if req.rpc == RaftRpc::Ping {
+            return self.answer_ping();
         }
         self.handle_raft_one(peer, req).await
     }
@@ -70,11 +78,17 @@ impl Server {
         }
         let raft = &replica.raft;
         let payload = &req.payload;
+        let mut heartbeat = false;
         let out = match req.rpc {
-            RaftRpc::Append => match self.decode(Protocol::Raft, payload) {
-                Ok(r) => codec::encode(&raft.append_entries(r).await),
-                Err(e) => return RaftResponse::Refused(e),
-            },
+            RaftRpc::Append => {
+                match self.decode::<AppendEntriesRequest<TypeConfig>>(Protocol::Raft, payload) {
+                    Ok(r) => {
+                        heartbeat = r.entries.is_empty();
+                        codec::encode(&raft.append_entries(r).await)
+                    }
+                    Err(e) => return RaftResponse::Refused(e),
+                }
+            }
             RaftRpc::Vote => match self.decode(Protocol::Raft, payload) {
                 Ok(r) => codec::encode(&raft.vote(r).await),
                 Err(e) => return RaftResponse::Refused(e),
@@ -90,6 +104,15 @@ impl Server {
                 });
             }
             RaftRpc::LoadReport => return self.absorb_report(&replica, payload),
+            RaftRpc::Quiesce => return self.quiesce_member(&replica, peer, payload),
+            RaftRpc::Ping => return self.answer_ping(),
+        };
+        // After the group handled it (so a follower's leader lease is fresh): a sleeping
+        // group wakes on entries, a vote, a snapshot, or a heartbeat of another term.
+        match req.rpc {
+            RaftRpc::Vote => replica.sleep.wake(raft, Cause::Vote),
+            RaftRpc::Snapshot => replica.sleep.wake(raft, Cause::Snapshot),
+            _ => replica.sleep.on_append(raft, heartbeat),
         };
         match out {
             Ok(b) if b.len() <= RAFT_FRAME_BYTES_MAX => RaftResponse::Ok(b),

@@ -70,6 +70,13 @@ struct Args {
     /// leader on the others.
     #[arg(long)]
     failover: bool,
+    /// `raft.quiesce_after_ms` (default: the anchor's default; 0 turns quiescence off).
+    #[arg(long)]
+    quiesce_after_ms: Option<u64>,
+    /// After measuring, time the first write and the first linearizable read to this many
+    /// sleeping scopes each (and a second write to each, awake).
+    #[arg(long, default_value_t = 0)]
+    wake_samples: usize,
     /// Give up after this many seconds overall.
     #[arg(long, default_value_t = 1200)]
     timeout_s: u64,
@@ -326,10 +333,18 @@ async fn run(args: Args) -> Result<()> {
         snapshot_logs: d.snapshot_logs,
         logs_kept_after_snapshot: d.logs_kept_after_snapshot,
         cache_bytes: StorageSettings::default().cache_bytes,
+        quiesce: args
+            .quiesce_after_ms
+            .map(|after_ms| anchorage_tests::Quiesce {
+                after_ms,
+                liveness_ms: d.liveness_ms,
+                dead_after_ms: d.dead_after_ms,
+            }),
         ..Options::default()
     };
+    let quiesce = args.quiesce_after_ms.unwrap_or(d.quiesce_after_ms);
     println!(
-        "idle_scopes: {} anchors, {} scopes, heartbeat {hb} ms, election {emin}-{emax} ms, binary {}",
+        "idle_scopes: {} anchors, {} scopes, heartbeat {hb} ms, election {emin}-{emax} ms, quiesce after {quiesce} ms (0: off), binary {}",
         args.anchors,
         args.scopes,
         anchorage_tests::anchorage_bin().display()
@@ -342,14 +357,14 @@ async fn run(args: Args) -> Result<()> {
             .trim()
     );
     let mut cluster = Cluster::start_with(args.anchors, options).await?;
-    let result = run_on(&mut cluster, &args, hb).await;
+    let result = run_on(&mut cluster, &args, hb, quiesce > 0).await;
     if result.is_err() {
         cluster.print_logs();
     }
     result
 }
 
-async fn run_on(cluster: &mut Cluster, args: &Args, hb: u64) -> Result<()> {
+async fn run_on(cluster: &mut Cluster, args: &Args, hb: u64, quiesce: bool) -> Result<()> {
     cluster.init(None).await?;
     if args.baseline_seconds > 0 {
         tokio::time::sleep(Duration::from_secs(2)).await;
@@ -411,7 +426,10 @@ async fn run_on(cluster: &mut Cluster, args: &Args, hb: u64) -> Result<()> {
 
     // Every group has a leader when the anchors' leader gauges add up to the group count.
     let groups = args.scopes + 1;
-    let deadline = Instant::now() + Duration::from_secs(120);
+    let wait_s = 120.max(args.scopes as u64 / 50);
+    // A scrape renders every scope's gauges: poll big clusters less often.
+    let poll = Duration::from_millis(if args.scopes > 2_000 { 2_000 } else { 500 });
+    let deadline = Instant::now() + Duration::from_secs(wait_s);
     loop {
         let mut leaders = 0.0;
         for i in 0..cluster.len() {
@@ -421,9 +439,9 @@ async fn run_on(cluster: &mut Cluster, args: &Args, hb: u64) -> Result<()> {
             break;
         }
         if Instant::now() > deadline {
-            bail!("only {leaders} of {groups} groups report a leader after 120 s");
+            bail!("only {leaders} of {groups} groups report a leader after {wait_s} s");
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::time::sleep(poll).await;
     }
     println!(
         "every group has a leader {:.1} s after the first creation; settling {} s",
@@ -431,6 +449,9 @@ async fn run_on(cluster: &mut Cluster, args: &Args, hb: u64) -> Result<()> {
         args.settle_seconds
     );
     tokio::time::sleep(Duration::from_secs(args.settle_seconds)).await;
+    if quiesce {
+        wait_asleep(cluster, groups, poll, wait_s).await?;
+    }
     measure(
         cluster,
         &format!("{} idle scopes", args.scopes),
@@ -440,14 +461,28 @@ async fn run_on(cluster: &mut Cluster, args: &Args, hb: u64) -> Result<()> {
     )
     .await?;
     net.shutdown();
+    if args.wake_samples > 0 {
+        wake(cluster, args, groups, poll, wait_s, quiesce).await?;
+    }
     if args.failover {
-        failover(cluster, groups).await?;
+        if quiesce {
+            // The scopes the wake measurement woke fall asleep again first.
+            wait_asleep(cluster, groups, poll, wait_s).await?;
+        }
+        // A scrape renders every scope's gauges: scraping a big cluster 5 times a second
+        // would load the survivors more than the failover does.
+        let every = if args.scopes > 2_000 {
+            Duration::from_secs(1)
+        } else {
+            Duration::from_millis(200)
+        };
+        failover(cluster, groups, every).await?;
     }
     Ok(())
 }
 
 /// Kills anchor 0 and waits until the other anchors lead every group between them.
-async fn failover(cluster: &mut Cluster, groups: usize) -> Result<()> {
+async fn failover(cluster: &mut Cluster, groups: usize, every: Duration) -> Result<()> {
     let led = metric_value(&cluster.metrics(0).await?, "anchorage_scope_leader", &[]);
     let killed = Instant::now();
     cluster.kill(0);
@@ -479,12 +514,92 @@ async fn failover(cluster: &mut Cluster, groups: usize) -> Result<()> {
             );
             last_print = Instant::now();
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(every).await;
     }
     println!(
-        "\nfailover: killed anchor 0 (leader of {led} groups); half of them had a new leader after {:.2} s, all after {:.2} s (polled every 0.2 s)",
+        "\nfailover: killed anchor 0 (leader of {led} groups); half of them had a new leader after {:.2} s, all after {:.2} s (polled every {:.1} s)",
         first_half.unwrap_or_default().as_secs_f64(),
-        killed.elapsed().as_secs_f64()
+        killed.elapsed().as_secs_f64(),
+        every.as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Replicas asleep on all anchors together (leaders and followers).
+async fn asleep(cluster: &Cluster) -> Result<f64> {
+    let mut n = 0.0;
+    for i in 0..cluster.len() {
+        n += metric_value(&cluster.metrics(i).await?, "anchorage_scopes_asleep", &[]);
+    }
+    Ok(n)
+}
+
+/// Waits until every replica of every group sleeps (bounded by `wait_s`).
+async fn wait_asleep(cluster: &Cluster, groups: usize, poll: Duration, wait_s: u64) -> Result<()> {
+    let started = Instant::now();
+    let all = (groups * cluster.len()) as f64;
+    loop {
+        let n = asleep(cluster).await?;
+        if n >= all {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(wait_s) {
+            bail!("only {n} of {all} replicas asleep after {wait_s} s");
+        }
+        tokio::time::sleep(poll).await;
+    }
+    println!(
+        "every replica asleep {:.1} s after settling",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Times the first write and the first linearizable read to sleeping scopes
+/// ([`anchorage_tests::wake::wake_latencies`]), spread over the scopes.
+async fn wake(
+    cluster: &Cluster,
+    args: &Args,
+    groups: usize,
+    poll: Duration,
+    wait_s: u64,
+    quiesce: bool,
+) -> Result<()> {
+    if quiesce {
+        wait_asleep(cluster, groups, poll, wait_s).await?;
+    }
+    let n = args.wake_samples.min(args.scopes / 2).max(1);
+    let step = (args.scopes / (2 * n)).max(1);
+    let scope = |k: usize| -> Result<(ScopeId, Name)> {
+        let prefix = format!("/s{k:04}");
+        Ok((
+            ScopeId::derive(&[b"anchorage/idle-scopes-bench/v1", prefix.as_bytes()]),
+            Name::parse(&prefix)?,
+        ))
+    };
+    let writes = (0..n)
+        .map(|i| scope(2 * i * step))
+        .collect::<Result<Vec<_>>>()?;
+    let reads = (0..n)
+        .map(|i| scope(2 * i * step + 1))
+        .collect::<Result<Vec<_>>>()?;
+    let asleep_before = asleep(cluster).await?;
+    let f = anchorage_tests::wake::wake_latencies(cluster, &writes, &reads).await?;
+    println!(
+        "\nwake latency ({} replicas asleep before; one request at a time, sent to the scope's leader), p50 / p99 / max:",
+        asleep_before
+    );
+    println!(
+        "- first write to a sleeping scope: {}",
+        f.first_write.summary()
+    );
+    println!(
+        "- second write, same scope awake: {}",
+        f.awake_write.summary()
+    );
+    println!(
+        "- first linearizable read of a sleeping scope: {}",
+        f.first_read.summary()
     );
     Ok(())
 }

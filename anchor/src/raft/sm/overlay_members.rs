@@ -128,11 +128,11 @@ impl Overlay<'_> {
         &mut self,
         index: u64,
     ) -> Result<Result<(), String>, StorageError<NodeId>> {
-        if !self
+        if self
             .view
             .member_change
             .as_ref()
-            .is_some_and(|c| c.index == index)
+            .is_none_or(|c| c.index != index)
         {
             return Ok(Err(format!(
                 "no member change started at {index} is in flight"
