@@ -106,7 +106,7 @@ pub enum Op {
     /// its n admin keys: the anchors in `add` join (each as a learner first, promoted once it
     /// has caught up; their labels are checked against the scope's `[placement]`), the
     /// anchors in `remove` (peer ids) leave and drop their replica. A move is one of each.
-    /// The scope's leader carries it out (`docs/design.md`, "Membership changes").
+    /// The scope's leader carries it out (`docs/protocol.md`, "Member changes").
     /// (Appended last.)
     Members {
         /// A name the scope governs: where the mutation is sent.
