@@ -1,7 +1,8 @@
 //! The short chaos campaign run by `cargo test`: a few fixed seeds of partitions, drops and
 //! delays against three in-process anchors; each must stay linearizable and lose no
 //! acknowledged write, also across a delegation of the names' prefix to a child scope and
-//! while the scopes split by themselves, and while they merge back.
+//! while the scopes split by themselves, while they merge back, and while the members of a
+//! scope move between anchors.
 //! `scripts/chaos` runs the long campaign.
 
 use std::time::Duration;
@@ -158,4 +159,37 @@ async fn chaos_campaign_with_automatic_merges() {
     assert_eq!(merges.merging, 0, "a merge never finished: {merges:?}");
     let splits = report.splits.expect("a campaign with splits counts them");
     assert_eq!(splits.frozen, 0, "a split never finished: {splits:?}");
+}
+
+/// One campaign in which `/chaos`'s members move between four anchors (the leader among
+/// them) while faults are injected: linearizable, nothing acknowledged lost, at least one
+/// move done, none left halfway, and no anchor that left still holding a replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn chaos_campaign_with_member_moves() {
+    let seed = 77;
+    let cfg = CampaignConfig {
+        duration: Duration::from_secs(12),
+        member_moves: true,
+        ..CampaignConfig::default()
+    };
+    let report = tokio::time::timeout(Duration::from_secs(300), campaign(seed, &cfg))
+        .await
+        .unwrap_or_else(|_| panic!("seed {seed}: campaign did not finish in 300 s"))
+        .unwrap_or_else(|e| panic!("seed {seed}: harness error: {e:#}"));
+    let moves = report
+        .moves
+        .expect("a campaign with member moves reports them");
+    println!(
+        "seed {seed}: {} ops ({} unknown), lost {}, moves {moves:?}, {}",
+        report.ops, report.unknown, report.lost_acked, report.verdict
+    );
+    assert!(
+        report.passed,
+        "seed {seed} failed: lost {}; {}\nreplay: scripts/chaos --seed {seed} --duration-s 12 --member-moves",
+        report.lost_acked, report.verdict
+    );
+    assert!(
+        moves.done >= 1,
+        "seed {seed}: no member change finished: {moves:?}"
+    );
 }

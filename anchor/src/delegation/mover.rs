@@ -87,6 +87,10 @@ pub async fn move_members<H: Host>(host: H, mut stop: tokio::sync::watch::Receiv
                 if matches!(step, Step::Idle | Step::Wait(_)) {
                     if step == Step::Idle {
                         waiting.remove(&r.id);
+                    } else {
+                        // A change in flight waits on learners catching up: the group
+                        // must replicate to them, so it may not sleep.
+                        r.wake();
                     }
                     continue;
                 }
@@ -178,6 +182,9 @@ async fn take_step<H: Host>(
     mut change: Option<MemberChange>,
     since: Instant,
 ) {
+    // Asleep, the group would neither replicate to its learners nor heartbeat through a
+    // configuration change.
+    let _awake = r.keep_awake();
     for _ in 0..STEPS_PER_JOB {
         let outcome = match step {
             Step::Idle | Step::Wait(_) => return,

@@ -19,6 +19,7 @@ use resolver::AnchorAddr;
 
 use super::Host;
 use crate::identity::node_id_of_str;
+use crate::raft::quiesce::Cause;
 use crate::replica::Replica;
 
 /// Extra wait past the leader lease before the target's first election.
@@ -53,6 +54,9 @@ pub async fn transfer_leadership<H: Host>(host: &H, r: &Arc<Replica>, to: &Ancho
             return false;
         }
     }
+    // The leader must not fall asleep while it yields: quiescence would switch heartbeats
+    // back on (or off) under the hand-over.
+    let _awake = r.keep_awake();
     let started = Instant::now();
     r.set_yield_until(host.now_ms() + (lease + within).as_millis() as u64);
     r.raft.runtime_config().heartbeat(false);
@@ -80,6 +84,10 @@ pub async fn transfer_leadership<H: Host>(host: &H, r: &Arc<Replica>, to: &Ancho
 
 /// The target's side: after `after`, elections until this replica leads or `within` passed.
 pub async fn campaign(r: Arc<Replica>, me: crate::raft::NodeId, after: Duration, within: Duration) {
+    // A follower asleep would become a leader with its timers off: wake it first, and keep
+    // it awake while it campaigns.
+    let _awake = r.keep_awake();
+    r.sleep.wake(&r.raft, Cause::KeptAwake);
     tokio::time::sleep(after).await;
     let deadline = Instant::now() + within;
     while Instant::now() < deadline {

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use anchorage_tests::chaos::{campaign, CampaignConfig, Merges, Report, Splits};
+use anchorage_tests::chaos::{campaign, CampaignConfig, Merges, Moves, Report, Splits};
 use clap::Parser;
 
 /// Seeded chaos campaigns against three in-process anchors.
@@ -42,6 +42,10 @@ struct Args {
     /// merge back while the faults are on.
     #[arg(long, requires = "split_names_max")]
     merge_names_min: Option<u32>,
+    /// Start a fourth anchor, delegate `/chaos` to three of the four, and keep moving one
+    /// of its members (often the leader) to the anchor left out during the faults.
+    #[arg(long, conflicts_with_all = ["split_names_max", "delegate_at_s"])]
+    member_moves: bool,
 }
 
 impl Args {
@@ -75,6 +79,7 @@ fn main() -> std::process::ExitCode {
         delegate_at: args.delegate_at_s.map(Duration::from_secs_f64),
         split_names_max: args.split_names_max,
         merge_names_min: args.merge_names_min,
+        member_moves: args.member_moves,
         ..CampaignConfig::default()
     };
     let seeds: Vec<u64> = match args.seed {
@@ -124,8 +129,18 @@ fn main() -> std::process::ExitCode {
                         )
                     })
                     .unwrap_or_default();
+                let moves = r
+                    .moves
+                    .map(|m| {
+                        format!(
+                            ", moves {} asked ({} of the leader)/{} acknowledged/{} done \
+                             ({} during faults)",
+                            m.asked, m.of_leader, m.acknowledged, m.done, m.done_during_faults
+                        )
+                    })
+                    .unwrap_or_default();
                 println!(
-                    "seed {seed}: {} ops ({} unknown), lost {}{splits}{merges}, {}",
+                    "seed {seed}: {} ops ({} unknown), lost {}{splits}{merges}{moves}, {}",
                     r.ops,
                     r.unknown,
                     r.lost_acked,
@@ -206,6 +221,24 @@ fn summary(
         let merges: Vec<Merges> = reports.iter().filter_map(|r| r.merges).collect();
         println!("merges:                     {}", merges_line(&merges));
     }
+    if args.member_moves {
+        let moves: Vec<Moves> = reports.iter().filter_map(|r| r.moves).collect();
+        let total = |f: fn(&Moves) -> u64| -> u64 { moves.iter().map(f).sum() };
+        println!(
+            "member moves:               {} asked ({} of the leader), {} acknowledged, {} not; \
+             {} member sets reached ({} during the faults; {} seeds with none); {} seeds left \
+             a change in flight, {} a replica on an anchor that left",
+            total(|m| m.asked),
+            total(|m| m.of_leader),
+            total(|m| m.acknowledged),
+            total(|m| m.not_acknowledged),
+            total(|m| m.done as u64),
+            total(|m| m.done_during_faults as u64),
+            moves.iter().filter(|m| m.done == 0).count(),
+            moves.iter().filter(|m| m.in_flight).count(),
+            moves.iter().filter(|m| m.left_over > 0).count()
+        );
+    }
     println!("harness errors:             {}", errors.len());
     let merge = args
         .merge_names_min
@@ -217,6 +250,7 @@ fn summary(
         .or(args
             .split_names_max
             .map(|n| format!(" --split-names-max {n}{merge}")))
+        .or(args.member_moves.then(|| " --member-moves".to_string()))
         .unwrap_or_default();
     for r in &failed {
         println!(

@@ -25,6 +25,13 @@
 //! filler's puts and deletes are in the history like every other operation. The report
 //! counts the merges and how many began while the faults were on.
 //!
+//! With [`CampaignConfig::member_moves`], a fourth anchor is started, `/chaos` is delegated
+//! to three of the four before the clients start, and a mover keeps moving one of its
+//! members (often the leader) to the anchor left out while the nemesis acts (`moves.rs`).
+//! The report counts the moves asked, acknowledged and done, and how many finished during
+//! the faults; after healing, no change may be left in flight and no anchor that left may
+//! still hold a replica.
+//!
 //! One seed replays one campaign: `scripts/chaos --seed N`.
 
 use std::collections::BTreeMap;
@@ -44,9 +51,11 @@ use crate::linearizability::{Budget, Outcome, Recorder};
 use crate::recorded::{lost_acknowledged, record_read, run_client, Mix, FINAL_READER};
 
 mod filler;
+mod moves;
 mod splits;
 
 pub use filler::FILLER;
+pub use moves::Moves;
 pub use splits::{Merges, Splits};
 
 /// What one campaign does.
@@ -66,6 +75,9 @@ pub struct CampaignConfig {
     /// With `split_names_max`: let split-off scopes merge back under this many names, and
     /// delete names in the campaign's later part so they do (see the module docs).
     pub merge_names_min: Option<u32>,
+    /// Move `/chaos`'s members between four anchors during the faults (see the module
+    /// docs); not together with delegations or splits.
+    pub member_moves: bool,
 }
 
 impl Default for CampaignConfig {
@@ -77,6 +89,7 @@ impl Default for CampaignConfig {
             delegate_at: None,
             split_names_max: None,
             merge_names_min: None,
+            member_moves: false,
         }
     }
 }
@@ -110,6 +123,8 @@ pub struct Report {
     pub splits: Option<Splits>,
     /// With `merge_names_min`: the merges back.
     pub merges: Option<Merges>,
+    /// With `member_moves`: the member changes.
+    pub moves: Option<Moves>,
 }
 
 fn free_port() -> Result<u16> {
@@ -129,7 +144,9 @@ async fn start_cluster(faults: &Arc<SeededFaults>, cfg: &CampaignConfig) -> Resu
     let merge_names_min = cfg.merge_names_min;
     let dir = tempfile::tempdir()?;
     let mut anchors = Vec::new();
-    for i in 0..3 {
+    let count = if cfg.member_moves { 4 } else { 3 };
+    let member_moves = cfg.member_moves;
+    for i in 0..count {
         let mut cfg = AnchorConfig::new(dir.path().join(format!("a{i}")));
         cfg.listen = format!("/ip4/127.0.0.1/tcp/{}", free_port()?);
         cfg.raft.heartbeat_ms = 50;
@@ -140,6 +157,10 @@ async fn start_cluster(faults: &Arc<SeededFaults>, cfg: &CampaignConfig) -> Resu
         if merge_names_min.is_some() {
             // The shortest window: a new scope's peak load is known (and it may merge) soon.
             cfg.load.peak_window_s = MERGE_PEAK_WINDOW_S;
+        }
+        if member_moves {
+            // The moves are the mover's: no rebalancer adds its own.
+            cfg.placement.rebalance = false;
         }
         let opts = StartOptions {
             faults: Some(faults.clone()),
@@ -207,6 +228,9 @@ pub async fn campaign(seed: u64, cfg: &CampaignConfig) -> Result<Report> {
     if cfg.merge_names_min.is_some() && cfg.split_names_max.is_none() {
         bail!("a campaign with merges needs splits (split_names_max) first");
     }
+    if cfg.member_moves && (cfg.delegate_at.is_some() || cfg.split_names_max.is_some()) {
+        bail!("a campaign with member moves neither delegates mid-way nor splits");
+    }
     let name: fn(usize) -> String = match (cfg.split_names_max, cfg.merge_names_min) {
         (Some(_), Some(_)) => filler::checked_name,
         (Some(_), None) => deep_name,
@@ -220,6 +244,9 @@ pub async fn campaign(seed: u64, cfg: &CampaignConfig) -> Result<Report> {
     let cluster = start_cluster(&faults, cfg)
         .await
         .context("starting the cluster")?;
+    if cfg.member_moves {
+        delegate_for_moves(&cluster).await?;
+    }
     let recorder = Recorder::new();
     let key = ed25519_dalek::SigningKey::from_bytes(&[seed as u8; 32]);
     let deadline = Instant::now() + cfg.duration;
@@ -277,6 +304,27 @@ pub async fn campaign(seed: u64, cfg: &CampaignConfig) -> Result<Report> {
         }
         None => None,
     };
+    let mover = match cfg.member_moves {
+        true => {
+            let net = NetConfig {
+                faults: Some(faults.clone()),
+                ..NetConfig::client()
+            };
+            Some(Client::connect_with_net(&cluster.addrs, client_config(), net).await?)
+        }
+        false => None,
+    };
+    let moving = async {
+        match mover {
+            Some(client) => {
+                let rng = StdRng::seed_from_u64(seed ^ MOVER_SEED);
+                let asked = moves::run(&cluster.anchors, client, admin_key(), rng, deadline);
+                let (asked, seen) = tokio::join!(asked, moves::watch(&cluster.anchors, deadline));
+                Some((asked, seen))
+            }
+            None => None,
+        }
+    };
     let delegate = async {
         match delegation {
             Some((at, client)) => {
@@ -300,10 +348,18 @@ pub async fn campaign(seed: u64, cfg: &CampaignConfig) -> Result<Report> {
             None => Default::default(),
         }
     };
-    let (nemesis, delegated, timeline) = tokio::join!(nemesis, delegate, split_watch);
+    let (nemesis, delegated, timeline, moved) =
+        tokio::join!(nemesis, delegate, split_watch, moving);
     delegated?;
     while tasks.join_next().await.is_some() {}
     faults.heal();
+    let moves = match moved {
+        Some((mut asked, seen)) => {
+            moves::settle(&cluster.anchors, seen, &mut asked, MOVES_SETTLE).await;
+            Some(asked)
+        }
+        None => None,
+    };
     let delegated_at_index = match cfg.delegate_at {
         Some(_) => Some(wait_delegated(&cluster, Duration::from_secs(60)).await?),
         None => None,
@@ -335,7 +391,8 @@ pub async fn campaign(seed: u64, cfg: &CampaignConfig) -> Result<Report> {
         max_states: 5_000_000,
         max_time: Some(Duration::from_secs(120)),
     });
-    let passed = outcome.is_ok() && lost_acked == 0;
+    let moves_settled = moves.is_none_or(|m| !m.in_flight && m.left_over == 0);
+    let passed = outcome.is_ok() && lost_acked == 0 && moves_settled;
     Ok(Report {
         seed,
         ops: history.len(),
@@ -343,13 +400,20 @@ pub async fn campaign(seed: u64, cfg: &CampaignConfig) -> Result<Report> {
         nemesis,
         injected,
         lost_acked,
-        verdict: outcome_text(&outcome),
+        verdict: match moves_settled {
+            true => outcome_text(&outcome),
+            false => format!(
+                "{}; a member change did not settle: {moves:?}",
+                outcome_text(&outcome)
+            ),
+        },
         violation: outcome.is_violation(),
         checker_gave_up: matches!(outcome, Outcome::Unknown),
         passed,
         delegated_at_index,
         splits,
         merges,
+        moves,
     })
 }
 
@@ -369,18 +433,42 @@ fn admin_key() -> ed25519_dalek::SigningKey {
 /// the campaign's faults; retries (a fresh nonce each time) until the root answers that the
 /// prefix is moving or delegated, or `deadline`.
 async fn delegate_chaos(cluster: &Cluster, client: Client, deadline: Instant) -> Result<()> {
-    let members = cluster
-        .anchors
-        .iter()
-        .map(|a| proto::MemberSpec {
-            anchor: a.info(),
-            labels: a.status().labels,
-        })
-        .collect();
+    let members = cluster.anchors.iter().map(member_spec).collect();
+    let policy_toml = policy::Policy::development(None).to_toml();
+    delegate_with(cluster, client, deadline, members, policy_toml).await
+}
+
+fn member_spec(a: &Anchor) -> proto::MemberSpec {
+    proto::MemberSpec {
+        anchor: a.info(),
+        labels: a.status().labels,
+    }
+}
+
+/// Before a campaign with member moves: delegates `/chaos` to the first three anchors,
+/// with the campaign's admin key as the child's admin, and waits until it is active.
+async fn delegate_for_moves(cluster: &Cluster) -> Result<()> {
+    let client = Client::connect(&cluster.addrs, client_config()).await?;
+    let members = cluster.anchors[..3].iter().map(member_spec).collect();
+    let admin = policy::PublicKey::from_bytes(&admin_key().verifying_key().to_bytes())?;
+    let policy_toml = policy::Policy::development(Some(admin)).to_toml();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    delegate_with(cluster, client, deadline, members, policy_toml).await?;
+    wait_delegated(cluster, Duration::from_secs(30)).await?;
+    Ok(())
+}
+
+async fn delegate_with(
+    cluster: &Cluster,
+    client: Client,
+    deadline: Instant,
+    members: Vec<proto::MemberSpec>,
+    policy_toml: String,
+) -> Result<()> {
     let op = proto::Op::Delegate {
         prefix: proto::Name::parse("/chaos")?,
         members,
-        policy_toml: policy::Policy::development(None).to_toml(),
+        policy_toml,
         referral_ttl_s: 600,
     };
     loop {
@@ -442,6 +530,14 @@ const SPLIT_LEVELS: usize = 3;
 
 /// The anchors' peak load window in a campaign with merges (the shortest allowed).
 const MERGE_PEAK_WINDOW_S: u64 = 6;
+
+/// Mixed into the seed for the mover's choices.
+const MOVER_SEED: u64 = 0x6d6f_7665;
+
+/// How long a campaign with member moves waits after healing for the last change to end
+/// and the anchors that left to drop their replica (a replica added as a learner that was
+/// never configured is dropped only after its 60 s grace).
+const MOVES_SETTLE: Duration = Duration::from_secs(90);
 
 /// The share of a campaign with merges after which the filler deletes its names.
 const SHRINK_AT: f64 = 0.35;
