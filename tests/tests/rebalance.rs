@@ -129,15 +129,18 @@ async fn joining_anchors_take_their_share() {
             tokio::spawn(async move {
                 let key = random_key();
                 let mut acked: BTreeMap<String, u64> = BTreeMap::new();
+                let mut took: Vec<Duration> = Vec::new();
                 let mut i = 0;
                 while !stop.load(Ordering::Relaxed) && i < 100_000 {
                     let name = format!("/load/n{i}");
+                    let sent = Instant::now();
                     if let Ok(v) = client.put(&name, vec![Record::Text(format!("v{i}"))], 300, &key).await {
+                        took.push(sent.elapsed());
                         acked.insert(name, v);
                     }
                     i += 1;
                 }
-                acked
+                (acked, took)
             })
         };
         let started = Instant::now();
@@ -163,12 +166,17 @@ async fn joining_anchors_take_their_share() {
         })
         .await;
         stop.store(true, Ordering::Relaxed);
-        let acked = writer.await.map_err(|e| anyhow!("writer: {e}"))?;
+        let took_s = started.elapsed().as_secs_f64();
+        let (acked, mut took) = writer.await.map_err(|e| anyhow!("writer: {e}"))?;
         let settled = settled?;
+        took.sort();
+        let pct = |p: f64| took.get(((took.len() as f64 * p) as usize).min(took.len().saturating_sub(1))).map_or(0.0, |d| d.as_secs_f64() * 1e3);
         eprintln!(
-            "settled after {:.1} s: (replicas, leaderships) per anchor {settled:?}; {} writes acknowledged meanwhile",
-            started.elapsed().as_secs_f64(),
-            acked.len()
+            "settled after {took_s:.1} s: (replicas, leaderships) per anchor {settled:?}; {} writes acknowledged meanwhile, put latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            acked.len(),
+            pct(0.5),
+            pct(0.99),
+            took.last().map_or(0.0, |d| d.as_secs_f64() * 1e3)
         );
         // Every scope keeps three voters and has a leader (moves still finishing may take a
         // moment); every write reads back.

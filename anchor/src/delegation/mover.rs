@@ -532,9 +532,16 @@ pub async fn check_removed<H: Host>(host: H, r: Arc<Replica>) {
         .filter_map(|id| membership.get_node(id).cloned())
         .collect();
     if voters.is_empty() {
-        // No configuration yet (an empty replica of a change that was given up): the
-        // members it was created with.
-        voters = r.descriptor.members.clone();
+        // No configuration yet (an empty replica of a change that was given up, never a
+        // voter): the members it was created with, other than itself (one of them may be
+        // an anchor that left since and answers nothing).
+        voters = r
+            .descriptor
+            .members
+            .iter()
+            .filter(|m| m.peer_id != me)
+            .cloned()
+            .collect();
     }
     let mut confirmed = 0;
     for v in voters.iter().filter(|v| v.peer_id != me) {
@@ -555,6 +562,11 @@ pub async fn check_removed<H: Host>(host: H, r: Arc<Replica>) {
         }
     }
     if !confirms_removal(confirmed, voters.len()) {
+        return;
+    }
+    // The anchor may have joined the scope again meanwhile, with a new replica: drop only
+    // this one (no await between the check and the removal taking it out of the map).
+    if !host.replica(&r.id).is_some_and(|now| Arc::ptr_eq(&now, &r)) {
         return;
     }
     tracing::info!(scope = %r.id, confirmed, of = voters.len(), "this anchor left the scope: dropping its replica");

@@ -59,8 +59,20 @@ impl Server {
                 );
             }
         }
-        if self.inner.registry.get(&descriptor.id).is_some() {
-            return AdminResponse::Ok;
+        if let Some(old) = self.inner.registry.get(&descriptor.id) {
+            if !left_over(&old, &me) {
+                // Joined already (a retried call): the leader adds it as a learner next.
+                return AdminResponse::Ok;
+            }
+            // The replica of an earlier membership that has not dropped itself yet: the
+            // leader does not count this anchor among the scope's members at all (it asks
+            // only those), so the old state is of no use; start empty.
+            tracing::info!(scope = %descriptor.id, "joining a scope again: dropping the replica left from an earlier membership");
+            if let Err(e) = self.inner.registry.remove(&descriptor.id).await {
+                return AdminResponse::Error(WireError::Unavailable {
+                    reason: e.to_string(),
+                });
+            }
         }
         match self.inner.registry.host_empty(&descriptor).await {
             Ok(_) => {
@@ -200,4 +212,13 @@ impl Server {
 fn listed(d: &ScopeDescriptor, peer: &PeerId) -> bool {
     let peer = peer.to_base58();
     d.members.iter().any(|m| m.peer_id == peer)
+}
+
+/// True if `r`'s Raft configuration is known and does not list this anchor (`me`): a
+/// replica left from an earlier membership, not one a leader is adding now.
+fn left_over(r: &crate::replica::Replica, me: &str) -> bool {
+    let m = r.raft.metrics().borrow().clone();
+    let membership = m.membership_config.membership();
+    let mut nodes = membership.nodes().peekable();
+    nodes.peek().is_some() && !nodes.any(|(_, n)| n.peer_id == me)
 }

@@ -353,12 +353,12 @@ pub async fn campaign(seed: u64, cfg: &CampaignConfig) -> Result<Report> {
     delegated?;
     while tasks.join_next().await.is_some() {}
     faults.heal();
-    let moves = match moved {
+    let (moves, stuck) = match moved {
         Some((mut asked, seen)) => {
-            moves::settle(&cluster.anchors, seen, &mut asked, MOVES_SETTLE).await;
-            Some(asked)
+            let stuck = moves::settle(&cluster.anchors, seen, &mut asked, MOVES_SETTLE).await;
+            (Some(asked), stuck)
         }
-        None => None,
+        None => (None, None),
     };
     let delegated_at_index = match cfg.delegate_at {
         Some(_) => Some(wait_delegated(&cluster, Duration::from_secs(60)).await?),
@@ -403,8 +403,9 @@ pub async fn campaign(seed: u64, cfg: &CampaignConfig) -> Result<Report> {
         verdict: match moves_settled {
             true => outcome_text(&outcome),
             false => format!(
-                "{}; a member change did not settle: {moves:?}",
-                outcome_text(&outcome)
+                "{}; a member change did not settle: {moves:?}; {}",
+                outcome_text(&outcome),
+                stuck.unwrap_or_default()
             ),
         },
         violation: outcome.is_violation(),

@@ -145,13 +145,14 @@ pub(super) async fn watch(anchors: &[Anchor], deadline: Instant) -> Seen {
 
 /// After healing: waits up to `within` until no change is in flight and only members host
 /// `/chaos`, still noting member sets; fills in `done`, `done_during_faults` (from `seen`,
-/// the watch of the faults), `in_flight` and `left_over`.
+/// the watch of the faults), `in_flight` and `left_over`. When it did not settle, returns
+/// what each anchor's replica of `/chaos` looked like at the end.
 pub(super) async fn settle(
     anchors: &[Anchor],
     mut seen: Seen,
     moves: &mut Moves,
     within: Duration,
-) {
+) -> Option<String> {
     moves.done_during_faults = seen.changes;
     let deadline = Instant::now() + within;
     loop {
@@ -171,9 +172,56 @@ pub(super) async fn settle(
             })
             .count();
         moves.done = seen.changes;
-        if (!moves.in_flight && moves.left_over == 0) || Instant::now() > deadline {
-            return;
+        if !moves.in_flight && moves.left_over == 0 {
+            return None;
+        }
+        if Instant::now() > deadline {
+            return Some(describe(anchors));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Each anchor's replica of `/chaos`: role, term, applied index, descriptor epoch and
+/// members, the Raft configuration's members, the change in flight.
+fn describe(anchors: &[Anchor]) -> String {
+    let target = ScopeTarget::Name(prefix());
+    let short = |p: &str| p.chars().rev().take(6).collect::<String>();
+    let mut out = Vec::new();
+    for (i, a) in anchors.iter().enumerate() {
+        let line = match a.scope_info(&target) {
+            Ok(info) if info.descriptor.prefix == prefix() => {
+                let s = &info.status;
+                format!(
+                    "a{i} ({}): {} term {} applied {:?} leader {:?} epoch {} members {:?} \
+                     raft members {:?} (config at {:?}) change {:?}",
+                    short(&a.info().peer_id),
+                    s.role,
+                    s.term,
+                    s.last_applied,
+                    s.leader.as_deref().map(short),
+                    info.descriptor.epoch,
+                    info.descriptor
+                        .members
+                        .iter()
+                        .map(|m| short(&m.peer_id))
+                        .collect::<Vec<_>>(),
+                    s.members.iter().map(|m| short(m)).collect::<Vec<_>>(),
+                    s.membership_log,
+                    info.member_change.as_ref().map(|c| {
+                        (
+                            c.index,
+                            c.target
+                                .iter()
+                                .map(|m| short(&m.peer_id))
+                                .collect::<Vec<_>>(),
+                        )
+                    }),
+                )
+            }
+            _ => format!("a{i} ({}): no replica", short(&a.info().peer_id)),
+        };
+        out.push(line);
+    }
+    out.join("; ")
 }
