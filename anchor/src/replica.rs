@@ -2,6 +2,7 @@
 //! load meters and split view, and the queues of its leader-side proposer and read-index rounds; with the
 //! questions about its group that the handlers and the delegation driver ask.
 
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -44,6 +45,12 @@ pub struct Replica {
     /// another member: it takes no writes and no linearizable reads meanwhile, so the
     /// other members' leader leases run out and the chosen one can win an election.
     yield_until_ms: AtomicU64,
+    /// Peers a majority of this replica's voters reported in a newer configuration than the
+    /// one it has (see [`Replica::vouch`]): members it accepts Raft messages from before it
+    /// has caught up with the configuration that added them.
+    vouched: Mutex<BTreeSet<String>>,
+    /// When a vouching check last started here, ms since the epoch (one at a time).
+    vouch_started_ms: AtomicU64,
     proposals: mpsc::Sender<Proposal>,
     reads: mpsc::Sender<ReadWaiter>,
     metrics: tokio::sync::watch::Receiver<openraft::RaftMetrics<NodeId, AnchorInfo>>,
@@ -66,6 +73,8 @@ impl Replica {
             load: ReplicaLoad::new(descriptor.prefix.clone(), seed, load),
             size_scan: Mutex::new(None),
             yield_until_ms: AtomicU64::new(0),
+            vouched: Mutex::new(BTreeSet::new()),
+            vouch_started_ms: AtomicU64::new(0),
             sleep: Arc::new(sleep),
             metrics: raft.metrics(),
             descriptor,
@@ -217,6 +226,29 @@ impl Replica {
             return self.descriptor.members.iter().any(|m| m.peer_id == peer);
         }
         nodes.any(|(_, n)| n.peer_id == peer)
+            || self.vouched.lock().is_ok_and(|v| v.contains(&peer))
+    }
+
+    /// Accepts Raft messages from `peer` from now on: a majority of this replica's voters
+    /// reported it in a configuration newer than this replica's (a member added while this
+    /// one was cut off, now perhaps the leader that would catch it up).
+    pub fn vouch(&self, peer: &PeerId) {
+        if let Ok(mut v) = self.vouched.lock() {
+            if v.len() < proto::limits::SCOPE_MEMBERS_MAX * 2 {
+                v.insert(peer.to_base58());
+            }
+        }
+    }
+
+    /// Starts a vouching check unless one started within `every_ms` of `now_ms`; true if
+    /// the caller runs it.
+    pub fn start_vouching(&self, now_ms: u64, every_ms: u64) -> bool {
+        let last = self.vouch_started_ms.load(Ordering::SeqCst);
+        now_ms.saturating_sub(last) >= every_ms
+            && self
+                .vouch_started_ms
+                .compare_exchange(last, now_ms, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
     }
 
     /// The replica's status, as `anchorage status` shows it.

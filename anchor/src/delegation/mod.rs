@@ -97,7 +97,7 @@ pub use forgetter::{forget_stale_ranges, FORGET_EVERY};
 pub use learner::{push_ranges, LEARN_EVERY};
 pub use merge_child::merged_into;
 pub use merger::{merge_lines, merge_scopes, MERGE_ENTRY_BYTES_MAX, MERGE_EVERY};
-pub use mover::{check_removed, move_members, MOVE_EVERY};
+pub use mover::{check_removed, move_members, removal_confirmed, vouch_for, MOVE_EVERY};
 pub use rebalancer::rebalance;
 pub use receive::Receiver;
 pub use reporter::{report_loads, REPORT_EVERY};

@@ -33,7 +33,9 @@ use super::Host;
 use crate::identity::node_id_of_str;
 use crate::raft::ScopeCommand;
 use crate::replica::Replica;
-use crate::scope::members::{confirms_removal, next_step, report_shows_removed, GroupView, Step};
+use crate::scope::members::{
+    confirms_removal, next_step, report_shows_removed, report_vouches, GroupView, Step,
+};
 
 /// How often each leader looks at its scopes' members.
 pub const MOVE_EVERY: Duration = Duration::from_secs(1);
@@ -71,6 +73,12 @@ pub async fn move_members<H: Host>(host: H, mut stop: tokio::sync::watch::Receiv
                 continue;
             }
             if r.led_by(me) {
+                if round.is_multiple_of(REMOVAL_CHECK_ROUNDS) && lost_quorum(&r) {
+                    // A leader removed while cut off is never told: the members no longer
+                    // answer it, so it sees no higher term and would lead for ever.
+                    jobs.insert(r.id, tokio::spawn(check_removed(host.clone(), r.clone())));
+                    continue;
+                }
                 let (members, change) = r
                     .state
                     .with_view(|v| {
@@ -161,6 +169,18 @@ fn group_view(r: &Replica) -> GroupView {
 
 /// True if this replica's own configuration does not list this anchor, or its group knows
 /// no leader: worth asking the members whether it was removed.
+/// True if `r`, led here and awake, has heard no quorum acknowledge it for four election
+/// timeouts: it may have been removed from the scope while cut off.
+fn lost_quorum(r: &Replica) -> bool {
+    if r.sleep.is_asleep() {
+        return false;
+    }
+    let limit = 4 * r.raft.config().election_timeout_max;
+    let m = r.raft.metrics().borrow().clone();
+    let alone = m.membership_config.membership().voter_ids().count() <= 1;
+    !alone && m.millis_since_quorum_ack.is_none_or(|ms| ms > limit)
+}
+
 fn may_be_removed(r: &Replica, me: crate::raft::NodeId) -> bool {
     let m = r.raft.metrics().borrow().clone();
     let listed = m
@@ -518,6 +538,70 @@ async fn parent_referral<H: Host>(
 /// Asks the members this replica knows whether it was removed from its scope, and drops
 /// it when a strict majority of them report a newer configuration without this anchor.
 pub async fn check_removed<H: Host>(host: H, r: Arc<Replica>) {
+    let Some(confirmed) = removal_confirmed(&host, &r).await else {
+        return;
+    };
+    // The anchor may have joined the scope again meanwhile, with a new replica: drop only
+    // this one (no await between the check and the removal taking it out of the map).
+    if !host.replica(&r.id).is_some_and(|now| Arc::ptr_eq(&now, &r)) {
+        return;
+    }
+    tracing::info!(scope = %r.id, confirmed, "this anchor left the scope: dropping its replica");
+    match host.remove_scope(&r.id).await {
+        Ok(()) => host.count("members", "replica_dropped"),
+        Err(e) => tracing::warn!(scope = %r.id, error = %e, "dropping a replica this anchor left"),
+    }
+}
+
+/// Asks the voters of `r`'s configuration about `peer`, which sent `r` a Raft message `r`
+/// refused (not in its configuration): when a strict majority report a newer
+/// configuration listing it, `r` accepts its messages from now on ([`Replica::vouch`]).
+pub async fn vouch_for<H: Host>(host: H, r: Arc<Replica>, peer: libp2p::PeerId) {
+    let me = host.peer_id().to_base58();
+    let m = r.raft.metrics().borrow().clone();
+    let mine = m.membership_config.log_id().map(|l| l.index);
+    let membership = m.membership_config.membership();
+    let voters: Vec<AnchorInfo> = membership
+        .get_joint_config()
+        .iter()
+        .flatten()
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .filter_map(|id| membership.get_node(id).cloned())
+        .collect();
+    let candidate = peer.to_base58();
+    let mut confirmed = 0;
+    for v in voters
+        .iter()
+        .filter(|v| v.peer_id != me && v.peer_id != candidate)
+    {
+        let Ok(to) = AnchorAddr::from_info(v) else {
+            continue;
+        };
+        let req = AdminRequest::ScopeInfo {
+            target: ScopeTarget::Id(r.id),
+        };
+        if let Ok(AdminResponse::Scope(info)) = host
+            .call::<_, AdminResponse>(&to, Protocol::Admin, &req, STEP_TIMEOUT)
+            .await
+        {
+            let s = &info.status;
+            if report_vouches(&candidate, mine, s.membership_log, &s.members) {
+                confirmed += 1;
+            }
+        }
+    }
+    if confirms_removal(confirmed, voters.len()) {
+        tracing::info!(scope = %r.id, %peer, confirmed, "a member this replica had not heard of yet: accepting its messages");
+        r.vouch(&peer);
+        host.count("members", "vouched");
+    }
+}
+
+/// Whether a strict majority of the members `r` knows (its configuration's voters, or the
+/// members it was created with when it has none) report a newer configuration without
+/// this anchor: `Some(how many said so)` if so.
+pub async fn removal_confirmed<H: Host>(host: &H, r: &Replica) -> Option<usize> {
     let me = host.peer_id().to_base58();
     let m = r.raft.metrics().borrow().clone();
     let mine = m.membership_config.log_id().map(|l| l.index);
@@ -561,17 +645,5 @@ pub async fn check_removed<H: Host>(host: H, r: Arc<Replica>) {
             }
         }
     }
-    if !confirms_removal(confirmed, voters.len()) {
-        return;
-    }
-    // The anchor may have joined the scope again meanwhile, with a new replica: drop only
-    // this one (no await between the check and the removal taking it out of the map).
-    if !host.replica(&r.id).is_some_and(|now| Arc::ptr_eq(&now, &r)) {
-        return;
-    }
-    tracing::info!(scope = %r.id, confirmed, of = voters.len(), "this anchor left the scope: dropping its replica");
-    match host.remove_scope(&r.id).await {
-        Ok(()) => host.count("members", "replica_dropped"),
-        Err(e) => tracing::warn!(scope = %r.id, error = %e, "dropping a replica this anchor left"),
-    }
+    confirms_removal(confirmed, voters.len()).then_some(confirmed)
 }

@@ -264,6 +264,18 @@ pub fn report_shows_removed(
     }
 }
 
+/// True if a member's report of the scope's configuration (`log` index, `nodes` peer ids)
+/// vouches for `peer`: a configuration newer than the one this replica has (`mine`) that
+/// lists it. (A replica cut off while `peer` was added refuses its messages until a
+/// majority of the voters it knows vouch for it.)
+pub fn report_vouches(peer: &str, mine: Option<u64>, log: Option<u64>, nodes: &[String]) -> bool {
+    let newer = match (log, mine) {
+        (Some(theirs), Some(ours)) => theirs > ours,
+        _ => false,
+    };
+    newer && nodes.iter().any(|n| n == peer)
+}
+
 /// True if `confirmed` distinct members out of the `voters` this replica knows (its own
 /// configuration, without itself) is a strict majority of that configuration (`voters` +
 /// itself when it is a voter): then it may drop its replica.

@@ -272,3 +272,20 @@ fn a_parent_takes_a_childs_new_members_on_the_word_of_a_majority_it_lists() {
     assert!(check_child_members(d, id(9), &word(&f, &[0, 1], 2, &new_members)).is_err());
     assert!(check_child_members(None, id(1), &word(&f, &[0, 1], 2, &new_members)).is_err());
 }
+
+#[test]
+fn only_a_newer_configuration_listing_the_peer_vouches_for_it() {
+    let nodes = vec!["a".to_string(), "d".to_string()];
+    assert!(report_vouches("d", Some(3), Some(9), &nodes));
+    assert!(!report_vouches("d", Some(9), Some(9), &nodes), "not newer");
+    assert!(!report_vouches("d", Some(12), Some(9), &nodes), "older");
+    assert!(!report_vouches("x", Some(3), Some(9), &nodes), "not listed");
+    assert!(
+        !report_vouches("d", None, Some(9), &nodes),
+        "no configuration here"
+    );
+    assert!(
+        !report_vouches("d", Some(3), None, &nodes),
+        "no configuration there"
+    );
+}

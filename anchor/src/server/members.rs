@@ -4,6 +4,8 @@
 //! (`ChildMembers`). Every refusal is counted (`anchorage_refused_total{protocol="admin"}`).
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use libp2p::PeerId;
@@ -60,13 +62,31 @@ impl Server {
             }
         }
         if let Some(old) = self.inner.registry.get(&descriptor.id) {
-            if !left_over(&old, &me) {
-                // Joined already (a retried call): the leader adds it as a learner next.
-                return AdminResponse::Ok;
+            match stale(&old, &me, &descriptor) {
+                Stale::No => {
+                    // Joined already (a retried call): the leader adds it as a learner next.
+                    return AdminResponse::Ok;
+                }
+                Stale::IfRemoved => {
+                    // A voter of an earlier membership that may never have learned it was
+                    // removed: drop it only on a majority's word, as a removal check would.
+                    // Boxed: the check calls other anchors through the same handler (or
+                    // this one, in place), so its future would contain itself.
+                    let check: BoxFuture<'_, Option<usize>> =
+                        Box::pin(crate::delegation::removal_confirmed(self, &old));
+                    if check.await.is_none() {
+                        return AdminResponse::Error(WireError::Unavailable {
+                            reason: "this anchor still holds a voting replica of the scope that \
+                                     its members have not confirmed removed; retry"
+                                .into(),
+                        });
+                    }
+                }
+                Stale::Yes => {}
             }
-            // The replica of an earlier membership that has not dropped itself yet: the
-            // leader does not count this anchor among the scope's members at all (it asks
-            // only those), so the old state is of no use; start empty.
+            // The leader does not count this anchor among the scope's members at all (it
+            // asks only those), so the old state is of no use: start empty, accepting the
+            // members this leader lists.
             tracing::info!(scope = %descriptor.id, "joining a scope again: dropping the replica left from an earlier membership");
             if let Err(e) = self.inner.registry.remove(&descriptor.id).await {
                 return AdminResponse::Error(WireError::Unavailable {
@@ -214,11 +234,49 @@ fn listed(d: &ScopeDescriptor, peer: &PeerId) -> bool {
     d.members.iter().any(|m| m.peer_id == peer)
 }
 
-/// True if `r`'s Raft configuration is known and does not list this anchor (`me`): a
-/// replica left from an earlier membership, not one a leader is adding now.
-fn left_over(r: &crate::replica::Replica, me: &str) -> bool {
+/// A boxed future (a call that may come back to this handler).
+type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Whether the replica an anchor hosts of a scope a member asks it to join is of use.
+#[derive(Debug, PartialEq, Eq)]
+enum Stale {
+    /// It is the replica of this change (a retried call).
+    No,
+    /// It is of no use and was never counted by a leader, or no longer is: replace it.
+    Yes,
+    /// It voted in an earlier configuration: replace it once a majority of that
+    /// configuration's voters confirm it was removed.
+    IfRemoved,
+}
+
+/// Whether `r`, the replica this anchor (`me`) hosts of the scope a member asks it to join
+/// as `requested`, is of use to that change:
+/// - with no Raft configuration (it never acknowledged an entry or held a snapshot, so no
+///   leader ever counted it): of use only if made for `requested` (same epoch and members;
+///   one made for another membership, by a parent re-seeding the members it still lists,
+///   would refuse the new members' messages);
+/// - with a configuration that does not list this anchor: it left since, and cannot vote;
+/// - with one that lists it: to be replaced only on a majority's word that it was removed.
+fn stale(r: &crate::replica::Replica, me: &str, requested: &ScopeDescriptor) -> Stale {
     let m = r.raft.metrics().borrow().clone();
     let membership = m.membership_config.membership();
-    let mut nodes = membership.nodes().peekable();
-    nodes.peek().is_some() && !nodes.any(|(_, n)| n.peer_id == me)
+    if membership.nodes().next().is_none() {
+        let peers = |d: &ScopeDescriptor| {
+            d.members
+                .iter()
+                .map(|m| m.peer_id.clone())
+                .collect::<std::collections::BTreeSet<_>>()
+        };
+        let same =
+            r.descriptor.epoch == requested.epoch && peers(&r.descriptor) == peers(requested);
+        return if same { Stale::No } else { Stale::Yes };
+    }
+    if membership.nodes().any(|(_, n)| n.peer_id == me) {
+        // The leader asking does not list this anchor (it asks only those), yet this
+        // replica's configuration does: a voter of an earlier membership that never
+        // learned it was removed, or this leader is the stale one.
+        Stale::IfRemoved
+    } else {
+        Stale::Yes
+    }
 }

@@ -13,8 +13,12 @@ use resolver::net::Protocol;
 use openraft::raft::AppendEntriesRequest;
 
 use super::Server;
+use crate::delegation::Host;
 use crate::raft::quiesce::Cause;
 use crate::raft::TypeConfig;
+
+/// How often a replica may ask its voters about a peer it refused (see `vouch_for`).
+const VOUCH_EVERY_MS: u64 = 1_000;
 
 impl Server {
     pub(super) async fn handle_raft(&self, peer: PeerId, bytes: &[u8]) -> RaftResponse {
@@ -70,6 +74,15 @@ impl Server {
             });
         };
         if !replica.is_member(&peer) {
+            // A member added while this replica was cut off is refused until a majority of
+            // the voters it knows vouch for it; ask them (at most once a second).
+            if replica.start_vouching(self.now_ms(), VOUCH_EVERY_MS) {
+                tokio::spawn(crate::delegation::vouch_for(
+                    self.clone(),
+                    replica.clone(),
+                    peer,
+                ));
+            }
             self.refuse(Protocol::Raft, "non_member");
             tracing::warn!(%peer, scope = %req.scope, "raft message from a non-member refused");
             return RaftResponse::Refused(WireError::Refused {
