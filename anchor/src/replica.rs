@@ -280,6 +280,7 @@ impl Replica {
             },
             names: self.state.view().names,
             membership_log: m.membership_config.log_id().map(|l| l.index),
+            membership_term: m.membership_config.log_id().map(|l| l.leader_id.term),
         }
     }
 }

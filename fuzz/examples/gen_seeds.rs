@@ -317,6 +317,7 @@ fn wire(dir: &Path) {
             members: vec!["12D3KooWExample".into()],
             names: 5,
             membership_log: Some(1),
+            membership_term: Some(1),
         }],
         peers: vec![],
         peers_omitted: 0,

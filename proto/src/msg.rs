@@ -478,6 +478,10 @@ pub struct ScopeStatus {
     pub names: u64,
     /// The log index of the Raft configuration `members` comes from. (Appended last.)
     pub membership_log: Option<u64>,
+    /// The term of the entry holding that configuration: with `membership_log`, its
+    /// position (two replicas can hold different configurations at one index, one of them
+    /// never to be committed). (Appended last.)
+    pub membership_term: Option<u64>,
 }
 
 /// One hosted scope in detail, as `anchorage scope show` prints it.

@@ -559,7 +559,10 @@ pub async fn check_removed<H: Host>(host: H, r: Arc<Replica>) {
 pub async fn vouch_for<H: Host>(host: H, r: Arc<Replica>, peer: libp2p::PeerId) {
     let me = host.peer_id().to_base58();
     let m = r.raft.metrics().borrow().clone();
-    let mine = m.membership_config.log_id().map(|l| l.index);
+    let mine = m
+        .membership_config
+        .log_id()
+        .map(|l| (l.leader_id.term, l.index));
     let membership = m.membership_config.membership();
     let voters: Vec<AnchorInfo> = membership
         .get_joint_config()
@@ -586,7 +589,7 @@ pub async fn vouch_for<H: Host>(host: H, r: Arc<Replica>, peer: libp2p::PeerId) 
             .await
         {
             let s = &info.status;
-            if report_vouches(&candidate, mine, s.membership_log, &s.members) {
+            if report_vouches(&candidate, mine, config_pos(s), &s.members) {
                 confirmed += 1;
             }
         }
@@ -604,7 +607,10 @@ pub async fn vouch_for<H: Host>(host: H, r: Arc<Replica>, peer: libp2p::PeerId) 
 pub async fn removal_confirmed<H: Host>(host: &H, r: &Replica) -> Option<usize> {
     let me = host.peer_id().to_base58();
     let m = r.raft.metrics().borrow().clone();
-    let mine = m.membership_config.log_id().map(|l| l.index);
+    let mine = m
+        .membership_config
+        .log_id()
+        .map(|l| (l.leader_id.term, l.index));
     let membership = m.membership_config.membership();
     let listed = membership.nodes().any(|(_, n)| n.peer_id == me);
     let mut voters: Vec<AnchorInfo> = membership
@@ -640,10 +646,15 @@ pub async fn removal_confirmed<H: Host>(host: &H, r: &Replica) -> Option<usize> 
             .await
         {
             let s = &info.status;
-            if report_shows_removed(&me, mine, listed, s.membership_log, &s.members) {
+            if report_shows_removed(&me, mine, listed, config_pos(s), &s.members) {
                 confirmed += 1;
             }
         }
     }
     confirms_removal(confirmed, voters.len()).then_some(confirmed)
+}
+
+/// Where a member's reported configuration sits in the log.
+fn config_pos(s: &proto::msg::ScopeStatus) -> Option<(u64, u64)> {
+    Some((s.membership_term?, s.membership_log?))
 }

@@ -247,33 +247,43 @@ pub fn leaving(before: &[AnchorInfo], after: &[AnchorInfo]) -> Vec<AnchorInfo> {
         .collect()
 }
 
-/// True if a member's report of the scope's configuration (`log` index, `nodes` peer ids)
-/// shows that `me` left: a configuration that does not list it, newer than the one `me`
-/// last applied (`mine`), or as new when that one does not list `me` either (`listed`).
+/// Where a configuration sits in a scope's log: (term, index) of its entry, compared as
+/// Raft compares log positions (a higher term first, then a higher index).
+pub type ConfigPos = (u64, u64);
+
+/// True if a member's report of the scope's configuration (its position `theirs`, `nodes`
+/// peer ids) shows that `me` left: a configuration that does not list it, at a later
+/// position than the one `me` last applied (`mine`), or at the same one when that one does
+/// not list `me` either (`listed`).
 pub fn report_shows_removed(
     me: &str,
-    mine: Option<u64>,
+    mine: Option<ConfigPos>,
     listed: bool,
-    log: Option<u64>,
+    theirs: Option<ConfigPos>,
     nodes: &[String],
 ) -> bool {
-    match (log, mine) {
+    match (theirs, mine) {
         (None, _) => false,
         (Some(theirs), Some(ours)) if theirs < ours || (theirs == ours && listed) => false,
         _ => !nodes.iter().any(|n| n == me),
     }
 }
 
-/// True if a member's report of the scope's configuration (`log` index, `nodes` peer ids)
-/// vouches for `peer`: a configuration newer than the one this replica has (`mine`) that
-/// lists it. (A replica cut off while `peer` was added refuses its messages until a
-/// majority of the voters it knows vouch for it.)
-pub fn report_vouches(peer: &str, mine: Option<u64>, log: Option<u64>, nodes: &[String]) -> bool {
-    let newer = match (log, mine) {
+/// True if a member's report of the scope's configuration (position `theirs`, `nodes`
+/// peer ids) vouches for `peer`: a configuration at a later position than the one this
+/// replica has (`mine`) that lists it. (A replica cut off while `peer` was added refuses
+/// its messages until a majority of the voters it knows vouch for it.)
+pub fn report_vouches(
+    peer: &str,
+    mine: Option<ConfigPos>,
+    theirs: Option<ConfigPos>,
+    nodes: &[String],
+) -> bool {
+    let later = match (theirs, mine) {
         (Some(theirs), Some(ours)) => theirs > ours,
         _ => false,
     };
-    newer && nodes.iter().any(|n| n == peer)
+    later && nodes.iter().any(|n| n == peer)
 }
 
 /// True if `confirmed` distinct members out of the `voters` this replica knows (its own

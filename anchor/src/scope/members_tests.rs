@@ -179,28 +179,64 @@ fn a_joiner_that_never_catches_up_is_given_up_while_the_old_members_vote() {
 #[test]
 fn a_removed_replica_needs_a_majority_reporting_a_newer_configuration_without_it() {
     let others = vec!["a".to_string(), "b".to_string()];
-    assert!(report_shows_removed("me", Some(5), true, Some(9), &others));
-    assert!(!report_shows_removed("me", Some(9), true, Some(9), &others));
-    assert!(!report_shows_removed("me", Some(9), true, Some(7), &others));
-    assert!(!report_shows_removed("me", Some(5), true, None, &others));
-    // This replica applied the configuration that left it out: the same one counts.
-    assert!(report_shows_removed("me", Some(9), false, Some(9), &others));
+    assert!(report_shows_removed(
+        "me",
+        Some((1, 5)),
+        true,
+        Some((1, 9)),
+        &others
+    ));
     assert!(!report_shows_removed(
         "me",
-        Some(9),
+        Some((1, 9)),
+        true,
+        Some((1, 9)),
+        &others
+    ));
+    assert!(!report_shows_removed(
+        "me",
+        Some((1, 9)),
+        true,
+        Some((1, 7)),
+        &others
+    ));
+    assert!(!report_shows_removed(
+        "me",
+        Some((1, 5)),
+        true,
+        None,
+        &others
+    ));
+    // This replica applied the configuration that left it out: the same one counts.
+    assert!(report_shows_removed(
+        "me",
+        Some((1, 9)),
         false,
-        Some(7),
+        Some((1, 9)),
+        &others
+    ));
+    assert!(!report_shows_removed(
+        "me",
+        Some((1, 9)),
+        false,
+        Some((1, 7)),
         &others
     ));
     let with_me = vec!["a".to_string(), "me".to_string()];
     assert!(!report_shows_removed(
         "me",
-        Some(5),
+        Some((1, 5)),
         true,
-        Some(9),
+        Some((1, 9)),
         &with_me
     ));
-    assert!(report_shows_removed("me", None, false, Some(1), &others));
+    assert!(report_shows_removed(
+        "me",
+        None,
+        false,
+        Some((1, 1)),
+        &others
+    ));
     assert!(confirms_removal(2, 3));
     assert!(!confirms_removal(1, 3));
     assert!(!confirms_removal(1, 2));
@@ -276,16 +312,47 @@ fn a_parent_takes_a_childs_new_members_on_the_word_of_a_majority_it_lists() {
 #[test]
 fn only_a_newer_configuration_listing_the_peer_vouches_for_it() {
     let nodes = vec!["a".to_string(), "d".to_string()];
-    assert!(report_vouches("d", Some(3), Some(9), &nodes));
-    assert!(!report_vouches("d", Some(9), Some(9), &nodes), "not newer");
-    assert!(!report_vouches("d", Some(12), Some(9), &nodes), "older");
-    assert!(!report_vouches("x", Some(3), Some(9), &nodes), "not listed");
+    assert!(report_vouches("d", Some((1, 3)), Some((1, 9)), &nodes));
     assert!(
-        !report_vouches("d", None, Some(9), &nodes),
+        !report_vouches("d", Some((1, 9)), Some((1, 9)), &nodes),
+        "not newer"
+    );
+    assert!(
+        !report_vouches("d", Some((1, 12)), Some((1, 9)), &nodes),
+        "older"
+    );
+    assert!(
+        !report_vouches("x", Some((1, 3)), Some((1, 9)), &nodes),
+        "not listed"
+    );
+    assert!(
+        !report_vouches("d", None, Some((1, 9)), &nodes),
         "no configuration here"
     );
     assert!(
-        !report_vouches("d", Some(3), None, &nodes),
+        !report_vouches("d", Some((1, 3)), None, &nodes),
         "no configuration there"
     );
+}
+
+#[test]
+fn a_configuration_at_the_same_index_from_a_later_term_shows_removal() {
+    // A leader cut off appended its own configuration at index 360 (term 3), listing
+    // itself; the others hold another one there, from term 4, without it.
+    let others = vec!["b".to_string(), "c".to_string(), "d".to_string()];
+    assert!(report_shows_removed(
+        "a",
+        Some((3, 360)),
+        true,
+        Some((4, 360)),
+        &others
+    ));
+    assert!(!report_shows_removed(
+        "a",
+        Some((4, 360)),
+        true,
+        Some((3, 360)),
+        &others
+    ));
+    assert!(report_vouches("d", Some((3, 360)), Some((4, 360)), &others));
 }

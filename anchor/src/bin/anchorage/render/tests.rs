@@ -50,6 +50,7 @@ fn info(id: ScopeId, prefix: &str, members: &[&str], names: u64) -> ScopeInfo {
             members: members.iter().map(|m| m.peer_id.clone()).collect(),
             names,
             membership_log: Some(1),
+            membership_term: Some(1),
         },
         descriptor: ScopeDescriptor {
             id,
