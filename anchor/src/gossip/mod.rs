@@ -1,7 +1,7 @@
 //! Anchors joining each other and gossiping load summaries (`docs/protocol.md`, "Load
 //! summaries"; `docs/operations.md`, "Joining an anchor").
 //!
-//! One task per anchor ([`run`]) does the IO: it dials the `join` list (and anchors heard
+//! One task per anchor (`run`) does the IO: it dials the `join` list (and anchors heard
 //! of in summaries) while unconnected, with backoff ([`dial`]); every tick it measures this
 //! anchor ([`sys`], the hosted replicas), builds its summary ([`summary::build`]) and
 //! publishes it every `gossip.interval_ms`, or early on a large change

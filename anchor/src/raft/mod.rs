@@ -190,7 +190,7 @@ pub enum ScopeCommand {
     },
     /// The leader's own member change (a dead or misplaced member replaced, a missing one
     /// added, a replica moved off a loaded anchor), decided from its view of the cluster.
-    /// Every member checks at apply ([`crate::scope::members::check_placement_change`])
+    /// Every member checks at apply ([`crate::scope::members::placement_refusal`])
     /// that the policy lets the scope place itself, that it adds at most one anchor that
     /// meets the placement and removes at most one, and that nothing else is in flight;
     /// then it starts like an admin's member change. A no-op answering `Refused` otherwise.
