@@ -62,7 +62,7 @@ impl Server {
             }
         }
         if let Some(old) = self.inner.registry.get(&descriptor.id) {
-            match stale(&old, &me, &descriptor) {
+            match stale(&old, &me, &descriptor, &peer.to_base58()) {
                 Stale::No => {
                     // Joined already (a retried call): the leader adds it as a learner next.
                     return AdminResponse::Ok;
@@ -256,8 +256,15 @@ enum Stale {
 ///   one made for another membership, by a parent re-seeding the members it still lists,
 ///   would refuse the new members' messages);
 /// - with a configuration that does not list this anchor: it left since, and cannot vote;
-/// - with one that lists it: to be replaced only on a majority's word that it was removed.
-fn stale(r: &crate::replica::Replica, me: &str, requested: &ScopeDescriptor) -> Stale {
+/// - with one that lists it and the asking `leader`: of use (it catches up from the leader);
+/// - with one that lists it but not `leader`: to be replaced only on a majority's word that
+///   it was removed (it would refuse the leader's messages).
+fn stale(
+    r: &crate::replica::Replica,
+    me: &str,
+    requested: &ScopeDescriptor,
+    leader: &str,
+) -> Stale {
     let m = r.raft.metrics().borrow().clone();
     let membership = m.membership_config.membership();
     if membership.nodes().next().is_none() {
@@ -271,12 +278,16 @@ fn stale(r: &crate::replica::Replica, me: &str, requested: &ScopeDescriptor) -> 
             r.descriptor.epoch == requested.epoch && peers(&r.descriptor) == peers(requested);
         return if same { Stale::No } else { Stale::Yes };
     }
-    if membership.nodes().any(|(_, n)| n.peer_id == me) {
-        // The leader asking does not list this anchor (it asks only those), yet this
-        // replica's configuration does: a voter of an earlier membership that never
-        // learned it was removed, or this leader is the stale one.
-        Stale::IfRemoved
-    } else {
-        Stale::Yes
+    if !membership.nodes().any(|(_, n)| n.peer_id == me) {
+        return Stale::Yes;
     }
+    if membership.nodes().any(|(_, n)| n.peer_id == leader) {
+        // It takes the asking leader's messages: once added, it catches up from it (the
+        // leader overwrites whatever its log holds that the leader's does not).
+        return Stale::No;
+    }
+    // The leader asking does not list this anchor (it asks only those), yet this replica's
+    // configuration does, and not the leader: a voter of an earlier membership that never
+    // learned it was removed (it would refuse the leader), or this leader is the stale one.
+    Stale::IfRemoved
 }
