@@ -587,8 +587,8 @@ async fn a_member_back_after_the_split_was_purged_from_the_logs_hosts_the_child(
         );
 
         // The member learns the split from the root's snapshot, hosts /shop and catches up
-        // (26 s alone on the 2-core machine; the bound leaves room for the other tests of
-        // this file running beside it, each with its own three anchors).
+        // (the whole test takes 27 s alone on the 2-core machine; the bound leaves room for the
+        // other tests of this file running beside it, each with its own three anchors).
         wait_for(
             &format!("anchor {down} to host /shop with every record"),
             Duration::from_secs(60),

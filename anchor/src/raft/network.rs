@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use libp2p::PeerId;
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, Unreachable};
-use openraft::network::{Backoff, RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
@@ -368,23 +368,7 @@ impl ScopeClient {
     }
 }
 
-/// The first pause of a replication stream after its target was unreachable.
-const BACKOFF_FIRST: Duration = Duration::from_millis(250);
-/// The longest pause: a member that comes back is caught up within this.
-const BACKOFF_MAX: Duration = Duration::from_secs(2);
-
-/// Pauses of a replication stream whose target stays unreachable: 250 ms, doubling, at
-/// most [`BACKOFF_MAX`]. (openraft's default retries every 500 ms for ever: after an anchor
-/// leading thousands of groups dies, each new leader would dial it twice a second.)
-fn backoff_pauses() -> impl Iterator<Item = Duration> {
-    std::iter::successors(Some(BACKOFF_FIRST), |d| Some((*d * 2).min(BACKOFF_MAX)))
-}
-
 impl RaftNetwork<TypeConfig> for ScopeClient {
-    fn backoff(&self) -> Backoff {
-        Backoff::new(backoff_pauses())
-    }
-
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
@@ -415,20 +399,5 @@ impl RaftNetwork<TypeConfig> for ScopeClient {
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, AnchorInfo, RaftError<NodeId>>> {
         self.call(RaftRpc::Vote, &rpc, option.hard_ttl(), false)
             .await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_up_to_its_cap_and_never_ends() {
-        let pauses: Vec<u64> = backoff_pauses()
-            .take(8)
-            .map(|d| d.as_millis() as u64)
-            .collect();
-        assert_eq!(pauses, [250, 500, 1000, 2000, 2000, 2000, 2000, 2000]);
-        assert_eq!(backoff_pauses().nth(10_000), Some(BACKOFF_MAX));
     }
 }
