@@ -149,6 +149,7 @@ impl Anchor {
                     ..Default::default()
                 },
                 wakes: metrics.scope_wakes.clone(),
+                hibernations: metrics.scope_hibernations.clone(),
             })
             .await?,
         );
@@ -328,7 +329,7 @@ impl Anchor {
         let me = self.inner.registry.node_id();
         let now_ms = self.inner.server.clock().unix_ms();
         for r in self.replicas() {
-            let m = r.raft.metrics().borrow().clone();
+            let m = r.metrics().borrow().clone();
             let id = r.id.to_hex();
             g.scope_term
                 .with_label_values(&[&id])
@@ -403,7 +404,7 @@ impl Anchor {
     pub fn ready(&self) -> bool {
         self.replicas()
             .iter()
-            .all(|r| r.raft.metrics().borrow().current_leader.is_some())
+            .all(|r| r.metrics().borrow().current_leader.is_some())
     }
 
     /// Hosts a replica of a new scope; with `bootstrap`, initializes the group and commits

@@ -122,7 +122,7 @@ async fn an_idle_scope_sleeps_and_a_write_wakes_it() {
         .get();
     assert_eq!(wakes, 1);
     // Kept awake, it does not fall asleep again; released, it does.
-    let guard = replica.keep_awake();
+    let guard = replica.keep_awake().await;
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert!(!asleep(&replica), "slept while kept awake");
     drop(guard);
@@ -134,5 +134,103 @@ async fn an_idle_scope_sleeps_and_a_write_wakes_it() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    anchor.shutdown().await;
+}
+
+/// Resolves `/a` linearizably at `anchor`.
+async fn resolve_a(anchor: &Anchor) -> proto::msg::Answer {
+    let req = proto::msg::ResolveRequest {
+        name: Name::parse("/a").unwrap(),
+        level: proto::ReadLevel::Linearizable,
+        scope: ScopeId::root(),
+    };
+    let peer: PeerId = anchor.info().peer_id.parse().unwrap();
+    let bytes = anchor
+        .handle(peer, Protocol::Resolve, codec::encode(&req).unwrap())
+        .await;
+    match codec::decode(&bytes, 1 << 20).unwrap() {
+        proto::msg::ResolveResponse::Signed(s) => codec::decode(&s.body, 1 << 20).unwrap(),
+        other => panic!("resolve /a: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hibernated_scope_reopens_for_a_write_and_a_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = AnchorConfig::new(dir.path());
+    cfg.raft.heartbeat_ms = 50;
+    cfg.raft.election_min_ms = 300;
+    cfg.raft.election_max_ms = 600;
+    cfg.raft.quiesce_after_ms = 200;
+    cfg.raft.hibernate_after_ms = 300;
+    let clock = ManualClock::new(T0);
+    let opts = StartOptions {
+        clock: clock.clone(),
+        ..StartOptions::default()
+    };
+    let anchor = Anchor::start_with(cfg, opts).await.unwrap();
+    let root = ScopeDescriptor {
+        id: ScopeId::root(),
+        prefix: Name::root(),
+        epoch: 1,
+        members: vec![anchor.info()],
+        range: proto::KeyRange::all(),
+    };
+    let policy = policy::Policy::development(None).to_toml();
+    anchor.create_scope(root, policy, true).await.unwrap();
+    let replica = anchor.replicas().pop().unwrap();
+    let me = replica.metrics().borrow().id;
+    let wait_hibernated = |what: &'static str| {
+        let replica = replica.clone();
+        async move {
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while !replica.is_hibernated() {
+                assert!(std::time::Instant::now() < deadline, "{what}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    wait_hibernated("never hibernated").await;
+    // Hibernated: no group runs, but what the anchor knows of it stays.
+    assert!(replica.raft().is_none());
+    assert!(replica.sleep.is_asleep());
+    assert!(replica.led_by(me), "the frozen metrics still say who leads");
+    let term = replica.metrics().borrow().current_term;
+
+    let key = SigningKey::from_bytes(&[7; 32]);
+    let answer = mutate(&anchor, put(&key, T0 + 30_000)).await;
+    let MutateResponse::Committed { version, .. } = answer else {
+        panic!("write to a hibernated scope: {answer:?}");
+    };
+    assert!(replica.raft().is_some(), "the write reopened the group");
+    assert_eq!(
+        replica.metrics().borrow().current_term,
+        term,
+        "reopened as leader, with no election"
+    );
+    let reopened = || {
+        anchor
+            .metrics()
+            .scope_hibernations
+            .with_label_values(&["reopened"])
+            .get()
+    };
+    assert_eq!(reopened(), 1);
+
+    // Hibernated again, a linearizable read reopens it and sees the write.
+    wait_hibernated("never hibernated again").await;
+    match resolve_a(&anchor).await {
+        proto::msg::Answer::Found { set, .. } => assert_eq!(set.version, version),
+        other => panic!("read of a hibernated scope: {other:?}"),
+    }
+    assert_eq!(reopened(), 2);
+    assert!(
+        anchor
+            .metrics()
+            .scope_hibernations
+            .with_label_values(&["hibernated"])
+            .get()
+            >= 2
+    );
     anchor.shutdown().await;
 }

@@ -183,6 +183,10 @@ pub struct RaftSettings {
     /// One that is reachable but does not answer pings counts as dead after
     /// `scope::quiesce::SILENT_FACTOR` (20) times this.
     pub dead_after_ms: u64,
+    /// Hibernation: a group asleep this long is stopped (its memory and timers freed) and
+    /// reopened from disk by the first message, write or read that needs it. 0 keeps
+    /// sleeping groups running.
+    pub hibernate_after_ms: u64,
 }
 
 impl Default for RaftSettings {
@@ -197,6 +201,7 @@ impl Default for RaftSettings {
             quiesce_after_ms: 5_000,
             liveness_ms: 500,
             dead_after_ms: 1_500,
+            hibernate_after_ms: 20_000,
         }
     }
 }

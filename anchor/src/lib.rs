@@ -31,6 +31,7 @@ pub mod config;
 pub mod delegation;
 pub mod error;
 pub mod gossip;
+pub mod group;
 pub mod http;
 pub mod identity;
 pub mod metrics;

@@ -62,6 +62,10 @@ pub struct Metrics {
     pub quiesce: IntCounterVec,
     /// Anchors sharing a group with this one that count as dead (no ping answer).
     pub peers_dead: prometheus::IntGauge,
+    /// Hosted replicas whose group hibernates (stopped while asleep, reopened on demand).
+    pub scopes_hibernated: prometheus::IntGauge,
+    /// Groups hibernated and reopened, by event (hibernated, reopened).
+    pub scope_hibernations: IntCounterVec,
     /// Group-commit flush latency.
     pub flush_seconds: prometheus::Histogram,
     /// Request handling latency by protocol.
@@ -255,6 +259,19 @@ impl Metrics {
         registry
             .register(Box::new(peers_dead.clone()))
             .expect("unique metric");
+        let scopes_hibernated = prometheus::IntGauge::new(
+            "scopes_hibernated",
+            "Hosted replicas whose group hibernates (stopped after raft.hibernate_after_ms asleep; reopened from disk by the first message, write or read)",
+        )
+        .expect("static metric");
+        registry
+            .register(Box::new(scopes_hibernated.clone()))
+            .expect("unique metric");
+        let scope_hibernations = counter(
+            "scope_hibernations_total",
+            "Groups stopped to hibernate and reopened, by event (hibernated, reopened)",
+            &["event"],
+        );
         let buckets = prometheus::exponential_buckets(0.000_05, 2.0, 16).expect("static buckets");
         let flush_seconds = prometheus::Histogram::with_opts(
             HistogramOpts::new("flush_seconds", "Group-commit fsync latency")
@@ -297,6 +314,8 @@ impl Metrics {
             scope_wakes,
             quiesce,
             peers_dead,
+            scopes_hibernated,
+            scope_hibernations,
             flush_seconds,
             request_seconds,
         }

@@ -28,6 +28,7 @@ use resolver::AnchorAddr;
 use tokio::sync::Semaphore;
 
 use crate::config::RaftSettings;
+use crate::group::spawn_with_group;
 use crate::metrics::Metrics;
 use crate::raft::network::Coalescer;
 use crate::raft::quiesce::{Cause, Role};
@@ -46,6 +47,8 @@ const DIAL_FAILED: &str = "Failed to dial";
 const ROUNDS_MAX: usize = 256;
 /// Checks between two listings of the anchors this one shares groups with.
 const PEERS_EVERY: u64 = 10;
+/// Groups being stopped to hibernate at once.
+const HIBERNATING_MAX: usize = 8;
 /// How long a member may take to answer a quiesce request.
 const QUIESCE_TTL: Duration = Duration::from_secs(2);
 
@@ -64,6 +67,9 @@ pub struct Quiescer {
     peers: Mutex<BTreeMap<NodeId, AnchorAddr>>,
     epoch: Instant,
     rounds: Arc<Semaphore>,
+    hibernate_after_ms: u64,
+    /// Hibernations under way at once.
+    hibernating: Arc<Semaphore>,
 }
 
 impl Quiescer {
@@ -88,6 +94,8 @@ impl Quiescer {
             peers: Mutex::new(BTreeMap::new()),
             epoch: Instant::now(),
             rounds: Arc::new(Semaphore::new(ROUNDS_MAX)),
+            hibernate_after_ms: raft.hibernate_after_ms,
+            hibernating: Arc::new(Semaphore::new(HIBERNATING_MAX)),
         })
     }
 
@@ -144,7 +152,7 @@ impl Quiescer {
         let now = self.now_ms();
         let list_all = pass.is_multiple_of(PEERS_EVERY);
         let mut peers = BTreeMap::new();
-        let (mut leaders_asleep, mut followers_asleep) = (0i64, 0i64);
+        let (mut leaders_asleep, mut followers_asleep, mut hibernated) = (0i64, 0i64, 0i64);
         for r in self.registry.all() {
             if list_all || !r.sleep.is_asleep() {
                 self.add_peers(&r, &mut peers);
@@ -153,7 +161,24 @@ impl Quiescer {
                 match self.check_asleep(&r) {
                     Some(Role::Leader) => leaders_asleep += 1,
                     Some(Role::Follower) => followers_asleep += 1,
-                    None => {}
+                    None => continue,
+                }
+                if r.is_hibernated() {
+                    hibernated += 1;
+                } else if self.hibernate_after_ms > 0
+                    && !r.sleep.kept_awake()
+                    && r.sleep
+                        .asleep_for()
+                        .is_some_and(|d| d.as_millis() >= u128::from(self.hibernate_after_ms))
+                {
+                    if let Ok(permit) = self.hibernating.clone().try_acquire_owned() {
+                        tokio::spawn(async move {
+                            if r.hibernate().await {
+                                tracing::debug!(scope = %r.id, "scope hibernates");
+                            }
+                            drop(permit);
+                        });
+                    }
                 }
                 continue;
             }
@@ -176,6 +201,7 @@ impl Quiescer {
         let g = &self.metrics.scopes_asleep;
         g.with_label_values(&["leader"]).set(leaders_asleep);
         g.with_label_values(&["follower"]).set(followers_asleep);
+        self.metrics.scopes_hibernated.set(hibernated);
         let Ok(mut known) = self.peers.lock() else {
             return;
         };
@@ -197,7 +223,7 @@ impl Quiescer {
 
     /// Adds the other members of `r`'s group to `peers`.
     fn add_peers(&self, r: &Replica, peers: &mut BTreeMap<NodeId, AnchorAddr>) {
-        let metrics = r.raft.metrics();
+        let metrics = r.metrics();
         let m = metrics.borrow();
         for (n, info) in m.membership_config.membership().nodes() {
             if *n != self.me && !peers.contains_key(n) {
@@ -216,25 +242,28 @@ impl Quiescer {
             return Some(role);
         }
         let (leading, last_log) = {
-            let metrics = r.raft.metrics();
+            let metrics = r.metrics();
             let m = metrics.borrow();
             (m.current_leader == Some(self.me), m.last_log_index)
         };
-        if !leading {
-            r.sleep.wake(&r.raft, Cause::NotLeader);
-            None
+        let cause = if !leading {
+            Cause::NotLeader
         } else if last_log != slept_at {
-            r.sleep.wake(&r.raft, Cause::LogMoved);
-            None
+            Cause::LogMoved
         } else {
-            Some(role)
+            return Some(role);
+        };
+        // (A hibernated group's frozen metrics never differ from what it slept with.)
+        if let Some(raft) = r.raft() {
+            r.sleep.wake(&raft, cause);
         }
+        None
     }
 
     /// What the leader knows of `r`'s group (its last log index apart), if this anchor leads
     /// it.
     fn leader_facts(&self, r: &Replica) -> Option<(Option<u64>, LeaderFacts)> {
-        let metrics = r.raft.metrics();
+        let metrics = r.metrics();
         let m = metrics.borrow();
         if m.current_leader != Some(self.me) || m.state != openraft::ServerState::Leader {
             return None;
@@ -285,8 +314,8 @@ impl Quiescer {
         };
         let index = facts.last_log.map(|(_, i)| i);
         let slept = outcome == "asleep"
-            && r.raft.metrics().borrow().last_log_index == index
-            && r.sleep.try_sleep(&r.raft, Role::Leader, activity, index);
+            && r.metrics().borrow().last_log_index == index
+            && r.try_sleep(Role::Leader, activity, index);
         let outcome = if outcome == "asleep" && !slept {
             "raced"
         } else {
@@ -311,7 +340,7 @@ impl Quiescer {
     /// "refused" if one declined, "unanswered" otherwise.
     async fn ask(&self, r: &Replica, tell: &[NodeId], payload: Vec<u8>) -> &'static str {
         let targets: Vec<Option<AnchorAddr>> = {
-            let metrics = r.raft.metrics();
+            let metrics = r.metrics();
             let m = metrics.borrow();
             let membership = m.membership_config.membership();
             tell.iter()
@@ -420,7 +449,7 @@ impl Quiescer {
                 continue;
             }
             let voters: BTreeSet<NodeId> = {
-                let metrics = r.raft.metrics();
+                let metrics = r.metrics();
                 let m = metrics.borrow();
                 if m.current_leader != Some(node) {
                     continue;
@@ -433,8 +462,20 @@ impl Quiescer {
                 |n| n == node || self.is_dead(n),
                 self.elect_step_ms,
             ) + wake_batch_delay_ms(woken);
-            if r.sleep.wake_to_elect(&r.raft, Duration::from_millis(delay)) {
-                woken += 1;
+            let delay = Duration::from_millis(delay);
+            match r.raft() {
+                Some(raft) => {
+                    if r.sleep.wake_to_elect(&raft, delay) {
+                        woken += 1;
+                    }
+                }
+                None => {
+                    // Reopened first; counted in the batches as if woken now.
+                    woken += 1;
+                    spawn_with_group(&r, "leader_dead", move |r, raft| {
+                        r.sleep.wake_to_elect(raft, delay);
+                    });
+                }
             }
         }
         tracing::info!(node, woken, "sleeping followers of a dead anchor woken");
@@ -449,15 +490,27 @@ impl Quiescer {
                 continue;
             }
             let member = r
-                .raft
                 .metrics()
                 .borrow()
                 .membership_config
                 .membership()
                 .get_node(&node)
                 .is_some();
-            if member && r.sleep.wake_leader(&r.raft, Cause::PeerBack) {
-                woken += 1;
+            if !member {
+                continue;
+            }
+            match r.raft() {
+                Some(raft) => {
+                    if r.sleep.wake_leader(&raft, Cause::PeerBack) {
+                        woken += 1;
+                    }
+                }
+                None => {
+                    woken += 1;
+                    spawn_with_group(&r, "peer_back", |r, raft| {
+                        r.sleep.wake_leader(raft, Cause::PeerBack);
+                    });
+                }
             }
         }
         tracing::info!(

@@ -12,10 +12,9 @@ use resolver::clock::SharedClock;
 use resolver::net::NetHandle;
 
 use crate::identity;
+use crate::group;
 use crate::raft::log_store::{self, FlusherHandle, LogStore};
-use crate::raft::network::{Coalescer, NetworkFactory};
-use crate::raft::proposer;
-use crate::raft::quiesce::Sleep;
+use crate::raft::network::Coalescer;
 use crate::raft::sm::{self, Seed, StateMachine};
 use crate::raft::{NodeId, ScopeCommand};
 use crate::replica::Replica;
@@ -51,11 +50,13 @@ pub(crate) struct Plumbing {
     pub load: crate::scope::load::LoadConfig,
     /// Where wakes of sleeping groups are counted (label: cause).
     pub wakes: prometheus::IntCounterVec,
+    /// Where hibernations and reopenings of groups are counted (label: event).
+    pub hibernations: prometheus::IntCounterVec,
 }
 
 /// The hosted replicas, by scope id.
 pub struct Registry {
-    plumbing: Plumbing,
+    plumbing: Arc<Plumbing>,
     /// The `scopes` tree: every hosted scope's descriptor.
     listed: sled::Tree,
     scopes: RwLock<BTreeMap<ScopeId, Arc<Replica>>>,
@@ -66,7 +67,7 @@ impl Registry {
     pub(crate) async fn open(plumbing: Plumbing) -> Result<Registry, AnchorError> {
         let listed = plumbing.db.open_tree("scopes")?;
         let registry = Registry {
-            plumbing,
+            plumbing: Arc::new(plumbing),
             listed,
             scopes: RwLock::new(BTreeMap::new()),
         };
@@ -116,7 +117,7 @@ impl Registry {
     /// Stops every group.
     pub(crate) async fn stop_groups(&self) {
         for r in self.all() {
-            let _ = r.raft.shutdown().await;
+            r.stop().await;
         }
     }
 
@@ -130,28 +131,10 @@ impl Registry {
     async fn open_replica(&self, descriptor: ScopeDescriptor) -> Result<Arc<Replica>, AnchorError> {
         let p = &self.plumbing;
         let id = descriptor.id;
-        let log = LogStore::open(&p.db, id, p.flusher.clone())?;
         let sm = StateMachine::open(&p.db, id, descriptor.prefix.clone(), p.verified.clone())?;
         let state = sm.reader();
-        let network = NetworkFactory {
-            scope: id,
-            net: p.net.clone(),
-            coalescer: p.coalescer.clone(),
-        };
-        let raft = openraft::Raft::new(p.node_id, p.raft_config.clone(), network, log, sm)
-            .await
-            .map_err(|e| AnchorError::Raft(e.to_string()))?;
-        let proposals = proposer::spawn_proposer(raft.clone(), id, p.clock.clone());
-        let reads = proposer::spawn_read_rounds(raft.clone(), id);
-        let replica = Arc::new(Replica::new(
-            descriptor,
-            raft,
-            state,
-            proposals,
-            reads,
-            p.load,
-            Sleep::new(p.wakes.clone()),
-        ));
+        let group = group::start(p, &descriptor, sm).await?;
+        let replica = Arc::new(Replica::new(descriptor, group, state, p.clone()));
         if let Ok(mut s) = self.scopes.write() {
             s.insert(id, replica.clone());
         }
@@ -223,11 +206,10 @@ impl Registry {
     pub(crate) async fn remove(&self, id: &ScopeId) -> Result<(), AnchorError> {
         let removed = self.scopes.write().ok().and_then(|mut s| s.remove(id));
         if let Some(r) = removed {
-            if let Err(e) = r.raft.shutdown().await {
-                tracing::debug!(scope = %id, error = %e, "stopping a removed scope's group");
-            }
-            // A request that found the replica before it left the map reads nothing more.
+            // A request that found the replica before it left the map reads nothing more
+            // (nor reopens its group).
             r.state.mark_removed();
+            r.stop().await;
         }
         // Unlisted first: a crash after this leaves unused keys, never a half scope reopened.
         self.listed.remove(id.0)?;
@@ -283,17 +265,15 @@ impl Registry {
         if !bootstrap {
             return Ok(());
         }
-        if replica
-            .raft
+        let raft = replica.group().await?;
+        if raft
             .is_initialized()
             .await
             .map_err(|e| AnchorError::Raft(e.to_string()))?
         {
             return Err(AnchorError::AlreadyExists(replica.id));
         }
-        replica
-            .raft
-            .initialize(members)
+        raft.initialize(members)
             .await
             .map_err(|e| AnchorError::Raft(e.to_string()))?;
         let genesis = ScopeCommand::Genesis {
@@ -302,7 +282,7 @@ impl Registry {
         };
         let deadline = Instant::now() + GENESIS_TIMEOUT;
         loop {
-            match tokio::time::timeout(WRITE_TIMEOUT, replica.raft.client_write(genesis.clone()))
+            match tokio::time::timeout(WRITE_TIMEOUT, raft.client_write(genesis.clone()))
                 .await
             {
                 Ok(Ok(_)) => return Ok(()),
@@ -317,7 +297,7 @@ impl Registry {
                 _ => {
                     // Not leader yet (the election started by initialize is under way):
                     // wait for the next metrics change, bounded, then try again.
-                    let mut metrics = replica.raft.metrics();
+                    let mut metrics = raft.metrics();
                     let _ =
                         tokio::time::timeout(Duration::from_millis(200), metrics.changed()).await;
                 }
@@ -328,19 +308,17 @@ impl Registry {
     /// Builds a snapshot of every hosted scope and purges the log up to it.
     pub async fn snapshot_all(&self) -> Result<(), AnchorError> {
         for r in self.all() {
-            let applied = r
-                .raft
+            let raft = r.group().await?;
+            let applied = raft
                 .metrics()
                 .borrow()
                 .last_applied
                 .map_or(0, |l| l.index);
-            r.raft
-                .trigger()
+            raft.trigger()
                 .snapshot()
                 .await
                 .map_err(|e| AnchorError::Raft(e.to_string()))?;
-            let waited = r
-                .raft
+            let waited = raft
                 .wait(Some(Duration::from_secs(20)))
                 .metrics(
                     |m| m.snapshot.is_some_and(|s| s.index >= applied),
@@ -349,8 +327,7 @@ impl Registry {
                 .await
                 .map_err(|e| AnchorError::Raft(e.to_string()))?;
             if let Some(s) = waited.snapshot {
-                r.raft
-                    .trigger()
+                raft.trigger()
                     .purge_log(s.index)
                     .await
                     .map_err(|e| AnchorError::Raft(e.to_string()))?;

@@ -4,17 +4,18 @@
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use libp2p::PeerId;
 use proto::msg::{ScopeStatus, SplitView};
 use proto::{AnchorInfo, Name, ScopeDescriptor, ScopeId};
-use tokio::sync::mpsc;
 
+use crate::group::{Group, Slot};
 use crate::raft::proposer::{Proposal, ReadWaiter};
-use crate::raft::quiesce::{Cause, KeepAwake, Sleep};
+use crate::raft::quiesce::{Cause, KeepAwake, Role, Sleep};
 use crate::raft::sm::{ScopeReader, SizeScan};
-use crate::raft::{NodeId, ScopeRaft};
+use crate::raft::NodeId;
+use crate::registry::Plumbing;
 use crate::scope::load::LoadLimits;
 use crate::scope::meter::ReplicaLoad;
 use crate::scope::show::{split_view, Coverage};
@@ -31,8 +32,12 @@ pub struct Replica {
     pub id: ScopeId,
     /// The scope as created.
     pub descriptor: ScopeDescriptor,
-    /// Its Raft group handle.
-    pub raft: ScopeRaft,
+    /// Its Raft group: running, or hibernated ([`crate::group`]).
+    pub(crate) slot: RwLock<Slot>,
+    /// One reopen or hibernation of the group at a time.
+    pub(crate) reopening: tokio::sync::Mutex<()>,
+    /// What the group is (re)started with.
+    pub(crate) plumbing: Arc<Plumbing>,
     /// Read access to its state machine.
     pub state: ScopeReader,
     /// Requests served for this scope here: the rate meter and the split accounting.
@@ -51,37 +56,30 @@ pub struct Replica {
     vouched: Mutex<BTreeSet<String>>,
     /// When a vouching check last started here, ms since the epoch (one at a time).
     vouch_started_ms: AtomicU64,
-    proposals: mpsc::Sender<Proposal>,
-    reads: mpsc::Sender<ReadWaiter>,
-    metrics: tokio::sync::watch::Receiver<openraft::RaftMetrics<NodeId, AnchorInfo>>,
 }
 
 impl Replica {
-    /// A replica around a started group and the queues of its proposer and read rounds.
+    /// A replica around a started group.
     pub(crate) fn new(
         descriptor: ScopeDescriptor,
-        raft: ScopeRaft,
+        group: Group,
         state: ScopeReader,
-        proposals: mpsc::Sender<Proposal>,
-        reads: mpsc::Sender<ReadWaiter>,
-        load: crate::scope::load::LoadConfig,
-        sleep: Sleep,
+        plumbing: Arc<Plumbing>,
     ) -> Replica {
         let seed = u64::from_le_bytes(descriptor.id.0[..8].try_into().unwrap_or_default());
         Replica {
             id: descriptor.id,
-            load: ReplicaLoad::new(descriptor.prefix.clone(), seed, load),
+            load: ReplicaLoad::new(descriptor.prefix.clone(), seed, plumbing.load),
             size_scan: Mutex::new(None),
             yield_until_ms: AtomicU64::new(0),
             vouched: Mutex::new(BTreeSet::new()),
             vouch_started_ms: AtomicU64::new(0),
-            sleep: Arc::new(sleep),
-            metrics: raft.metrics(),
+            sleep: Arc::new(Sleep::new(plumbing.wakes.clone())),
+            slot: RwLock::new(Slot::Running(group)),
+            reopening: tokio::sync::Mutex::new(()),
+            plumbing,
             descriptor,
-            raft,
             state,
-            proposals,
-            reads,
         }
     }
 
@@ -95,30 +93,54 @@ impl Replica {
         self.yield_until_ms.store(until_ms, Ordering::Relaxed);
     }
 
-    /// Queues a verified write for the proposer (waking the group first if it sleeps);
-    /// false when its queue is full.
-    pub(crate) fn queue_write(&self, proposal: Proposal) -> bool {
-        self.sleep.wake_leader(&self.raft, Cause::Write);
-        self.proposals.try_send(proposal).is_ok()
+    /// Queues a verified write for the proposer (reopening the group if it hibernates and
+    /// waking it if it sleeps); false when its queue is full or the group cannot run.
+    pub(crate) async fn queue_write(&self, proposal: Proposal) -> bool {
+        let Ok(raft) = self.group().await else {
+            return false;
+        };
+        self.sleep.wake_leader(&raft, Cause::Write);
+        self.proposals()
+            .is_some_and(|q| q.try_send(proposal).is_ok())
     }
 
-    /// Queues a linearizable read for the next read-index round (waking the group first if
-    /// it sleeps); false when its queue is full.
-    pub(crate) fn queue_read(&self, waiter: ReadWaiter) -> bool {
-        self.sleep.wake_leader(&self.raft, Cause::Read);
-        self.reads.try_send(waiter).is_ok()
+    /// Queues a linearizable read for the next read-index round (reopening and waking the
+    /// group as a write does); false when its queue is full or the group cannot run.
+    pub(crate) async fn queue_read(&self, waiter: ReadWaiter) -> bool {
+        let Ok(raft) = self.group().await else {
+            return false;
+        };
+        self.sleep.wake_leader(&raft, Cause::Read);
+        self.reads().is_some_and(|q| q.try_send(waiter).is_ok())
     }
 
     /// Wakes the group if it sleeps as this scope's leader (its followers wake on its first
-    /// heartbeat); true if it slept. For callers that propose without the proposer.
-    pub fn wake(&self) -> bool {
-        self.sleep.wake_leader(&self.raft, Cause::KeptAwake)
+    /// heartbeat), reopening it if it hibernates; true if it slept. For callers that
+    /// propose without the proposer.
+    pub async fn wake(&self) -> bool {
+        match self.group().await {
+            Ok(raft) => self.sleep.wake_leader(&raft, Cause::KeptAwake),
+            Err(_) => false,
+        }
     }
 
     /// Keeps the group awake (and wakes it now) until the guard is dropped: hold it across a
-    /// membership change. While held, this replica never agrees to sleep.
-    pub fn keep_awake(&self) -> KeepAwake {
-        self.sleep.keep_awake(&self.raft)
+    /// membership change. While held, this replica never agrees to sleep (nor hibernates).
+    pub async fn keep_awake(&self) -> KeepAwake {
+        let guard = self.sleep.hold();
+        if let Ok(raft) = self.group().await {
+            self.sleep.wake_leader(&raft, Cause::KeptAwake);
+        }
+        guard
+    }
+
+    /// Puts the group to sleep in `role` (see [`Sleep::try_sleep`]); a hibernated group
+    /// sleeps already.
+    pub fn try_sleep(&self, role: Role, activity_seen: u64, last_log: Option<u64>) -> bool {
+        match self.raft() {
+            Some(raft) => self.sleep.try_sleep(&raft, role, activity_seen, last_log),
+            None => self.sleep.is_asleep(),
+        }
     }
 
     /// The load limits of the scope's current policy (none before genesis is applied).
@@ -204,12 +226,12 @@ impl Replica {
     /// hosted scope several times a second: it reads the group's metrics through a receiver
     /// kept for the purpose instead of cloning one.)
     pub fn led_by(&self, node: NodeId) -> bool {
-        self.metrics.borrow().current_leader == Some(node)
+        self.with_metrics(|m| m.current_leader == Some(node))
     }
 
     /// The current leader's id and addresses, when known.
     pub fn leader_info(&self) -> Option<AnchorInfo> {
-        let m = self.raft.metrics().borrow().clone();
+        let m = self.metrics().borrow().clone();
         let leader = m.current_leader?;
         m.membership_config.membership().get_node(&leader).cloned()
     }
@@ -219,7 +241,7 @@ impl Replica {
     /// that left is not one any more, whatever the descriptor says.
     pub fn is_member(&self, peer: &PeerId) -> bool {
         let peer = peer.to_base58();
-        let metrics = self.raft.metrics().borrow().clone();
+        let metrics = self.metrics().borrow().clone();
         let membership = metrics.membership_config.membership();
         let mut nodes = membership.nodes().peekable();
         if nodes.peek().is_none() {
@@ -253,7 +275,7 @@ impl Replica {
 
     /// The replica's status, as `anchorage status` shows it.
     pub fn status(&self) -> ScopeStatus {
-        let m = self.raft.metrics().borrow().clone();
+        let m = self.metrics().borrow().clone();
         let membership = m.membership_config.membership();
         let leader = m
             .current_leader

@@ -41,6 +41,8 @@ pub struct Quiesce {
     pub liveness_ms: u64,
     /// `raft.dead_after_ms`.
     pub dead_after_ms: u64,
+    /// `raft.hibernate_after_ms` (0: sleeping groups keep running).
+    pub hibernate_after_ms: u64,
 }
 
 impl Default for Options {
@@ -123,8 +125,8 @@ pub(crate) fn config_toml(a: &AnchorProc, o: &Options) -> String {
         every = o.rebalance_every_ms.unwrap_or(10_000),
         replace = o.replace_after_s,
         quiesce = o.quiesce.map_or(String::new(), |q| format!(
-            "quiesce_after_ms = {}\nliveness_ms = {}\ndead_after_ms = {}\n",
-            q.after_ms, q.liveness_ms, q.dead_after_ms
+            "quiesce_after_ms = {}\nliveness_ms = {}\ndead_after_ms = {}\nhibernate_after_ms = {}\n",
+            q.after_ms, q.liveness_ms, q.dead_after_ms, q.hibernate_after_ms
         )),
     )
 }

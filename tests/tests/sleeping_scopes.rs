@@ -3,6 +3,9 @@
 //! succeed, and SIGKILLing the anchor that leads every sleeping scope gets every group a new
 //! leader within a bound, after which writes succeed.
 //!
+//! Every replica also hibernates (its group stopped) after 1.5 s asleep: the write, the read
+//! and the failover all start from hibernated groups, which are reopened from disk.
+//!
 //! Short timers: a group sleeps after 1 s idle; anchors ping each other every 200 ms and
 //! count a silent one dead after 800 ms.
 
@@ -22,6 +25,8 @@ const SCOPES: usize = 24;
 const FAILOVER_MAX: Duration = Duration::from_secs(10);
 /// How long the scopes are watched asleep before the first write.
 const ASLEEP_FOR: Duration = Duration::from_secs(4);
+/// A group asleep this long hibernates (its group stopped, reopened on demand).
+const HIBERNATE_AFTER_MS: u64 = 1_500;
 
 fn options() -> Options {
     Options {
@@ -29,6 +34,7 @@ fn options() -> Options {
             after_ms: 1_000,
             liveness_ms: 200,
             dead_after_ms: 800,
+            hibernate_after_ms: HIBERNATE_AFTER_MS,
         }),
         ..Options::default()
     }
@@ -104,6 +110,16 @@ async fn wait_all_asleep(c: &Cluster, groups: usize, within: Duration) -> Result
     .await
 }
 
+/// Waits until every replica of every group sleeps and hibernates.
+async fn wait_all_hibernated(c: &Cluster, groups: usize, within: Duration) -> Result<()> {
+    wait_all_asleep(c, groups, within).await?;
+    wait_for("every replica hibernated", within, || async {
+        let h = sum(c, &[0, 1, 2], "anchorage_scopes_hibernated", &[]).await?;
+        Ok((h as usize == 3 * groups).then_some(()))
+    })
+    .await
+}
+
 fn put(k: usize, label: &str, value: &str) -> Result<SignedMutation> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
@@ -157,6 +173,8 @@ async fn sleeping_scopes() {
         assert!(rpcs_per_s < 60.0, "{rpcs_per_s:.0} raft requests/s while asleep");
         let (l, f) = asleep(&c, &all).await?;
         assert_eq!((l as usize, f as usize), (groups, 2 * groups), "still asleep");
+        wait_all_hibernated(&c, groups, Duration::from_secs(20)).await?;
+        let reopened = sum(&c, &all, "anchorage_scope_hibernations_total", &[("event", "reopened")]).await?;
 
         // A write through a follower (forwarded to the sleeping leader) and a linearizable
         // read at the leader of another sleeping scope.
@@ -172,9 +190,12 @@ async fn sleeping_scopes() {
         let write_wakes = sum(&c, &[0], "anchorage_scope_wakes_total", &[("cause", "write")]).await?;
         let read_wakes = sum(&c, &[0], "anchorage_scope_wakes_total", &[("cause", "read")]).await?;
         assert!(write_wakes >= 1.0 && read_wakes >= 1.0, "wakes: {write_wakes} write, {read_wakes} read");
+        let now_reopened = sum(&c, &all, "anchorage_scope_hibernations_total", &[("event", "reopened")]).await?;
+        assert!(now_reopened >= reopened + 2.0, "the write and the read reopened {} groups", now_reopened - reopened);
 
-        // Both fall asleep again; the written value reads back linearizably from sleep.
-        wait_all_asleep(&c, groups, Duration::from_secs(20)).await?;
+        // Both fall asleep and hibernate again; the written value reads back linearizably
+        // from there.
+        wait_all_hibernated(&c, groups, Duration::from_secs(20)).await?;
         let answer = c
             .resolve_at(0, ids[3], &Name::parse("/z3/first")?, ReadLevel::Linearizable)
             .await?;
@@ -184,8 +205,8 @@ async fn sleeping_scopes() {
         }
         assert_eq!(sum(&c, &all, "anchorage_scope_term", &[]).await?, terms, "waking elected nobody");
 
-        // Failover of the anchor that leads every sleeping scope.
-        wait_all_asleep(&c, groups, Duration::from_secs(20)).await?;
+        // Failover of the anchor that leads every sleeping (hibernated) scope.
+        wait_all_hibernated(&c, groups, Duration::from_secs(20)).await?;
         let led = sum(&c, &[0], "anchorage_scope_leader", &[]).await?;
         assert!(led as usize >= SCOPES, "anchor 0 leads {led} groups");
         let killed = Instant::now();

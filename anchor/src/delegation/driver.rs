@@ -460,7 +460,7 @@ async fn child_ready<H: Host>(
 }
 
 async fn propose(r: &Replica, cmd: ScopeCommand) -> Result<(), ProposeError> {
-    match tokio::time::timeout(REQUEST_TIMEOUT, r.raft.client_write(cmd)).await {
+    match tokio::time::timeout(REQUEST_TIMEOUT, r.client_write(cmd)).await {
         Ok(Ok(_)) => Ok(()),
         Ok(Err(e)) => Err(ProposeError::Raft(e.to_string())),
         Err(_) => Err(ProposeError::Timeout),
@@ -475,7 +475,7 @@ fn offer_joins<H: Host>(
     r: &Arc<Replica>,
     joins: &mut BTreeMap<(ScopeId, NodeId), Instant>,
 ) {
-    let metrics = r.raft.metrics().borrow().clone();
+    let metrics = r.metrics().borrow().clone();
     let Some(replication) = metrics.replication else {
         return;
     };

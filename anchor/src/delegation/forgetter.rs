@@ -98,7 +98,7 @@ async fn forget_if_stale<H: Host>(
         first: first.clone(),
         proofs,
     };
-    match tokio::time::timeout(PROPOSE_TIMEOUT, r.raft.client_write(cmd)).await {
+    match tokio::time::timeout(PROPOSE_TIMEOUT, r.client_write(cmd)).await {
         Ok(Ok(resp)) if matches!(resp.data.results.first(), Some(Ok(_))) => {
             tracing::info!(scope = %r.id, %first, range_scope = %stale, "forgot a learned range whose scope merged away");
             host.count_learn("forgotten");

@@ -93,7 +93,7 @@ pub(super) async fn retire_or_resume<H: Host>(host: &H, r: &Arc<Replica>) {
             (ScopeCommand::Resume { merge_index: index }, "resume")
         }
     };
-    let outcome = tokio::time::timeout(PROPOSE_TIMEOUT, r.raft.client_write(cmd)).await;
+    let outcome = tokio::time::timeout(PROPOSE_TIMEOUT, r.client_write(cmd)).await;
     let ok = matches!(&outcome, Ok(Ok(resp)) if matches!(resp.data.results.first(), Some(Ok(_))));
     tracing::info!(scope = %r.id, %parent, ok, "child {what}");
     host.count_merge(if ok { what } else { "error" });

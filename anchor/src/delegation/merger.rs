@@ -316,7 +316,7 @@ async fn consider<H: Host>(host: H, r: Arc<Replica>) {
             Err(_) => continue,
         };
         let child = c.delegation.referral.scope;
-        let child_last = c.child.raft.metrics().borrow().last_log_index.unwrap_or(0);
+        let child_last = c.child.metrics().borrow().last_log_index.unwrap_or(0);
         if let Err(e) = pad(host, r, child_last + PAD_AHEAD).await {
             tracing::debug!(scope = %r.id, %child, error = %e, "padding before a merge failed");
             host.count_merge("error");
@@ -370,7 +370,7 @@ fn state_bytes(child: &Replica, d: &Delegation, now_ms: u64) -> Result<usize, St
 /// Proposes `cmd`: `Ok(Ok)` committed and applied, `Ok(Err(why))` committed as a no-op,
 /// `Err` not committed (in time).
 async fn propose(r: &Replica, cmd: ScopeCommand) -> Result<Result<(), String>, String> {
-    match tokio::time::timeout(PROPOSE_TIMEOUT, r.raft.client_write(cmd)).await {
+    match tokio::time::timeout(PROPOSE_TIMEOUT, r.client_write(cmd)).await {
         Ok(Ok(resp)) => Ok(match resp.data.results.first() {
             Some(Err(e)) => Err(e.to_string()),
             _ => Ok(()),
@@ -456,7 +456,7 @@ async fn finish<H: Host>(host: H, parent: Arc<Replica>, d: Delegation) {
 /// past it (a name's version never goes back when the child's records come in).
 async fn pad<H: Host>(host: &H, parent: &Replica, index: u64) -> Result<(), String> {
     loop {
-        let last = parent.raft.metrics().borrow().last_log_index.unwrap_or(0);
+        let last = parent.metrics().borrow().last_log_index.unwrap_or(0);
         if last >= index {
             return Ok(());
         }

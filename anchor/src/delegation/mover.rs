@@ -98,7 +98,7 @@ pub async fn move_members<H: Host>(host: H, mut stop: tokio::sync::watch::Receiv
                     } else {
                         // A change in flight waits on learners catching up: the group
                         // must replicate to them, so it may not sleep.
-                        r.wake();
+                        r.wake().await;
                     }
                     continue;
                 }
@@ -109,7 +109,6 @@ pub async fn move_members<H: Host>(host: H, mut stop: tokio::sync::watch::Receiv
                 // A replica that has no configuration yet may be one a leader is adding
                 // right now: give it time to be added before asking.
                 let empty = r
-                    .raft
                     .metrics()
                     .borrow()
                     .membership_config
@@ -126,8 +125,7 @@ pub async fn move_members<H: Host>(host: H, mut stop: tokio::sync::watch::Receiv
         waiting.retain(|id, _| host.replica(id).is_some());
         unconfigured.retain(|id, _| {
             host.replica(id).is_some_and(|r| {
-                r.raft
-                    .metrics()
+                r.metrics()
                     .borrow()
                     .membership_config
                     .nodes()
@@ -143,7 +141,7 @@ pub async fn move_members<H: Host>(host: H, mut stop: tokio::sync::watch::Receiv
 
 /// What the leader sees of its group.
 fn group_view(r: &Replica) -> GroupView {
-    let m = r.raft.metrics().borrow().clone();
+    let m = r.metrics().borrow().clone();
     let membership = m.membership_config.membership();
     let committed = match (m.membership_config.log_id(), m.last_applied) {
         (None, _) => true,
@@ -175,14 +173,14 @@ fn lost_quorum(r: &Replica) -> bool {
     if r.sleep.is_asleep() {
         return false;
     }
-    let limit = 4 * r.raft.config().election_timeout_max;
-    let m = r.raft.metrics().borrow().clone();
+    let limit = 4 * r.raft_config().election_timeout_max;
+    let m = r.metrics().borrow().clone();
     let alone = m.membership_config.membership().voter_ids().count() <= 1;
     !alone && m.millis_since_quorum_ack.is_none_or(|ms| ms > limit)
 }
 
 fn may_be_removed(r: &Replica, me: crate::raft::NodeId) -> bool {
-    let m = r.raft.metrics().borrow().clone();
+    let m = r.metrics().borrow().clone();
     let listed = m
         .membership_config
         .membership()
@@ -204,7 +202,7 @@ async fn take_step<H: Host>(
 ) {
     // Asleep, the group would neither replicate to its learners nor heartbeat through a
     // configuration change.
-    let _awake = r.keep_awake();
+    let _awake = r.keep_awake().await;
     for _ in 0..STEPS_PER_JOB {
         let outcome = match step {
             Step::Idle | Step::Wait(_) => return,
@@ -303,7 +301,8 @@ async fn add_learners<H: Host>(
             Err(e) => return Err(format!("{} unreachable: {e}", a.peer_id)),
         }
         let node = node_id_of_str(&a.peer_id).ok_or("bad peer id")?;
-        tokio::time::timeout(STEP_TIMEOUT, r.raft.add_learner(node, a.clone(), false))
+        let raft = r.group().await.map_err(|e| e.to_string())?;
+        tokio::time::timeout(STEP_TIMEOUT, raft.add_learner(node, a.clone(), false))
             .await
             .map_err(|_| "adding the learner timed out".to_string())?
             .map_err(|e| e.to_string())?;
@@ -316,10 +315,9 @@ async fn add_learners<H: Host>(
 /// this replica has applied a uniform configuration with exactly those voters: a leader that
 /// removes itself steps down at that point and openraft may never answer the call.
 async fn change_voters(r: &Replica, voters: BTreeSet<u64>) -> Result<&'static str, String> {
-    let call = r
-        .raft
-        .change_membership(ChangeMembers::ReplaceAllVoters(voters.clone()), false);
-    let mut metrics = r.raft.metrics();
+    let raft = r.group().await.map_err(|e| e.to_string())?;
+    let call = raft.change_membership(ChangeMembers::ReplaceAllVoters(voters.clone()), false);
+    let mut metrics = raft.metrics();
     let applied = async {
         loop {
             let reached = {
@@ -354,7 +352,7 @@ async fn change_voters(r: &Replica, voters: BTreeSet<u64>) -> Result<&'static st
 
 /// Commits one entry in the scope's log.
 async fn propose(r: &Replica, cmd: ScopeCommand) -> Result<&'static str, String> {
-    let written = tokio::time::timeout(STEP_TIMEOUT, r.raft.client_write(cmd))
+    let written = tokio::time::timeout(STEP_TIMEOUT, r.client_write(cmd))
         .await
         .map_err(|_| "not committed in time".to_string())?
         .map_err(|e| e.to_string())?;
@@ -374,7 +372,7 @@ async fn abort(
     let Some(change) = change else {
         return Ok("nothing");
     };
-    let m = r.raft.metrics().borrow().clone();
+    let m = r.metrics().borrow().clone();
     let learners: BTreeSet<u64> = m.membership_config.membership().learner_ids().collect();
     let added: BTreeSet<u64> = change
         .added
@@ -385,7 +383,9 @@ async fn abort(
     if !added.is_empty() {
         tokio::time::timeout(
             STEP_TIMEOUT,
-            r.raft
+            r.group()
+                .await
+                .map_err(|e| e.to_string())?
                 .change_membership(ChangeMembers::RemoveNodes(added), false),
         )
         .await
@@ -421,7 +421,7 @@ async fn shrink<H: Host>(
         }
         tracing::warn!(scope = %r.id, error = %e, "the parent still refers to the old members; the members that left leave anyway");
     }
-    let m = r.raft.metrics().borrow().clone();
+    let m = r.metrics().borrow().clone();
     let leaving: Vec<AnchorInfo> = m
         .membership_config
         .membership()
@@ -558,7 +558,7 @@ pub async fn check_removed<H: Host>(host: H, r: Arc<Replica>) {
 /// configuration listing it, `r` accepts its messages from now on ([`Replica::vouch`]).
 pub async fn vouch_for<H: Host>(host: H, r: Arc<Replica>, peer: libp2p::PeerId) {
     let me = host.peer_id().to_base58();
-    let m = r.raft.metrics().borrow().clone();
+    let m = r.metrics().borrow().clone();
     let mine = m
         .membership_config
         .log_id()
@@ -606,7 +606,7 @@ pub async fn vouch_for<H: Host>(host: H, r: Arc<Replica>, peer: libp2p::PeerId) 
 /// this anchor: `Some(how many said so)` if so.
 pub async fn removal_confirmed<H: Host>(host: &H, r: &Replica) -> Option<usize> {
     let me = host.peer_id().to_base58();
-    let m = r.raft.metrics().borrow().clone();
+    let m = r.metrics().borrow().clone();
     let mine = m
         .membership_config
         .log_id()

@@ -160,7 +160,6 @@ fn led_scope(r: &Replica, now_ms: u64) -> Option<LedScope> {
     // Until the members that left stop voting (the mover's last step), the scope is still
     // changing.
     let voters: std::collections::BTreeSet<u64> = r
-        .raft
         .metrics()
         .borrow()
         .membership_config
@@ -230,7 +229,7 @@ async fn propose<H: Host>(
     let Some(r) = led.iter().find(|r| r.id == scope) else {
         return;
     };
-    let outcome = match tokio::time::timeout(COMMIT_TIMEOUT, r.raft.client_write(cmd)).await {
+    let outcome = match tokio::time::timeout(COMMIT_TIMEOUT, r.client_write(cmd)).await {
         Ok(Ok(w)) => match w.data.results.into_iter().next() {
             Some(Ok(_)) => "started",
             Some(Err(e)) => {

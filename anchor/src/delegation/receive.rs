@@ -258,11 +258,14 @@ pub(super) async fn build_child<H: Host>(
         // timeout after a vote the others could not grant yet.
         tokio::spawn(async move {
             for _ in 0..ELECT_TRIES {
-                if replica.raft.metrics().borrow().current_leader.is_some() {
+                if replica.metrics().borrow().current_leader.is_some() {
                     return;
                 }
-                let _ = replica.raft.trigger().elect().await;
-                let mut m = replica.raft.metrics();
+                let Ok(raft) = replica.group().await else {
+                    return;
+                };
+                let _ = raft.trigger().elect().await;
+                let mut m = raft.metrics();
                 let _ = tokio::time::timeout(ELECT_RETRY, async {
                     while m.changed().await.is_ok() {
                         if m.borrow().current_leader.is_some() {

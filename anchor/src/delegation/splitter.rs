@@ -97,7 +97,7 @@ async fn consider<H: Host>(host: &H, r: &Arc<Replica>) {
         evidence,
         proposed_at_ms: now,
     };
-    let outcome = match tokio::time::timeout(PROPOSE_TIMEOUT, r.raft.client_write(cmd)).await {
+    let outcome = match tokio::time::timeout(PROPOSE_TIMEOUT, r.client_write(cmd)).await {
         Ok(Ok(resp)) => match resp.data.results.first() {
             Some(Ok(_)) => "split",
             _ => "refused",

@@ -34,7 +34,7 @@ pub async fn transfer_leadership<H: Host>(host: &H, r: &Arc<Replica>, to: &Ancho
     let Some(target) = node_id_of_str(&to.peer_id) else {
         return false;
     };
-    let lease = Duration::from_millis(r.raft.config().election_timeout_max);
+    let lease = Duration::from_millis(r.raft_config().election_timeout_max);
     let within = lease * TRY_LEASES;
     let Ok(addr) = AnchorAddr::from_info(to) else {
         return false;
@@ -56,11 +56,14 @@ pub async fn transfer_leadership<H: Host>(host: &H, r: &Arc<Replica>, to: &Ancho
     }
     // The leader must not fall asleep while it yields: quiescence would switch heartbeats
     // back on (or off) under the hand-over.
-    let _awake = r.keep_awake();
+    let _awake = r.keep_awake().await;
+    let Ok(raft) = r.group().await else {
+        return false;
+    };
     let started = Instant::now();
     r.set_yield_until(host.now_ms() + (lease + within).as_millis() as u64);
-    r.raft.runtime_config().heartbeat(false);
-    let mut metrics = r.raft.metrics();
+    raft.runtime_config().heartbeat(false);
+    let mut metrics = raft.metrics();
     let moved = loop {
         let leader = metrics.borrow().current_leader;
         if leader == Some(target) {
@@ -75,7 +78,7 @@ pub async fn transfer_leadership<H: Host>(host: &H, r: &Arc<Replica>, to: &Ancho
         }
         let _ = tokio::time::timeout(left, metrics.changed()).await;
     };
-    r.raft.runtime_config().heartbeat(true);
+    raft.runtime_config().heartbeat(true);
     r.set_yield_until(0);
     tracing::info!(scope = %r.id, to = %to.peer_id, moved, ms = started.elapsed().as_millis() as u64, "leadership hand-over");
     host.count("leadership", if moved { "moved" } else { "not_moved" });
@@ -86,15 +89,18 @@ pub async fn transfer_leadership<H: Host>(host: &H, r: &Arc<Replica>, to: &Ancho
 pub async fn campaign(r: Arc<Replica>, me: crate::raft::NodeId, after: Duration, within: Duration) {
     // A follower asleep would become a leader with its timers off: wake it first, and keep
     // it awake while it campaigns.
-    let _awake = r.keep_awake();
-    r.sleep.wake(&r.raft, Cause::KeptAwake);
+    let _awake = r.keep_awake().await;
+    let Ok(raft) = r.group().await else {
+        return;
+    };
+    r.sleep.wake(&raft, Cause::KeptAwake);
     tokio::time::sleep(after).await;
     let deadline = Instant::now() + within;
     while Instant::now() < deadline {
         if r.led_by(me) {
             return;
         }
-        if let Err(e) = r.raft.trigger().elect().await {
+        if let Err(e) = raft.trigger().elect().await {
             tracing::info!(scope = %r.id, error = %e, "campaign stopped");
             return;
         }

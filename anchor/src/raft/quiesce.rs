@@ -11,7 +11,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use prometheus::IntCounterVec;
 
@@ -77,6 +77,8 @@ struct State {
     slept_at: Option<u64>,
     /// The term when it fell asleep.
     slept_term: u64,
+    /// When it fell asleep.
+    slept_since: Option<Instant>,
     /// (activity count, last log index, since when, ms) as last observed by the quiescer.
     seen: Option<(u64, Option<u64>, u64)>,
     /// A quiesce round of this leader is under way.
@@ -141,18 +143,22 @@ impl Sleep {
         st.asleep.map(|r| (r, st.slept_at))
     }
 
+    /// How long it has slept, if it sleeps.
+    pub fn asleep_for(&self) -> Option<Duration> {
+        self.state.lock().ok()?.slept_since.map(|t| t.elapsed())
+    }
+
     /// Whether someone keeps it awake.
     pub fn kept_awake(&self) -> bool {
         self.kept.load(Ordering::SeqCst) > 0
     }
 
-    /// Keeps the group awake until the guard is dropped: wakes it now if it sleeps as the
-    /// leader, and no replica kept awake agrees to sleep. (A follower asleep stays so until
-    /// its leader's next append: woken without one, its leader lease long expired, it would
-    /// start an election.)
-    pub fn keep_awake(self: &Arc<Self>, raft: &ScopeRaft) -> KeepAwake {
+    /// Keeps the group awake until the guard is dropped: no replica kept awake agrees to
+    /// sleep. The caller wakes it if it sleeps as the leader (a follower asleep stays so
+    /// until its leader's next append: woken without one, its leader lease long expired,
+    /// it would start an election).
+    pub fn hold(self: &Arc<Self>) -> KeepAwake {
         self.kept.fetch_add(1, Ordering::SeqCst);
-        self.wake_leader(raft, Cause::KeptAwake);
         KeepAwake {
             sleep: self.clone(),
         }
@@ -249,6 +255,7 @@ impl Sleep {
         let mut st = self.state.lock().ok()?;
         let role = st.asleep.take()?;
         st.slept_at = None;
+        st.slept_since = None;
         st.seen = None;
         self.asleep.store(false, Ordering::SeqCst);
         Some(role)
@@ -279,6 +286,7 @@ impl Sleep {
         st.asleep = Some(role);
         st.slept_at = last_log;
         st.slept_term = raft.metrics().borrow().current_term;
+        st.slept_since = Some(Instant::now());
         self.asleep.store(true, Ordering::SeqCst);
         true
     }

@@ -72,7 +72,7 @@ impl Server {
             proofs: req.proofs,
         };
         let unavailable = |reason: String| ("error", WireError::Unavailable { reason });
-        let written = tokio::time::timeout(COMMIT_TIMEOUT, replica.raft.client_write(cmd))
+        let written = tokio::time::timeout(COMMIT_TIMEOUT, replica.client_write(cmd))
             .await
             .map_err(|_| unavailable("not committed in time".into()))?
             .map_err(|e| unavailable(e.to_string()))?;

@@ -182,7 +182,7 @@ impl Server {
             proofs: req.proofs,
         };
         let unavailable = |reason: String| AdminResponse::Error(WireError::Unavailable { reason });
-        match tokio::time::timeout(COMMIT_TIMEOUT, replica.raft.client_write(cmd)).await {
+        match tokio::time::timeout(COMMIT_TIMEOUT, replica.client_write(cmd)).await {
             Err(_) => unavailable("not committed in time".into()),
             Ok(Err(e)) => unavailable(e.to_string()),
             Ok(Ok(w)) => match w.data.results.into_iter().next() {
@@ -216,7 +216,7 @@ impl Server {
                 format!("{peer} does not lead scope {scope} here"),
             );
         }
-        let lease_max = 4 * r.raft.config().election_timeout_max;
+        let lease_max = 4 * r.raft_config().election_timeout_max;
         let (after_ms, within_ms) = (after_ms.min(lease_max), within_ms.min(4 * lease_max));
         let me = self.inner.registry.node_id();
         tokio::spawn(crate::delegation::campaign(
@@ -265,7 +265,7 @@ fn stale(
     requested: &ScopeDescriptor,
     leader: &str,
 ) -> Stale {
-    let m = r.raft.metrics().borrow().clone();
+    let m = r.metrics().borrow().clone();
     let membership = m.membership_config.membership();
     if membership.nodes().next().is_none() {
         let peers = |d: &ScopeDescriptor| {

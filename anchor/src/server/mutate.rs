@@ -88,7 +88,7 @@ impl Server {
         if let Some(e) = delegated {
             return MutateResponse::Error(e);
         }
-        let leader = replica.raft.metrics().borrow().current_leader;
+        let leader = replica.metrics().borrow().current_leader;
         match leader {
             Some(l) if l == self.inner.registry.node_id() => {
                 if replica.yielding(self.inner.clock.unix_ms()) {
@@ -135,7 +135,7 @@ impl Server {
             name: m.op.name().clone(),
             reply,
         };
-        if !replica.queue_write(proposal) {
+        if !replica.queue_write(proposal).await {
             return MutateResponse::Error(WireError::Unavailable {
                 reason: "too many writes queued for this scope; retry".into(),
             });

@@ -41,7 +41,7 @@ impl Server {
         // Read before the facts: anything that touches the group after this stops the sleep.
         let activity = replica.sleep.activity();
         let facts = {
-            let metrics = replica.raft.metrics();
+            let metrics = replica.metrics();
             let m = metrics.borrow();
             let last_log = m
                 .last_applied
@@ -65,9 +65,7 @@ impl Server {
             Ok(()) if replica.sleep.kept_awake() => QuiesceAnswer::Mismatch("kept_awake".into()),
             Ok(()) => {
                 let index = facts.last_log.map(|(_, i)| i);
-                if replica
-                    .sleep
-                    .try_sleep(&replica.raft, Role::Follower, activity, index)
+                if replica.try_sleep(Role::Follower, activity, index)
                 {
                     QuiesceAnswer::Asleep
                 } else {

@@ -89,8 +89,22 @@ impl Server {
                 reason: format!("{peer} is not a member of scope {}", req.scope),
             });
         }
-        let raft = &replica.raft;
         let payload = &req.payload;
+        match req.rpc {
+            RaftRpc::LoadReport => return self.absorb_report(&replica, payload),
+            RaftRpc::Quiesce => return self.quiesce_member(&replica, peer, payload),
+            RaftRpc::Ping => return self.answer_ping(),
+            _ => {}
+        }
+        let raft = match replica.group().await {
+            Ok(raft) => raft,
+            Err(e) => {
+                return RaftResponse::Refused(WireError::Unavailable {
+                    reason: e.to_string(),
+                })
+            }
+        };
+        let raft = &raft;
         let mut heartbeat = false;
         let out = match req.rpc {
             RaftRpc::Append => {
@@ -110,15 +124,13 @@ impl Server {
                 Ok(r) => codec::encode(&raft.install_snapshot(r).await),
                 Err(e) => return RaftResponse::Refused(e),
             },
-            RaftRpc::Coalesced => {
+            // (Load reports, quiesce requests and pings were answered above.)
+            RaftRpc::Coalesced | RaftRpc::LoadReport | RaftRpc::Quiesce | RaftRpc::Ping => {
                 self.refuse(Protocol::Raft, "malformed");
                 return RaftResponse::Refused(WireError::Invalid {
                     reason: "a batch may not be nested".into(),
                 });
             }
-            RaftRpc::LoadReport => return self.absorb_report(&replica, payload),
-            RaftRpc::Quiesce => return self.quiesce_member(&replica, peer, payload),
-            RaftRpc::Ping => return self.answer_ping(),
         };
         // After the group handled it (so a follower's leader lease is fresh): a sleeping
         // group wakes on entries, a vote, a snapshot, or a heartbeat of another term.

@@ -85,7 +85,7 @@ impl Server {
                 });
             }
             let (tx, rx) = tokio::sync::oneshot::channel();
-            if !replica.queue_read(tx) {
+            if !replica.queue_read(tx).await {
                 return ResolveResponse::Error(WireError::Unavailable {
                     reason: "too many linearizable reads queued; retry".into(),
                 });

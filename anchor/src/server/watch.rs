@@ -55,7 +55,7 @@ impl Server {
             Ok(r) => r,
             Err(e) => return WatchResponse::Error(e),
         };
-        let mut metrics = replica.raft.metrics();
+        let mut metrics = replica.metrics();
         let applied =
             |m: &openraft::RaftMetrics<NodeId, AnchorInfo>| m.last_applied.map_or(0, |l| l.index);
         let Some(mut after) = req.after else {

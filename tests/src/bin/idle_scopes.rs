@@ -73,6 +73,10 @@ struct Args {
     /// `raft.quiesce_after_ms` (default: the anchor's default; 0 turns quiescence off).
     #[arg(long)]
     quiesce_after_ms: Option<u64>,
+    /// `raft.hibernate_after_ms` (default: the anchor's default; 0 keeps sleeping groups
+    /// running).
+    #[arg(long)]
+    hibernate_after_ms: Option<u64>,
     /// After measuring, time the first write and the first linearizable read to this many
     /// sleeping scopes each (and a second write to each, awake).
     #[arg(long, default_value_t = 0)]
@@ -333,18 +337,20 @@ async fn run(args: Args) -> Result<()> {
         snapshot_logs: d.snapshot_logs,
         logs_kept_after_snapshot: d.logs_kept_after_snapshot,
         cache_bytes: StorageSettings::default().cache_bytes,
-        quiesce: args
-            .quiesce_after_ms
-            .map(|after_ms| anchorage_tests::Quiesce {
-                after_ms,
+        quiesce: (args.quiesce_after_ms.is_some() || args.hibernate_after_ms.is_some()).then(
+            || anchorage_tests::Quiesce {
+                after_ms: args.quiesce_after_ms.unwrap_or(d.quiesce_after_ms),
                 liveness_ms: d.liveness_ms,
                 dead_after_ms: d.dead_after_ms,
-            }),
+                hibernate_after_ms: args.hibernate_after_ms.unwrap_or(d.hibernate_after_ms),
+            },
+        ),
         ..Options::default()
     };
     let quiesce = args.quiesce_after_ms.unwrap_or(d.quiesce_after_ms);
+    let hibernate = args.hibernate_after_ms.unwrap_or(d.hibernate_after_ms);
     println!(
-        "idle_scopes: {} anchors, {} scopes, heartbeat {hb} ms, election {emin}-{emax} ms, quiesce after {quiesce} ms (0: off), binary {}",
+        "idle_scopes: {} anchors, {} scopes, heartbeat {hb} ms, election {emin}-{emax} ms, quiesce after {quiesce} ms (0: off), hibernate after {hibernate} ms (0: off), binary {}",
         args.anchors,
         args.scopes,
         anchorage_tests::anchorage_bin().display()
@@ -362,6 +368,15 @@ async fn run(args: Args) -> Result<()> {
         cluster.print_logs();
     }
     result
+}
+
+impl Args {
+    /// Whether the anchors stop sleeping groups (hibernation on).
+    fn hibernates(&self) -> bool {
+        let d = RaftSettings::default();
+        self.quiesce_after_ms.unwrap_or(d.quiesce_after_ms) > 0
+            && self.hibernate_after_ms.unwrap_or(d.hibernate_after_ms) > 0
+    }
 }
 
 async fn run_on(cluster: &mut Cluster, args: &Args, hb: u64, quiesce: bool) -> Result<()> {
@@ -450,7 +465,7 @@ async fn run_on(cluster: &mut Cluster, args: &Args, hb: u64, quiesce: bool) -> R
     );
     tokio::time::sleep(Duration::from_secs(args.settle_seconds)).await;
     if quiesce {
-        wait_asleep(cluster, groups, poll, wait_s).await?;
+        wait_asleep(cluster, groups, poll, wait_s, args.hibernates()).await?;
     }
     measure(
         cluster,
@@ -467,7 +482,7 @@ async fn run_on(cluster: &mut Cluster, args: &Args, hb: u64, quiesce: bool) -> R
     if args.failover {
         if quiesce {
             // The scopes the wake measurement woke fall asleep again first.
-            wait_asleep(cluster, groups, poll, wait_s).await?;
+            wait_asleep(cluster, groups, poll, wait_s, args.hibernates()).await?;
         }
         // A scrape renders every scope's gauges: scraping a big cluster 5 times a second
         // would load the survivors more than the failover does.
@@ -525,32 +540,56 @@ async fn failover(cluster: &mut Cluster, groups: usize, every: Duration) -> Resu
     Ok(())
 }
 
+/// Replicas asleep on all anchors together (leaders and followers), and how many of them
+/// hibernate.
+async fn asleep_hibernated(cluster: &Cluster) -> Result<(f64, f64)> {
+    let (mut n, mut h) = (0.0, 0.0);
+    for i in 0..cluster.len() {
+        let text = cluster.metrics(i).await?;
+        n += metric_value(&text, "anchorage_scopes_asleep", &[]);
+        h += metric_value(&text, "anchorage_scopes_hibernated", &[]);
+    }
+    Ok((n, h))
+}
+
 /// Replicas asleep on all anchors together (leaders and followers).
 async fn asleep(cluster: &Cluster) -> Result<f64> {
-    let mut n = 0.0;
-    for i in 0..cluster.len() {
-        n += metric_value(&cluster.metrics(i).await?, "anchorage_scopes_asleep", &[]);
-    }
-    Ok(n)
+    Ok(asleep_hibernated(cluster).await?.0)
 }
 
 /// Waits until every replica of every group sleeps (bounded by `wait_s`).
-async fn wait_asleep(cluster: &Cluster, groups: usize, poll: Duration, wait_s: u64) -> Result<()> {
+async fn wait_asleep(
+    cluster: &Cluster,
+    groups: usize,
+    poll: Duration,
+    wait_s: u64,
+    hibernates: bool,
+) -> Result<()> {
     let started = Instant::now();
     let all = (groups * cluster.len()) as f64;
+    let mut asleep_at = None;
     loop {
-        let n = asleep(cluster).await?;
-        if n >= all {
+        let (n, h) = asleep_hibernated(cluster).await?;
+        if n >= all && asleep_at.is_none() {
+            asleep_at = Some(started.elapsed());
+        }
+        // With hibernation on, every replica hibernates too: wait for that as well.
+        if n >= all && (h >= all || !hibernates) {
             break;
         }
         if started.elapsed() > Duration::from_secs(wait_s) {
-            bail!("only {n} of {all} replicas asleep after {wait_s} s");
+            bail!("only {n} of {all} replicas asleep ({h} hibernated) after {wait_s} s");
         }
         tokio::time::sleep(poll).await;
     }
     println!(
-        "every replica asleep {:.1} s after settling",
-        started.elapsed().as_secs_f64()
+        "every replica asleep {:.1} s after settling{}",
+        asleep_at.unwrap_or_default().as_secs_f64(),
+        if !hibernates {
+            String::new()
+        } else {
+            format!(", hibernated {:.1} s after", started.elapsed().as_secs_f64())
+        }
     );
     Ok(())
 }
@@ -566,7 +605,7 @@ async fn wake(
     quiesce: bool,
 ) -> Result<()> {
     if quiesce {
-        wait_asleep(cluster, groups, poll, wait_s).await?;
+        wait_asleep(cluster, groups, poll, wait_s, args.hibernates()).await?;
     }
     let n = args.wake_samples.min(args.scopes / 2).max(1);
     let step = (args.scopes / (2 * n)).max(1);

@@ -62,6 +62,8 @@ pub struct StateMachine {
     view: Arc<RwLock<ScopeView>>,
     /// Changes the watch history keeps ([`WATCH_HISTORY_CHANGES`]; tests lower it).
     history_max: u64,
+    /// Alive as long as this state machine (see [`StateMachine::alive`]).
+    alive: Arc<()>,
 }
 
 impl StateMachine {
@@ -84,7 +86,34 @@ impl StateMachine {
             snapshots,
             view: Arc::new(RwLock::new(view)),
             history_max: WATCH_HISTORY_CHANGES,
+            alive: Arc::new(()),
         })
+    }
+
+    /// The state machine of a hibernated group being reopened: the same stored state, and
+    /// the view `reader` shares (it is current: the stopped group had applied everything it
+    /// applies to the view, and its worker has ended).
+    pub fn resume(
+        db: &sled::Db,
+        reader: &ScopeReader,
+        sig_cache: Arc<SigCache>,
+    ) -> Result<StateMachine, AnchorError> {
+        let scope = reader.scope();
+        Ok(StateMachine {
+            sig_cache,
+            scope,
+            keys: Keys::new(scope),
+            tree: db.open_tree(SM_TREE)?,
+            snapshots: db.open_tree(SNAPSHOT_TREE)?,
+            view: reader.shared_view(),
+            history_max: WATCH_HISTORY_CHANGES,
+            alive: Arc::new(()),
+        })
+    }
+
+    /// Dead once this state machine is dropped (openraft's worker that owns it ended).
+    pub fn alive(&self) -> std::sync::Weak<()> {
+        Arc::downgrade(&self.alive)
     }
 
     /// A read handle sharing this state machine's view.

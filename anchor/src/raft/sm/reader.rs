@@ -138,6 +138,22 @@ impl ScopeReader {
         Ok(f(&view, set))
     }
 
+    /// The scope this reader reads.
+    pub fn scope(&self) -> ScopeId {
+        self.scope
+    }
+
+    /// Whether the replica was removed ([`ScopeReader::mark_removed`]).
+    pub fn is_removed(&self) -> bool {
+        self.with_view(|v| v.removed).unwrap_or(true)
+    }
+
+    /// The view this reader shares with its state machine (a reopened group's state
+    /// machine shares it too).
+    pub(super) fn shared_view(&self) -> Arc<RwLock<ScopeView>> {
+        self.view.clone()
+    }
+
     /// Marks the replica removed before its stored state is deleted: from then on
     /// [`ScopeReader::lookup`] refuses, so a request that found the replica just before it
     /// was removed never reads a state half deleted (a name missing).
