@@ -33,6 +33,8 @@ use crate::AnchorError;
 /// The group's metrics as openraft publishes them.
 pub type Metrics = openraft::RaftMetrics<NodeId, AnchorInfo>;
 
+/// How long hibernating waits for the group to stop.
+const STOP_WAIT: Duration = Duration::from_secs(10);
 /// How long a reopen waits for the stopped group's state-machine worker to finish.
 const OLD_WORKER_WAIT: Duration = Duration::from_secs(5);
 
@@ -179,6 +181,11 @@ impl Replica {
         if !self.sleep.is_asleep() || self.sleep.kept_awake() {
             return false;
         }
+        // Only a settled scope: the background loops look at hibernated ones rarely
+        // (`delegation::HIBERNATED_VISIT`), so nothing may be left for them to drive.
+        if self.state.with_view(|v| v.settled()) != Some(true) {
+            return false;
+        }
         let activity = self.sleep.activity();
         let frozen = match &*self.slot() {
             Slot::Running(g) => g.metrics.borrow().clone(),
@@ -201,8 +208,15 @@ impl Replica {
             )
         };
         if let Slot::Running(g) = old {
-            if let Err(e) = g.raft.shutdown().await {
-                tracing::warn!(scope = %self.id, error = %e, "stopping a hibernating group");
+            match tokio::time::timeout(STOP_WAIT, g.raft.shutdown()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(scope = %self.id, error = %e, "stopping a hibernating group")
+                }
+                Err(_) => tracing::warn!(
+                    scope = %self.id,
+                    "a hibernating group did not stop within {STOP_WAIT:?}"
+                ),
             }
         }
         self.plumbing
@@ -256,7 +270,9 @@ pub(crate) fn spawn_with_group(
     tokio::spawn(async move {
         match r.group().await {
             Ok(raft) => f(&r, &raft),
-            Err(e) => tracing::info!(scope = %r.id, error = %e, what, "could not reopen a hibernated group"),
+            Err(e) => {
+                tracing::info!(scope = %r.id, error = %e, what, "could not reopen a hibernated group")
+            }
         }
     });
 }

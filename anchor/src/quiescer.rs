@@ -47,8 +47,9 @@ const DIAL_FAILED: &str = "Failed to dial";
 const ROUNDS_MAX: usize = 256;
 /// Checks between two listings of the anchors this one shares groups with.
 const PEERS_EVERY: u64 = 10;
-/// Groups being stopped to hibernate at once.
-const HIBERNATING_MAX: usize = 8;
+/// Groups being stopped to hibernate at once (each pass starts at most this many: with
+/// 10 000 sleeping replicas an anchor hibernates them all in under a minute).
+const HIBERNATING_MAX: usize = 256;
 /// How long a member may take to answer a quiesce request.
 const QUIESCE_TTL: Duration = Duration::from_secs(2);
 

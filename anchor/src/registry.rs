@@ -11,8 +11,8 @@ use proto::{codec, Name, ScopeDescriptor, ScopeId};
 use resolver::clock::SharedClock;
 use resolver::net::NetHandle;
 
-use crate::identity;
 use crate::group;
+use crate::identity;
 use crate::raft::log_store::{self, FlusherHandle, LogStore};
 use crate::raft::network::Coalescer;
 use crate::raft::sm::{self, Seed, StateMachine};
@@ -282,9 +282,7 @@ impl Registry {
         };
         let deadline = Instant::now() + GENESIS_TIMEOUT;
         loop {
-            match tokio::time::timeout(WRITE_TIMEOUT, raft.client_write(genesis.clone()))
-                .await
-            {
+            match tokio::time::timeout(WRITE_TIMEOUT, raft.client_write(genesis.clone())).await {
                 Ok(Ok(_)) => return Ok(()),
                 Ok(Err(e)) if Instant::now() > deadline => {
                     return Err(AnchorError::Raft(e.to_string()))
@@ -309,11 +307,7 @@ impl Registry {
     pub async fn snapshot_all(&self) -> Result<(), AnchorError> {
         for r in self.all() {
             let raft = r.group().await?;
-            let applied = raft
-                .metrics()
-                .borrow()
-                .last_applied
-                .map_or(0, |l| l.index);
+            let applied = raft.metrics().borrow().last_applied.map_or(0, |l| l.index);
             raft.trigger()
                 .snapshot()
                 .await

@@ -153,12 +153,18 @@ pub async fn drive<H: Host>(host: H, mut stop: tokio::sync::watch::Receiver<bool
     let mut first_seen: BTreeMap<ScopeId, Instant> = BTreeMap::new();
     let mut joins: BTreeMap<(ScopeId, NodeId), Instant> = BTreeMap::new();
     let mut tick = super::every(TICK);
+    let mut visits = super::Visits::new(TICK);
     while super::next_tick(&mut tick, &mut stop).await {
+        visits.next_pass();
         jobs.retain(|_, j| !j.is_finished());
         hosting.retain(|_, j| !j.is_finished());
         let me = host.node_id();
         let mut wanted = BTreeSet::new();
         for r in host.replicas() {
+            // (A hibernated scope is settled: no delegation in flight to drive.)
+            if !visits.wants(&r) {
+                continue;
+            }
             super::split::start_hosting(&host, &r, &mut hosting);
             if !r.led_by(me) {
                 continue;

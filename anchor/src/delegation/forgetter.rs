@@ -26,9 +26,11 @@ const PROPOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Runs until `stop`: drops the stale learned ranges of the scopes this anchor leads.
 pub async fn forget_stale_ranges<H: Host>(host: H, mut stop: tokio::sync::watch::Receiver<bool>) {
     let mut tick = super::every(FORGET_EVERY);
+    let mut visits = super::Visits::new(FORGET_EVERY);
     while super::next_tick(&mut tick, &mut stop).await {
+        visits.next_pass();
         for r in host.replicas() {
-            if !r.led_by(host.node_id()) {
+            if !visits.wants(&r) || !r.led_by(host.node_id()) {
                 continue;
             }
             let learned: Vec<(Delegation, Vec<ScopeId>, Option<Delegation>)> = r

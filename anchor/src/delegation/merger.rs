@@ -56,8 +56,10 @@ pub async fn merge_scopes<H: Host>(host: H, mut stop: tokio::sync::watch::Receiv
     let mut finishing: BTreeMap<ScopeId, JoinHandle<()>> = BTreeMap::new();
     let mut deciding: BTreeMap<ScopeId, JoinHandle<()>> = BTreeMap::new();
     let mut tick = super::every(TICK);
+    let mut visits = super::Visits::new(TICK);
     let mut last_decided = tokio::time::Instant::now();
     while super::next_tick(&mut tick, &mut stop).await {
+        visits.next_pass();
         finishing.retain(|_, j| !j.is_finished());
         deciding.retain(|_, j| !j.is_finished());
         let decide_now = last_decided.elapsed() >= MERGE_EVERY;
@@ -65,6 +67,9 @@ pub async fn merge_scopes<H: Host>(host: H, mut stop: tokio::sync::watch::Receiv
             last_decided = tokio::time::Instant::now();
         }
         for r in host.replicas() {
+            if !visits.wants(&r) {
+                continue;
+            }
             super::merge_child::remove_if_merged(&host, &r).await;
             if !r.led_by(host.node_id()) {
                 continue;

@@ -92,6 +92,41 @@ async fn next_tick(
     !*stop.borrow()
 }
 
+/// How often a background loop looks at a hibernated replica (one whose group is stopped;
+/// [`crate::group`]). Nothing in it changes while it hibernates, so what a loop decides from
+/// its state alone stays decided; what also depends on time or on other scopes (a merge of
+/// an idle child, a removal check, a split held back by its cooldown) is looked at this
+/// often. Awake and sleeping replicas are looked at on every pass.
+pub const HIBERNATED_VISIT: Duration = Duration::from_secs(10);
+
+/// Which replicas one pass of a loop that ticks every `tick` looks at.
+struct Visits {
+    every: u64,
+    pass: u64,
+}
+
+impl Visits {
+    fn new(tick: Duration) -> Visits {
+        let tick = tick.as_millis().max(1);
+        Visits {
+            every: u64::try_from(HIBERNATED_VISIT.as_millis() / tick)
+                .unwrap_or(1)
+                .max(1),
+            pass: 0,
+        }
+    }
+
+    /// Starts the next pass.
+    fn next_pass(&mut self) {
+        self.pass = self.pass.wrapping_add(1);
+    }
+
+    /// Whether this pass looks at `r`.
+    fn wants(&self, r: &Replica) -> bool {
+        self.pass.is_multiple_of(self.every) || !r.is_hibernated()
+    }
+}
+
 pub use driver::{drive, HAND_OVER_TIMEOUT, STRAGGLER_GRACE};
 pub use forgetter::{forget_stale_ranges, FORGET_EVERY};
 pub use learner::{push_ranges, LEARN_EVERY};

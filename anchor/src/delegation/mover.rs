@@ -64,12 +64,16 @@ pub async fn move_members<H: Host>(host: H, mut stop: tokio::sync::watch::Receiv
     let mut unconfigured: BTreeMap<ScopeId, Instant> = BTreeMap::new();
     let mut tick = super::every(MOVE_EVERY);
     let mut round: u64 = 0;
+    let mut visits = super::Visits::new(MOVE_EVERY);
     while super::next_tick(&mut tick, &mut stop).await {
         round += 1;
+        visits.next_pass();
         jobs.retain(|_, j| !j.is_finished());
         let me = host.node_id();
         for r in host.replicas() {
-            if jobs.contains_key(&r.id) {
+            // (A hibernated scope has no member change in flight; its removal check waits
+            // for the rare visit.)
+            if jobs.contains_key(&r.id) || !visits.wants(&r) {
                 continue;
             }
             if r.led_by(me) {
@@ -174,20 +178,22 @@ fn lost_quorum(r: &Replica) -> bool {
         return false;
     }
     let limit = 4 * r.raft_config().election_timeout_max;
-    let m = r.metrics().borrow().clone();
-    let alone = m.membership_config.membership().voter_ids().count() <= 1;
-    !alone && m.millis_since_quorum_ack.is_none_or(|ms| ms > limit)
+    r.with_metrics(|m| {
+        let alone = m.membership_config.membership().voter_ids().count() <= 1;
+        !alone && m.millis_since_quorum_ack.is_none_or(|ms| ms > limit)
+    })
 }
 
 fn may_be_removed(r: &Replica, me: crate::raft::NodeId) -> bool {
-    let m = r.metrics().borrow().clone();
-    let listed = m
-        .membership_config
-        .membership()
-        .nodes()
-        .any(|(id, _)| *id == me);
-    let empty = m.membership_config.membership().nodes().next().is_none();
-    (!listed && !empty) || m.current_leader.is_none()
+    r.with_metrics(|m| {
+        let listed = m
+            .membership_config
+            .membership()
+            .nodes()
+            .any(|(id, _)| *id == me);
+        let empty = m.membership_config.membership().nodes().next().is_none();
+        (!listed && !empty) || m.current_leader.is_none()
+    })
 }
 
 /// Takes `step`, then the steps that follow at once (each needs the previous one applied),

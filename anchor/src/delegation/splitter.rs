@@ -28,9 +28,11 @@ const PROPOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// leads.
 pub async fn propose_splits<H: Host>(host: H, mut stop: tokio::sync::watch::Receiver<bool>) {
     let mut tick = super::every(SPLIT_EVERY);
+    let mut visits = super::Visits::new(SPLIT_EVERY);
     while super::next_tick(&mut tick, &mut stop).await {
+        visits.next_pass();
         for r in host.replicas() {
-            if r.led_by(host.node_id()) {
+            if visits.wants(&r) && r.led_by(host.node_id()) {
                 consider(&host, &r).await;
             }
         }

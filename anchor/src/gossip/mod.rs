@@ -264,12 +264,13 @@ impl Parts {
             .iter()
             .map(|r| {
                 let l = r.load.window(now_ms / 1000);
+                let (reads_per_s, writes_per_s) = (l.reads / window, l.writes / window);
                 ScopeLoad {
                     id: r.id,
-                    prefix: r.descriptor.prefix.clone(),
+                    prefix: (reads_per_s + writes_per_s > 0).then(|| r.descriptor.prefix.clone()),
                     leader: r.led_by(me),
-                    reads_per_s: l.reads / window,
-                    writes_per_s: l.writes / window,
+                    reads_per_s,
+                    writes_per_s,
                 }
             })
             .collect();

@@ -17,8 +17,9 @@ pub const LOAD_CHANGE_MIN_PER_S: u64 = 10;
 pub struct ScopeLoad {
     /// Scope id.
     pub id: ScopeId,
-    /// Scope prefix.
-    pub prefix: Name,
+    /// Scope prefix; only for a scope with requests (the others are never listed as hot,
+    /// and copying thousands of idle scopes' prefixes every second is not free).
+    pub prefix: Option<Name>,
     /// This anchor leads it.
     pub leader: bool,
     /// Reads per second this anchor served for it.
@@ -75,7 +76,11 @@ pub fn build(p: &Publisher, seq: u64, now_ms: u64, f: &LocalFigures) -> LoadSumm
             .map(g)
             .fold(0u64, |a, b| a.saturating_add(b))
     };
-    let mut hot: Vec<&ScopeLoad> = f.scopes.iter().filter(|s| s.requests() > 0).collect();
+    let mut hot: Vec<&ScopeLoad> = f
+        .scopes
+        .iter()
+        .filter(|s| s.requests() > 0 && s.prefix.is_some())
+        .collect();
     hot.sort_by(|a, b| b.requests().cmp(&a.requests()).then(a.id.cmp(&b.id)));
     hot.truncate(p.hot_scopes.min(HOT_SCOPES_MAX));
     let leaderships = f.scopes.iter().filter(|s| s.leader).count();
@@ -95,12 +100,14 @@ pub fn build(p: &Publisher, seq: u64, now_ms: u64, f: &LocalFigures) -> LoadSumm
         writes_per_s: sum(|s| s.writes_per_s),
         hot: hot
             .into_iter()
-            .map(|s| HotScope {
-                id: s.id,
-                prefix: s.prefix.clone(),
-                leader: s.leader,
-                reads_per_s: s.reads_per_s,
-                writes_per_s: s.writes_per_s,
+            .filter_map(|s| {
+                Some(HotScope {
+                    id: s.id,
+                    prefix: s.prefix.clone()?,
+                    leader: s.leader,
+                    reads_per_s: s.reads_per_s,
+                    writes_per_s: s.writes_per_s,
+                })
             })
             .collect(),
         labels: f
@@ -159,7 +166,7 @@ mod tests {
     fn scope(n: u8, leader: bool, reads: u64, writes: u64) -> ScopeLoad {
         ScopeLoad {
             id: ScopeId([n; 16]),
-            prefix: Name::parse(&format!("/s{n}")).unwrap(),
+            prefix: Some(Name::parse(&format!("/s{n}")).unwrap()),
             leader,
             reads_per_s: reads,
             writes_per_s: writes,

@@ -65,8 +65,7 @@ impl Server {
             Ok(()) if replica.sleep.kept_awake() => QuiesceAnswer::Mismatch("kept_awake".into()),
             Ok(()) => {
                 let index = facts.last_log.map(|(_, i)| i);
-                if replica.try_sleep(Role::Follower, activity, index)
-                {
+                if replica.try_sleep(Role::Follower, activity, index) {
                     QuiesceAnswer::Asleep
                 } else {
                     QuiesceAnswer::Mismatch("raced".into())

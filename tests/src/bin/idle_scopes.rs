@@ -578,6 +578,15 @@ async fn wait_asleep(
             break;
         }
         if started.elapsed() > Duration::from_secs(wait_s) {
+            for i in 0..cluster.len() {
+                let text = cluster.metrics(i).await?;
+                for line in text.lines().filter(|l| {
+                    !l.starts_with('#')
+                        && (l.contains("hibernat") || l.contains("wakes") || l.contains("asleep"))
+                }) {
+                    println!("anchor {i}: {line}");
+                }
+            }
             bail!("only {n} of {all} replicas asleep ({h} hibernated) after {wait_s} s");
         }
         tokio::time::sleep(poll).await;
@@ -588,7 +597,10 @@ async fn wait_asleep(
         if !hibernates {
             String::new()
         } else {
-            format!(", hibernated {:.1} s after", started.elapsed().as_secs_f64())
+            format!(
+                ", hibernated {:.1} s after",
+                started.elapsed().as_secs_f64()
+            )
         }
     );
     Ok(())

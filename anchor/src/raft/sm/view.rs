@@ -68,6 +68,23 @@ impl ScopeView {
     pub fn writable(&self) -> bool {
         self.active && self.retired.is_none()
     }
+
+    /// Whether nothing is in flight in this scope: no delegation being seeded or merged, no
+    /// member change, no retirement, and (a child) active. Only a settled scope hibernates,
+    /// so the background loops may look at a hibernated one rarely.
+    pub fn settled(&self) -> bool {
+        let in_flight = self.delegations.values().any(|d| {
+            matches!(
+                d.state,
+                DelegationState::Frozen | DelegationState::Merging { .. }
+            )
+        });
+        (self.active || self.parent.is_none())
+            && self.retired.is_none()
+            && self.member_change.is_none()
+            && !in_flight
+            && !self.removed
+    }
 }
 
 impl ScopeView {
