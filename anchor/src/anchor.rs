@@ -279,7 +279,7 @@ impl Anchor {
 
     /// Hosted replicas.
     pub fn replicas(&self) -> Vec<Arc<Replica>> {
-        self.inner.registry.all()
+        self.inner.registry.all().to_vec()
     }
 
     /// Stops every Raft group and the swarm, and flushes the database.

@@ -16,6 +16,7 @@
 //! the group was stopped gets openraft's "stopped" error and retries, as after any
 //! failure.
 
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
@@ -33,6 +34,9 @@ use crate::AnchorError;
 /// The group's metrics as openraft publishes them.
 pub type Metrics = openraft::RaftMetrics<NodeId, AnchorInfo>;
 
+/// `Replica::frozen_leader` when the hibernated group knew no leader (a node id is a hash of
+/// a peer id: this one is as likely as any other, and never used).
+pub(crate) const NO_LEADER: NodeId = NodeId::MAX;
 /// How long hibernating waits for the group to stop.
 const STOP_WAIT: Duration = Duration::from_secs(10);
 /// How long a reopen waits for the stopped group's state-machine worker to finish.
@@ -111,12 +115,22 @@ impl Replica {
 
     /// Whether the group hibernates (stopped; reopened on demand).
     pub fn is_hibernated(&self) -> bool {
-        matches!(&*self.slot(), Slot::Hibernated { .. })
+        self.hibernated.load(Ordering::Acquire)
     }
 
     /// The group's metrics: live, or as they were when it stopped to hibernate.
     pub fn metrics(&self) -> watch::Receiver<Metrics> {
         self.slot().metrics().clone()
+    }
+
+    /// Whether `node` leads this scope, as far as this replica knows: the group's metrics, or
+    /// while it hibernates the leader it had (asked of every hosted scope several times a
+    /// second: a hibernated one answers from one atomic).
+    pub fn led_by(&self, node: NodeId) -> bool {
+        if self.is_hibernated() {
+            return self.frozen_leader.load(Ordering::Acquire) == node && node != NO_LEADER;
+        }
+        self.with_metrics(|m| m.current_leader == Some(node))
     }
 
     /// Reads the group's current metrics without cloning them.
@@ -166,9 +180,14 @@ impl Replica {
             rc.tick(false);
             rc.heartbeat(false);
             rc.elect(false);
+            self.sleep.restart_sleep_clock();
         }
         let raft = group.raft.clone();
-        *self.slot.write().unwrap_or_else(PoisonError::into_inner) = Slot::Running(group);
+        {
+            let mut slot = self.slot.write().unwrap_or_else(PoisonError::into_inner);
+            *slot = Slot::Running(group);
+            self.hibernated.store(false, Ordering::Release);
+        }
         p.hibernations.with_label_values(&["reopened"]).inc();
         tracing::debug!(scope = %self.id, "hibernated group reopened");
         Ok(raft)
@@ -191,6 +210,7 @@ impl Replica {
             Slot::Running(g) => g.metrics.borrow().clone(),
             Slot::Hibernated { .. } => return true,
         };
+        let leader = frozen.current_leader;
         let (tx, rx) = watch::channel(frozen);
         let old = {
             let mut slot = self.slot.write().unwrap_or_else(PoisonError::into_inner);
@@ -198,14 +218,18 @@ impl Replica {
                 Slot::Running(g) => g.sm_alive.clone(),
                 Slot::Hibernated { .. } => return true,
             };
-            std::mem::replace(
+            let old = std::mem::replace(
                 &mut *slot,
                 Slot::Hibernated {
                     metrics: rx,
                     _frozen: tx,
                     sm_alive,
                 },
-            )
+            );
+            self.frozen_leader
+                .store(leader.unwrap_or(NO_LEADER), Ordering::Release);
+            self.hibernated.store(true, Ordering::Release);
+            old
         };
         if let Slot::Running(g) = old {
             match tokio::time::timeout(STOP_WAIT, g.raft.shutdown()).await {

@@ -154,7 +154,7 @@ impl Quiescer {
         let list_all = pass.is_multiple_of(PEERS_EVERY);
         let mut peers = BTreeMap::new();
         let (mut leaders_asleep, mut followers_asleep, mut hibernated) = (0i64, 0i64, 0i64);
-        for r in self.registry.all() {
+        for r in self.registry.all().iter() {
             if list_all || !r.sleep.is_asleep() {
                 self.add_peers(&r, &mut peers);
             }
@@ -173,6 +173,7 @@ impl Quiescer {
                         .is_some_and(|d| d.as_millis() >= u128::from(self.hibernate_after_ms))
                 {
                     if let Ok(permit) = self.hibernating.clone().try_acquire_owned() {
+                        let r = r.clone();
                         tokio::spawn(async move {
                             if r.hibernate().await {
                                 tracing::debug!(scope = %r.id, "scope hibernates");
@@ -195,7 +196,7 @@ impl Quiescer {
             let verdict = leader_verdict(&facts, self.quiesce_after_ms, |n| self.is_dead(n));
             if let LeaderVerdict::Sleep { tell } = verdict {
                 if r.sleep.begin_round(now) {
-                    tokio::spawn(self.clone().round(r, facts, tell, activity));
+                    tokio::spawn(self.clone().round(r.clone(), facts, tell, activity));
                 }
             }
         }
@@ -445,7 +446,7 @@ impl Quiescer {
             "anchor counts as dead; its sleeping followers here wake"
         );
         let mut woken = 0;
-        for r in self.registry.all() {
+        for r in self.registry.all().iter() {
             if r.sleep.slept().map(|(role, _)| role) != Some(Role::Follower) {
                 continue;
             }
@@ -486,7 +487,7 @@ impl Quiescer {
     /// wake to catch it up.
     fn peer_back(&self, node: NodeId) {
         let mut woken = 0;
-        for r in self.registry.all() {
+        for r in self.registry.all().iter() {
             if r.sleep.slept().map(|(role, _)| role) != Some(Role::Leader) {
                 continue;
             }

@@ -59,8 +59,20 @@ pub struct Registry {
     plumbing: Arc<Plumbing>,
     /// The `scopes` tree: every hosted scope's descriptor.
     listed: sled::Tree,
-    scopes: RwLock<BTreeMap<ScopeId, Arc<Replica>>>,
+    scopes: RwLock<Hosted>,
 }
+
+/// The replicas by id, and the same as one list, made again after a change (the
+/// background loops walk it several times a second: with 10 000 replicas, copying the map
+/// each time cost more than the walk).
+#[derive(Default)]
+struct Hosted {
+    map: BTreeMap<ScopeId, Arc<Replica>>,
+    listing: Option<Replicas>,
+}
+
+/// A list of hosted replicas, shared.
+pub type Replicas = Arc<Vec<Arc<Replica>>>;
 
 impl Registry {
     /// Opens the registry and every scope it lists.
@@ -69,7 +81,7 @@ impl Registry {
         let registry = Registry {
             plumbing: Arc::new(plumbing),
             listed,
-            scopes: RwLock::new(BTreeMap::new()),
+            scopes: RwLock::new(Hosted::default()),
         };
         for kv in registry.listed.iter() {
             let (_, v) = kv?;
@@ -80,23 +92,30 @@ impl Registry {
     }
 
     /// Every hosted replica.
-    pub fn all(&self) -> Vec<Arc<Replica>> {
-        self.scopes
-            .read()
-            .map(|s| s.values().cloned().collect())
-            .unwrap_or_default()
+    pub fn all(&self) -> Replicas {
+        if let Some(l) = self.scopes.read().ok().and_then(|s| s.listing.clone()) {
+            return l;
+        }
+        let mut s = self
+            .scopes
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let s = &mut *s;
+        s.listing
+            .get_or_insert_with(|| Arc::new(s.map.values().cloned().collect()))
+            .clone()
     }
 
     /// The replica of scope `id`, if hosted here.
     pub fn get(&self, id: &ScopeId) -> Option<Arc<Replica>> {
-        self.scopes.read().ok().and_then(|s| s.get(id).cloned())
+        self.scopes.read().ok().and_then(|s| s.map.get(id).cloned())
     }
 
     /// The hosted scope with the longest prefix whose range holds `name` (of two ranges of
     /// one prefix, the one that starts later: it was split off the other).
     pub fn governing(&self, name: &Name) -> Option<Arc<Replica>> {
         self.all()
-            .into_iter()
+            .iter()
             .filter(|r| r.descriptor.covers(name))
             .max_by(|a, b| {
                 let key = |r: &Replica| {
@@ -107,6 +126,7 @@ impl Registry {
                 };
                 key(a).cmp(&key(b))
             })
+            .cloned()
     }
 
     /// This anchor's Raft node id.
@@ -116,7 +136,7 @@ impl Registry {
 
     /// Stops every group.
     pub(crate) async fn stop_groups(&self) {
-        for r in self.all() {
+        for r in self.all().iter() {
             r.stop().await;
         }
     }
@@ -124,7 +144,7 @@ impl Registry {
     /// Forgets every replica (after [`Registry::stop_groups`]).
     pub(crate) fn forget_all(&self) {
         if let Ok(mut s) = self.scopes.write() {
-            s.clear();
+            *s = Hosted::default();
         }
     }
 
@@ -136,7 +156,8 @@ impl Registry {
         let group = group::start(p, &descriptor, sm).await?;
         let replica = Arc::new(Replica::new(descriptor, group, state, p.clone()));
         if let Ok(mut s) = self.scopes.write() {
-            s.insert(id, replica.clone());
+            s.map.insert(id, replica.clone());
+            s.listing = None;
         }
         tracing::info!(scope = %id, prefix = %replica.descriptor.prefix, "scope replica opened");
         Ok(replica)
@@ -204,7 +225,10 @@ impl Registry {
     /// it any more, its group stops, and its registry entry, log and state are deleted.
     /// Harmless when it is not hosted.
     pub(crate) async fn remove(&self, id: &ScopeId) -> Result<(), AnchorError> {
-        let removed = self.scopes.write().ok().and_then(|mut s| s.remove(id));
+        let removed = self.scopes.write().ok().and_then(|mut s| {
+            s.listing = None;
+            s.map.remove(id)
+        });
         if let Some(r) = removed {
             // A request that found the replica before it left the map reads nothing more
             // (nor reopens its group).
@@ -305,7 +329,7 @@ impl Registry {
 
     /// Builds a snapshot of every hosted scope and purges the log up to it.
     pub async fn snapshot_all(&self) -> Result<(), AnchorError> {
-        for r in self.all() {
+        for r in self.all().iter() {
             let raft = r.group().await?;
             let applied = raft.metrics().borrow().last_applied.map_or(0, |l| l.index);
             raft.trigger()

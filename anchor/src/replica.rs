@@ -3,7 +3,7 @@
 //! questions about its group that the handlers and the delegation driver ask.
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use libp2p::PeerId;
@@ -14,7 +14,6 @@ use crate::group::{Group, Slot};
 use crate::raft::proposer::{Proposal, ReadWaiter};
 use crate::raft::quiesce::{Cause, KeepAwake, Role, Sleep};
 use crate::raft::sm::{ScopeReader, SizeScan};
-use crate::raft::NodeId;
 use crate::registry::Plumbing;
 use crate::scope::load::LoadLimits;
 use crate::scope::meter::ReplicaLoad;
@@ -36,6 +35,10 @@ pub struct Replica {
     pub(crate) slot: RwLock<Slot>,
     /// One reopen or hibernation of the group at a time.
     pub(crate) reopening: tokio::sync::Mutex<()>,
+    /// Whether the slot holds a hibernated group (read without its lock).
+    pub(crate) hibernated: AtomicBool,
+    /// The leader the group knew when it hibernated ([`crate::group::NO_LEADER`]: none).
+    pub(crate) frozen_leader: AtomicU64,
     /// What the group is (re)started with.
     pub(crate) plumbing: Arc<Plumbing>,
     /// Read access to its state machine.
@@ -77,6 +80,8 @@ impl Replica {
             sleep: Arc::new(Sleep::new(plumbing.wakes.clone())),
             slot: RwLock::new(Slot::Running(group)),
             reopening: tokio::sync::Mutex::new(()),
+            hibernated: AtomicBool::new(false),
+            frozen_leader: AtomicU64::new(crate::group::NO_LEADER),
             plumbing,
             descriptor,
             state,
@@ -220,13 +225,6 @@ impl Replica {
         );
         view.peak_window_s = self.load.peak_window_ms() / 1000;
         Some(view)
-    }
-
-    /// Whether `node` leads this scope, as far as this replica knows. (Asked of every
-    /// hosted scope several times a second: it reads the group's metrics through a receiver
-    /// kept for the purpose instead of cloning one.)
-    pub fn led_by(&self, node: NodeId) -> bool {
-        self.with_metrics(|m| m.current_leader == Some(node))
     }
 
     /// The current leader's id and addresses, when known.

@@ -160,7 +160,7 @@ pub async fn drive<H: Host>(host: H, mut stop: tokio::sync::watch::Receiver<bool
         hosting.retain(|_, j| !j.is_finished());
         let me = host.node_id();
         let mut wanted = BTreeSet::new();
-        for r in host.replicas() {
+        for r in host.replicas().iter() {
             // (A hibernated scope is settled: no delegation in flight to drive.)
             if !visits.wants(&r) {
                 continue;
@@ -213,7 +213,9 @@ pub async fn drive<H: Host>(host: H, mut stop: tokio::sync::watch::Receiver<bool
             }
         }
         joins.retain(|_, at| at.elapsed() < JOIN_EVERY * 4);
-        first_seen.retain(|id, _| wanted.contains(id));
+        if visits.full() {
+            first_seen.retain(|id, _| wanted.contains(id));
+        }
     }
     for j in jobs.into_values().chain(hosting.into_values()) {
         j.abort();

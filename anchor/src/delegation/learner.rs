@@ -45,6 +45,7 @@ pub async fn push_ranges<H: Host>(host: H, mut stop: tokio::sync::watch::Receive
     let mut jobs: BTreeMap<ScopeId, (JoinHandle<bool>, u32)> = BTreeMap::new();
     let mut not_before: BTreeMap<ScopeId, (Instant, u32)> = BTreeMap::new();
     let mut tick = super::every(LEARN_EVERY);
+    let mut visits = super::Visits::new(LEARN_EVERY);
     while super::next_tick(&mut tick, &mut stop).await {
         // Collect finished jobs.
         let finished: Vec<ScopeId> = jobs
@@ -65,8 +66,9 @@ pub async fn push_ranges<H: Host>(host: H, mut stop: tokio::sync::watch::Receive
         }
         let me = host.node_id();
         let mut wanted = BTreeSet::new();
-        for r in host.replicas() {
-            if !r.led_by(me) {
+        visits.next_pass();
+        for r in host.replicas().iter() {
+            if !visits.wants(&r) || !r.led_by(me) {
                 continue;
             }
             for (referral, holder) in ranges_to_push(&host, &r) {
@@ -84,8 +86,10 @@ pub async fn push_ranges<H: Host>(host: H, mut stop: tokio::sync::watch::Receive
                 jobs.insert(range_scope, (job, attempts));
             }
         }
-        done.retain(|k| wanted.contains(k));
-        not_before.retain(|k, _| wanted.contains(k));
+        if visits.full() {
+            done.retain(|k| wanted.contains(k));
+            not_before.retain(|k, _| wanted.contains(k));
+        }
     }
     for (j, _) in jobs.into_values() {
         j.abort();

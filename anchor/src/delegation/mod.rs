@@ -49,6 +49,7 @@ mod merger;
 mod mover;
 mod rebalancer;
 mod receive;
+mod removal;
 mod reporter;
 mod split;
 mod splitter;
@@ -121,9 +122,15 @@ impl Visits {
         self.pass = self.pass.wrapping_add(1);
     }
 
+    /// Whether this pass looks at every replica (what a loop keeps per scope may be pruned
+    /// of the scopes it did not see only on such a pass).
+    fn full(&self) -> bool {
+        self.pass.is_multiple_of(self.every)
+    }
+
     /// Whether this pass looks at `r`.
     fn wants(&self, r: &Replica) -> bool {
-        self.pass.is_multiple_of(self.every) || !r.is_hibernated()
+        self.full() || !r.is_hibernated()
     }
 }
 
@@ -132,9 +139,10 @@ pub use forgetter::{forget_stale_ranges, FORGET_EVERY};
 pub use learner::{push_ranges, LEARN_EVERY};
 pub use merge_child::merged_into;
 pub use merger::{merge_lines, merge_scopes, MERGE_ENTRY_BYTES_MAX, MERGE_EVERY};
-pub use mover::{check_removed, move_members, removal_confirmed, vouch_for, MOVE_EVERY};
+pub use mover::{move_members, MOVE_EVERY};
 pub use rebalancer::rebalance;
 pub use receive::Receiver;
+pub use removal::{check_removed, removal_confirmed, vouch_for};
 pub use reporter::{report_loads, REPORT_EVERY};
 pub use splitter::{propose_splits, SPLIT_EVERY};
 pub use transfer::{campaign, transfer_leadership};
@@ -163,7 +171,7 @@ pub trait Host: Clone + Send + Sync + 'static {
     }
 
     /// Every hosted replica.
-    fn replicas(&self) -> Vec<Arc<Replica>>;
+    fn replicas(&self) -> crate::registry::Replicas;
 
     /// The replica of scope `id`, if hosted here.
     fn replica(&self, id: &ScopeId) -> Option<Arc<Replica>>;

@@ -12,7 +12,7 @@
 //! A replica that may have been removed (its group has no leader, or its own configuration
 //! does not list this anchor) asks the members it knows; it drops its replica only once a
 //! strict majority of them report a newer configuration without it
-//! ([`check_removed`]). openraft never tells a removed node, so this is how a replica that
+//! ([`super::removal::check_removed`]). openraft never tells a removed node, so this is how a replica that
 //! was down during its removal goes away too.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -22,20 +22,19 @@ use std::time::{Duration, Instant};
 use openraft::ChangeMembers;
 use proto::msg::{
     AdminRequest, AdminResponse, Answer, ChildMembers, ReadLevel, ResolveRequest, ResolveResponse,
-    ScopeTarget, SignedAnswer,
+    SignedAnswer,
 };
 use proto::{codec, AnchorInfo, MemberChange, ScopeDescriptor, ScopeId};
 use resolver::net::Protocol;
 use resolver::AnchorAddr;
 use tokio::task::JoinHandle;
 
+use super::removal::check_removed;
 use super::Host;
 use crate::identity::node_id_of_str;
 use crate::raft::ScopeCommand;
 use crate::replica::Replica;
-use crate::scope::members::{
-    confirms_removal, next_step, report_shows_removed, report_vouches, GroupView, Step,
-};
+use crate::scope::members::{next_step, GroupView, Step};
 
 /// How often each leader looks at its scopes' members.
 pub const MOVE_EVERY: Duration = Duration::from_secs(1);
@@ -70,7 +69,7 @@ pub async fn move_members<H: Host>(host: H, mut stop: tokio::sync::watch::Receiv
         visits.next_pass();
         jobs.retain(|_, j| !j.is_finished());
         let me = host.node_id();
-        for r in host.replicas() {
+        for r in host.replicas().iter() {
             // (A hibernated scope has no member change in flight; its removal check waits
             // for the rare visit.)
             if jobs.contains_key(&r.id) || !visits.wants(&r) {
@@ -169,8 +168,6 @@ fn group_view(r: &Replica) -> GroupView {
     }
 }
 
-/// True if this replica's own configuration does not list this anchor, or its group knows
-/// no leader: worth asking the members whether it was removed.
 /// True if `r`, led here and awake, has heard no quorum acknowledge it for four election
 /// timeouts: it may have been removed from the scope while cut off.
 fn lost_quorum(r: &Replica) -> bool {
@@ -184,6 +181,8 @@ fn lost_quorum(r: &Replica) -> bool {
     })
 }
 
+/// True if this replica's own configuration does not list this anchor, or its group knows
+/// no leader: worth asking the members whether it was removed.
 fn may_be_removed(r: &Replica, me: crate::raft::NodeId) -> bool {
     r.with_metrics(|m| {
         let listed = m
@@ -539,128 +538,4 @@ async fn parent_referral<H: Host>(
         }
     }
     None
-}
-
-/// Asks the members this replica knows whether it was removed from its scope, and drops
-/// it when a strict majority of them report a newer configuration without this anchor.
-pub async fn check_removed<H: Host>(host: H, r: Arc<Replica>) {
-    let Some(confirmed) = removal_confirmed(&host, &r).await else {
-        return;
-    };
-    // The anchor may have joined the scope again meanwhile, with a new replica: drop only
-    // this one (no await between the check and the removal taking it out of the map).
-    if !host.replica(&r.id).is_some_and(|now| Arc::ptr_eq(&now, &r)) {
-        return;
-    }
-    tracing::info!(scope = %r.id, confirmed, "this anchor left the scope: dropping its replica");
-    match host.remove_scope(&r.id).await {
-        Ok(()) => host.count("members", "replica_dropped"),
-        Err(e) => tracing::warn!(scope = %r.id, error = %e, "dropping a replica this anchor left"),
-    }
-}
-
-/// Asks the voters of `r`'s configuration about `peer`, which sent `r` a Raft message `r`
-/// refused (not in its configuration): when a strict majority report a newer
-/// configuration listing it, `r` accepts its messages from now on ([`Replica::vouch`]).
-pub async fn vouch_for<H: Host>(host: H, r: Arc<Replica>, peer: libp2p::PeerId) {
-    let me = host.peer_id().to_base58();
-    let m = r.metrics().borrow().clone();
-    let mine = m
-        .membership_config
-        .log_id()
-        .map(|l| (l.leader_id.term, l.index));
-    let membership = m.membership_config.membership();
-    let voters: Vec<AnchorInfo> = membership
-        .get_joint_config()
-        .iter()
-        .flatten()
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .filter_map(|id| membership.get_node(id).cloned())
-        .collect();
-    let candidate = peer.to_base58();
-    let mut confirmed = 0;
-    for v in voters
-        .iter()
-        .filter(|v| v.peer_id != me && v.peer_id != candidate)
-    {
-        let Ok(to) = AnchorAddr::from_info(v) else {
-            continue;
-        };
-        let req = AdminRequest::ScopeInfo {
-            target: ScopeTarget::Id(r.id),
-        };
-        if let Ok(AdminResponse::Scope(info)) = host
-            .call::<_, AdminResponse>(&to, Protocol::Admin, &req, STEP_TIMEOUT)
-            .await
-        {
-            let s = &info.status;
-            if report_vouches(&candidate, mine, config_pos(s), &s.members) {
-                confirmed += 1;
-            }
-        }
-    }
-    if confirms_removal(confirmed, voters.len()) {
-        tracing::info!(scope = %r.id, %peer, confirmed, "a member this replica had not heard of yet: accepting its messages");
-        r.vouch(&peer);
-        host.count("members", "vouched");
-    }
-}
-
-/// Whether a strict majority of the members `r` knows (its configuration's voters, or the
-/// members it was created with when it has none) report a newer configuration without
-/// this anchor: `Some(how many said so)` if so.
-pub async fn removal_confirmed<H: Host>(host: &H, r: &Replica) -> Option<usize> {
-    let me = host.peer_id().to_base58();
-    let m = r.metrics().borrow().clone();
-    let mine = m
-        .membership_config
-        .log_id()
-        .map(|l| (l.leader_id.term, l.index));
-    let membership = m.membership_config.membership();
-    let listed = membership.nodes().any(|(_, n)| n.peer_id == me);
-    let mut voters: Vec<AnchorInfo> = membership
-        .get_joint_config()
-        .iter()
-        .flatten()
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .filter_map(|id| membership.get_node(id).cloned())
-        .collect();
-    if voters.is_empty() {
-        // No configuration yet (an empty replica of a change that was given up, never a
-        // voter): the members it was created with, other than itself (one of them may be
-        // an anchor that left since and answers nothing).
-        voters = r
-            .descriptor
-            .members
-            .iter()
-            .filter(|m| m.peer_id != me)
-            .cloned()
-            .collect();
-    }
-    let mut confirmed = 0;
-    for v in voters.iter().filter(|v| v.peer_id != me) {
-        let Ok(to) = AnchorAddr::from_info(v) else {
-            continue;
-        };
-        let req = AdminRequest::ScopeInfo {
-            target: ScopeTarget::Id(r.id),
-        };
-        if let Ok(AdminResponse::Scope(info)) = host
-            .call::<_, AdminResponse>(&to, Protocol::Admin, &req, STEP_TIMEOUT)
-            .await
-        {
-            let s = &info.status;
-            if report_shows_removed(&me, mine, listed, config_pos(s), &s.members) {
-                confirmed += 1;
-            }
-        }
-    }
-    confirms_removal(confirmed, voters.len()).then_some(confirmed)
-}
-
-/// Where a member's reported configuration sits in the log.
-fn config_pos(s: &proto::msg::ScopeStatus) -> Option<(u64, u64)> {
-    Some((s.membership_term?, s.membership_log?))
 }

@@ -24,7 +24,7 @@ pub async fn report_loads<H: Host>(host: H, mut stop: tokio::sync::watch::Receiv
     let mut tick = super::every(REPORT_EVERY);
     while super::next_tick(&mut tick, &mut stop).await {
         let now_ms = host.now_ms();
-        for r in host.replicas() {
+        for r in host.replicas().iter() {
             let Some(report) = r.load.take_report(now_ms) else {
                 continue;
             };

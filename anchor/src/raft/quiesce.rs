@@ -148,6 +148,18 @@ impl Sleep {
         self.state.lock().ok()?.slept_since.map(|t| t.elapsed())
     }
 
+    /// Counts its sleep from now (a hibernated group reopened while it sleeps: it
+    /// hibernates again only after another `raft.hibernate_after_ms`, so a scope that a
+    /// read-index round or a stray heartbeat reopens now and then does not stop and reopen
+    /// every second).
+    pub fn restart_sleep_clock(&self) {
+        if let Ok(mut st) = self.state.lock() {
+            if st.slept_since.is_some() {
+                st.slept_since = Some(Instant::now());
+            }
+        }
+    }
+
     /// Whether someone keeps it awake.
     pub fn kept_awake(&self) -> bool {
         self.kept.load(Ordering::SeqCst) > 0

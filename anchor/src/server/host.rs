@@ -53,7 +53,7 @@ impl Host for Server {
             .collect()
     }
 
-    fn replicas(&self) -> Vec<Arc<Replica>> {
+    fn replicas(&self) -> crate::registry::Replicas {
         self.inner.registry.all()
     }
 
