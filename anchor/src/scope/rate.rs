@@ -2,6 +2,7 @@
 //! and, later, for deciding when to split a scope. Pure: the caller passes the time in whole
 //! seconds.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use proto::msg::Load;
@@ -19,6 +20,10 @@ struct Bucket {
 #[derive(Debug, Default)]
 pub struct RateMeter {
     buckets: Mutex<[Bucket; WINDOW]>,
+    /// The last second anything was counted (read without the lock: an idle scope's load
+    /// is known to be zero without locking, which matters when an anchor sums the load of
+    /// thousands of idle scopes every second).
+    last_s: AtomicU64,
 }
 
 impl RateMeter {
@@ -38,6 +43,7 @@ impl RateMeter {
         } else {
             b.writes += 1;
         }
+        self.last_s.fetch_max(now_s, Ordering::Relaxed);
     }
 
     /// Counts one resolve at second `now_s`.
@@ -52,6 +58,9 @@ impl RateMeter {
 
     /// What the window ending at `now_s` holds.
     pub fn load(&self, now_s: u64) -> Load {
+        if self.last_s.load(Ordering::Relaxed) + (WINDOW as u64) <= now_s {
+            return Load::default();
+        }
         let Ok(buckets) = self.buckets.lock() else {
             return Load::default();
         };
