@@ -156,10 +156,10 @@ impl Quiescer {
         let (mut leaders_asleep, mut followers_asleep, mut hibernated) = (0i64, 0i64, 0i64);
         for r in self.registry.all().iter() {
             if list_all || !r.sleep.is_asleep() {
-                self.add_peers(&r, &mut peers);
+                self.add_peers(r, &mut peers);
             }
             if r.sleep.is_asleep() {
-                match self.check_asleep(&r) {
+                match self.check_asleep(r) {
                     Some(Role::Leader) => leaders_asleep += 1,
                     Some(Role::Follower) => followers_asleep += 1,
                     None => continue,
@@ -186,7 +186,7 @@ impl Quiescer {
             }
             // Read before the facts: anything that touches the group later stops the sleep.
             let activity = r.sleep.activity();
-            let Some((last_log, mut facts)) = self.leader_facts(&r) else {
+            let Some((last_log, mut facts)) = self.leader_facts(r) else {
                 continue;
             };
             facts.idle_ms = r.sleep.idle_ms(last_log, now);
@@ -474,7 +474,7 @@ impl Quiescer {
                 None => {
                     // Reopened first; counted in the batches as if woken now.
                     woken += 1;
-                    spawn_with_group(&r, "leader_dead", move |r, raft| {
+                    spawn_with_group(r, "leader_dead", move |r, raft| {
                         r.sleep.wake_to_elect(raft, delay);
                     });
                 }
@@ -509,7 +509,7 @@ impl Quiescer {
                 }
                 None => {
                     woken += 1;
-                    spawn_with_group(&r, "peer_back", |r, raft| {
+                    spawn_with_group(r, "peer_back", |r, raft| {
                         r.sleep.wake_leader(raft, Cause::PeerBack);
                     });
                 }

@@ -162,10 +162,10 @@ pub async fn drive<H: Host>(host: H, mut stop: tokio::sync::watch::Receiver<bool
         let mut wanted = BTreeSet::new();
         for r in host.replicas().iter() {
             // (A hibernated scope is settled: no delegation in flight to drive.)
-            if !visits.wants(&r) {
+            if !visits.wants(r) {
                 continue;
             }
-            super::split::start_hosting(&host, &r, &mut hosting);
+            super::split::start_hosting(&host, r, &mut hosting);
             if !r.led_by(me) {
                 continue;
             }
@@ -209,7 +209,7 @@ pub async fn drive<H: Host>(host: H, mut stop: tokio::sync::watch::Receiver<bool
                 }
             }
             if view.parent.is_some() {
-                offer_joins(&host, &r, &mut joins);
+                offer_joins(&host, r, &mut joins);
             }
         }
         joins.retain(|_, at| at.elapsed() < JOIN_EVERY * 4);

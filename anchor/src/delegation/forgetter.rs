@@ -30,7 +30,7 @@ pub async fn forget_stale_ranges<H: Host>(host: H, mut stop: tokio::sync::watch:
     while super::next_tick(&mut tick, &mut stop).await {
         visits.next_pass();
         for r in host.replicas().iter() {
-            if !visits.wants(&r) || !r.led_by(host.node_id()) {
+            if !visits.wants(r) || !r.led_by(host.node_id()) {
                 continue;
             }
             let learned: Vec<(Delegation, Vec<ScopeId>, Option<Delegation>)> = r
@@ -64,7 +64,7 @@ pub async fn forget_stale_ranges<H: Host>(host: H, mut stop: tokio::sync::watch:
                 .unwrap_or_default();
             for (d, askable, base) in learned {
                 let Some(base) = base else { continue };
-                forget_if_stale(&host, &r, &d, &base, &askable).await;
+                forget_if_stale(&host, r, &d, &base, &askable).await;
             }
         }
     }

@@ -68,10 +68,10 @@ pub async fn push_ranges<H: Host>(host: H, mut stop: tokio::sync::watch::Receive
         let mut wanted = BTreeSet::new();
         visits.next_pass();
         for r in host.replicas().iter() {
-            if !visits.wants(&r) || !r.led_by(me) {
+            if !visits.wants(r) || !r.led_by(me) {
                 continue;
             }
-            for (referral, holder) in ranges_to_push(&host, &r) {
+            for (referral, holder) in ranges_to_push(&host, r) {
                 let range_scope = referral.scope;
                 wanted.insert(range_scope);
                 if done.contains(&range_scope) || jobs.contains_key(&range_scope) {

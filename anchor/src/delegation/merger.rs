@@ -67,14 +67,14 @@ pub async fn merge_scopes<H: Host>(host: H, mut stop: tokio::sync::watch::Receiv
             last_decided = tokio::time::Instant::now();
         }
         for r in host.replicas().iter() {
-            if !visits.wants(&r) {
+            if !visits.wants(r) {
                 continue;
             }
-            super::merge_child::remove_if_merged(&host, &r).await;
+            super::merge_child::remove_if_merged(&host, r).await;
             if !r.led_by(host.node_id()) {
                 continue;
             }
-            super::merge_child::retire_or_resume(&host, &r).await;
+            super::merge_child::retire_or_resume(&host, r).await;
             let merging: Vec<Delegation> = r
                 .state
                 .with_view(|v| {

@@ -72,11 +72,11 @@ pub async fn move_members<H: Host>(host: H, mut stop: tokio::sync::watch::Receiv
         for r in host.replicas().iter() {
             // (A hibernated scope has no member change in flight; its removal check waits
             // for the rare visit.)
-            if jobs.contains_key(&r.id) || !visits.wants(&r) {
+            if jobs.contains_key(&r.id) || !visits.wants(r) {
                 continue;
             }
             if r.led_by(me) {
-                if round.is_multiple_of(REMOVAL_CHECK_ROUNDS) && lost_quorum(&r) {
+                if round.is_multiple_of(REMOVAL_CHECK_ROUNDS) && lost_quorum(r) {
                     // A leader removed while cut off is never told: the members no longer
                     // answer it, so it sees no higher term and would lead for ever.
                     jobs.insert(r.id, tokio::spawn(check_removed(host.clone(), r.clone())));
@@ -94,7 +94,7 @@ pub async fn move_members<H: Host>(host: H, mut stop: tokio::sync::watch::Receiv
                 let Some(members) = members else {
                     continue;
                 };
-                let step = next_step(&members, change.as_ref(), &group_view(&r), host.now_ms());
+                let step = next_step(&members, change.as_ref(), &group_view(r), host.now_ms());
                 if matches!(step, Step::Idle | Step::Wait(_)) {
                     if step == Step::Idle {
                         waiting.remove(&r.id);
@@ -108,7 +108,7 @@ pub async fn move_members<H: Host>(host: H, mut stop: tokio::sync::watch::Receiv
                 let since = *waiting.entry(r.id).or_insert_with(Instant::now);
                 let job = take_step(host.clone(), r.clone(), step, members, change, since);
                 jobs.insert(r.id, tokio::spawn(job));
-            } else if round.is_multiple_of(REMOVAL_CHECK_ROUNDS) && may_be_removed(&r, me) {
+            } else if round.is_multiple_of(REMOVAL_CHECK_ROUNDS) && may_be_removed(r, me) {
                 // A replica that has no configuration yet may be one a leader is adding
                 // right now: give it time to be added before asking.
                 let empty = r

@@ -33,8 +33,8 @@ impl Host for FakeHost {
     fn labels(&self) -> &BTreeMap<String, String> {
         &self.labels
     }
-    fn replicas(&self) -> Vec<Arc<Replica>> {
-        Vec::new()
+    fn replicas(&self) -> crate::registry::Replicas {
+        Arc::default()
     }
     fn replica(&self, _: &ScopeId) -> Option<Arc<Replica>> {
         None

@@ -32,8 +32,8 @@ pub async fn propose_splits<H: Host>(host: H, mut stop: tokio::sync::watch::Rece
     while super::next_tick(&mut tick, &mut stop).await {
         visits.next_pass();
         for r in host.replicas().iter() {
-            if visits.wants(&r) && r.led_by(host.node_id()) {
-                consider(&host, &r).await;
+            if visits.wants(r) && r.led_by(host.node_id()) {
+                consider(&host, r).await;
             }
         }
     }

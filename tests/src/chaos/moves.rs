@@ -134,11 +134,16 @@ impl Seen {
 /// Notes each member set the scope reaches until `deadline` (the end of the faults).
 pub(super) async fn watch(anchors: &[Anchor], deadline: Instant) -> Seen {
     let mut seen = Seen::default();
-    while Instant::now() < deadline {
+    // A sample every 50 ms until the deadline (a sampler, not a wait for a condition).
+    let mut every = tokio::time::interval(Duration::from_millis(50));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    while tokio::time::timeout_at(deadline.into(), every.tick())
+        .await
+        .is_ok()
+    {
         if let Some((d, _, _)) = view(anchors) {
             seen.observe(&d);
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     seen
 }
