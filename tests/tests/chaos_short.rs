@@ -1,8 +1,8 @@
 //! The short chaos campaign run by `cargo test`: a few fixed seeds of partitions, drops and
 //! delays against three in-process anchors; each must stay linearizable and lose no
 //! acknowledged write, also across a delegation of the names' prefix to a child scope and
-//! while the scopes split by themselves, while they merge back, and while the members of a
-//! scope move between anchors.
+//! while the scopes split by themselves, while they merge back, while the members of a
+//! scope move between anchors, and while idle scopes sleep and hibernate.
 //! `scripts/chaos` runs the long campaign.
 
 use std::time::Duration;
@@ -191,5 +191,26 @@ async fn chaos_campaign_with_member_moves() {
     assert!(
         moves.done >= 1,
         "seed {seed}: no member change finished: {moves:?}"
+    );
+}
+
+/// One campaign with short quiescence and hibernation timers while the scopes split: the
+/// scopes the clients leave (the parents, once their names moved down) sleep, hibernate
+/// and are reopened by the faults' traffic and the splits. Linearizable, nothing
+/// acknowledged lost, the splits done, and some group reopened from hibernation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn chaos_campaign_with_hibernation() {
+    let cfg = CampaignConfig {
+        duration: Duration::from_secs(10),
+        split_names_max: Some(2),
+        hibernate: true,
+        ..CampaignConfig::default()
+    };
+    let report = checked_campaign(88, cfg, "--duration-s 10 --split-names-max 2 --hibernate").await;
+    let splits = report.splits.expect("a campaign with splits counts them");
+    assert_eq!(splits.frozen, 0, "a split never finished: {splits:?}");
+    assert!(
+        report.reopened >= 1,
+        "no group was reopened from hibernation: {report:?}"
     );
 }

@@ -46,6 +46,11 @@ struct Args {
     /// of its members (often the leader) to the anchor left out during the faults.
     #[arg(long, conflicts_with_all = ["split_names_max", "delegate_at_s"])]
     member_moves: bool,
+    /// Short quiescence and hibernation timers: a group idle for 400 ms sleeps and one
+    /// asleep for 600 ms more is stopped, so scopes the clients leave alone for a moment
+    /// sleep, hibernate and are reopened while the faults are on.
+    #[arg(long)]
+    hibernate: bool,
 }
 
 impl Args {
@@ -80,6 +85,7 @@ fn main() -> std::process::ExitCode {
         split_names_max: args.split_names_max,
         merge_names_min: args.merge_names_min,
         member_moves: args.member_moves,
+        hibernate: args.hibernate,
         ..CampaignConfig::default()
     };
     let seeds: Vec<u64> = match args.seed {
@@ -139,8 +145,13 @@ fn main() -> std::process::ExitCode {
                         )
                     })
                     .unwrap_or_default();
+                let reopened = if args.hibernate {
+                    format!(", {} groups reopened from hibernation", r.reopened)
+                } else {
+                    String::new()
+                };
                 println!(
-                    "seed {seed}: {} ops ({} unknown), lost {}{splits}{merges}{moves}, {}",
+                    "seed {seed}: {} ops ({} unknown), lost {}{splits}{merges}{moves}{reopened}, {}",
                     r.ops,
                     r.unknown,
                     r.lost_acked,
@@ -201,6 +212,12 @@ fn summary(
         "checker gave up (budget):   {}",
         reports.iter().filter(|r| r.checker_gave_up).count()
     );
+    if args.hibernate {
+        println!(
+            "groups reopened:            {} (from hibernation, all seeds)",
+            reports.iter().map(|r| r.reopened).sum::<u64>()
+        );
+    }
     if args.split_names_max.is_some() {
         let splits: Vec<_> = reports.iter().filter_map(|r| r.splits).collect();
         let sum = |f: fn(&Splits) -> u64| splits.iter().map(f).sum::<u64>();
@@ -252,6 +269,11 @@ fn summary(
             .map(|n| format!(" --split-names-max {n}{merge}")))
         .or(args.member_moves.then(|| " --member-moves".to_string()))
         .unwrap_or_default();
+    let delegate = if args.hibernate {
+        format!("{delegate} --hibernate")
+    } else {
+        delegate
+    };
     for r in &failed {
         println!(
             "FAILED seed {}: lost {} — {}",

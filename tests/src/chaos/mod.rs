@@ -32,6 +32,11 @@
 //! the faults; after healing, no change may be left in flight and no anchor that left may
 //! still hold a replica.
 //!
+//! With [`CampaignConfig::hibernate`] (any of the above), groups sleep after 400 ms idle and
+//! hibernate 600 ms later, so the scopes the clients leave alone for a moment (a parent
+//! whose names moved down, the root once `/chaos` is delegated) are stopped and reopened
+//! while the nemesis acts; the report counts the reopenings.
+//!
 //! One seed replays one campaign: `scripts/chaos --seed N`.
 
 use std::collections::BTreeMap;
@@ -78,6 +83,9 @@ pub struct CampaignConfig {
     /// Move `/chaos`'s members between four anchors during the faults (see the module
     /// docs); not together with delegations or splits.
     pub member_moves: bool,
+    /// Short quiescence and hibernation timers (sleep after 400 ms idle, stop the group
+    /// 600 ms later), so groups sleep, hibernate and reopen under the faults.
+    pub hibernate: bool,
 }
 
 impl Default for CampaignConfig {
@@ -90,6 +98,7 @@ impl Default for CampaignConfig {
             split_names_max: None,
             merge_names_min: None,
             member_moves: false,
+            hibernate: false,
         }
     }
 }
@@ -125,6 +134,9 @@ pub struct Report {
     pub merges: Option<Merges>,
     /// With `member_moves`: the member changes.
     pub moves: Option<Moves>,
+    /// Groups reopened after hibernating, summed over the anchors (with `hibernate`, the
+    /// proof that hibernation happened under the faults).
+    pub reopened: u64,
 }
 
 fn free_port() -> Result<u16> {
@@ -146,6 +158,7 @@ async fn start_cluster(faults: &Arc<SeededFaults>, cfg: &CampaignConfig) -> Resu
     let mut anchors = Vec::new();
     let count = if cfg.member_moves { 4 } else { 3 };
     let member_moves = cfg.member_moves;
+    let hibernate = cfg.hibernate;
     for i in 0..count {
         let mut cfg = AnchorConfig::new(dir.path().join(format!("a{i}")));
         cfg.listen = format!("/ip4/127.0.0.1/tcp/{}", free_port()?);
@@ -161,6 +174,12 @@ async fn start_cluster(faults: &Arc<SeededFaults>, cfg: &CampaignConfig) -> Resu
         if member_moves {
             // The moves are the mover's: no rebalancer adds its own.
             cfg.placement.rebalance = false;
+        }
+        if hibernate {
+            cfg.raft.quiesce_after_ms = 400;
+            cfg.raft.hibernate_after_ms = 600;
+            cfg.raft.liveness_ms = 200;
+            cfg.raft.dead_after_ms = 800;
         }
         let opts = StartOptions {
             faults: Some(faults.clone()),
@@ -384,6 +403,16 @@ pub async fn campaign(seed: u64, cfg: &CampaignConfig) -> Result<Report> {
         None => (None, None),
     };
     let injected = faults.injected();
+    let reopened = cluster
+        .anchors
+        .iter()
+        .map(|a| {
+            a.metrics()
+                .scope_hibernations
+                .with_label_values(&["reopened"])
+                .get()
+        })
+        .sum();
     cluster.shutdown().await;
     let history = recorder.history();
     let lost_acked = lost_acknowledged(&history).len();
@@ -415,6 +444,7 @@ pub async fn campaign(seed: u64, cfg: &CampaignConfig) -> Result<Report> {
         splits,
         merges,
         moves,
+        reopened,
     })
 }
 
