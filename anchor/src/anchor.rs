@@ -150,6 +150,7 @@ impl Anchor {
                 },
                 wakes: metrics.scope_wakes.clone(),
                 hibernations: metrics.scope_hibernations.clone(),
+                hibernated: Arc::default(),
             })
             .await?,
         );

@@ -16,7 +16,7 @@
 //! the group was stopped gets openraft's "stopped" error and retries, as after any
 //! failure.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
@@ -25,6 +25,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::raft::network::NetworkFactory;
 use crate::raft::proposer::{self, Proposal, ReadWaiter};
+use crate::raft::quiesce::Role;
 use crate::raft::sm::StateMachine;
 use crate::raft::{log_store::LogStore, NodeId, ScopeRaft};
 use crate::registry::Plumbing;
@@ -41,6 +42,38 @@ pub(crate) const NO_LEADER: NodeId = NodeId::MAX;
 const STOP_WAIT: Duration = Duration::from_secs(10);
 /// How long a reopen waits for the stopped group's state-machine worker to finish.
 const OLD_WORKER_WAIT: Duration = Duration::from_secs(5);
+
+/// How many hosted replicas hibernate, by the role they slept in, and whether that changed
+/// since the registry last listed the replicas that do not ([`crate::registry::Registry::awake`]):
+/// the per-second loops walk only those, and take the hibernated ones' figures from here.
+#[derive(Debug, Default)]
+pub struct Hibernated {
+    leaders: AtomicI64,
+    followers: AtomicI64,
+    /// Set by every hibernation and reopening.
+    pub(crate) changed: AtomicBool,
+}
+
+impl Hibernated {
+    fn add(&self, role: Role, n: i64) {
+        let c = match role {
+            Role::Leader => &self.leaders,
+            Role::Follower => &self.followers,
+        };
+        c.fetch_add(n, Ordering::AcqRel);
+        self.changed.store(true, Ordering::Release);
+    }
+
+    /// Hibernated replicas that slept as leaders.
+    pub fn leaders(&self) -> i64 {
+        self.leaders.load(Ordering::Acquire)
+    }
+
+    /// Hibernated replicas that slept as followers.
+    pub fn followers(&self) -> i64 {
+        self.followers.load(Ordering::Acquire)
+    }
+}
 
 /// A running group: the Raft handle and the queues of its leader-side tasks.
 pub(crate) struct Group {
@@ -62,6 +95,9 @@ pub(crate) enum Slot {
         _frozen: watch::Sender<Metrics>,
         /// The stopped group's state machine, alive until its worker ends.
         sm_alive: Weak<()>,
+        /// The role it slept in, as counted in [`Hibernated`] (taken when it no longer
+        /// counts: reopened or stopped for good).
+        role: Option<Role>,
     },
 }
 
@@ -185,6 +221,12 @@ impl Replica {
         let raft = group.raft.clone();
         {
             let mut slot = self.slot.write().unwrap_or_else(PoisonError::into_inner);
+            if let Slot::Hibernated {
+                role: Some(role), ..
+            } = &*slot
+            {
+                p.hibernated.add(*role, -1);
+            }
             *slot = Slot::Running(group);
             self.hibernated.store(false, Ordering::Release);
         }
@@ -218,14 +260,19 @@ impl Replica {
                 Slot::Running(g) => g.sm_alive.clone(),
                 Slot::Hibernated { .. } => return true,
             };
+            let role = self.sleep.slept().map(|(role, _)| role);
             let old = std::mem::replace(
                 &mut *slot,
                 Slot::Hibernated {
                     metrics: rx,
                     _frozen: tx,
                     sm_alive,
+                    role,
                 },
             );
+            if let Some(role) = role {
+                self.plumbing.hibernated.add(role, 1);
+            }
             self.frozen_leader
                 .store(leader.unwrap_or(NO_LEADER), Ordering::Release);
             self.hibernated.store(true, Ordering::Release);
@@ -260,6 +307,13 @@ impl Replica {
     /// Stops the group for good (the anchor stops, or the replica is removed).
     pub(crate) async fn stop(&self) {
         let _one = self.reopening.lock().await;
+        if let Slot::Hibernated { role, .. } =
+            &mut *self.slot.write().unwrap_or_else(PoisonError::into_inner)
+        {
+            if let Some(role) = role.take() {
+                self.plumbing.hibernated.add(role, -1);
+            }
+        }
         if let Some(raft) = self.raft() {
             if let Err(e) = raft.shutdown().await {
                 tracing::debug!(scope = %self.id, error = %e, "stopping a group");

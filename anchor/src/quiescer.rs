@@ -153,10 +153,20 @@ impl Quiescer {
         let now = self.now_ms();
         let list_all = pass.is_multiple_of(PEERS_EVERY);
         let mut peers = BTreeMap::new();
-        let (mut leaders_asleep, mut followers_asleep, mut hibernated) = (0i64, 0i64, 0i64);
-        for r in self.registry.all().iter() {
+        let (mut leaders_asleep, mut followers_asleep) = (0i64, 0i64);
+        // Hibernated replicas are counted by the registry, and have nothing to check (their
+        // frozen state never moves): most passes walk only the others.
+        let replicas = if list_all {
+            self.registry.all()
+        } else {
+            self.registry.awake()
+        };
+        for r in replicas.iter() {
             if list_all || !r.sleep.is_asleep() {
                 self.add_peers(r, &mut peers);
+            }
+            if r.is_hibernated() {
+                continue;
             }
             if r.sleep.is_asleep() {
                 match self.check_asleep(r) {
@@ -164,9 +174,7 @@ impl Quiescer {
                     Some(Role::Follower) => followers_asleep += 1,
                     None => continue,
                 }
-                if r.is_hibernated() {
-                    hibernated += 1;
-                } else if self.hibernate_after_ms > 0
+                if self.hibernate_after_ms > 0
                     && !r.sleep.kept_awake()
                     && r.sleep
                         .asleep_for()
@@ -200,10 +208,15 @@ impl Quiescer {
                 }
             }
         }
+        let h = self.registry.hibernated();
         let g = &self.metrics.scopes_asleep;
-        g.with_label_values(&["leader"]).set(leaders_asleep);
-        g.with_label_values(&["follower"]).set(followers_asleep);
-        self.metrics.scopes_hibernated.set(hibernated);
+        g.with_label_values(&["leader"])
+            .set(leaders_asleep + h.leaders());
+        g.with_label_values(&["follower"])
+            .set(followers_asleep + h.followers());
+        self.metrics
+            .scopes_hibernated
+            .set(h.leaders() + h.followers());
         let Ok(mut known) = self.peers.lock() else {
             return;
         };

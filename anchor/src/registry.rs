@@ -52,6 +52,8 @@ pub(crate) struct Plumbing {
     pub wakes: prometheus::IntCounterVec,
     /// Where hibernations and reopenings of groups are counted (label: event).
     pub hibernations: prometheus::IntCounterVec,
+    /// How many replicas hibernate now.
+    pub hibernated: Arc<crate::group::Hibernated>,
 }
 
 /// The hosted replicas, by scope id.
@@ -69,6 +71,8 @@ pub struct Registry {
 struct Hosted {
     map: BTreeMap<ScopeId, Arc<Replica>>,
     listing: Option<Replicas>,
+    /// Those whose group does not hibernate (as of when it was made).
+    awake: Option<Replicas>,
 }
 
 /// A list of hosted replicas, shared.
@@ -104,6 +108,46 @@ impl Registry {
         s.listing
             .get_or_insert_with(|| Arc::new(s.map.values().cloned().collect()))
             .clone()
+    }
+
+    /// The hosted replicas whose group does not hibernate: what the per-second loops walk
+    /// (a replica that hibernated or reopened a moment ago may be in it or not; the loops
+    /// walk every replica every `delegation::HIBERNATED_VISIT` as well).
+    pub fn awake(&self) -> Replicas {
+        let changed = self
+            .plumbing
+            .hibernated
+            .changed
+            .swap(false, std::sync::atomic::Ordering::AcqRel);
+        if !changed {
+            if let Some(l) = self.scopes.read().ok().and_then(|s| s.awake.clone()) {
+                return l;
+            }
+        }
+        let mut s = self
+            .scopes
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let s = &mut *s;
+        if changed {
+            s.awake = None;
+        }
+        s.awake
+            .get_or_insert_with(|| {
+                Arc::new(
+                    s.map
+                        .values()
+                        .filter(|r| !r.is_hibernated())
+                        .cloned()
+                        .collect(),
+                )
+            })
+            .clone()
+    }
+
+    /// How many hosted replicas hibernate, by role.
+    pub fn hibernated(&self) -> &crate::group::Hibernated {
+        &self.plumbing.hibernated
     }
 
     /// The replica of scope `id`, if hosted here.
@@ -158,6 +202,7 @@ impl Registry {
         if let Ok(mut s) = self.scopes.write() {
             s.map.insert(id, replica.clone());
             s.listing = None;
+            s.awake = None;
         }
         tracing::info!(scope = %id, prefix = %replica.descriptor.prefix, "scope replica opened");
         Ok(replica)
@@ -227,6 +272,7 @@ impl Registry {
     pub(crate) async fn remove(&self, id: &ScopeId) -> Result<(), AnchorError> {
         let removed = self.scopes.write().ok().and_then(|mut s| {
             s.listing = None;
+            s.awake = None;
             s.map.remove(id)
         });
         if let Some(r) = removed {

@@ -160,7 +160,7 @@ pub async fn drive<H: Host>(host: H, mut stop: tokio::sync::watch::Receiver<bool
         hosting.retain(|_, j| !j.is_finished());
         let me = host.node_id();
         let mut wanted = BTreeSet::new();
-        for r in host.replicas().iter() {
+        for r in visits.list(&host).iter() {
             // (A hibernated scope is settled: no delegation in flight to drive.)
             if !visits.wants(r) {
                 continue;

@@ -29,7 +29,7 @@ pub async fn forget_stale_ranges<H: Host>(host: H, mut stop: tokio::sync::watch:
     let mut visits = super::Visits::new(FORGET_EVERY);
     while super::next_tick(&mut tick, &mut stop).await {
         visits.next_pass();
-        for r in host.replicas().iter() {
+        for r in visits.list(&host).iter() {
             if !visits.wants(r) || !r.led_by(host.node_id()) {
                 continue;
             }

@@ -67,7 +67,7 @@ pub async fn push_ranges<H: Host>(host: H, mut stop: tokio::sync::watch::Receive
         let me = host.node_id();
         let mut wanted = BTreeSet::new();
         visits.next_pass();
-        for r in host.replicas().iter() {
+        for r in visits.list(&host).iter() {
             if !visits.wants(r) || !r.led_by(me) {
                 continue;
             }

@@ -66,7 +66,7 @@ pub async fn merge_scopes<H: Host>(host: H, mut stop: tokio::sync::watch::Receiv
         if decide_now {
             last_decided = tokio::time::Instant::now();
         }
-        for r in host.replicas().iter() {
+        for r in visits.list(&host).iter() {
             if !visits.wants(r) {
                 continue;
             }

@@ -128,6 +128,16 @@ impl Visits {
         self.pass.is_multiple_of(self.every)
     }
 
+    /// The replicas this pass walks: every one on a full pass, else those that do not
+    /// hibernate.
+    fn list<H: Host>(&self, host: &H) -> crate::registry::Replicas {
+        if self.full() {
+            host.replicas()
+        } else {
+            host.awake_replicas()
+        }
+    }
+
     /// Whether this pass looks at `r`.
     fn wants(&self, r: &Replica) -> bool {
         self.full() || !r.is_hibernated()
@@ -172,6 +182,12 @@ pub trait Host: Clone + Send + Sync + 'static {
 
     /// Every hosted replica.
     fn replicas(&self) -> crate::registry::Replicas;
+
+    /// The hosted replicas whose group does not hibernate (see
+    /// [`crate::registry::Registry::awake`]); all of them by default.
+    fn awake_replicas(&self) -> crate::registry::Replicas {
+        self.replicas()
+    }
 
     /// The replica of scope `id`, if hosted here.
     fn replica(&self, id: &ScopeId) -> Option<Arc<Replica>>;

@@ -69,7 +69,7 @@ pub async fn move_members<H: Host>(host: H, mut stop: tokio::sync::watch::Receiv
         visits.next_pass();
         jobs.retain(|_, j| !j.is_finished());
         let me = host.node_id();
-        for r in host.replicas().iter() {
+        for r in visits.list(&host).iter() {
             // (A hibernated scope has no member change in flight; its removal check waits
             // for the rare visit.)
             if jobs.contains_key(&r.id) || !visits.wants(r) {

@@ -31,7 +31,7 @@ pub async fn propose_splits<H: Host>(host: H, mut stop: tokio::sync::watch::Rece
     let mut visits = super::Visits::new(SPLIT_EVERY);
     while super::next_tick(&mut tick, &mut stop).await {
         visits.next_pass();
-        for r in host.replicas().iter() {
+        for r in visits.list(&host).iter() {
             if visits.wants(r) && r.led_by(host.node_id()) {
                 consider(&host, r).await;
             }

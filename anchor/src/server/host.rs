@@ -57,6 +57,10 @@ impl Host for Server {
         self.inner.registry.all()
     }
 
+    fn awake_replicas(&self) -> crate::registry::Replicas {
+        self.inner.registry.awake()
+    }
+
     fn replica(&self, id: &ScopeId) -> Option<Arc<Replica>> {
         self.inner.registry.get(id)
     }
