@@ -79,17 +79,23 @@ async fn the_anchor_reads_wall_clock_time_from_the_clock_it_is_given() {
     anchor.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_idle_scope_sleeps_and_a_write_wakes_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = AnchorConfig::new(dir.path());
+/// One anchor with short timers (sleep after 200 ms idle; hibernate after
+/// `hibernate_after_ms` asleep, the default if `None`) hosting the root scope, and the
+/// root's replica.
+async fn quick_sleeper(
+    dir: &std::path::Path,
+    hibernate_after_ms: Option<u64>,
+) -> (Anchor, std::sync::Arc<Replica>) {
+    let mut cfg = AnchorConfig::new(dir);
     cfg.raft.heartbeat_ms = 50;
     cfg.raft.election_min_ms = 300;
     cfg.raft.election_max_ms = 600;
     cfg.raft.quiesce_after_ms = 200;
-    let clock = ManualClock::new(T0);
+    if let Some(ms) = hibernate_after_ms {
+        cfg.raft.hibernate_after_ms = ms;
+    }
     let opts = StartOptions {
-        clock: clock.clone(),
+        clock: ManualClock::new(T0),
         ..StartOptions::default()
     };
     let anchor = Anchor::start_with(cfg, opts).await.unwrap();
@@ -103,6 +109,13 @@ async fn an_idle_scope_sleeps_and_a_write_wakes_it() {
     let policy = policy::Policy::development(None).to_toml();
     anchor.create_scope(root, policy, true).await.unwrap();
     let replica = anchor.replicas().pop().unwrap();
+    (anchor, replica)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_scope_sleeps_and_a_write_wakes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (anchor, replica) = quick_sleeper(dir.path(), None).await;
     let asleep = |r: &Replica| r.sleep.is_asleep();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while !asleep(&replica) {
@@ -157,28 +170,7 @@ async fn resolve_a(anchor: &Anchor) -> proto::msg::Answer {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hibernated_scope_reopens_for_a_write_and_a_read() {
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = AnchorConfig::new(dir.path());
-    cfg.raft.heartbeat_ms = 50;
-    cfg.raft.election_min_ms = 300;
-    cfg.raft.election_max_ms = 600;
-    cfg.raft.quiesce_after_ms = 200;
-    cfg.raft.hibernate_after_ms = 300;
-    let clock = ManualClock::new(T0);
-    let opts = StartOptions {
-        clock: clock.clone(),
-        ..StartOptions::default()
-    };
-    let anchor = Anchor::start_with(cfg, opts).await.unwrap();
-    let root = ScopeDescriptor {
-        id: ScopeId::root(),
-        prefix: Name::root(),
-        epoch: 1,
-        members: vec![anchor.info()],
-        range: proto::KeyRange::all(),
-    };
-    let policy = policy::Policy::development(None).to_toml();
-    anchor.create_scope(root, policy, true).await.unwrap();
-    let replica = anchor.replicas().pop().unwrap();
+    let (anchor, replica) = quick_sleeper(dir.path(), Some(300)).await;
     let me = replica.metrics().borrow().id;
     let wait_hibernated = |what: &'static str| {
         let replica = replica.clone();

@@ -75,6 +75,29 @@ struct Hosted {
     awake: Option<Replicas>,
 }
 
+/// Which list of [`Hosted`].
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Listing {
+    All,
+    Awake,
+}
+
+impl Hosted {
+    fn list(&self, which: Listing) -> &Option<Replicas> {
+        match which {
+            Listing::All => &self.listing,
+            Listing::Awake => &self.awake,
+        }
+    }
+
+    fn list_mut(&mut self, which: Listing) -> &mut Option<Replicas> {
+        match which {
+            Listing::All => &mut self.listing,
+            Listing::Awake => &mut self.awake,
+        }
+    }
+}
+
 /// A list of hosted replicas, shared.
 pub type Replicas = Arc<Vec<Arc<Replica>>>;
 
@@ -97,17 +120,7 @@ impl Registry {
 
     /// Every hosted replica.
     pub fn all(&self) -> Replicas {
-        if let Some(l) = self.scopes.read().ok().and_then(|s| s.listing.clone()) {
-            return l;
-        }
-        let mut s = self
-            .scopes
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let s = &mut *s;
-        s.listing
-            .get_or_insert_with(|| Arc::new(s.map.values().cloned().collect()))
-            .clone()
+        self.listed(Listing::All, false)
     }
 
     /// The hosted replicas whose group does not hibernate: what the per-second loops walk
@@ -119,8 +132,13 @@ impl Registry {
             .hibernated
             .changed
             .swap(false, std::sync::atomic::Ordering::AcqRel);
-        if !changed {
-            if let Some(l) = self.scopes.read().ok().and_then(|s| s.awake.clone()) {
+        self.listed(Listing::Awake, changed)
+    }
+
+    /// The list `which`, made again if there is none yet or it is `stale`.
+    fn listed(&self, which: Listing, stale: bool) -> Replicas {
+        if !stale {
+            if let Some(l) = self.scopes.read().ok().and_then(|s| s.list(which).clone()) {
                 return l;
             }
         }
@@ -128,21 +146,15 @@ impl Registry {
             .scopes
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let s = &mut *s;
-        if changed {
-            s.awake = None;
-        }
-        s.awake
-            .get_or_insert_with(|| {
-                Arc::new(
-                    s.map
-                        .values()
-                        .filter(|r| !r.is_hibernated())
-                        .cloned()
-                        .collect(),
-                )
-            })
-            .clone()
+        let made: Replicas = Arc::new(
+            s.map
+                .values()
+                .filter(|r| which == Listing::All || !r.is_hibernated())
+                .cloned()
+                .collect(),
+        );
+        *s.list_mut(which) = Some(made.clone());
+        made
     }
 
     /// How many hosted replicas hibernate, by role.
