@@ -17,8 +17,8 @@
 //! failure.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::{Arc, PoisonError, Weak};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, PoisonError};
+use std::time::Duration;
 
 use proto::{AnchorInfo, ScopeDescriptor};
 use tokio::sync::{mpsc, watch};
@@ -82,7 +82,7 @@ pub(crate) struct Group {
     pub reads: mpsc::Sender<ReadWaiter>,
     pub metrics: watch::Receiver<Metrics>,
     /// Alive while the state machine handed to openraft is (its worker ends after the core).
-    sm_alive: Weak<()>,
+    sm_alive: watch::Receiver<()>,
 }
 
 /// A replica's group: running, or stopped with its last metrics.
@@ -94,7 +94,7 @@ pub(crate) enum Slot {
         metrics: watch::Receiver<Metrics>,
         _frozen: watch::Sender<Metrics>,
         /// The stopped group's state machine, alive until its worker ends.
-        sm_alive: Weak<()>,
+        sm_alive: watch::Receiver<()>,
         /// The role it slept in, as counted in [`Hibernated`] (taken when it no longer
         /// counts: reopened or stopped for good).
         role: Option<Role>,
@@ -199,14 +199,12 @@ impl Replica {
         // The stopped core is joined; its state-machine worker ends once it has drained
         // its queue (empty: the group slept with everything applied). Two workers must
         // never write the same state.
-        let deadline = Instant::now() + OLD_WORKER_WAIT;
-        while sm_alive.strong_count() > 0 {
-            if Instant::now() > deadline {
-                return Err(AnchorError::Raft(
-                    "the stopped group's state machine is still busy; try again".into(),
-                ));
-            }
-            tokio::time::sleep(Duration::from_millis(1)).await;
+        let mut sm_alive = sm_alive;
+        let ended = async { while sm_alive.changed().await.is_ok() {} };
+        if tokio::time::timeout(OLD_WORKER_WAIT, ended).await.is_err() {
+            return Err(AnchorError::Raft(
+                "the stopped group's state machine is still busy; try again".into(),
+            ));
         }
         let p = &self.plumbing;
         let sm = StateMachine::resume(&p.db, &self.state, p.verified.clone())?;

@@ -74,6 +74,7 @@ mod zipf;
 
 pub mod chaos;
 pub mod faults;
+pub mod idle;
 pub mod linearizability;
 pub mod netns;
 pub mod recorded;

@@ -62,8 +62,9 @@ pub struct StateMachine {
     view: Arc<RwLock<ScopeView>>,
     /// Changes the watch history keeps ([`WATCH_HISTORY_CHANGES`]; tests lower it).
     history_max: u64,
-    /// Alive as long as this state machine (see [`StateMachine::alive`]).
-    alive: Arc<()>,
+    /// Dropped with this state machine: its receivers learn it is gone (see
+    /// [`StateMachine::alive`]).
+    alive: tokio::sync::watch::Sender<()>,
 }
 
 impl StateMachine {
@@ -86,7 +87,7 @@ impl StateMachine {
             snapshots,
             view: Arc::new(RwLock::new(view)),
             history_max: WATCH_HISTORY_CHANGES,
-            alive: Arc::new(()),
+            alive: tokio::sync::watch::Sender::new(()),
         })
     }
 
@@ -107,13 +108,13 @@ impl StateMachine {
             snapshots: db.open_tree(SNAPSHOT_TREE)?,
             view: reader.shared_view(),
             history_max: WATCH_HISTORY_CHANGES,
-            alive: Arc::new(()),
+            alive: tokio::sync::watch::Sender::new(()),
         })
     }
 
     /// Dead once this state machine is dropped (openraft's worker that owns it ended).
-    pub fn alive(&self) -> std::sync::Weak<()> {
-        Arc::downgrade(&self.alive)
+    pub fn alive(&self) -> tokio::sync::watch::Receiver<()> {
+        self.alive.subscribe()
     }
 
     /// A read handle sharing this state machine's view.
