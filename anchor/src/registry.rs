@@ -25,6 +25,8 @@ use crate::AnchorError;
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a new scope's first member keeps trying to commit its genesis entry.
 const GENESIS_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long [`Registry::snapshot_all`] waits for the log purges a leader postpones.
+const PURGE_WAIT: Duration = Duration::from_secs(5);
 
 /// What a replica is opened with: the database and the plumbing every group shares.
 pub(crate) struct Plumbing {
@@ -386,7 +388,13 @@ impl Registry {
     }
 
     /// Builds a snapshot of every hosted scope and purges the log up to it.
+    ///
+    /// A leader postpones a purge while a replication to a lagging or unreachable follower
+    /// still holds the entries (openraft retries such a follower every 500 ms and purges
+    /// between tries), so this waits up to [`PURGE_WAIT`] for every purge to be done; a purge
+    /// still postponed then is logged and happens later on its own.
     pub async fn snapshot_all(&self) -> Result<(), AnchorError> {
+        let mut purging = Vec::new();
         for r in self.all().iter() {
             let raft = r.group().await?;
             let applied = raft.metrics().borrow().last_applied.map_or(0, |l| l.index);
@@ -407,6 +415,22 @@ impl Registry {
                     .purge_log(s.index)
                     .await
                     .map_err(|e| AnchorError::Raft(e.to_string()))?;
+                purging.push((r.id, raft, s.index));
+            }
+        }
+        let deadline = Instant::now() + PURGE_WAIT;
+        for (id, raft, index) in purging {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let purged = raft
+                .wait(Some(left))
+                .metrics(|m| m.purged.is_some_and(|p| p.index >= index), "log purged")
+                .await;
+            if purged.is_err() {
+                tracing::info!(
+                    scope = %id,
+                    upto = index,
+                    "log purge postponed: a replication still uses the entries"
+                );
             }
         }
         Ok(())
