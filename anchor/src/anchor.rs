@@ -151,6 +151,7 @@ impl Anchor {
                 wakes: metrics.scope_wakes.clone(),
                 hibernations: metrics.scope_hibernations.clone(),
                 hibernated: Arc::default(),
+                busy: Arc::default(),
             })
             .await?,
         );
@@ -329,13 +330,37 @@ impl Anchor {
         self.refresh_gossip_gauges();
         let me = self.inner.registry.node_id();
         let now_ms = self.inner.server.clock().unix_ms();
-        for r in self.replicas() {
+        let (mut leaders, mut followers, mut terms) = (0i64, 0i64, 0u64);
+        let mut shown = Vec::new();
+        for r in self.inner.registry.all().iter() {
+            let (term, leads) = r.with_metrics(|m| (m.current_term, m.current_leader == Some(me)));
+            terms = terms.saturating_add(term);
+            if leads {
+                leaders += 1;
+            } else {
+                followers += 1;
+            }
+            if !r.is_hibernated() {
+                let l = r.load.window(now_ms / 1000);
+                shown.push((l.reads.saturating_add(l.writes), leads, r.clone()));
+            }
+        }
+        g.scopes.with_label_values(&["leader"]).set(leaders);
+        g.scopes.with_label_values(&["follower"]).set(followers);
+        g.scope_terms.set(i64::try_from(terms).unwrap_or(i64::MAX));
+        // Per-scope series for the busiest scopes whose group runs, leaders first among
+        // equals; the others' series are dropped.
+        shown.sort_by(|a, b| b.0.cmp(&a.0).then(b.1.cmp(&a.1)).then(a.2.id.cmp(&b.2.id)));
+        shown.truncate(crate::metrics::SCOPE_SERIES_MAX);
+        for gauge in g.per_scope() {
+            gauge.reset();
+        }
+        for (_, leads, r) in shown {
             let m = r.metrics().borrow().clone();
             let id = r.id.to_hex();
             g.scope_term
                 .with_label_values(&[&id])
                 .set(m.current_term as i64);
-            let leads = m.current_leader == Some(me);
             g.scope_leader
                 .with_label_values(&[&id])
                 .set(i64::from(leads));

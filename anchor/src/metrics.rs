@@ -1,14 +1,26 @@
 //! Prometheus metrics of one anchor, in a registry of its own (several anchors may share a
 //! process in `anchorage dev` and in tests).
+//!
+//! Per-scope series (`anchorage_scope_*{scope}`) are kept for at most [`SCOPE_SERIES_MAX`]
+//! scopes, the busiest whose group runs: an anchor hosting 10 000 scopes would otherwise
+//! export 80 000 series and hold them in memory. Counts over every hosted scope come as
+//! `anchorage_scopes{role}` and `anchorage_scope_terms`.
 
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+/// The most scopes exported with per-scope series at one scrape.
+pub const SCOPE_SERIES_MAX: usize = 200;
+
 /// Every metric an anchor exports.
 #[derive(Clone)]
 pub struct Metrics {
     registry: Registry,
+    /// Hosted scope replicas by role (leader, follower), hibernated ones included.
+    pub scopes: IntGaugeVec,
+    /// The sum of every hosted scope's current term (it rises with every election).
+    pub scope_terms: prometheus::IntGauge,
     /// Current term per scope.
     pub scope_term: IntGaugeVec,
     /// 1 when this anchor leads the scope.
@@ -113,6 +125,20 @@ impl PeerGauges {
 }
 
 impl Metrics {
+    /// Every per-scope gauge, for resetting.
+    pub fn per_scope(&self) -> [&IntGaugeVec; 8] {
+        [
+            &self.scope_term,
+            &self.scope_leader,
+            &self.scope_applied,
+            &self.scope_reads_per_s,
+            &self.scope_writes_per_s,
+            &self.scope_reads_per_s_peak,
+            &self.scope_writes_per_s_peak,
+            &self.scope_names,
+        ]
+    }
+
     /// Creates and registers every metric.
     pub fn new() -> Metrics {
         let registry = Registry::new_custom(Some("anchorage".into()), None).unwrap_or_default();
@@ -130,7 +156,29 @@ impl Metrics {
                 .expect("unique metric");
             c
         };
-        let scope_term = gauge("scope_term", "Current Raft term of each hosted scope");
+        let scopes = IntGaugeVec::new(
+            Opts::new(
+                "scopes",
+                "Hosted scope replicas by role (leader, follower), hibernated ones included",
+            ),
+            &["role"],
+        )
+        .expect("static metric");
+        registry
+            .register(Box::new(scopes.clone()))
+            .expect("unique metric");
+        let scope_terms = prometheus::IntGauge::new(
+            "scope_terms",
+            "Sum of the current Raft terms of every hosted scope: it rises with every election",
+        )
+        .expect("static metric");
+        registry
+            .register(Box::new(scope_terms.clone()))
+            .expect("unique metric");
+        let scope_term = gauge(
+            "scope_term",
+            "Current Raft term of each hosted scope (the busiest 200 that do not hibernate)",
+        );
         let scope_leader = gauge("scope_leader", "1 if this anchor leads the scope");
         let scope_applied = gauge(
             "scope_applied_index",
@@ -291,6 +339,8 @@ impl Metrics {
             .expect("unique metric");
         Metrics {
             registry,
+            scopes,
+            scope_terms,
             scope_term,
             scope_leader,
             scope_applied,

@@ -18,6 +18,7 @@ use crate::raft::network::Coalescer;
 use crate::raft::sm::{self, Seed, StateMachine};
 use crate::raft::{NodeId, ScopeCommand};
 use crate::replica::Replica;
+use crate::scope::meter::BusyList;
 use crate::scope::sig_cache::SigCache;
 use crate::AnchorError;
 
@@ -56,6 +57,8 @@ pub(crate) struct Plumbing {
     pub hibernations: prometheus::IntCounterVec,
     /// How many replicas hibernate now.
     pub hibernated: Arc<crate::group::Hibernated>,
+    /// The scopes that served requests lately (their meters list them).
+    pub busy: Arc<BusyList>,
 }
 
 /// The hosted replicas, by scope id.
@@ -135,6 +138,32 @@ impl Registry {
             .changed
             .swap(false, std::sync::atomic::Ordering::AcqRel);
         self.listed(Listing::Awake, changed)
+    }
+
+    /// How many replicas are hosted here.
+    pub fn len(&self) -> usize {
+        self.scopes.read().map_or(0, |s| s.map.len())
+    }
+
+    /// True when no replica is hosted here.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The hosted replicas that served requests in the last [`proto::msg::Load::WINDOW_S`]
+    /// seconds before `now_s` or have reads not reported yet: the only ones whose load is
+    /// not zero. Scopes gone quiet or no longer hosted leave the list.
+    pub fn busy(&self, now_s: u64) -> Vec<Arc<Replica>> {
+        let list = &self.plumbing.busy;
+        let mut out = Vec::new();
+        for id in list.ids() {
+            match self.get(&id) {
+                None => list.remove(&id),
+                Some(r) if r.load.retire_if_quiet(now_s) => {}
+                Some(r) => out.push(r),
+            }
+        }
+        out
     }
 
     /// The list `which`, made again if there is none yet or it is `stale`.

@@ -72,7 +72,8 @@ impl Replica {
         let seed = u64::from_le_bytes(descriptor.id.0[..8].try_into().unwrap_or_default());
         Replica {
             id: descriptor.id,
-            load: ReplicaLoad::new(descriptor.prefix.clone(), seed, plumbing.load),
+            load: ReplicaLoad::new(descriptor.prefix.clone(), seed, plumbing.load)
+                .listing_on(descriptor.id, plumbing.busy.clone()),
             size_scan: Mutex::new(None),
             yield_until_ms: AtomicU64::new(0),
             vouched: Mutex::new(BTreeSet::new()),
@@ -301,6 +302,14 @@ impl Replica {
             names: self.state.view().names,
             membership_log: m.membership_config.log_id().map(|l| l.index),
             membership_term: m.membership_config.log_id().map(|l| l.leader_id.term),
+            sleep: if self.is_hibernated() {
+                "hibernated"
+            } else if self.sleep.is_asleep() {
+                "asleep"
+            } else {
+                "awake"
+            }
+            .into(),
         }
     }
 }

@@ -318,6 +318,7 @@ fn wire(dir: &Path) {
             names: 5,
             membership_log: Some(1),
             membership_term: Some(1),
+            sleep: "awake".into(),
         }],
         peers: vec![],
         peers_omitted: 0,

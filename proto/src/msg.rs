@@ -482,6 +482,9 @@ pub struct ScopeStatus {
     /// position (two replicas can hold different configurations at one index, one of them
     /// never to be committed). (Appended last.)
     pub membership_term: Option<u64>,
+    /// `awake`, `asleep` (quiescent: no ticks, no heartbeats) or `hibernated` (the group
+    /// stopped; reopened from disk by the first message, write or read). (Appended last.)
+    pub sleep: String,
 }
 
 /// One hosted scope in detail, as `anchorage scope show` prints it.

@@ -10,7 +10,11 @@ use crate::{metric_value, Cluster};
 
 /// Kills anchor 0 and waits until the other anchors lead every group between them.
 pub async fn failover(cluster: &mut Cluster, groups: usize, every: Duration) -> Result<()> {
-    let led = metric_value(&cluster.metrics(0).await?, "anchorage_scope_leader", &[]);
+    let led = metric_value(
+        &cluster.metrics(0).await?,
+        "anchorage_scopes",
+        &[("role", "leader")],
+    );
     let killed = Instant::now();
     cluster.kill(0);
     let others: Vec<usize> = (1..cluster.len()).collect();
@@ -21,7 +25,7 @@ pub async fn failover(cluster: &mut Cluster, groups: usize, every: Duration) -> 
         for &i in &others {
             // A loaded anchor may be slow to answer; a failed scrape counts as no progress.
             if let Ok(text) = cluster.metrics(i).await {
-                leaders += metric_value(&text, "anchorage_scope_leader", &[]);
+                leaders += metric_value(&text, "anchorage_scopes", &[("role", "leader")]);
             }
         }
         let lost = groups as f64 - leaders;

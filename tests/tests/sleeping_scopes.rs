@@ -157,7 +157,7 @@ async fn sleeping_scopes() {
 
         // Asleep for a while: no election, Raft traffic is the liveness pings only.
         let all = [0, 1, 2];
-        let terms = sum(&c, &all, "anchorage_scope_term", &[]).await?;
+        let terms = sum(&c, &all, "anchorage_scope_terms", &[]).await?;
         let rpcs = sum(&c, &all, "anchorage_request_seconds_count", &[("protocol", "raft")]).await?;
         let watched = Instant::now();
         wait_for("the sleep to last", ASLEEP_FOR + Duration::from_secs(2), || async {
@@ -167,7 +167,7 @@ async fn sleeping_scopes() {
         let secs = watched.elapsed().as_secs_f64();
         let rpcs_per_s =
             (sum(&c, &all, "anchorage_request_seconds_count", &[("protocol", "raft")]).await? - rpcs) / secs;
-        assert_eq!(sum(&c, &all, "anchorage_scope_term", &[]).await?, terms, "no election while asleep");
+        assert_eq!(sum(&c, &all, "anchorage_scope_terms", &[]).await?, terms, "no election while asleep");
         // Pings: 3 anchors × 2 peers × 5/s = 30/s; awake, 25 groups × 2 followers would send
         // 1 300 heartbeats/s at these timers (fewer frames once coalesced).
         assert!(rpcs_per_s < 60.0, "{rpcs_per_s:.0} raft requests/s while asleep");
@@ -203,16 +203,16 @@ async fn sleeping_scopes() {
             Answer::Found { .. } => {}
             other => bail!("/z3/first after sleeping: {other:?}"),
         }
-        assert_eq!(sum(&c, &all, "anchorage_scope_term", &[]).await?, terms, "waking elected nobody");
+        assert_eq!(sum(&c, &all, "anchorage_scope_terms", &[]).await?, terms, "waking elected nobody");
 
         // Failover of the anchor that leads every sleeping (hibernated) scope.
         wait_all_hibernated(&c, groups, Duration::from_secs(20)).await?;
-        let led = sum(&c, &[0], "anchorage_scope_leader", &[]).await?;
+        let led = sum(&c, &[0], "anchorage_scopes", &[("role", "leader")]).await?;
         assert!(led as usize >= SCOPES, "anchor 0 leads {led} groups");
         let killed = Instant::now();
         c.kill(0);
         wait_for("a leader for every group on anchors 1 and 2", FAILOVER_MAX, || async {
-            let led = sum(&c, &[1, 2], "anchorage_scope_leader", &[]).await?;
+            let led = sum(&c, &[1, 2], "anchorage_scopes", &[("role", "leader")]).await?;
             Ok((led as usize == groups).then_some(()))
         })
         .await?;

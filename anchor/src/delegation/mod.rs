@@ -189,6 +189,12 @@ pub trait Host: Clone + Send + Sync + 'static {
         self.replicas()
     }
 
+    /// The hosted replicas that served requests lately or have reads to report (see
+    /// [`crate::registry::Registry::busy`]); all of them by default.
+    fn busy_replicas(&self, _now_s: u64) -> Vec<Arc<Replica>> {
+        self.replicas().to_vec()
+    }
+
     /// The replica of scope `id`, if hosted here.
     fn replica(&self, id: &ScopeId) -> Option<Arc<Replica>>;
 

@@ -3,7 +3,8 @@
 //! the scope's leader (`RaftRpc::LoadReport`), so the leader's split accounting holds the
 //! reads every member served, not only its own. A leader drops its own pending counts (it
 //! counted them already). Reports are small (counts per second, no names) and lossy: a
-//! report that fails is not sent again.
+//! report that fails is not sent again. Only the scopes on the anchor's busy list
+//! ([`crate::scope::meter::BusyList`]) are looked at: an idle scope has nothing to report.
 
 use std::time::Duration;
 
@@ -24,7 +25,8 @@ pub async fn report_loads<H: Host>(host: H, mut stop: tokio::sync::watch::Receiv
     let mut tick = super::every(REPORT_EVERY);
     while super::next_tick(&mut tick, &mut stop).await {
         let now_ms = host.now_ms();
-        for r in host.replicas().iter() {
+        // Only a scope that counted a read lately has any to report.
+        for r in host.busy_replicas(now_ms / 1000) {
             let Some(report) = r.load.take_report(now_ms) else {
                 continue;
             };

@@ -47,8 +47,12 @@ pub struct LocalFigures {
     pub disk_free_bytes: u64,
     /// Size of that file system.
     pub disk_total_bytes: u64,
-    /// Every hosted scope.
-    pub scopes: Vec<ScopeLoad>,
+    /// Scopes hosted here.
+    pub hosted: u32,
+    /// Of those, the ones this anchor leads.
+    pub leaderships: u32,
+    /// The hosted scopes that served requests lately (the others' load is zero).
+    pub busy: Vec<ScopeLoad>,
     /// Placement labels.
     pub labels: BTreeMap<String, String>,
     /// Advertised addresses.
@@ -70,20 +74,15 @@ pub struct Publisher {
 /// requests left out), and labels and addresses cut to their bounds (entries over a bound
 /// are left out, not truncated).
 pub fn build(p: &Publisher, seq: u64, now_ms: u64, f: &LocalFigures) -> LoadSummary {
-    let sum = |g: fn(&ScopeLoad) -> u64| {
-        f.scopes
-            .iter()
-            .map(g)
-            .fold(0u64, |a, b| a.saturating_add(b))
-    };
+    let sum =
+        |g: fn(&ScopeLoad) -> u64| f.busy.iter().map(g).fold(0u64, |a, b| a.saturating_add(b));
     let mut hot: Vec<&ScopeLoad> = f
-        .scopes
+        .busy
         .iter()
         .filter(|s| s.requests() > 0 && s.prefix.is_some())
         .collect();
     hot.sort_by(|a, b| b.requests().cmp(&a.requests()).then(a.id.cmp(&b.id)));
     hot.truncate(p.hot_scopes.min(HOT_SCOPES_MAX));
-    let leaderships = f.scopes.iter().filter(|s| s.leader).count();
     LoadSummary {
         anchor: p.anchor.clone(),
         seq,
@@ -94,8 +93,8 @@ pub fn build(p: &Publisher, seq: u64, now_ms: u64, f: &LocalFigures) -> LoadSumm
         mem_bytes: f.mem_bytes,
         disk_free_bytes: f.disk_free_bytes.min(f.disk_total_bytes),
         disk_total_bytes: f.disk_total_bytes,
-        scopes: u32::try_from(f.scopes.len()).unwrap_or(u32::MAX),
-        leaderships: u32::try_from(leaderships).unwrap_or(u32::MAX),
+        scopes: f.hosted,
+        leaderships: f.leaderships,
         reads_per_s: sum(|s| s.reads_per_s),
         writes_per_s: sum(|s| s.writes_per_s),
         hot: hot
@@ -189,7 +188,9 @@ mod tests {
             mem_bytes: 1 << 20,
             disk_free_bytes: 5,
             disk_total_bytes: 10,
-            scopes: vec![
+            hosted: 4,
+            leaderships: 2,
+            busy: vec![
                 scope(1, true, 10, 0),
                 scope(2, false, 0, 0),
                 scope(3, true, 50, 5),
@@ -216,7 +217,8 @@ mod tests {
         let mut f = LocalFigures {
             disk_free_bytes: 11,
             disk_total_bytes: 10,
-            scopes: (0..40)
+            hosted: 40,
+            busy: (0..40)
                 .map(|i| scope(i, false, 1 + u64::from(i), 0))
                 .collect(),
             ..Default::default()
@@ -244,10 +246,9 @@ mod tests {
             change_scopes: 5,
             load_change_percent: 50,
         };
-        let f = |n: usize, reads: u64| LocalFigures {
-            scopes: (0..n)
-                .map(|i| scope(i as u8, false, if i == 0 { reads } else { 0 }, 0))
-                .collect(),
+        let f = |n: u32, reads: u64| LocalFigures {
+            hosted: n,
+            busy: vec![scope(0, false, reads, 0)],
             ..Default::default()
         };
         let p = publisher(8);

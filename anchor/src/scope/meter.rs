@@ -1,14 +1,18 @@
 //! A replica's load meters behind one lock: the [`RateMeter`] behind `scope tree`'s load
 //! column and the [`ScopeLoad`] the split decider reads, fed by the request handlers with
 //! the anchor's clock and a cheap per-replica random stream for the split-key sampler.
+//!
+//! A meter that counts a request also puts its scope on the anchor's [`BusyList`]: the loops
+//! that sum load (the gossip summary, the followers' load reports) walk that list, not
+//! every hosted replica, so 10 000 idle scopes cost them nothing.
 
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use proto::load::{FollowerReport, REPORT_SECONDS_MAX};
 use proto::msg::Load;
-use proto::Name;
+use proto::{Name, ScopeId};
 
 use super::load::{LoadConfig, LoadFigures, LoadLimits, ScopeLoad};
 use super::rate::RateMeter;
@@ -23,6 +27,44 @@ pub struct ReplicaLoad {
     /// count in the leader's accounting through its reports); at most
     /// [`REPORT_SECONDS_MAX`] seconds are kept.
     unreported: Mutex<BTreeMap<u64, u32>>,
+    /// The anchor's list of busy scopes and this scope's id in it.
+    busy: Option<(ScopeId, Arc<BusyList>)>,
+    /// Whether this scope is on the busy list.
+    listed: AtomicBool,
+    /// The second of the last request counted here (0: none).
+    last_s: AtomicU64,
+}
+
+/// The scopes of one anchor that counted a request in the last [`Load::WINDOW_S`] seconds
+/// or have reads not reported yet: the only ones whose load is not zero. A meter adds its
+/// scope when it counts a request ([`ReplicaLoad::read`], [`ReplicaLoad::write`]); the
+/// loops that read the list drop a scope gone quiet ([`ReplicaLoad::retire_if_quiet`]).
+#[derive(Debug, Default)]
+pub struct BusyList {
+    ids: Mutex<BTreeSet<ScopeId>>,
+}
+
+impl BusyList {
+    /// The busy scopes now.
+    pub fn ids(&self) -> Vec<ScopeId> {
+        self.ids
+            .lock()
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// Drops `id` (a scope no longer hosted here).
+    pub fn remove(&self, id: &ScopeId) {
+        if let Ok(mut s) = self.ids.lock() {
+            s.remove(id);
+        }
+    }
+
+    fn insert(&self, id: ScopeId) {
+        if let Ok(mut s) = self.ids.lock() {
+            s.insert(id);
+        }
+    }
 }
 
 impl ReplicaLoad {
@@ -33,7 +75,56 @@ impl ReplicaLoad {
             split: Mutex::new(ScopeLoad::new(prefix, config)),
             random: AtomicU64::new(seed),
             unreported: Mutex::new(BTreeMap::new()),
+            busy: None,
+            listed: AtomicBool::new(false),
+            last_s: AtomicU64::new(0),
         }
+    }
+
+    /// These meters put scope `id` on `list` whenever they count a request.
+    pub fn listing_on(mut self, id: ScopeId, list: Arc<BusyList>) -> ReplicaLoad {
+        self.busy = Some((id, list));
+        self
+    }
+
+    /// Notes a request counted in second `now_s`: the scope goes on the busy list.
+    fn note_busy(&self, now_s: u64) {
+        // The second is stored before the flag is read: a concurrent `retire_if_quiet` that
+        // cleared the flag either sees this second on its re-check or leaves the flag clear
+        // for this swap to find.
+        self.last_s.fetch_max(now_s, Ordering::SeqCst);
+        if let Some((id, list)) = &self.busy {
+            if !self.listed.swap(true, Ordering::SeqCst) {
+                list.insert(*id);
+            }
+        }
+    }
+
+    /// Whether a request was counted in the [`Load::WINDOW_S`] seconds up to `now_s`.
+    fn busy_lately(&self, now_s: u64) -> bool {
+        let last = self.last_s.load(Ordering::SeqCst);
+        last != 0 && last + Load::WINDOW_S >= now_s
+    }
+
+    /// Takes the scope off the busy list when it counted no request in the last
+    /// [`Load::WINDOW_S`] seconds before `now_s` and has no reads left to report; true when
+    /// it did.
+    pub fn retire_if_quiet(&self, now_s: u64) -> bool {
+        let Some((id, list)) = &self.busy else {
+            return false;
+        };
+        let unreported = self.unreported.lock().map_or(false, |p| !p.is_empty());
+        if unreported || self.busy_lately(now_s) {
+            return false;
+        }
+        self.listed.store(false, Ordering::SeqCst);
+        list.remove(id);
+        // A request counted since the check above put the flag back or finds it clear.
+        if self.busy_lately(now_s) && !self.listed.swap(true, Ordering::SeqCst) {
+            list.insert(*id);
+            return false;
+        }
+        true
     }
 
     /// The reads answered here in the whole seconds before `now_ms` that were not reported
@@ -80,6 +171,7 @@ impl ReplicaLoad {
     /// Counts one resolve answered for `name` at `now_ms`, under the policy's `limits`.
     pub fn read(&self, name: &Name, now_ms: u64, limits: LoadLimits) {
         self.rate.read(now_ms / 1000);
+        self.note_busy(now_ms / 1000);
         if let Ok(mut pending) = self.unreported.lock() {
             let now_s = now_ms / 1000;
             *pending.entry(now_s).or_default() += 1;
@@ -101,6 +193,7 @@ impl ReplicaLoad {
         if in_window {
             self.rate.write(now_ms / 1000);
         }
+        self.note_busy(now_ms / 1000);
         let random = self.next_random();
         if let Ok(mut l) = self.split.lock() {
             l.set_limits(limits);
@@ -175,6 +268,37 @@ mod tests {
         assert_eq!(f.reads_peak, 20);
         assert!(f.reads_over.is_some());
         assert!(f.writes_over.is_none());
+    }
+
+    #[test]
+    fn a_scope_is_busy_from_its_first_request_until_quiet_and_reported() {
+        let list = Arc::new(BusyList::default());
+        let id = ScopeId([5; 16]);
+        let m =
+            ReplicaLoad::new(name("/shop"), 9, LoadConfig::default()).listing_on(id, list.clone());
+        let limits = LoadLimits {
+            reads_per_s: 100,
+            writes_per_s: 100,
+        };
+        assert!(list.ids().is_empty(), "no request, not busy");
+        m.read(&name("/shop/a"), 100_500, limits);
+        m.read(&name("/shop/b"), 100_600, limits);
+        assert_eq!(list.ids(), vec![id]);
+        // Unreported reads keep it listed even after the window.
+        assert!(!m.retire_if_quiet(100 + Load::WINDOW_S + 5));
+        assert!(m.take_report(101_000).is_some());
+        // Within the window it stays; after it, it goes.
+        assert!(!m.retire_if_quiet(100 + Load::WINDOW_S));
+        assert!(m.retire_if_quiet(100 + Load::WINDOW_S + 1));
+        assert!(list.ids().is_empty());
+        // A write lists it again, once.
+        m.write(&name("/shop/c"), 200_000, limits, true);
+        m.write(&name("/shop/c"), 200_100, limits, false);
+        assert_eq!(list.ids(), vec![id]);
+        // Meters with no list are never listed and never retire.
+        let loose = ReplicaLoad::new(name("/x"), 1, LoadConfig::default());
+        loose.write(&name("/x/a"), 1_000, limits, true);
+        assert!(!loose.retire_if_quiet(1_000_000));
     }
 
     #[test]

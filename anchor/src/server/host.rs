@@ -61,6 +61,10 @@ impl Host for Server {
         self.inner.registry.awake()
     }
 
+    fn busy_replicas(&self, now_s: u64) -> Vec<Arc<Replica>> {
+        self.inner.registry.busy(now_s)
+    }
+
     fn replica(&self, id: &ScopeId) -> Option<Arc<Replica>> {
         self.inner.registry.get(id)
     }

@@ -8,7 +8,7 @@
 //! cluster has settled, and measures over `--seconds`:
 //! CPU of each anchor process (`utime + stime` from `/proc/<pid>/stat`), its resident memory,
 //! the inbound Raft RPCs it handled (`anchorage_request_seconds_count{protocol="raft"}`), and
-//! the elections that happened (sum of `anchorage_scope_term`). A baseline with only the root
+//! the elections that happened (`anchorage_scope_terms`, the sum of every scope's term). A baseline with only the root
 //! scope is measured first.
 //!
 //! Uses `target/release/anchorage` when it exists and `ANCHORAGE_BIN` is not set. Bounded by
@@ -190,8 +190,8 @@ async fn sample(cluster: &Cluster, i: usize) -> Result<Sample> {
         "anchorage_request_seconds_sum",
         &[("protocol", "raft")],
     );
-    s.terms = metric_value(&text, "anchorage_scope_term", &[]);
-    s.leaders = metric_value(&text, "anchorage_scope_leader", &[]);
+    s.terms = metric_value(&text, "anchorage_scope_terms", &[]);
+    s.leaders = metric_value(&text, "anchorage_scopes", &[("role", "leader")]);
     Ok(s)
 }
 
@@ -449,7 +449,11 @@ async fn run_on(cluster: &mut Cluster, args: &Args, hb: u64, quiesce: bool) -> R
     loop {
         let mut leaders = 0.0;
         for i in 0..cluster.len() {
-            leaders += metric_value(&cluster.metrics(i).await?, "anchorage_scope_leader", &[]);
+            leaders += metric_value(
+                &cluster.metrics(i).await?,
+                "anchorage_scopes",
+                &[("role", "leader")],
+            );
         }
         if leaders as usize == groups {
             break;

@@ -44,6 +44,7 @@ pub fn info_json(info: &ScopeInfo) -> Value {
         "active": info.active,
         "status": {
             "role": info.status.role,
+            "sleep": info.status.sleep,
             "term": info.status.term,
             "leader": info.status.leader,
             "last_applied": info.status.last_applied,
@@ -248,8 +249,9 @@ pub fn show_lines(info: &ScopeInfo) -> Vec<String> {
     }
     let s = &info.status;
     out.push(format!(
-        "  status       {} term {}  applied {}  log {}  snapshot {}  names {}  (answering anchor)",
+        "  status       {} ({}) term {}  applied {}  log {}  snapshot {}  names {}  (answering anchor)",
         s.role,
+        s.sleep,
         s.term,
         opt_text(s.last_applied),
         opt_text(s.last_log),

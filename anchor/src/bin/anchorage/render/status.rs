@@ -22,10 +22,11 @@ pub fn status_lines(s: &AnchorStatus) -> Vec<String> {
     }
     for sc in &s.scopes {
         out.push(format!(
-            "  scope {} {:<12} {:<9} term {:<4} applied {:<8} log {:<8} snapshot {:<8} names {:<6} leader {}",
+            "  scope {} {:<12} {:<9} {:<10} term {:<4} applied {:<8} log {:<8} snapshot {:<8} names {:<6} leader {}",
             short_id(&sc.id),
             sc.prefix.to_string(),
             sc.role,
+            sc.sleep,
             sc.term,
             opt_text(sc.last_applied),
             opt_text(sc.last_log),

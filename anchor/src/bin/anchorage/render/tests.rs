@@ -51,6 +51,7 @@ fn info(id: ScopeId, prefix: &str, members: &[&str], names: u64) -> ScopeInfo {
             names,
             membership_log: Some(1),
             membership_term: Some(1),
+            sleep: "awake".into(),
         },
         descriptor: ScopeDescriptor {
             id,
