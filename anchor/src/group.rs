@@ -23,7 +23,7 @@ use std::time::Duration;
 use proto::{AnchorInfo, ScopeDescriptor};
 use tokio::sync::{mpsc, watch};
 
-use crate::raft::network::NetworkFactory;
+use crate::raft::network::{NetworkFactory, Urgency};
 use crate::raft::proposer::{self, Proposal, ReadWaiter};
 use crate::raft::quiesce::Role;
 use crate::raft::sm::StateMachine;
@@ -119,17 +119,19 @@ pub(crate) async fn start(
     let id = descriptor.id;
     let log = LogStore::open(&p.db, id, p.flusher.clone())?;
     let sm_alive = sm.alive();
+    let urgency = Arc::new(Urgency::default());
     let network = NetworkFactory {
         scope: id,
         net: p.net.clone(),
         coalescer: p.coalescer.clone(),
+        urgency: urgency.clone(),
     };
     let raft = openraft::Raft::new(p.node_id, p.raft_config.clone(), network, log, sm)
         .await
         .map_err(|e| AnchorError::Raft(e.to_string()))?;
     Ok(Group {
-        proposals: proposer::spawn_proposer(raft.clone(), id, p.clock.clone()),
-        reads: proposer::spawn_read_rounds(raft.clone(), id),
+        proposals: proposer::spawn_proposer(raft.clone(), id, p.clock.clone(), urgency.clone()),
+        reads: proposer::spawn_read_rounds(raft.clone(), id, urgency),
         metrics: raft.metrics(),
         raft,
         sm_alive,

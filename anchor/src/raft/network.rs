@@ -8,9 +8,12 @@
 //! a [`Coalescer`]: the first waits up to `raft.coalesce_ms` for others, and they travel as
 //! one [`RaftRpc::Coalesced`]. An anchor with a thousand idle scopes then sends a few messages
 //! per tick to each peer instead of a thousand. Entries, votes and snapshots go alone, at
-//! once.
+//! once, and so do the heartbeats of a scope while a client waits on it ([`Urgency`]): a
+//! linearizable read's read-index round is a heartbeat round, and back-to-back rounds of a
+//! busy scope looked "dense" to the coalescer, so each waited out its window.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -41,6 +44,37 @@ pub struct NetworkFactory {
     pub net: NetHandle,
     /// The anchor's heartbeat coalescer, shared by every scope.
     pub coalescer: Arc<Coalescer>,
+    /// Whether a client waits on this scope now (its heartbeats then skip the coalescer).
+    pub urgency: Arc<Urgency>,
+}
+
+/// How many client requests (writes being committed, read-index rounds) of one scope are
+/// in flight. While any is, the scope's heartbeats go at once instead of through the
+/// [`Coalescer`]: a read waits on a heartbeat round, and a write's followers learn the
+/// commit index from the next one.
+#[derive(Debug, Default)]
+pub struct Urgency(AtomicUsize);
+
+impl Urgency {
+    /// Marks a client request in flight until the guard drops.
+    pub fn hold(&self) -> UrgentGuard<'_> {
+        self.0.fetch_add(1, Ordering::AcqRel);
+        UrgentGuard(self)
+    }
+
+    /// True while a client request is in flight.
+    pub fn pressing(&self) -> bool {
+        self.0.load(Ordering::Acquire) > 0
+    }
+}
+
+/// One client request in flight ([`Urgency::hold`]).
+pub struct UrgentGuard<'a>(&'a Urgency);
+
+impl Drop for UrgentGuard<'_> {
+    fn drop(&mut self) {
+        self.0 .0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// A cheap handle for RPCs of one scope to one target.
@@ -51,6 +85,7 @@ pub struct ScopeClient {
     to: Option<AnchorAddr>,
     net: NetHandle,
     coalescer: Arc<Coalescer>,
+    urgency: Arc<Urgency>,
 }
 
 /// Why a Raft RPC brought no answer. openraft sees every one of these as the target being
@@ -317,6 +352,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
             to: AnchorAddr::from_info(node).ok(),
             net: self.net.clone(),
             coalescer: self.coalescer.clone(),
+            urgency: self.urgency.clone(),
         }
     }
 }
@@ -346,7 +382,7 @@ impl ScopeClient {
             rpc,
             payload,
         };
-        let resp = if coalesce && self.coalescer.enabled() {
+        let resp = if coalesce && self.coalescer.enabled() && !self.urgency.pressing() {
             self.coalescer.send(to.clone(), frame, ttl).await
         } else {
             exchange(&self.net, to, &frame, ttl).await
@@ -399,5 +435,23 @@ impl RaftNetwork<TypeConfig> for ScopeClient {
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, AnchorInfo, RaftError<NodeId>>> {
         self.call(RaftRpc::Vote, &rpc, option.hard_ttl(), false)
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urgency_lasts_while_any_request_is_in_flight() {
+        let u = Urgency::default();
+        assert!(!u.pressing());
+        let write = u.hold();
+        let read = u.hold();
+        assert!(u.pressing());
+        drop(write);
+        assert!(u.pressing(), "the read is still in flight");
+        drop(read);
+        assert!(!u.pressing());
     }
 }

@@ -21,6 +21,7 @@ use proto::{Name, ScopeId, SignedMutation, WireError};
 use resolver::clock::SharedClock;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
+use crate::raft::network::Urgency;
 use crate::raft::{ScopeCommand, ScopeRaft};
 
 /// Proposals queued per scope before writers hear "overloaded".
@@ -79,14 +80,15 @@ pub fn take_entry(queue: &mut VecDeque<Proposal>) -> Vec<Proposal> {
 }
 
 /// Starts the proposer of one scope; send it verified proposals. `clock` stamps each entry
-/// with the leader's wall-clock time.
+/// with the leader's wall-clock time; `urgency` is held while an entry is being committed.
 pub fn spawn_proposer(
     raft: ScopeRaft,
     scope: ScopeId,
     clock: SharedClock,
+    urgency: Arc<Urgency>,
 ) -> mpsc::Sender<Proposal> {
     let (tx, rx) = mpsc::channel(PROPOSALS_QUEUED_MAX);
-    tokio::spawn(run_proposer(raft, scope, clock, rx));
+    tokio::spawn(run_proposer(raft, scope, clock, urgency, rx));
     tx
 }
 
@@ -94,6 +96,7 @@ async fn run_proposer(
     raft: ScopeRaft,
     scope: ScopeId,
     clock: SharedClock,
+    urgency: Arc<Urgency>,
     mut rx: mpsc::Receiver<Proposal>,
 ) {
     let inflight = Arc::new(Semaphore::new(ENTRIES_INFLIGHT_MAX));
@@ -114,7 +117,9 @@ async fn run_proposer(
         let entry = take_entry(&mut queue);
         let raft = raft.clone();
         let clock = clock.clone();
+        let urgency = urgency.clone();
         tokio::spawn(async move {
+            let _urgent = urgency.hold();
             commit_entry(&raft, scope, entry, clock.unix_ms()).await;
             drop(permit);
         });
@@ -169,19 +174,29 @@ pub type ReadWaiter = oneshot::Sender<Result<(), WireError>>;
 
 /// Starts the read-index rounds of one scope: every waiter queued when a round starts is
 /// answered by that round (the round starts after each of them arrived, so each read is
-/// linearizable).
-pub fn spawn_read_rounds(raft: ScopeRaft, scope: ScopeId) -> mpsc::Sender<ReadWaiter> {
+/// linearizable). `urgency` is held during each round: its heartbeats go at once.
+pub fn spawn_read_rounds(
+    raft: ScopeRaft,
+    scope: ScopeId,
+    urgency: Arc<Urgency>,
+) -> mpsc::Sender<ReadWaiter> {
     let (tx, rx) = mpsc::channel(READS_QUEUED_MAX);
-    tokio::spawn(run_read_rounds(raft, scope, rx));
+    tokio::spawn(run_read_rounds(raft, scope, urgency, rx));
     tx
 }
 
-async fn run_read_rounds(raft: ScopeRaft, scope: ScopeId, mut rx: mpsc::Receiver<ReadWaiter>) {
+async fn run_read_rounds(
+    raft: ScopeRaft,
+    scope: ScopeId,
+    urgency: Arc<Urgency>,
+    mut rx: mpsc::Receiver<ReadWaiter>,
+) {
     while let Some(first) = rx.recv().await {
         let mut waiters = vec![first];
         while let Ok(w) = rx.try_recv() {
             waiters.push(w);
         }
+        let _urgent = urgency.hold();
         let result =
             match tokio::time::timeout(READ_INDEX_TIMEOUT, raft.ensure_linearizable()).await {
                 Ok(Ok(_)) => Ok(()),

@@ -113,7 +113,7 @@ impl ReplicaLoad {
         let Some((id, list)) = &self.busy else {
             return false;
         };
-        let unreported = self.unreported.lock().map_or(false, |p| !p.is_empty());
+        let unreported = self.unreported.lock().is_ok_and(|p| !p.is_empty());
         if unreported || self.busy_lately(now_s) {
             return false;
         }

@@ -23,6 +23,15 @@ use clap::{Parser, Subcommand};
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+/// jemalloc's options, read at its start (`_RJEM_MALLOC_CONF` in the environment overrides
+/// them): a background thread hands freed pages back after the decay time even while the
+/// anchor is idle. Without it, pages are only returned when the process allocates again,
+/// so after thousands of groups hibernated an idle anchor kept up to 45 MiB more resident.
+#[cfg(not(target_env = "msvc"))]
+#[allow(non_upper_case_globals)]
+#[export_name = "_rjem_malloc_conf"]
+pub static malloc_conf: &[u8; 23] = b"background_thread:true\0";
+
 mod cmd;
 mod keys;
 mod render;

@@ -1,7 +1,8 @@
 //! `anchorage bench`: starts a 3-anchor cluster as child processes on loopback (or uses the
 //! anchors given), drives concurrent signed writers and linearizable readers through the
 //! resolver library, and prints throughput, latency percentiles and each anchor's resident
-//! memory at rest and under load. Figures, not a pass/fail test.
+//! memory at rest and under load, and the size of their data directories. Figures, not a
+//! pass/fail test; the last line (`SUMMARY key=value …`) is for `scripts/bench-vs-etcd`.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -43,7 +44,7 @@ pub struct BenchArgs {
 struct Children {
     procs: Vec<Child>,
     http: Vec<std::net::SocketAddr>,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Drop for Children {
@@ -133,7 +134,7 @@ async fn start_cluster(cache_mib: u64) -> Result<(Children, Vec<AnchorAddr>)> {
         Children {
             procs,
             http: https,
-            _dir: dir,
+            dir,
         },
         addrs,
     ))
@@ -300,8 +301,43 @@ pub async fn run(args: BenchArgs) -> Result<()> {
             1000.0 * rpc_s / rpcs.max(1.0)
         );
     }
+    let disk: u64 = (0..pids.len())
+        .map(|i| dir_bytes(&children.dir.path().join(format!("a{i}"))))
+        .sum();
+    println!(
+        "\ndata directories: {:.1} MiB in all for {} writes over {names} names",
+        disk as f64 / (1024.0 * 1024.0),
+        w.ops
+    );
+    let ms = |p: &Phase, q: f64| percentile(&p.latencies, q).as_secs_f64() * 1000.0;
+    println!(
+        "SUMMARY puts_per_s={:.0} put_p50_ms={:.2} put_p99_ms={:.2} reads_per_s={:.0} read_p50_ms={:.2} read_p99_ms={:.2} errors={} rss_rest_mib={:.1} disk_bytes={disk}",
+        w.ops as f64 / w.elapsed.as_secs_f64().max(1e-9),
+        ms(&w, 0.5),
+        ms(&w, 0.99),
+        r.ops as f64 / r.elapsed.as_secs_f64().max(1e-9),
+        ms(&r, 0.5),
+        ms(&r, 0.99),
+        w.errors + r.errors,
+        rest.iter().copied().max().unwrap_or(0) as f64 / 1024.0,
+    );
     drop(children);
     Ok(())
+}
+
+/// Bytes of the files under `dir`, recursively.
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
 }
 
 /// Fetches `/metrics` with a bare HTTP/1.0 GET.
