@@ -1,5 +1,6 @@
 //! Signatures this anchor already checked, so applying a mutation it verified on arrival
-//! does not verify the same bytes again.
+//! does not verify the same bytes again; the others of one Raft entry are checked as one
+//! batch ([`SigCache::verify_all`]).
 //!
 //! Only the leader's handler inserts (it verified the mutation before proposing it); every
 //! other replica, and the leader after a restart, verifies at apply as usual. Verification is
@@ -9,6 +10,7 @@
 use std::collections::{HashSet, VecDeque};
 use std::sync::Mutex;
 
+use proto::mutation::signatures_hold_together;
 use proto::{Mutation, SignedMutation, WireError};
 
 /// Digests remembered at most.
@@ -59,6 +61,38 @@ impl SigCache {
         }
         super::decide::verify(signed)
     }
+
+    /// Verifies every mutation of one entry, in order: those this process verified before
+    /// are skipped, the rest are checked as one batch ([`proto::mutation::signatures_hold_together`])
+    /// and, if the batch does not hold, one by one, so each gets its own answer. Under the
+    /// ZIP-215 rules a batch holds exactly when each of its signatures does, so the answers
+    /// are those of [`SigCache::verify`] on each.
+    pub fn verify_all(&self, entry: &[SignedMutation]) -> Vec<Result<Mutation, WireError>> {
+        let seen: Vec<bool> = entry.iter().map(|s| self.take(&s.digest())).collect();
+        let fresh: Vec<&SignedMutation> = entry
+            .iter()
+            .zip(&seen)
+            .filter(|(_, seen)| !**seen)
+            .map(|(s, _)| s)
+            .collect();
+        let batch_holds =
+            fresh.len() >= 2 && signatures_hold_together(&fresh, rand::rngs::OsRng);
+        entry
+            .iter()
+            .zip(seen)
+            .map(|(signed, seen)| {
+                if seen || batch_holds {
+                    signed
+                        .decode_verified_earlier()
+                        .map_err(|e| WireError::Invalid {
+                            reason: e.to_string(),
+                        })
+                } else {
+                    super::decide::verify(signed)
+                }
+            })
+            .collect()
+    }
 }
 
 #[cfg(test)]
@@ -99,5 +133,34 @@ mod tests {
             Err(WireError::BadSignature { .. })
         ));
         assert!(cache.verify(&m).is_ok());
+    }
+
+    #[test]
+    fn an_entry_is_checked_as_a_batch_and_one_bad_signature_is_named() {
+        let cache = SigCache::default();
+        let good: Vec<SignedMutation> = (1..=5).map(signed).collect();
+        assert!(cache.verify_all(&good).iter().all(Result::is_ok));
+        // One forged among them: the batch fails and each gets its own answer.
+        let mut entry = good.clone();
+        entry[2].signatures[0].sig[5] ^= 1;
+        let out = cache.verify_all(&entry);
+        for (i, r) in out.iter().enumerate() {
+            if i == 2 {
+                assert!(matches!(r, Err(WireError::BadSignature { .. })), "{r:?}");
+            } else {
+                assert!(r.is_ok(), "{i}: {r:?}");
+            }
+        }
+        // Answers are those of one-by-one verification, cached or not.
+        cache.insert(&entry[0]);
+        let one_by_one: Vec<bool> = entry.iter().map(|m| cache.verify(m).is_ok()).collect();
+        cache.insert(&entry[0]);
+        let batched: Vec<bool> = cache.verify_all(&entry).iter().map(Result::is_ok).collect();
+        assert_eq!(batched, one_by_one);
+        // A malformed one (no signature) fails alone too.
+        let mut bare = good.clone();
+        bare[1].signatures.clear();
+        let out = cache.verify_all(&bare);
+        assert!(out[1].is_err() && out[0].is_ok() && out[4].is_ok());
     }
 }

@@ -382,8 +382,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     overlay.prune_nonces(proposed_at_ms);
                     overlay.prune_changes()?;
                     let mut results = Vec::with_capacity(mutations.len());
-                    for signed in &mutations {
-                        let decided = self.sig_cache.verify(signed).and_then(|m| {
+                    let verified = self.sig_cache.verify_all(&mutations);
+                    for (signed, verified) in mutations.iter().zip(verified) {
+                        let decided = verified.and_then(|m| {
                             decide::decide(&overlay, &m, signed, proposed_at_ms, log_id.index)
                         });
                         results.push(match decided {
