@@ -75,8 +75,7 @@ impl SigCache {
             .filter(|(_, seen)| !**seen)
             .map(|(s, _)| s)
             .collect();
-        let batch_holds =
-            fresh.len() >= 2 && signatures_hold_together(&fresh, rand::rngs::OsRng);
+        let batch_holds = fresh.len() >= 2 && signatures_hold_together(&fresh, rand::rngs::OsRng);
         entry
             .iter()
             .zip(seen)
