@@ -420,7 +420,7 @@ impl Registry {
     ///
     /// A leader postpones a purge while a replication to a lagging or unreachable follower
     /// still holds the entries (openraft retries such a follower every 500 ms and purges
-    /// between tries), so this waits up to [`PURGE_WAIT`] for every purge to be done; a purge
+    /// between tries), so this waits up to 5 s for every purge to be done; a purge
     /// still postponed then is logged and happens later on its own.
     pub async fn snapshot_all(&self) -> Result<(), AnchorError> {
         let mut purging = Vec::new();
