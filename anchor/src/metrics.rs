@@ -142,8 +142,16 @@ impl Metrics {
     /// Creates and registers every metric.
     pub fn new() -> Metrics {
         let registry = Registry::new_custom(Some("anchorage".into()), None).unwrap_or_default();
-        let gauge = |name: &str, help: &str| {
-            let g = IntGaugeVec::new(Opts::new(name, help), &["scope"]).expect("static metric");
+        let gauge_by = |name: &str, help: &str, labels: &[&str]| {
+            let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("static metric");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("unique metric");
+            g
+        };
+        let gauge = |name: &str, help: &str| gauge_by(name, help, &["scope"]);
+        let single = |name: &str, help: &str| {
+            let g = prometheus::IntGauge::new(name, help).expect("static metric");
             registry
                 .register(Box::new(g.clone()))
                 .expect("unique metric");
@@ -156,25 +164,15 @@ impl Metrics {
                 .expect("unique metric");
             c
         };
-        let scopes = IntGaugeVec::new(
-            Opts::new(
-                "scopes",
-                "Hosted scope replicas by role (leader, follower), hibernated ones included",
-            ),
+        let scopes = gauge_by(
+            "scopes",
+            "Hosted scope replicas by role (leader, follower), hibernated ones included",
             &["role"],
-        )
-        .expect("static metric");
-        registry
-            .register(Box::new(scopes.clone()))
-            .expect("unique metric");
-        let scope_terms = prometheus::IntGauge::new(
+        );
+        let scope_terms = single(
             "scope_terms",
             "Sum of the current Raft terms of every hosted scope: it rises with every election",
-        )
-        .expect("static metric");
-        registry
-            .register(Box::new(scope_terms.clone()))
-            .expect("unique metric");
+        );
         let scope_term = gauge(
             "scope_term",
             "Current Raft term of each hosted scope (the busiest 200 that do not hibernate)",
@@ -243,21 +241,11 @@ impl Metrics {
             "Load summaries: own (published, no_peers, publish_error), received (new, updated, stale, book_full), expired; refused ones are in refused_messages_total{protocol=\"gossip\"}",
             &["outcome"],
         );
-        let peer_gauge = |name: &str, help: &str| {
-            let g = IntGaugeVec::new(Opts::new(name, help), &["peer"]).expect("static metric");
-            registry
-                .register(Box::new(g.clone()))
-                .expect("unique metric");
-            g
-        };
-        let live = prometheus::IntGauge::new(
+        let peer_gauge = |name: &str, help: &str| gauge_by(name, help, &["peer"]);
+        let live = single(
             "peers_live",
             "Anchors with a live load summary in this anchor's peer book (itself included)",
-        )
-        .expect("static metric");
-        registry
-            .register(Box::new(live.clone()))
-            .expect("unique metric");
+        );
         let peers = PeerGauges {
             live,
             age_seconds: peer_gauge(
@@ -278,17 +266,11 @@ impl Metrics {
             reads_per_s: peer_gauge("peer_reads_per_second", "Reads/s each anchor served"),
             writes_per_s: peer_gauge("peer_writes_per_second", "Writes/s each anchor received"),
         };
-        let scopes_asleep = IntGaugeVec::new(
-            Opts::new(
-                "scopes_asleep",
-                "Hosted replicas whose group sleeps (quiescence), by role",
-            ),
+        let scopes_asleep = gauge_by(
+            "scopes_asleep",
+            "Hosted replicas whose group sleeps (quiescence), by role",
             &["role"],
-        )
-        .expect("static metric");
-        registry
-            .register(Box::new(scopes_asleep.clone()))
-            .expect("unique metric");
+        );
         let scope_wakes = counter(
             "scope_wakes_total",
             "Sleeping groups woken here, by cause (write, read, vote, append, snapshot, leader_dead, peer_back, log_moved, not_leader, kept_awake)",
@@ -299,22 +281,14 @@ impl Metrics {
             "Quiescence steps: side=leader, a round by outcome (asleep, refused, unanswered); side=member, a request by outcome (asleep, or the mismatch: term, leader, log, not_applied, sender, kept_awake, malformed)",
             &["side", "outcome"],
         );
-        let peers_dead = prometheus::IntGauge::new(
+        let peers_dead = single(
             "peers_dead",
             "Anchors sharing a group with this one that have not answered liveness pings for raft.dead_after_ms",
-        )
-        .expect("static metric");
-        registry
-            .register(Box::new(peers_dead.clone()))
-            .expect("unique metric");
-        let scopes_hibernated = prometheus::IntGauge::new(
+        );
+        let scopes_hibernated = single(
             "scopes_hibernated",
             "Hosted replicas whose group hibernates (stopped after raft.hibernate_after_ms asleep; reopened from disk by the first message, write or read)",
-        )
-        .expect("static metric");
-        registry
-            .register(Box::new(scopes_hibernated.clone()))
-            .expect("unique metric");
+        );
         let scope_hibernations = counter(
             "scope_hibernations_total",
             "Groups stopped to hibernate and reopened, by event (hibernated, reopened)",
