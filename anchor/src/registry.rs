@@ -75,6 +75,9 @@ pub struct Registry {
 #[derive(Default)]
 struct Hosted {
     map: BTreeMap<ScopeId, Arc<Replica>>,
+    /// The same replicas by prefix, for [`Registry::governing`] (one lookup per label of a
+    /// name instead of a pass over every replica).
+    by_prefix: BTreeMap<Name, Vec<Arc<Replica>>>,
     listing: Option<Replicas>,
     /// Those whose group does not hibernate (as of when it was made).
     awake: Option<Replicas>,
@@ -88,6 +91,31 @@ enum Listing {
 }
 
 impl Hosted {
+    fn insert(&mut self, r: Arc<Replica>) {
+        let at = self
+            .by_prefix
+            .entry(r.descriptor.prefix.clone())
+            .or_default();
+        at.retain(|x| x.id != r.id);
+        at.push(r.clone());
+        self.map.insert(r.id, r);
+        self.listing = None;
+        self.awake = None;
+    }
+
+    fn remove(&mut self, id: &ScopeId) -> Option<Arc<Replica>> {
+        let r = self.map.remove(id)?;
+        if let Some(at) = self.by_prefix.get_mut(&r.descriptor.prefix) {
+            at.retain(|x| x.id != *id);
+            if at.is_empty() {
+                self.by_prefix.remove(&r.descriptor.prefix);
+            }
+        }
+        self.listing = None;
+        self.awake = None;
+        Some(r)
+    }
+
     fn list(&self, which: Listing) -> &Option<Replicas> {
         match which {
             Listing::All => &self.listing,
@@ -201,19 +229,23 @@ impl Registry {
     /// The hosted scope with the longest prefix whose range holds `name` (of two ranges of
     /// one prefix, the one that starts later: it was split off the other).
     pub fn governing(&self, name: &Name) -> Option<Arc<Replica>> {
-        self.all()
-            .iter()
-            .filter(|r| r.descriptor.covers(name))
-            .max_by(|a, b| {
-                let key = |r: &Replica| {
-                    (
-                        r.descriptor.prefix.depth(),
-                        r.descriptor.range.start.clone(),
-                    )
-                };
-                key(a).cmp(&key(b))
-            })
-            .cloned()
+        let s = self.scopes.read().ok()?;
+        let mut prefix = Some(name.clone());
+        while let Some(p) = prefix {
+            let found = s.by_prefix.get(&p).and_then(|at| {
+                at.iter()
+                    .filter(|r| r.descriptor.covers(name))
+                    .max_by(|a, b| {
+                        (&a.descriptor.range.start, a.id).cmp(&(&b.descriptor.range.start, b.id))
+                    })
+                    .cloned()
+            });
+            if found.is_some() {
+                return found;
+            }
+            prefix = p.parent();
+        }
+        None
     }
 
     /// This anchor's Raft node id.
@@ -243,9 +275,7 @@ impl Registry {
         let group = group::start(p, &descriptor, sm).await?;
         let replica = Arc::new(Replica::new(descriptor, group, state, p.clone()));
         if let Ok(mut s) = self.scopes.write() {
-            s.map.insert(id, replica.clone());
-            s.listing = None;
-            s.awake = None;
+            s.insert(replica.clone());
         }
         tracing::info!(scope = %id, prefix = %replica.descriptor.prefix, "scope replica opened");
         Ok(replica)
@@ -313,11 +343,7 @@ impl Registry {
     /// it any more, its group stops, and its registry entry, log and state are deleted.
     /// Harmless when it is not hosted.
     pub(crate) async fn remove(&self, id: &ScopeId) -> Result<(), AnchorError> {
-        let removed = self.scopes.write().ok().and_then(|mut s| {
-            s.listing = None;
-            s.awake = None;
-            s.map.remove(id)
-        });
+        let removed = self.scopes.write().ok().and_then(|mut s| s.remove(id));
         if let Some(r) = removed {
             // A request that found the replica before it left the map reads nothing more
             // (nor reopens its group).
