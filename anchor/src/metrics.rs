@@ -175,7 +175,9 @@ impl Metrics {
         );
         let scope_term = gauge(
             "scope_term",
-            "Current Raft term of each hosted scope (the busiest 200 that do not hibernate)",
+            &format!(
+                "Current Raft term of each hosted scope (the busiest {SCOPE_SERIES_MAX} that do not hibernate)"
+            ),
         );
         let scope_leader = gauge("scope_leader", "1 if this anchor leads the scope");
         let scope_applied = gauge(

@@ -20,7 +20,9 @@ pub async fn failover(cluster: &mut Cluster, groups: usize, every: Duration) -> 
     let others: Vec<usize> = (1..cluster.len()).collect();
     let mut last_print = Instant::now();
     let mut first_half = None;
+    let mut tick = tokio::time::interval(every);
     loop {
+        tick.tick().await;
         let mut leaders = 0.0;
         for &i in &others {
             // A loaded anchor may be slow to answer; a failed scrape counts as no progress.
@@ -45,7 +47,6 @@ pub async fn failover(cluster: &mut Cluster, groups: usize, every: Duration) -> 
             );
             last_print = Instant::now();
         }
-        tokio::time::sleep(every).await;
     }
     println!(
         "\nfailover: killed anchor 0 (leader of {led} groups); half of them had a new leader after {:.2} s, all after {:.2} s (polled every {:.1} s)",
@@ -84,7 +85,9 @@ pub async fn wait_asleep(
     let started = Instant::now();
     let all = (groups * cluster.len()) as f64;
     let mut asleep_at = None;
+    let mut tick = tokio::time::interval(poll);
     loop {
+        tick.tick().await;
         let (n, h) = asleep_hibernated(cluster).await?;
         if n >= all && asleep_at.is_none() {
             asleep_at = Some(started.elapsed());
@@ -105,7 +108,6 @@ pub async fn wait_asleep(
             }
             bail!("only {n} of {all} replicas asleep ({h} hibernated) after {wait_s} s");
         }
-        tokio::time::sleep(poll).await;
     }
     println!(
         "every replica asleep {:.1} s after settling{}",
